@@ -1,0 +1,123 @@
+"""Chat API v2 over REST (CONTRACT §2-3): POST forms in, the §3 envelope out."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from chatpush.api.forms import Form, read_form
+from chatpush.api.keys import CHATS
+from chatpush.chat.model import Reply
+from chatpush.chat.service import ChatService
+from chatpush.errors import Code, NotFound
+
+Operation = Callable[[ChatService, str, str, str | None, Form], Awaitable[Reply]]
+
+
+async def _send(chats: ChatService, service: str, chat_id: str, key: str | None, form: Form) -> Reply:
+    return await chats.send_message(
+        service,
+        chat_id,
+        key,
+        message=form.get("message"),
+        message_type=form.get("messageType") or None,
+        position=form.position(),
+    )
+
+
+async def _refresh(
+    chats: ChatService, service: str, chat_id: str, key: str | None, form: Form
+) -> Reply:
+    return await chats.refresh(service, chat_id, key, form.position())
+
+
+async def _start_typing(
+    chats: ChatService, service: str, chat_id: str, key: str | None, form: Form
+) -> Reply:
+    return await chats.start_typing(service, chat_id, key, form.get("message"))
+
+
+async def _stop_typing(
+    chats: ChatService, service: str, chat_id: str, key: str | None, form: Form
+) -> Reply:
+    return await chats.stop_typing(service, chat_id, key, form.get("message"))
+
+
+async def _disconnect(
+    chats: ChatService, service: str, chat_id: str, key: str | None, form: Form
+) -> Reply:
+    return await chats.disconnect(service, chat_id, key)
+
+
+async def _push_url(
+    chats: ChatService, service: str, chat_id: str, key: str | None, form: Form
+) -> Reply:
+    return await chats.push_url(service, chat_id, key, form.get("pushUrl"))
+
+
+async def _update_nickname(
+    chats: ChatService, service: str, chat_id: str, key: str | None, form: Form
+) -> Reply:
+    return await chats.update_nickname(service, chat_id, key, form.get("nickname"))
+
+
+async def _custom_notice(
+    chats: ChatService, service: str, chat_id: str, key: str | None, form: Form
+) -> Reply:
+    return await chats.custom_notice(service, chat_id, key, form.get("message"))
+
+
+async def _update_data(
+    chats: ChatService, service: str, chat_id: str, key: str | None, form: Form
+) -> Reply:
+    return await chats.update_data(service, chat_id, key, form.user_data)
+
+
+OPERATIONS: dict[str, Operation] = {
+    "send": _send,
+    "refresh": _refresh,
+    "startTyping": _start_typing,
+    "stopTyping": _stop_typing,
+    "disconnect": _disconnect,
+    "pushUrl": _push_url,
+    "updateNickname": _update_nickname,
+    "customNotice": _custom_notice,
+    "updateData": _update_data,
+}
+
+
+async def request_chat(request: web.Request) -> web.Response:
+    form = await read_form(request)
+    reply = await request.app[CHATS].request_chat(
+        request.match_info["service"],
+        nickname=form.get("nickname") or None,
+        first_name=form.get("firstName") or None,
+        last_name=form.get("lastName") or None,
+        subject=form.get("subject") or None,
+        email_address=form.get("emailAddress") or None,
+        user_data=form.user_data,
+    )
+    return web.json_response(reply.to_wire())
+
+
+async def chat_operation(request: web.Request) -> web.Response:
+    operation = OPERATIONS.get(request.match_info["operation"])
+    if operation is None:
+        raise NotFound(
+            Code.INVALID_PARAMETER, f"unknown operation {request.match_info['operation']!r}"
+        )
+    form = await read_form(request)
+    reply = await operation(
+        request.app[CHATS],
+        request.match_info["service"],
+        request.match_info["chat_id"],
+        form.get("secureKey"),
+        form,
+    )
+    return web.json_response(reply.to_wire())
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/genesys/2/chat/{service}", request_chat)
+    app.router.add_post("/genesys/2/chat/{service}/{chat_id}/{operation}", chat_operation)

@@ -1,0 +1,83 @@
+"""Reading Chat API v2 forms strictly: bounded size, UTF-8 only, first value of a repeated key."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from chatpush.errors import BadRequest, ChatpushError, Code
+
+_USER_DATA_KEY = re.compile(r"^userData\[(.+)\]$", re.DOTALL)
+MAX_POSITION = 2**31 - 1
+
+
+class BodyTooLarge(ChatpushError):
+    http_status = 413
+
+
+class Form:
+    """The parameters of one request. Unknown parameters are kept but nobody asks for them."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self._values: dict[str, str] = {}
+        self.user_data: dict[str, str] = {}
+        for key, value in pairs:
+            match = _USER_DATA_KEY.match(key)
+            if match is not None:
+                self.user_data.setdefault(match.group(1), value)
+            else:
+                self._values.setdefault(key, value)
+
+    def get(self, name: str) -> str | None:
+        return self._values.get(name)
+
+    def position(self) -> int | None:
+        """``transcriptPosition``: absent is None; otherwise an integer >= 0 or a 400."""
+        raw = self._values.get("transcriptPosition")
+        if raw is None or raw == "":
+            return None
+        if not raw.isascii() or not raw.isdigit() or int(raw) > MAX_POSITION:
+            raise BadRequest(
+                Code.INVALID_PARAMETER,
+                f"transcriptPosition must be an integer from 0 to {MAX_POSITION}, got {raw[:40]!r}",
+            )
+        return int(raw)
+
+    @property
+    def values(self) -> Mapping[str, str]:
+        return self._values
+
+
+async def read_form(request: web.Request) -> Form:
+    content_type = request.content_type
+    try:
+        if content_type == "multipart/form-data":
+            posted = await request.post()
+            pairs = [(key, value) for key, value in posted.items() if isinstance(value, str)]
+            return Form(pairs)
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyTooLarge(
+            Code.BODY_TOO_LARGE, f"request body is larger than {request.client_max_size} bytes"
+        ) from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest(Code.BAD_ENCODING, f"malformed form body: {exc}") from None
+    if content_type not in ("application/x-www-form-urlencoded", "application/octet-stream", ""):
+        raise BadRequest(
+            Code.INVALID_PARAMETER,
+            "body must be application/x-www-form-urlencoded or multipart/form-data",
+        )
+    try:
+        text = body.decode("utf-8")
+        pairs = parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise BadRequest(Code.BAD_ENCODING, "form body is not valid UTF-8") from None
+    except ValueError as exc:
+        raise BadRequest(Code.BAD_ENCODING, f"malformed form body: {exc}") from None
+    for key, value in pairs:
+        if "\x00" in key or "\x00" in value:
+            raise BadRequest(Code.BAD_ENCODING, "form values must not contain NUL characters")
+    return Form(pairs)

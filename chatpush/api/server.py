@@ -1,0 +1,206 @@
+"""The chat-server side API (CONTRACT §11): JSON over HTTP for agents, bots and chat servers.
+
+Every call but the OpenAPI document needs a configured key in ``X-API-Key``. The document itself is
+``chatpush/api/openapi.json``; tests check that live responses match it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Annotated, Any, Literal, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from chatpush.api.keys import CHATS, SETTINGS
+from chatpush.chat.model import EVENT_TYPES, ChatRecord, PartyRecord, keys_match
+from chatpush.errors import BadRequest, Code, Forbidden
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+MAX_LIST_LIMIT = 1000
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class AddParty(_Body):
+    type: Literal["Agent", "Supervisor", "External"]
+    nickname: Annotated[str, Field(min_length=1)]
+
+
+class AddEvent(_Body):
+    participant_id: int = Field(alias="participantId")
+    type: str
+    text: str | None = None
+    message_type: str | None = Field(None, alias="messageType")
+    user_data: dict[str, str] | None = Field(None, alias="userData")
+
+
+def chat_summary(chat: ChatRecord) -> dict[str, Any]:
+    return {
+        "chatId": chat.id,
+        "serviceName": chat.service_name,
+        "status": "ended" if chat.ended else "active",
+        "createdAt": chat.created_at_ms,
+        "endedAt": chat.ended_at_ms,
+        "lastClientRequestAt": chat.last_client_request_ms,
+        "lastIndex": chat.last_index,
+        "clientPosition": chat.client_position,
+        "subject": chat.subject,
+        "emailAddress": chat.email_address,
+        "userData": chat.user_data,
+    }
+
+
+def party_wire(party: PartyRecord) -> dict[str, Any]:
+    return {
+        "participantId": party.participant_id,
+        "type": party.type,
+        "nickname": party.nickname,
+        "joinedAt": party.joined_at_ms,
+        "leftAt": party.left_at_ms,
+    }
+
+
+@web.middleware
+async def api_key_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path.startswith("/api/") and request.path != "/api/v1/openapi.json":
+        given = request.headers.get("X-API-Key", "")
+        configured = request.app[SETTINGS].security.api_keys
+        # Compare against every key so the time taken says nothing about which one is close.
+        matched = False
+        for key in configured:
+            matched |= keys_match(key.get_secret_value(), given)
+        if not given or not matched:
+            raise Forbidden(Code.INVALID_API_KEY, "missing or wrong X-API-Key")
+    return await handler(request)
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise BadRequest(Code.BODY_TOO_LARGE, "request body is too large") from None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BadRequest(Code.BAD_ENCODING, "body is not valid UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(Code.INVALID_PARAMETER, f"body is not valid JSON: {exc}") from None
+
+
+def _validated(model: type[M], payload: Any) -> M:
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise BadRequest(Code.INVALID_PARAMETER, f"{where}: {first['msg']}") from None
+
+
+def _int_param(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.lstrip("-").isdigit() or not low <= int(raw) <= high:
+        raise BadRequest(Code.INVALID_PARAMETER, f"{name} must be an integer from {low} to {high}")
+    return int(raw)
+
+
+def _path_int(request: web.Request, name: str) -> int:
+    raw = request.match_info[name]
+    if not raw.isdigit() or int(raw) > 2**31 - 1:
+        raise BadRequest(Code.INVALID_PARAMETER, f"{name} must be a positive integer")
+    return int(raw)
+
+
+async def list_chats(request: web.Request) -> web.Response:
+    status = request.query.get("status")
+    if status not in (None, "active", "ended"):
+        raise BadRequest(Code.INVALID_PARAMETER, "status must be active or ended")
+    limit = _int_param(request, "limit", 100, 1, MAX_LIST_LIMIT)
+    assert limit is not None
+    chats = await request.app[CHATS].list_chats(
+        service_name=request.query.get("service") or None,
+        ended=None if status is None else status == "ended",
+        created_after_ms=_int_param(request, "createdAfter", None, 0, 2**62),
+        created_before_ms=_int_param(request, "createdBefore", None, 0, 2**62),
+        after_id=request.query.get("after") or None,
+        limit=limit,
+    )
+    body: dict[str, Any] = {"chats": [chat_summary(chat) for chat in chats]}
+    body["next"] = chats[-1].id if len(chats) == limit else None
+    return web.json_response(body)
+
+
+async def read_chat(request: web.Request) -> web.Response:
+    from_position = _int_param(request, "fromPosition", 1, 0, 2**31 - 1)
+    assert from_position is not None
+    state = await request.app[CHATS].read_chat(request.match_info["chat_id"], from_position)
+    return web.json_response(
+        {
+            "chat": chat_summary(state.chat),
+            "parties": [party_wire(party) for party in state.parties],
+            "transcript": [event.to_wire() for event in state.events],
+        }
+    )
+
+
+async def add_party(request: web.Request) -> web.Response:
+    body = _validated(AddParty, await _json_body(request))
+    party, event = await request.app[CHATS].add_party(
+        request.match_info["chat_id"], party_type=body.type, nickname=body.nickname
+    )
+    return web.json_response({"party": party_wire(party), "event": event.to_wire()}, status=201)
+
+
+async def remove_party(request: web.Request) -> web.Response:
+    event = await request.app[CHATS].remove_party(
+        request.match_info["chat_id"], _path_int(request, "participant_id")
+    )
+    return web.json_response({"event": event.to_wire()})
+
+
+async def add_event(request: web.Request) -> web.Response:
+    body = _validated(AddEvent, await _json_body(request))
+    if body.type not in EVENT_TYPES:
+        raise BadRequest(
+            Code.INVALID_PARAMETER, f"type: must be one of {', '.join(EVENT_TYPES)}"
+        )
+    event = await request.app[CHATS].add_event(
+        request.match_info["chat_id"],
+        participant_id=body.participant_id,
+        event_type=body.type,
+        text=body.text,
+        message_type=body.message_type,
+        user_data=body.user_data,
+    )
+    return web.json_response({"event": event.to_wire()}, status=201)
+
+
+async def end_chat(request: web.Request) -> web.Response:
+    chat = await request.app[CHATS].end_chat(request.match_info["chat_id"])
+    return web.json_response({"chat": chat_summary(chat)})
+
+
+_OPENAPI = resources.files("chatpush.api").joinpath("openapi.json")
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.Response(body=_OPENAPI.read_bytes(), content_type="application/json")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/openapi.json", openapi_document)
+    app.router.add_get("/api/v1/chats", list_chats)
+    app.router.add_get("/api/v1/chats/{chat_id}", read_chat)
+    app.router.add_post("/api/v1/chats/{chat_id}/parties", add_party)
+    app.router.add_delete("/api/v1/chats/{chat_id}/parties/{participant_id}", remove_party)
+    app.router.add_post("/api/v1/chats/{chat_id}/events", add_event)
+    app.router.add_post("/api/v1/chats/{chat_id}/end", end_chat)

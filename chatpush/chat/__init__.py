@@ -1,0 +1,1 @@
+"""The chat domain: sessions, parties, the transcript and secure keys."""

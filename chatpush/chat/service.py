@@ -1,0 +1,512 @@
+"""Chat sessions as both sides see them: the ten Chat API v2 operations and the chat-server side.
+
+Each operation is one database transaction: authenticate, append events, build the reply, and
+record what the customer has retrieved, all committed together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from chatpush.chat.model import (
+    CUSTOMER_PARTICIPANT_ID,
+    EVENT_TYPES,
+    PARTY_TYPES,
+    ChatRecord,
+    EventRecord,
+    NewEvent,
+    PartyRecord,
+    Reply,
+    keys_match,
+    new_chat_id,
+    new_secure_key,
+    new_user_id,
+)
+from chatpush.clock import Clock
+from chatpush.config import ChatSettings, Settings
+from chatpush.errors import BadRequest, ChatEnded, Code, Conflict, Forbidden, NotFound
+from chatpush.store import chats as repo
+from chatpush.store.database import Database
+
+
+class ChatObserver(Protocol):
+    """Told, inside the same transaction, what happened to a chat (the push pipeline listens)."""
+
+    async def chat_requested(
+        self, conn: AsyncConnection, chat: ChatRecord, user_data: Mapping[str, str]
+    ) -> None: ...
+
+    async def events_added(
+        self, conn: AsyncConnection, chat: ChatRecord, events: Sequence[EventRecord]
+    ) -> None: ...
+
+    async def transcript_retrieved(
+        self, conn: AsyncConnection, chat: ChatRecord, first_index: int, last_index: int
+    ) -> None: ...
+
+    async def chat_ended(
+        self, conn: AsyncConnection, chat: ChatRecord, *, customer_removed: bool
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ChatState:
+    """A chat as the chat-server side reads it."""
+
+    chat: ChatRecord
+    parties: list[PartyRecord]
+    events: list[EventRecord]
+
+
+class ChatService:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        clock: Clock,
+        observer: ChatObserver | None = None,
+    ) -> None:
+        self._db = db
+        self._settings = settings
+        self._limits: ChatSettings = settings.chat
+        self._alias = settings.server.alias
+        self._clock = clock
+        self._observer = observer
+
+    # -- customer side: Chat API v2 -------------------------------------------------------------
+
+    async def request_chat(
+        self,
+        service_name: str,
+        *,
+        nickname: str | None,
+        first_name: str | None,
+        last_name: str | None,
+        subject: str | None,
+        email_address: str | None,
+        user_data: Mapping[str, str],
+    ) -> Reply:
+        self._require_service(service_name)
+        if not nickname:
+            if not (first_name and last_name):
+                raise BadRequest(
+                    Code.MISSING_PARAMETER, "nickname, or firstName and lastName, is required"
+                )
+            nickname = f"{first_name} {last_name}"
+        self._check_text("nickname", nickname, self._limits.max_nickname_chars)
+        self._check_text("subject", subject, self._limits.max_message_chars)
+        self._check_user_data(user_data)
+        now_ms = self._clock.now_ms()
+        chat = ChatRecord(
+            id=new_chat_id(),
+            service_name=service_name,
+            secure_key=new_secure_key(),
+            user_id=new_user_id(),
+            subject=subject,
+            email_address=email_address,
+            user_data=dict(user_data),
+            created_at_ms=now_ms,
+            ended_at_ms=None,
+            last_client_request_ms=now_ms,
+            last_index=0,
+            client_position=0,
+            last_participant_id=CUSTOMER_PARTICIPANT_ID,
+        )
+        customer = PartyRecord(
+            participant_id=CUSTOMER_PARTICIPANT_ID,
+            type="Client",
+            nickname=nickname,
+            joined_at_ms=now_ms,
+            first_name=first_name,
+            last_name=last_name,
+        )
+        async with self._db.write() as conn:
+            await repo.insert_chat(conn, chat, customer)
+            if self._observer is not None:
+                await self._observer.chat_requested(conn, chat, user_data)
+            await self._append(conn, chat, [NewEvent("ParticipantJoined", customer)], now_ms)
+            return await self._reply(conn, chat, position=None)
+
+    async def refresh(
+        self, service_name: str, chat_id: str, secure_key: str | None, position: int | None
+    ) -> Reply:
+        async with self._db.write() as conn:
+            chat = await self._authenticate(conn, service_name, chat_id, secure_key)
+            await self._touch(conn, chat)
+            return await self._reply(conn, chat, position=position)
+
+    async def send_message(
+        self,
+        service_name: str,
+        chat_id: str,
+        secure_key: str | None,
+        *,
+        message: str | None,
+        message_type: str | None,
+        position: int | None,
+    ) -> Reply:
+        if message is None:
+            raise BadRequest(Code.MISSING_PARAMETER, "message is required")
+        self._check_text("message", message, self._limits.max_message_chars)
+        self._check_text("messageType", message_type, 128)
+        return await self._customer_event(
+            service_name,
+            chat_id,
+            secure_key,
+            "Message",
+            text=message,
+            message_type=message_type,
+            position=position,
+        )
+
+    async def start_typing(
+        self, service_name: str, chat_id: str, secure_key: str | None, message: str | None
+    ) -> Reply:
+        self._check_text("message", message, self._limits.max_message_chars)
+        return await self._customer_event(
+            service_name, chat_id, secure_key, "TypingStarted", text=message
+        )
+
+    async def stop_typing(
+        self, service_name: str, chat_id: str, secure_key: str | None, message: str | None
+    ) -> Reply:
+        self._check_text("message", message, self._limits.max_message_chars)
+        return await self._customer_event(
+            service_name, chat_id, secure_key, "TypingStopped", text=message
+        )
+
+    async def push_url(
+        self, service_name: str, chat_id: str, secure_key: str | None, url: str | None
+    ) -> Reply:
+        if not url:
+            raise BadRequest(Code.MISSING_PARAMETER, "pushUrl is required")
+        self._check_text("pushUrl", url, self._limits.max_message_chars)
+        return await self._customer_event(service_name, chat_id, secure_key, "PushUrl", text=url)
+
+    async def custom_notice(
+        self, service_name: str, chat_id: str, secure_key: str | None, message: str | None
+    ) -> Reply:
+        if message is None:
+            raise BadRequest(Code.MISSING_PARAMETER, "message is required")
+        self._check_text("message", message, self._limits.max_message_chars)
+        return await self._customer_event(
+            service_name, chat_id, secure_key, "CustomNotice", text=message
+        )
+
+    async def update_nickname(
+        self, service_name: str, chat_id: str, secure_key: str | None, nickname: str | None
+    ) -> Reply:
+        if not nickname:
+            raise BadRequest(Code.MISSING_PARAMETER, "nickname is required")
+        self._check_text("nickname", nickname, self._limits.max_nickname_chars)
+        async with self._db.write() as conn:
+            chat = await self._authenticate(conn, service_name, chat_id, secure_key)
+            self._require_active(chat)
+            await repo.update_party(conn, chat.id, CUSTOMER_PARTICIPANT_ID, nickname=nickname)
+            customer = await self._customer(conn, chat)
+            await self._touch(conn, chat)
+            await self._append(
+                conn, chat, [NewEvent("NicknameUpdated", customer, text=nickname)]
+            )
+            return await self._reply(conn, chat, position=0)
+
+    async def update_data(
+        self, service_name: str, chat_id: str, secure_key: str | None, user_data: Mapping[str, str]
+    ) -> Reply:
+        if not user_data:
+            raise BadRequest(Code.MISSING_PARAMETER, "at least one userData[KEY] is required")
+        async with self._db.write() as conn:
+            chat = await self._authenticate(conn, service_name, chat_id, secure_key)
+            self._require_active(chat)
+            merged = {**chat.user_data, **user_data}
+            self._check_user_data(merged)
+            await repo.update_chat(
+                conn, chat.id, user_data=merged, last_client_request_ms=self._clock.now_ms()
+            )
+            return await self._reply(conn, chat, position=0)
+
+    async def disconnect(self, service_name: str, chat_id: str, secure_key: str | None) -> Reply:
+        async with self._db.write() as conn:
+            chat = await self._authenticate(conn, service_name, chat_id, secure_key)
+            if chat.ended:
+                return await self._reply(conn, chat, position=0)
+            now_ms = self._clock.now_ms()
+            customer = await self._customer(conn, chat)
+            await self._touch(conn, chat)
+            await self._append(conn, chat, [NewEvent("ParticipantLeft", customer)], now_ms)
+            chat = await self._end(conn, chat, now_ms, customer_removed=False)
+            return await self._reply(conn, chat, position=0)
+
+    # -- chat-server side -------------------------------------------------------------------------
+
+    async def add_party(
+        self, chat_id: str, *, party_type: str, nickname: str
+    ) -> tuple[PartyRecord, EventRecord]:
+        if party_type not in PARTY_TYPES or party_type == "Client":
+            raise BadRequest(
+                Code.INVALID_PARAMETER, "type must be one of Agent, Supervisor, External"
+            )
+        self._check_text("nickname", nickname, self._limits.max_nickname_chars)
+        async with self._db.write() as conn:
+            chat = await self._server_chat(conn, chat_id)
+            self._require_active(chat)
+            now_ms = self._clock.now_ms()
+            party = PartyRecord(
+                participant_id=await repo.next_participant_id(conn, chat.id),
+                type=party_type,
+                nickname=nickname,
+                joined_at_ms=now_ms,
+            )
+            await repo.insert_party(conn, chat.id, party)
+            [event] = await self._append(
+                conn, chat, [NewEvent("ParticipantJoined", party)], now_ms
+            )
+            return party, event
+
+    async def add_event(
+        self,
+        chat_id: str,
+        *,
+        participant_id: int,
+        event_type: str,
+        text: str | None,
+        message_type: str | None,
+        user_data: Mapping[str, str] | None,
+    ) -> EventRecord:
+        if event_type not in EVENT_TYPES:
+            raise BadRequest(Code.INVALID_PARAMETER, f"unknown event type {event_type!r}")
+        if event_type in ("ParticipantJoined", "ParticipantLeft"):
+            raise BadRequest(
+                Code.INVALID_PARAMETER,
+                f"{event_type} is written by adding or removing a party, not as an event",
+            )
+        self._check_text("text", text, self._limits.max_message_chars)
+        self._check_text("messageType", message_type, 128)
+        if user_data:
+            self._check_user_data(user_data)
+        async with self._db.write() as conn:
+            chat = await self._server_chat(conn, chat_id)
+            self._require_active(chat)
+            party = await repo.get_party(conn, chat.id, participant_id)
+            if party is None or party.type == "Client":
+                raise NotFound(
+                    Code.UNKNOWN_PARTY, f"no agent-side party {participant_id} in this chat"
+                )
+            if not party.present:
+                raise Conflict(Code.CONFLICT, f"party {participant_id} has left the chat")
+            [event] = await self._append(
+                conn,
+                chat,
+                [
+                    NewEvent(
+                        event_type,
+                        party,
+                        text=text,
+                        message_type=message_type,
+                        user_data=dict(user_data) if user_data else None,
+                    )
+                ],
+            )
+            return event
+
+    async def remove_party(self, chat_id: str, participant_id: int) -> EventRecord:
+        """Remove a party; removing the customer ends the chat (CONTRACT §8.7)."""
+        async with self._db.write() as conn:
+            chat = await self._server_chat(conn, chat_id)
+            self._require_active(chat)
+            party = await repo.get_party(conn, chat.id, participant_id)
+            if party is None:
+                raise NotFound(Code.UNKNOWN_PARTY, f"no party {participant_id} in this chat")
+            if not party.present:
+                raise Conflict(Code.CONFLICT, f"party {participant_id} has already left")
+            now_ms = self._clock.now_ms()
+            await repo.update_party(conn, chat.id, participant_id, left_at_ms=now_ms)
+            [event] = await self._append(conn, chat, [NewEvent("ParticipantLeft", party)], now_ms)
+            if party.type == "Client":
+                await self._end(conn, chat, now_ms, customer_removed=True)
+            return event
+
+    async def end_chat(self, chat_id: str) -> ChatRecord:
+        """End a chat: every agent-side party still present leaves, then the chat is ended."""
+        async with self._db.write() as conn:
+            chat = await self._server_chat(conn, chat_id)
+            if chat.ended:
+                return chat
+            now_ms = self._clock.now_ms()
+            leaving = [
+                NewEvent("ParticipantLeft", party)
+                for party in await repo.list_parties(conn, chat.id)
+                if party.present and party.type != "Client"
+            ]
+            if leaving:
+                await self._append(conn, chat, leaving, now_ms)
+            return await self._end(conn, chat, now_ms, customer_removed=False)
+
+    async def read_chat(self, chat_id: str, from_position: int = 1) -> ChatState:
+        async with self._db.read() as conn:
+            chat = await self._server_chat(conn, chat_id)
+            return ChatState(
+                chat=chat,
+                parties=await repo.list_parties(conn, chat.id),
+                events=await repo.events_from(conn, chat.id, max(from_position, 1)),
+            )
+
+    async def list_chats(
+        self,
+        *,
+        service_name: str | None = None,
+        ended: bool | None = None,
+        created_after_ms: int | None = None,
+        created_before_ms: int | None = None,
+        after_id: str | None = None,
+        limit: int = 100,
+    ) -> list[ChatRecord]:
+        async with self._db.read() as conn:
+            return await repo.list_chats(
+                conn,
+                service_name=service_name,
+                ended=ended,
+                created_after_ms=created_after_ms,
+                created_before_ms=created_before_ms,
+                after_id=after_id,
+                limit=limit,
+            )
+
+    async def purge_ended(self) -> int:
+        """Delete chats whose retention after ending has run out; returns how many."""
+        cutoff_ms = self._clock.now_ms() - self._limits.ended_chat_retention_s * 1000
+        purged = 0
+        while True:
+            async with self._db.write() as conn:
+                count = await repo.purge_ended(conn, cutoff_ms)
+            purged += count
+            if count == 0:
+                return purged
+
+    # -- shared steps ---------------------------------------------------------------------------
+
+    def _require_service(self, service_name: str) -> None:
+        if not self._settings.serves(service_name):
+            raise NotFound(Code.UNKNOWN_SERVICE, f"unknown service {service_name!r}")
+
+    async def _authenticate(
+        self, conn: AsyncConnection, service_name: str, chat_id: str, secure_key: str | None
+    ) -> ChatRecord:
+        self._require_service(service_name)
+        if not secure_key:
+            raise Forbidden(Code.INVALID_SECURE_KEY, "secureKey is required")
+        chat = await repo.get_chat(conn, chat_id)
+        if chat is None or chat.service_name != service_name:
+            raise NotFound(Code.UNKNOWN_CHAT, f"unknown chat {chat_id!r}")
+        if not keys_match(chat.secure_key, secure_key):
+            raise Forbidden(Code.INVALID_SECURE_KEY, "secureKey does not match this chat")
+        return chat
+
+    async def _server_chat(self, conn: AsyncConnection, chat_id: str) -> ChatRecord:
+        chat = await repo.get_chat(conn, chat_id)
+        if chat is None:
+            raise NotFound(Code.UNKNOWN_CHAT, f"unknown chat {chat_id!r}")
+        return chat
+
+    @staticmethod
+    def _require_active(chat: ChatRecord) -> None:
+        if chat.ended:
+            raise ChatEnded()
+
+    async def _customer(self, conn: AsyncConnection, chat: ChatRecord) -> PartyRecord:
+        customer = await repo.get_party(conn, chat.id, CUSTOMER_PARTICIPANT_ID)
+        assert customer is not None, "every chat has its customer party"
+        return customer
+
+    async def _customer_event(
+        self,
+        service_name: str,
+        chat_id: str,
+        secure_key: str | None,
+        event_type: str,
+        *,
+        text: str | None = None,
+        message_type: str | None = None,
+        position: int | None = 0,
+    ) -> Reply:
+        async with self._db.write() as conn:
+            chat = await self._authenticate(conn, service_name, chat_id, secure_key)
+            self._require_active(chat)
+            customer = await self._customer(conn, chat)
+            await self._touch(conn, chat)
+            await self._append(
+                conn, chat, [NewEvent(event_type, customer, text=text, message_type=message_type)]
+            )
+            # Without transcriptPosition, send returns no events (CONTRACT §2).
+            return await self._reply(conn, chat, position=0 if position is None else position)
+
+    async def _touch(self, conn: AsyncConnection, chat: ChatRecord) -> None:
+        await repo.update_chat(conn, chat.id, last_client_request_ms=self._clock.now_ms())
+
+    async def _append(
+        self,
+        conn: AsyncConnection,
+        chat: ChatRecord,
+        events: Sequence[NewEvent],
+        now_ms: int | None = None,
+    ) -> list[EventRecord]:
+        first = await repo.reserve_indexes(conn, chat.id, len(events))
+        records = await repo.insert_events(
+            conn, chat.id, first, events, self._clock.now_ms() if now_ms is None else now_ms
+        )
+        if self._observer is not None:
+            await self._observer.events_added(conn, chat, records)
+        return records
+
+    async def _end(
+        self, conn: AsyncConnection, chat: ChatRecord, now_ms: int, *, customer_removed: bool
+    ) -> ChatRecord:
+        await repo.leave_all(conn, chat.id, now_ms)
+        await repo.update_chat(conn, chat.id, ended_at_ms=now_ms)
+        ended = await repo.get_chat(conn, chat.id)
+        assert ended is not None
+        if self._observer is not None:
+            await self._observer.chat_ended(conn, ended, customer_removed=customer_removed)
+        return ended
+
+    async def _reply(self, conn: AsyncConnection, chat: ChatRecord, *, position: int | None) -> Reply:
+        """Build the envelope: events from ``position`` (None = all, 0 = none), nextPosition."""
+        messages: list[EventRecord] = []
+        if position != 0:
+            messages = await repo.events_from(conn, chat.id, 1 if position is None else position)
+        current = await repo.get_chat(conn, chat.id)
+        assert current is not None
+        retrieved = current.client_position
+        if messages:
+            first, last = messages[0].index, messages[-1].index
+            if last > retrieved:
+                retrieved = last
+                await repo.update_chat(conn, chat.id, client_position=retrieved)
+            if self._observer is not None:
+                await self._observer.transcript_retrieved(conn, current, first, last)
+        return Reply(
+            chat=current,
+            alias=self._alias,
+            messages=messages,
+            next_position=messages[-1].index + 1 if messages else retrieved + 1,
+            chat_ended=current.ended,
+        )
+
+    def _check_text(self, name: str, value: str | None, max_chars: int) -> None:
+        if value is not None and len(value) > max_chars:
+            raise BadRequest(Code.INVALID_PARAMETER, f"{name} is longer than {max_chars} characters")
+
+    def _check_user_data(self, user_data: Mapping[str, str]) -> None:
+        if len(user_data) > self._limits.max_user_data_keys:
+            raise BadRequest(
+                Code.INVALID_PARAMETER,
+                f"userData has more than {self._limits.max_user_data_keys} keys",
+            )
+        for key, value in user_data.items():
+            if not key or len(key) > 256:
+                raise BadRequest(Code.INVALID_PARAMETER, "userData keys must be 1-256 characters")
+            self._check_text(f"userData[{key}]", value, self._limits.max_user_data_value_chars)

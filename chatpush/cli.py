@@ -1,0 +1,137 @@
+"""The command line: ``chatpush serve | migrate | check``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from chatpush.config import ConfigError, Settings, load_settings
+from chatpush.logs import configure_logging
+
+log = logging.getLogger("chatpush")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chatpush", description=__doc__)
+    parser.add_argument(
+        "--config", metavar="PATH", help="TOML settings file (default: $CHATPUSH_CONFIG, or none)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the service")
+    serve.add_argument("--host", help="override server.host")
+    serve.add_argument("--port", type=int, help="override server.port")
+    migrate = commands.add_parser("migrate", help="upgrade the database schema")
+    migrate.add_argument("--revision", default="head", help="target revision (default: head)")
+    commands.add_parser("check", help="check config, database and schema; exit 1 on a problem")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        overrides = {}
+        if args.command == "serve" and (args.host or args.port is not None):
+            server: dict[str, object] = {}
+            if args.host:
+                server["host"] = args.host
+            if args.port is not None:
+                server["port"] = args.port
+            overrides["server"] = server
+        settings = load_settings(args.config, **overrides)
+    except ConfigError as exc:
+        print(f"chatpush: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.logging.level, settings.logging.format)
+    if args.command == "serve":
+        return serve(settings)
+    if args.command == "migrate":
+        return migrate(settings, args.revision)
+    return asyncio.run(check(settings))
+
+
+def serve(settings: Settings) -> int:
+    from chatpush.app import create_app
+    from chatpush.store import migrate as migrations
+
+    if settings.database.is_sqlite:
+        # The embedded default keeps itself at head, so a newcomer needs no extra step.
+        migrations.upgrade(settings.database.url)
+    else:
+        problem = asyncio.run(_schema_problem(settings))
+        if problem:
+            print(f"chatpush: {problem}", file=sys.stderr)
+            return 1
+    if not settings.security.api_keys:
+        log.warning(
+            "no security.api_keys configured: the chat-server side API refuses every call",
+            extra={"action": "no_api_keys"},
+        )
+    log.info(
+        "chatpush serving on http://%s:%d",
+        settings.server.host,
+        settings.server.port,
+        extra={"action": "serve_started", "database": _redacted(settings.database.url)},
+    )
+    web.run_app(
+        create_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        shutdown_timeout=settings.server.shutdown_timeout_s,
+        print=None,
+        access_log=None,
+    )
+    return 0
+
+
+def migrate(settings: Settings, revision: str) -> int:
+    from chatpush.store import migrate as migrations
+
+    try:
+        migrations.upgrade(settings.database.url, revision)
+    except Exception as exc:  # Alembic and the drivers raise many kinds; report any plainly.
+        print(f"chatpush: migration failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"database at revision {revision}: {_redacted(settings.database.url)}")
+    return 0
+
+
+async def check(settings: Settings) -> int:
+    print("config: ok")
+    problem = await _schema_problem(settings)
+    if problem:
+        print(problem)
+        return 1
+    print("database: reachable, schema at head")
+    return 0
+
+
+async def _schema_problem(settings: Settings) -> str | None:
+    from chatpush.store import migrate as migrations
+    from chatpush.store.database import make_engine
+
+    engine = make_engine(settings.database)
+    try:
+        current = await migrations.current_revision(engine)
+    except Exception as exc:  # unreachable server, bad credentials, unreadable file
+        return f"database: unreachable ({_redacted(settings.database.url)}): {exc}"
+    finally:
+        await engine.dispose()
+    head = migrations.head_revision(settings.database.url)
+    if current != head:
+        return f"database: schema at {current or 'nothing'}, head is {head}: run `chatpush migrate`"
+    return None
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

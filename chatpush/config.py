@@ -1,0 +1,245 @@
+"""The settings tree: a TOML file (``--config`` or ``CHATPUSH_CONFIG``) with ``CHATPUSH_*`` overrides.
+
+Every model forbids unknown keys, so a typo stops start-up with a message naming the key.
+Service options keep the Chat Server names (``flex-push-resend-delay``) that operators know.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+FLEX_PUSH_CONTENT_KEYS = ("app-dbid", "secure-key", "session-id", "user-id")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the offending key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class ServerSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    alias: Annotated[str, Field(min_length=1, max_length=32)] = "1"
+    """This instance's alias: the envelope's ``alias`` and the triggers' ``app-dbid``."""
+    max_body_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65536
+    shutdown_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+
+
+class DatabaseSettings(_Strict):
+    url: str = "sqlite+aiosqlite:///chatpush.db"
+    pool_size: Annotated[int, Field(ge=1, le=200)] = 10
+    connect_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+
+    @field_validator("url")
+    @classmethod
+    def _known_driver(cls, url: str) -> str:
+        if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+
+class SecuritySettings(_Strict):
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    """Keys accepted in ``X-API-Key`` by the chat-server side and admin APIs."""
+
+
+class ChatSettings(_Strict):
+    restrict_services: bool = False
+    """When true, only services named under [services.*] (besides ``default``) are served."""
+    max_message_chars: Annotated[int, Field(ge=1, le=1_000_000)] = 16384
+    max_nickname_chars: Annotated[int, Field(ge=1, le=10_000)] = 128
+    max_user_data_keys: Annotated[int, Field(ge=0, le=10_000)] = 100
+    max_user_data_value_chars: Annotated[int, Field(ge=1, le=1_000_000)] = 4096
+    ended_chat_retention_s: Annotated[int, Field(ge=0, le=366 * 86400)] = 86400
+    purge_interval_s: Annotated[int, Field(ge=1, le=86400)] = 300
+
+
+class LoggingSettings(_Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["auto", "json", "text"] = "auto"
+
+
+def _parse_bool(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return value
+
+
+class ServiceOptions(_Strict):
+    """Chat Server options of one service (CONTRACT §6), already merged over ``default``."""
+
+    flex_push_enabled: bool = Field(True, alias="flex-push-enabled")
+    flex_push_on_join: bool = Field(True, alias="flex-push-on-join")
+    flex_push_timeout_s: Annotated[int, Field(ge=1, le=1_728_000)] = Field(
+        86400, alias="flex-push-timeout"
+    )
+    flex_push_resend_delays_s: tuple[int, ...] = Field((15,), alias="flex-push-resend-delay")
+    flex_push_resend_attempts: Annotated[int, Field(ge=0, le=100)] = Field(
+        3, alias="flex-push-resend-attempts"
+    )
+    flex_push_content: tuple[str, ...] = Field(
+        ("session-id", "user-id"), alias="flex-push-content"
+    )
+    push_notification_include_payload: bool = Field(
+        False, alias="push_notification_include_payload"
+    )
+
+    _bools = field_validator(
+        "flex_push_enabled", "flex_push_on_join", "push_notification_include_payload", mode="before"
+    )(_parse_bool)
+
+    @field_validator("flex_push_resend_delays_s", mode="before")
+    @classmethod
+    def _delays(cls, value: Any) -> tuple[int, ...]:
+        if isinstance(value, bool):
+            raise ValueError("must be an integer or a comma list of integers")
+        if isinstance(value, int):
+            items: list[Any] = [value]
+        elif isinstance(value, str):
+            items = [part.strip() for part in value.split(",")]
+        elif isinstance(value, list | tuple):
+            items = list(value)
+        else:
+            raise ValueError("must be an integer or a comma list of integers")
+        delays: list[int] = []
+        for item in items:
+            try:
+                delay = int(item)
+            except (TypeError, ValueError):
+                raise ValueError(f"{item!r} is not an integer number of seconds") from None
+            if not 1 <= delay <= 86400:
+                raise ValueError(f"{delay} is outside 1-86400 seconds")
+            delays.append(delay)
+        if not delays:
+            raise ValueError("needs at least one delay")
+        return tuple(delays)
+
+    @field_validator("flex_push_content", mode="before")
+    @classmethod
+    def _content(cls, value: Any) -> tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        keys = tuple(dict.fromkeys(str(item).strip() for item in items if str(item).strip()))
+        unknown = [key for key in keys if key not in FLEX_PUSH_CONTENT_KEYS]
+        if unknown:
+            raise ValueError(f"unknown keys {unknown}; allowed: {', '.join(FLEX_PUSH_CONTENT_KEYS)}")
+        return keys
+
+    def resend_delay_s(self, resend_number: int) -> int:
+        """Delay before resend number ``resend_number`` (1-based); the last value repeats."""
+        delays = self.flex_push_resend_delays_s
+        return delays[min(resend_number, len(delays)) - 1]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CHATPUSH_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+    _toml_path: ClassVar[Path | None] = None
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    chat: ChatSettings = Field(default_factory=ChatSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    services: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _validate_services(self) -> Settings:
+        # Resolve every configured service now, so a bad option stops start-up, not a request.
+        for name in self.services:
+            self.service_options(name)
+        return self
+
+    def service_options(self, service_name: str) -> ServiceOptions:
+        """The options of ``service_name``: its overrides merged over ``services.default``."""
+        merged = {**self.services.get("default", {}), **self.services.get(service_name, {})}
+        try:
+            return ServiceOptions.model_validate(merged)
+        except ValidationError as exc:
+            raise _prefixed(exc, ("services", service_name)) from None
+
+    def serves(self, service_name: str) -> bool:
+        if not self.chat.restrict_services:
+            return True
+        return service_name != "default" and service_name in self.services
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_path))
+        return tuple(sources)
+
+
+def _prefixed(exc: ValidationError, prefix: tuple[str, ...]) -> ConfigError:
+    return ConfigError(format_validation_error(exc, prefix))
+
+
+def format_validation_error(exc: ValidationError, prefix: tuple[str, ...] = ()) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in (*prefix, *error["loc"]))
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{key}: {message}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read the settings; ``path`` falls back to ``CHATPUSH_CONFIG``, then to no file at all."""
+    if path is None:
+        path = os.environ.get("CHATPUSH_CONFIG") or None
+    toml_path = Path(path) if path is not None else None
+    if toml_path is not None:
+        if not toml_path.is_file():
+            raise ConfigError(f"configuration file not found: {toml_path}")
+        try:
+            with toml_path.open("rb") as handle:
+                tomllib.load(handle)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{toml_path}: not valid TOML: {exc}") from None
+    previous = Settings._toml_path
+    Settings._toml_path = toml_path
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+    finally:
+        Settings._toml_path = previous

@@ -1,0 +1,81 @@
+"""One exception tree for everything a client can get wrong or a dependency can break.
+
+    ChatpushError                 (carries an HTTP status, a Chat API statusCode and error entries)
+    ├── BadRequest                400, statusCode 2: missing or malformed parameters
+    ├── Forbidden                 403, statusCode 2: wrong or missing secureKey / API key
+    ├── NotFound                  404, statusCode 2: unknown chat, party or service
+    ├── ChatEnded                 409, statusCode 2, chatEnded true: a change to an ended chat
+    ├── Conflict                  409, statusCode 2: the request contradicts the chat's state
+    └── StorageUnavailable        503, statusCode 1: the database cannot be reached; retry
+
+Foreign exceptions (SQLAlchemy, aiohttp) are mapped to these at one boundary, the API edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ErrorEntry:
+    code: int
+    advice: str
+
+
+# Error codes of the `errors` entries. The numbers are ours; GMS documents none publicly.
+class Code:
+    MISSING_PARAMETER = 100
+    INVALID_PARAMETER = 101
+    INVALID_SECURE_KEY = 102
+    UNKNOWN_CHAT = 103
+    UNKNOWN_SERVICE = 104
+    CHAT_ENDED = 105
+    BODY_TOO_LARGE = 106
+    BAD_ENCODING = 107
+    INVALID_PUSH_KEY = 108
+    UNKNOWN_PARTY = 109
+    INVALID_API_KEY = 110
+    CONFLICT = 111
+    STORAGE_UNAVAILABLE = 200
+
+
+class ChatpushError(Exception):
+    http_status = 500
+    status_code = 2
+    chat_ended = False
+
+    def __init__(self, code: int, advice: str) -> None:
+        super().__init__(advice)
+        self.errors = [ErrorEntry(code, advice)]
+
+
+class BadRequest(ChatpushError):
+    http_status = 400
+
+
+class Forbidden(ChatpushError):
+    http_status = 403
+
+
+class NotFound(ChatpushError):
+    http_status = 404
+
+
+class ChatEnded(ChatpushError):
+    http_status = 409
+    chat_ended = True
+
+    def __init__(self, advice: str = "chat has ended") -> None:
+        super().__init__(Code.CHAT_ENDED, advice)
+
+
+class Conflict(ChatpushError):
+    http_status = 409
+
+
+class StorageUnavailable(ChatpushError):
+    http_status = 503
+    status_code = 1
+
+    def __init__(self, advice: str = "storage is unavailable, retry later") -> None:
+        super().__init__(Code.STORAGE_UNAVAILABLE, advice)

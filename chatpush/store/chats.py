@@ -1,0 +1,274 @@
+"""Chats, parties and transcript events: the SQL of the chat domain."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from chatpush.chat.model import ChatRecord, EventRecord, NewEvent, PartyRecord
+from chatpush.store.tables import Chat, Event, Party
+
+_chats = Chat.__table__
+_parties = Party.__table__
+_events = Event.__table__
+
+
+def _chat(row: Row[Any]) -> ChatRecord:
+    return ChatRecord(
+        id=row.id,
+        service_name=row.service_name,
+        secure_key=row.secure_key,
+        user_id=row.user_id,
+        subject=row.subject,
+        email_address=row.email_address,
+        user_data=dict(row.user_data or {}),
+        created_at_ms=row.created_at_ms,
+        ended_at_ms=row.ended_at_ms,
+        last_client_request_ms=row.last_client_request_ms,
+        last_index=row.last_index,
+        client_position=row.client_position,
+        last_participant_id=row.last_participant_id,
+    )
+
+
+def _party(row: Row[Any]) -> PartyRecord:
+    return PartyRecord(
+        participant_id=row.participant_id,
+        type=row.type,
+        nickname=row.nickname,
+        joined_at_ms=row.joined_at_ms,
+        left_at_ms=row.left_at_ms,
+        first_name=row.first_name,
+        last_name=row.last_name,
+    )
+
+
+def _event(row: Row[Any]) -> EventRecord:
+    return EventRecord(
+        index=row.idx,
+        type=row.type,
+        participant_id=row.participant_id,
+        nickname=row.nickname,
+        party_type=row.party_type,
+        utc_time_ms=row.utc_time_ms,
+        text=row.text,
+        message_type=row.message_type,
+        user_data=row.user_data,
+    )
+
+
+async def insert_chat(conn: AsyncConnection, chat: ChatRecord, customer: PartyRecord) -> None:
+    await conn.execute(
+        insert(_chats).values(
+            id=chat.id,
+            service_name=chat.service_name,
+            secure_key=chat.secure_key,
+            user_id=chat.user_id,
+            subject=chat.subject,
+            email_address=chat.email_address,
+            user_data=chat.user_data,
+            created_at_ms=chat.created_at_ms,
+            ended_at_ms=None,
+            last_client_request_ms=chat.last_client_request_ms,
+            last_index=chat.last_index,
+            client_position=chat.client_position,
+            last_participant_id=chat.last_participant_id,
+        )
+    )
+    await insert_party(conn, chat.id, customer)
+
+
+async def get_chat(conn: AsyncConnection, chat_id: str) -> ChatRecord | None:
+    row = (await conn.execute(select(_chats).where(_chats.c.id == chat_id))).first()
+    return _chat(row) if row is not None else None
+
+
+async def update_chat(conn: AsyncConnection, chat_id: str, **values: Any) -> None:
+    await conn.execute(update(_chats).where(_chats.c.id == chat_id).values(**values))
+
+
+async def reserve_indexes(conn: AsyncConnection, chat_id: str, count: int) -> int:
+    """Take ``count`` consecutive transcript indexes; return the first one.
+
+    The UPDATE row-locks the chat on PostgreSQL, so concurrent writers to one chat get dense,
+    distinct indexes; on SQLite the single-writer lock does the same.
+    """
+    new_last = (
+        await conn.execute(
+            update(_chats)
+            .where(_chats.c.id == chat_id)
+            .values(last_index=_chats.c.last_index + count)
+            .returning(_chats.c.last_index)
+        )
+    ).scalar_one()
+    return int(new_last) - count + 1
+
+
+async def insert_events(
+    conn: AsyncConnection, chat_id: str, first_index: int, events: Sequence[NewEvent], now_ms: int
+) -> list[EventRecord]:
+    records = [
+        EventRecord(
+            index=first_index + offset,
+            type=event.type,
+            participant_id=event.party.participant_id,
+            nickname=event.party.nickname,
+            party_type=event.party.type,
+            utc_time_ms=now_ms,
+            text=event.text,
+            message_type=event.message_type,
+            user_data=event.user_data,
+        )
+        for offset, event in enumerate(events)
+    ]
+    await conn.execute(
+        insert(_events),
+        [
+            {
+                "chat_id": chat_id,
+                "idx": record.index,
+                "type": record.type,
+                "participant_id": record.participant_id,
+                "nickname": record.nickname,
+                "party_type": record.party_type,
+                "text": record.text,
+                "message_type": record.message_type,
+                "user_data": record.user_data,
+                "utc_time_ms": record.utc_time_ms,
+            }
+            for record in records
+        ],
+    )
+    return records
+
+
+async def events_from(
+    conn: AsyncConnection, chat_id: str, first_index: int, limit: int | None = None
+) -> list[EventRecord]:
+    query = (
+        select(_events)
+        .where(and_(_events.c.chat_id == chat_id, _events.c.idx >= first_index))
+        .order_by(_events.c.idx)
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    return [_event(row) for row in await conn.execute(query)]
+
+
+async def insert_party(conn: AsyncConnection, chat_id: str, party: PartyRecord) -> None:
+    await conn.execute(
+        insert(_parties).values(
+            chat_id=chat_id,
+            participant_id=party.participant_id,
+            type=party.type,
+            nickname=party.nickname,
+            first_name=party.first_name,
+            last_name=party.last_name,
+            joined_at_ms=party.joined_at_ms,
+            left_at_ms=party.left_at_ms,
+        )
+    )
+
+
+async def next_participant_id(conn: AsyncConnection, chat_id: str) -> int:
+    return int(
+        (
+            await conn.execute(
+                update(_chats)
+                .where(_chats.c.id == chat_id)
+                .values(last_participant_id=_chats.c.last_participant_id + 1)
+                .returning(_chats.c.last_participant_id)
+            )
+        ).scalar_one()
+    )
+
+
+async def get_party(conn: AsyncConnection, chat_id: str, participant_id: int) -> PartyRecord | None:
+    row = (
+        await conn.execute(
+            select(_parties).where(
+                and_(_parties.c.chat_id == chat_id, _parties.c.participant_id == participant_id)
+            )
+        )
+    ).first()
+    return _party(row) if row is not None else None
+
+
+async def list_parties(conn: AsyncConnection, chat_id: str) -> list[PartyRecord]:
+    rows = await conn.execute(
+        select(_parties).where(_parties.c.chat_id == chat_id).order_by(_parties.c.participant_id)
+    )
+    return [_party(row) for row in rows]
+
+
+async def update_party(
+    conn: AsyncConnection, chat_id: str, participant_id: int, **values: Any
+) -> None:
+    await conn.execute(
+        update(_parties)
+        .where(and_(_parties.c.chat_id == chat_id, _parties.c.participant_id == participant_id))
+        .values(**values)
+    )
+
+
+async def leave_all(conn: AsyncConnection, chat_id: str, now_ms: int) -> None:
+    await conn.execute(
+        update(_parties)
+        .where(and_(_parties.c.chat_id == chat_id, _parties.c.left_at_ms.is_(None)))
+        .values(left_at_ms=now_ms)
+    )
+
+
+async def list_chats(
+    conn: AsyncConnection,
+    *,
+    service_name: str | None,
+    ended: bool | None,
+    created_after_ms: int | None,
+    created_before_ms: int | None,
+    after_id: str | None,
+    limit: int,
+) -> list[ChatRecord]:
+    query = select(_chats)
+    if service_name is not None:
+        query = query.where(_chats.c.service_name == service_name)
+    if ended is True:
+        query = query.where(_chats.c.ended_at_ms.is_not(None))
+    elif ended is False:
+        query = query.where(_chats.c.ended_at_ms.is_(None))
+    if created_after_ms is not None:
+        query = query.where(_chats.c.created_at_ms >= created_after_ms)
+    if created_before_ms is not None:
+        query = query.where(_chats.c.created_at_ms < created_before_ms)
+    if after_id is not None:
+        query = query.where(_chats.c.id > after_id)
+    query = query.order_by(_chats.c.id).limit(limit)
+    return [_chat(row) for row in await conn.execute(query)]
+
+
+async def purge_ended(conn: AsyncConnection, ended_before_ms: int, batch: int = 500) -> int:
+    """Delete up to ``batch`` chats that ended before ``ended_before_ms``, with their rows."""
+    ids = list(
+        (
+            await conn.execute(
+                select(_chats.c.id)
+                .where(_chats.c.ended_at_ms < ended_before_ms)
+                .order_by(_chats.c.ended_at_ms)
+                .limit(batch)
+            )
+        ).scalars()
+    )
+    if not ids:
+        return 0
+    await conn.execute(delete(_events).where(_events.c.chat_id.in_(ids)))
+    await conn.execute(delete(_parties).where(_parties.c.chat_id.in_(ids)))
+    await conn.execute(delete(_chats).where(_chats.c.id.in_(ids)))
+    return len(ids)
+
+
+async def count_chats(conn: AsyncConnection) -> int:
+    return int((await conn.execute(select(func.count()).select_from(_chats))).scalar_one())

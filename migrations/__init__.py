@@ -1,0 +1,1 @@
+"""Alembic revisions of chatpush (installed as ``chatpush._migrations``)."""
