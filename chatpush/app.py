@@ -57,7 +57,7 @@ def create_app(
 
 
 async def _housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
-    """APScheduler runs the periodic chores (never the per-chat timers, which live in the database)."""
+    """APScheduler runs periodic chores, never per-chat timers (those live in the database)."""
     scheduler = AsyncIOScheduler()
     scheduler.add_job(
         _purge_ended_chats,

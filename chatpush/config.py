@@ -1,4 +1,4 @@
-"""The settings tree: a TOML file (``--config`` or ``CHATPUSH_CONFIG``) with ``CHATPUSH_*`` overrides.
+"""The settings tree: a TOML file (``--config``, ``CHATPUSH_CONFIG``) with ``CHATPUSH_*`` overrides.
 
 Every model forbids unknown keys, so a typo stops start-up with a message naming the key.
 Service options keep the Chat Server names (``flex-push-resend-delay``) that operators know.
@@ -103,9 +103,7 @@ class ServiceOptions(_Strict):
     flex_push_resend_attempts: Annotated[int, Field(ge=0, le=100)] = Field(
         3, alias="flex-push-resend-attempts"
     )
-    flex_push_content: tuple[str, ...] = Field(
-        ("session-id", "user-id"), alias="flex-push-content"
-    )
+    flex_push_content: tuple[str, ...] = Field(("session-id", "user-id"), alias="flex-push-content")
     push_notification_include_payload: bool = Field(
         False, alias="push_notification_include_payload"
     )
@@ -147,7 +145,9 @@ class ServiceOptions(_Strict):
         keys = tuple(dict.fromkeys(str(item).strip() for item in items if str(item).strip()))
         unknown = [key for key in keys if key not in FLEX_PUSH_CONTENT_KEYS]
         if unknown:
-            raise ValueError(f"unknown keys {unknown}; allowed: {', '.join(FLEX_PUSH_CONTENT_KEYS)}")
+            raise ValueError(
+                f"unknown keys {unknown}; allowed: {', '.join(FLEX_PUSH_CONTENT_KEYS)}"
+            )
         return keys
 
     def resend_delay_s(self, resend_number: int) -> int:

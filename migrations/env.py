@@ -42,9 +42,7 @@ async def _run_async() -> None:
 
 
 if context.is_offline_mode():
-    context.configure(
-        url=_database_settings().url, target_metadata=metadata, render_as_batch=True
-    )
+    context.configure(url=_database_settings().url, target_metadata=metadata, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()
 else:

@@ -45,9 +45,7 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 
 @pytest.fixture
-async def make_client(
-    aiohttp_client: Callable[..., Any], clock: FakeClock
-) -> Callable[..., Any]:
+async def make_client(aiohttp_client: Callable[..., Any], clock: FakeClock) -> Callable[..., Any]:
     """Start the real app on a migrated SQLite file and return an aiohttp test client."""
 
     async def make(settings: Settings) -> TestClient[web.Request, web.Application]:

@@ -15,7 +15,9 @@ from chatpush.errors import Code, NotFound
 Operation = Callable[[ChatService, str, str, str | None, Form], Awaitable[Reply]]
 
 
-async def _send(chats: ChatService, service: str, chat_id: str, key: str | None, form: Form) -> Reply:
+async def _send(
+    chats: ChatService, service: str, chat_id: str, key: str | None, form: Form
+) -> Reply:
     return await chats.send_message(
         service,
         chat_id,

@@ -104,7 +104,9 @@ def _validated(model: type[M], payload: Any) -> M:
         raise BadRequest(Code.INVALID_PARAMETER, f"{where}: {first['msg']}") from None
 
 
-def _int_param(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
+def _int_param(
+    request: web.Request, name: str, default: int | None, low: int, high: int
+) -> int | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
@@ -170,9 +172,7 @@ async def remove_party(request: web.Request) -> web.Response:
 async def add_event(request: web.Request) -> web.Response:
     body = _validated(AddEvent, await _json_body(request))
     if body.type not in EVENT_TYPES:
-        raise BadRequest(
-            Code.INVALID_PARAMETER, f"type: must be one of {', '.join(EVENT_TYPES)}"
-        )
+        raise BadRequest(Code.INVALID_PARAMETER, f"type: must be one of {', '.join(EVENT_TYPES)}")
     event = await request.app[CHATS].add_event(
         request.match_info["chat_id"],
         participant_id=body.participant_id,

@@ -209,9 +209,7 @@ class ChatService:
             await repo.update_party(conn, chat.id, CUSTOMER_PARTICIPANT_ID, nickname=nickname)
             customer = await self._customer(conn, chat)
             await self._touch(conn, chat)
-            await self._append(
-                conn, chat, [NewEvent("NicknameUpdated", customer, text=nickname)]
-            )
+            await self._append(conn, chat, [NewEvent("NicknameUpdated", customer, text=nickname)])
             return await self._reply(conn, chat, position=0)
 
     async def update_data(
@@ -262,9 +260,7 @@ class ChatService:
                 joined_at_ms=now_ms,
             )
             await repo.insert_party(conn, chat.id, party)
-            [event] = await self._append(
-                conn, chat, [NewEvent("ParticipantJoined", party)], now_ms
-            )
+            [event] = await self._append(conn, chat, [NewEvent("ParticipantJoined", party)], now_ms)
             return party, event
 
     async def add_event(
@@ -473,7 +469,9 @@ class ChatService:
             await self._observer.chat_ended(conn, ended, customer_removed=customer_removed)
         return ended
 
-    async def _reply(self, conn: AsyncConnection, chat: ChatRecord, *, position: int | None) -> Reply:
+    async def _reply(
+        self, conn: AsyncConnection, chat: ChatRecord, *, position: int | None
+    ) -> Reply:
         """Build the envelope: events from ``position`` (None = all, 0 = none), nextPosition."""
         messages: list[EventRecord] = []
         if position != 0:
@@ -498,7 +496,9 @@ class ChatService:
 
     def _check_text(self, name: str, value: str | None, max_chars: int) -> None:
         if value is not None and len(value) > max_chars:
-            raise BadRequest(Code.INVALID_PARAMETER, f"{name} is longer than {max_chars} characters")
+            raise BadRequest(
+                Code.INVALID_PARAMETER, f"{name} is longer than {max_chars} characters"
+            )
 
     def _check_user_data(self, user_data: Mapping[str, str]) -> None:
         if len(user_data) > self._limits.max_user_data_keys:

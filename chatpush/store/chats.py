@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import Table, and_, delete, func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatpush.chat.model import ChatRecord, EventRecord, NewEvent, PartyRecord
 from chatpush.store.tables import Chat, Event, Party
 
-_chats = Chat.__table__
-_parties = Party.__table__
-_events = Event.__table__
+_chats = cast(Table, Chat.__table__)
+_parties = cast(Table, Party.__table__)
+_events = cast(Table, Event.__table__)
 
 
 def _chat(row: Row[Any]) -> ChatRecord:

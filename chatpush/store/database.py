@@ -1,9 +1,9 @@
-"""The engine and its transactions: ``read()`` and ``write()`` yield a connection inside one transaction.
+"""The engine and its transactions: ``read()`` and ``write()`` yield a connection in a transaction.
 
-SQLite has one writer. Within this process, writes queue on an asyncio lock instead of spinning on
-SQLITE_BUSY, so a write transaction never has to upgrade a stale read snapshot; ``busy_timeout`` covers
-other processes (``chatpush migrate``, an operator's sqlite3 shell). PostgreSQL needs no lock: row locks
-taken by the statements themselves order concurrent writers to the same chat.
+SQLite has one writer. Within this process, writes queue on an asyncio lock instead of spinning
+on SQLITE_BUSY, so a write transaction never has to upgrade a stale read snapshot;
+``busy_timeout`` covers other processes (``chatpush migrate``, an operator's sqlite3 shell).
+PostgreSQL needs no lock: the row locks its statements take order concurrent writers to a chat.
 """
 
 from __future__ import annotations

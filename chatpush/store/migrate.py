@@ -1,8 +1,8 @@
-"""Running the Alembic revisions from code: ``chatpush migrate``, ``serve`` and ``check`` use this."""
+"""Running the Alembic revisions from code, for ``chatpush migrate``, ``serve`` and ``check``."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from importlib import resources
 
 from alembic import command
 from alembic.config import Config
@@ -10,12 +10,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-import chatpush._migrations as revisions
-
 
 def alembic_config(url: str) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(Path(revisions.__file__).parent))
+    config.set_main_option("script_location", str(resources.files("chatpush._migrations")))
     config.attributes["url"] = url
     return config
 
