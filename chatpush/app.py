@@ -1,23 +1,47 @@
-"""Wiring only: ``create_app`` builds the aiohttp application from settings and collaborators."""
+"""Wiring only: ``create_app`` builds the aiohttp application from settings and collaborators.
+
+Shutdown order (aiohttp runs cleanup contexts in reverse): background tasks stop first (the
+dispatcher finishes deliveries in flight), then the HTTP client session, then the database.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
-from chatpush.api import chat_v2, server
+from chatpush.api import chat_v2, push, server
 from chatpush.api.errors import error_middleware
-from chatpush.api.keys import CHATS, CLOCK, DATABASE, SETTINGS
+from chatpush.api.keys import (
+    CHATS,
+    CLOCK,
+    DATABASE,
+    DISPATCHER,
+    METRICS,
+    PIPELINE,
+    ROUTER,
+    SETTINGS,
+)
 from chatpush.chat.service import ChatService
 from chatpush.clock import Clock, SystemClock
 from chatpush.config import Settings
 from chatpush.errors import ChatpushError
+from chatpush.metrics import Metrics
+from chatpush.providers.customhttp import CustomHttpProvider
+from chatpush.push.dispatcher import Dispatcher
+from chatpush.push.pipeline import PushPipeline
+from chatpush.routing.router import Router
+from chatpush.store import push as push_store
 from chatpush.store.database import Database
 
 log = logging.getLogger("chatpush.app")
+
+TASK_RESTART_DELAY_S = 1.0
+HEALTHY = web.AppKey("healthy", dict)
 
 
 def create_app(
@@ -25,6 +49,7 @@ def create_app(
     *,
     clock: Clock | None = None,
     database: Database | None = None,
+    provider: CustomHttpProvider | None = None,
     housekeeping: bool = True,
 ) -> web.Application:
     """Build the service. Tests pass a fake ``clock`` and may share a ``database``."""
@@ -35,13 +60,25 @@ def create_app(
     clock = clock or SystemClock()
     owns_database = database is None
     db = database or Database.from_settings(settings.database)
+    instance_id = settings.server.instance_id or f"{socket.gethostname()}:{settings.server.port}"
+    metrics = Metrics()
+    pipeline = PushPipeline(db, settings, clock, metrics)
+    router = Router(settings, db, clock, instance_id)
+    provider = provider or CustomHttpProvider(settings.delivery)
+    dispatcher = Dispatcher(db, settings, clock, pipeline, router, provider, metrics)
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[DATABASE] = db
-    app[CHATS] = ChatService(db, settings, clock)
+    app[METRICS] = metrics
+    app[PIPELINE] = pipeline
+    app[ROUTER] = router
+    app[DISPATCHER] = dispatcher
+    app[CHATS] = ChatService(db, settings, clock, push=pipeline)
+    app[HEALTHY] = {}
 
     chat_v2.add_routes(app)
     server.add_routes(app)
+    push.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
 
@@ -50,24 +87,88 @@ def create_app(
         if owns_database:
             await db.close()
 
-    app.cleanup_ctx.append(database_ctx)
+    async def provider_ctx(app: web.Application) -> AsyncIterator[None]:
+        await provider.start()
+        yield
+        await provider.close()
+
+    async def delivery_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with db.write() as conn:
+            # One SQLite file has one instance; on PostgreSQL only our own leases are void.
+            await push_store.release_leases(conn, None if db.is_sqlite else instance_id)
+        await router.start()
+        tasks = [
+            _supervise(app, "dispatcher", dispatcher.run),
+            _supervise(app, "heartbeat", lambda: _heartbeat(router, settings, clock)),
+        ]
+        yield
+        await dispatcher.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    app.cleanup_ctx.extend([database_ctx, provider_ctx, delivery_ctx])
     if housekeeping:
         app.cleanup_ctx.append(_housekeeping_ctx)
     return app
 
 
+def _supervise(
+    app: web.Application, name: str, run: Callable[[], Awaitable[None]]
+) -> asyncio.Task[None]:
+    """Run a background task for the life of the app; if it dies, say so loudly and restart it."""
+
+    async def supervisor() -> None:
+        while True:
+            app[HEALTHY][name] = True
+            try:
+                await run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                app[HEALTHY][name] = False
+                log.critical(
+                    "background task %s died; restarting",
+                    name,
+                    exc_info=True,
+                    extra={"action": "task_died", "task": name},
+                )
+                await asyncio.sleep(TASK_RESTART_DELAY_S)
+
+    return asyncio.create_task(supervisor(), name=name)
+
+
+async def _heartbeat(router: Router, settings: Settings, clock: Clock) -> None:
+    interval_ms = int(settings.delivery.heartbeat_interval_s * 1000)
+    never = asyncio.Event()
+    while True:
+        await clock.sleep_until(clock.now_ms() + interval_ms, never)
+        try:
+            await router.heartbeat()
+        except ChatpushError as exc:
+            log.warning("heartbeat failed: %s", exc, extra={"action": "heartbeat_failed"})
+
+
 async def _housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
     """APScheduler runs periodic chores, never per-chat timers (those live in the database)."""
+    settings = app[SETTINGS]
     scheduler = AsyncIOScheduler()
-    scheduler.add_job(
-        _purge_ended_chats,
-        "interval",
-        args=[app],
-        seconds=app[SETTINGS].chat.purge_interval_s,
-        id="purge-ended-chats",
-        max_instances=1,
-        coalesce=True,
-    )
+    jobs = [
+        ("purge-ended-chats", _purge_ended_chats, settings.chat.purge_interval_s),
+        ("purge-delivery-trail", _purge_trail, settings.delivery.sweep_interval_s),
+        ("expire-idle-push-chats", _expire_idle_chats, settings.delivery.sweep_interval_s),
+    ]
+    for job_id, job, interval_s in jobs:
+        scheduler.add_job(
+            job,
+            "interval",
+            args=[app],
+            seconds=interval_s,
+            id=job_id,
+            max_instances=1,
+            coalesce=True,
+        )
     scheduler.start()
     yield
     scheduler.shutdown(wait=False)
@@ -83,11 +184,38 @@ async def _purge_ended_chats(app: web.Application) -> None:
         log.info("purged %d ended chats", purged, extra={"action": "chats_purged", "count": purged})
 
 
+async def _purge_trail(app: web.Application) -> None:
+    cutoff_ms = app[CLOCK].now_ms() - app[SETTINGS].delivery.trail_retention_s * 1000
+    try:
+        async with app[DATABASE].write() as conn:
+            purged = await push_store.purge_trail(conn, cutoff_ms)
+    except ChatpushError as exc:
+        log.warning("trail purge failed: %s", exc, extra={"action": "purge_failed"})
+        return
+    if purged:
+        log.info("purged %d delivery records", purged, extra={"action": "trail_purged"})
+
+
+async def _expire_idle_chats(app: web.Application) -> None:
+    try:
+        expired = await app[CHATS].expire_idle_push_chats()
+    except ChatpushError as exc:
+        log.warning("expiry sweep failed: %s", exc, extra={"action": "expiry_failed"})
+        return
+    if expired:
+        app[METRICS].inc("chatpush_chats_expired_total", expired)
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
+    stopped = sorted(name for name, alive in request.app[HEALTHY].items() if not alive)
+    if stopped:
+        return web.json_response(
+            {"status": f"background task down: {', '.join(stopped)}"}, status=503
+        )
     try:
         await request.app[DATABASE].ping()
     except ChatpushError:

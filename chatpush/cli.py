@@ -60,7 +60,11 @@ def serve(settings: Settings) -> int:
 
     if settings.database.is_sqlite:
         # The embedded default keeps itself at head, so a newcomer needs no extra step.
-        migrations.upgrade(settings.database.url)
+        try:
+            migrations.upgrade(settings.database)
+        except Exception as exc:  # as in `chatpush migrate`: a plain message, not a traceback
+            print(f"chatpush: migration failed: {exc}", file=sys.stderr)
+            return 1
     else:
         problem = asyncio.run(_schema_problem(settings))
         if problem:
@@ -92,7 +96,7 @@ def migrate(settings: Settings, revision: str) -> int:
     from chatpush.store import migrate as migrations
 
     try:
-        migrations.upgrade(settings.database.url, revision)
+        migrations.upgrade(settings.database, revision)
     except Exception as exc:  # Alembic and the drivers raise many kinds; report any plainly.
         print(f"chatpush: migration failed: {exc}", file=sys.stderr)
         return 1
@@ -114,6 +118,14 @@ async def _schema_problem(settings: Settings) -> str | None:
     from chatpush.store import migrate as migrations
     from chatpush.store.database import make_engine
 
+    head = migrations.head_revision(settings.database)
+    missing = _missing_sqlite_file(settings.database.url)
+    if missing is not None:
+        # Connecting would create an empty file: a check must not leave one behind.
+        return (
+            f"database: schema at nothing ({missing} does not exist), head is {head}:"
+            " run `chatpush migrate`"
+        )
     engine = make_engine(settings.database)
     try:
         current = await migrations.current_revision(engine)
@@ -121,10 +133,24 @@ async def _schema_problem(settings: Settings) -> str | None:
         return f"database: unreachable ({_redacted(settings.database.url)}): {exc}"
     finally:
         await engine.dispose()
-    head = migrations.head_revision(settings.database.url)
     if current != head:
         return f"database: schema at {current or 'nothing'}, head is {head}: run `chatpush migrate`"
     return None
+
+
+def _missing_sqlite_file(url: str) -> str | None:
+    """The path of a SQLite database file that does not exist yet, else None."""
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    path = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not path or path == ":memory:":
+        return None
+    if "uri" in parsed.query or path.startswith("file:"):
+        return None
+    return None if Path(path).exists() else path
 
 
 def _redacted(url: str) -> str:

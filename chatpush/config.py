@@ -43,6 +43,8 @@ class ServerSettings(_Strict):
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     alias: Annotated[str, Field(min_length=1, max_length=32)] = "1"
     """This instance's alias: the envelope's ``alias`` and the triggers' ``app-dbid``."""
+    instance_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    """Names this instance in leases and node records; default: host name and port."""
     max_body_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65536
     shutdown_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
 
@@ -94,6 +96,10 @@ def _parse_bool(value: Any) -> Any:
 class ServiceOptions(_Strict):
     """Chat Server options of one service (CONTRACT §6), already merged over ``default``."""
 
+    # Only the Chat Server names: with the Python names accepted too, a service could set
+    # ``flex_push_enabled`` over a default's ``flex-push-enabled`` and the merge would ignore it.
+    model_config = ConfigDict(extra="forbid", populate_by_name=False, frozen=True)
+
     flex_push_enabled: bool = Field(True, alias="flex-push-enabled")
     flex_push_on_join: bool = Field(True, alias="flex-push-on-join")
     flex_push_timeout_s: Annotated[int, Field(ge=1, le=1_728_000)] = Field(
@@ -127,6 +133,8 @@ class ServiceOptions(_Strict):
             raise ValueError("must be an integer or a comma list of integers")
         delays: list[int] = []
         for item in items:
+            if isinstance(item, bool) or (isinstance(item, float) and not item.is_integer()):
+                raise ValueError(f"{item!r} is not an integer number of seconds")
             try:
                 delay = int(item)
             except (TypeError, ValueError):
@@ -141,6 +149,8 @@ class ServiceOptions(_Strict):
     @field_validator("flex_push_content", mode="before")
     @classmethod
     def _content(cls, value: Any) -> tuple[str, ...]:
+        if not isinstance(value, str | list | tuple):
+            raise ValueError("must be a comma list or a list of keys")
         items = value.split(",") if isinstance(value, str) else list(value)
         keys = tuple(dict.fromkeys(str(item).strip() for item in items if str(item).strip()))
         unknown = [key for key in keys if key not in FLEX_PUSH_CONTENT_KEYS]
@@ -154,6 +164,91 @@ class ServiceOptions(_Strict):
         """Delay before resend number ``resend_number`` (1-based); the last value repeats."""
         delays = self.flex_push_resend_delays_s
         return delays[min(resend_number, len(delays)) - 1]
+
+
+DEVICE_TYPES = ("customhttp", "comet", "fcm", "ios")
+DEVICE_TYPE_ALIASES = {"android": "fcm", "gcm": "fcm", "apple": "ios"}
+
+
+class ProviderSettings(_Strict):
+    """The provider options of a node group or of one of its named providers (GMS names)."""
+
+    customhttp_url: str | None = Field(None, alias="customhttp.url")
+    customhttp_message: str | None = Field(None, alias="customhttp.message")
+    """Replaces the notification's ``message`` when set (GMS behaviour)."""
+    customhttp_signing_secret: SecretStr | None = Field(None, alias="customhttp.signing_secret")
+    """Standard Webhooks secret (``whsec_`` + base64): signs every POST."""
+    customhttp_authorization: SecretStr | None = Field(None, alias="customhttp.authorization")
+    """Sent as the ``Authorization`` header of every POST."""
+    debug_customhttp_url: str | None = Field(None, alias="debug.customhttp.url")
+    debug_customhttp_message: str | None = Field(None, alias="debug.customhttp.message")
+    debug_customhttp_signing_secret: SecretStr | None = Field(
+        None, alias="debug.customhttp.signing_secret"
+    )
+    debug_customhttp_authorization: SecretStr | None = Field(
+        None, alias="debug.customhttp.authorization"
+    )
+
+    @field_validator("customhttp_url", "debug_customhttp_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return url
+
+    @field_validator("customhttp_signing_secret", "debug_customhttp_signing_secret")
+    @classmethod
+    def _webhook_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None:
+            import base64
+            import binascii
+
+            raw = secret.get_secret_value().removeprefix("whsec_")
+            try:
+                if not base64.b64decode(raw, validate=True):
+                    raise ValueError("must not be empty")
+            except binascii.Error:
+                raise ValueError("must be whsec_ followed by base64") from None
+        return secret
+
+
+class GroupSettings(ProviderSettings):
+    """A node group ("GMS cluster"): its delivery nodes and its provider settings."""
+
+    default: bool = False
+    nodes: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(default_factory=list)
+    push_enabled: tuple[str, ...] = Field(("customhttp",), alias="pushEnabled")
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+
+    @field_validator("push_enabled", mode="before")
+    @classmethod
+    def _enabled(cls, value: Any) -> tuple[str, ...]:
+        if not isinstance(value, str | list | tuple):
+            raise ValueError("must be a comma list or a list of device types")
+        items = value.split(",") if isinstance(value, str) else list(value)
+        types = []
+        for item in items:
+            name = str(item).strip().lower()
+            if not name:
+                continue
+            name = DEVICE_TYPE_ALIASES.get(name, name)
+            if name not in DEVICE_TYPES:
+                raise ValueError(f"unknown device type {item!r}; known: {', '.join(DEVICE_TYPES)}")
+            types.append(name)
+        return tuple(dict.fromkeys(types))
+
+
+class DeliverySettings(_Strict):
+    connect_timeout_s: Annotated[float, Field(gt=0, le=300)] = 5.0
+    total_timeout_s: Annotated[float, Field(gt=0, le=600)] = 15.0
+    concurrency_per_node: Annotated[int, Field(ge=1, le=10_000)] = 64
+    concurrency_per_receiver: Annotated[int, Field(ge=1, le=10_000)] = 32
+    heartbeat_interval_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    node_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 15.0
+    lease_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    trail_retention_s: Annotated[int, Field(ge=0, le=366 * 86400)] = 7 * 86400
+    sweep_interval_s: Annotated[int, Field(ge=1, le=86400)] = 60
+    """How often the flex-push-timeout sweep and the trail purge run."""
 
 
 class Settings(BaseSettings):
@@ -170,14 +265,32 @@ class Settings(BaseSettings):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     services: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    groups: dict[str, GroupSettings] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _validate_services(self) -> Settings:
         # Resolve every configured service now, so a bad option stops start-up, not a request.
         for name in self.services:
             self.service_options(name)
+        defaults = [name for name, group in self.groups.items() if group.default]
+        if len(defaults) > 1:
+            raise ValueError(f"groups: only one group may be default, got {', '.join(defaults)}")
+        owners: dict[str, str] = {}
+        for name, group in self.groups.items():
+            for node in group.nodes:
+                if node in owners:
+                    raise ValueError(f"groups.{name}.nodes: {node!r} is also in {owners[node]!r}")
+                owners[node] = name
         return self
+
+    @property
+    def default_group(self) -> str | None:
+        for name, group in self.groups.items():
+            if group.default:
+                return name
+        return next(iter(self.groups), None) if len(self.groups) == 1 else None
 
     def service_options(self, service_name: str) -> ServiceOptions:
         """The options of ``service_name``: its overrides merged over ``services.default``."""
@@ -218,7 +331,10 @@ def format_validation_error(exc: ValidationError, prefix: tuple[str, ...] = ()) 
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown key"
-        lines.append(f"{key}: {message}")
+        elif error["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
+        # A model-level check has no location; its message names the keys itself.
+        lines.append(f"{key}: {message}" if key else message)
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 

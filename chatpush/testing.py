@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 
 class FakeClock:
-    """A clock that moves only when told to: resend timetables run in milliseconds."""
+    """A clock that moves only when told to: a 15-second resend timetable runs in milliseconds."""
 
     def __init__(self, start_ms: int = 1_700_000_000_000) -> None:
         self._now_ms = start_ms
+        self._moved = asyncio.Event()
 
     def now_ms(self) -> int:
         return self._now_ms
 
     def advance(self, seconds: float = 0.0, *, ms: int = 0) -> None:
-        self._now_ms += int(seconds * 1000) + ms
+        self.set(self._now_ms + int(seconds * 1000) + ms)
 
     def set(self, now_ms: int) -> None:
         self._now_ms = now_ms
+        moved, self._moved = self._moved, asyncio.Event()
+        moved.set()
+
+    async def sleep_until(self, deadline_ms: int | None, wake: asyncio.Event) -> None:
+        while not wake.is_set() and (deadline_ms is None or self._now_ms < deadline_ms):
+            waiters = [
+                asyncio.ensure_future(wake.wait()),
+                asyncio.ensure_future(self._moved.wait()),
+            ]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await waiter

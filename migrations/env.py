@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+from logging.config import fileConfig
 
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from chatpush.config import load_settings
+from chatpush.config import DatabaseSettings, load_settings
 from chatpush.store.database import make_engine
 from chatpush.store.tables import metadata
 
 config = context.config
+if config.config_file_name is not None:
+    # `alembic upgrade head` reads alembic.ini: use its logging sections (chatpush has its own).
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 
-def _database_settings():  # type: ignore[no-untyped-def]
+def _database_settings() -> DatabaseSettings:
+    # From chatpush: the settings it already loaded (or just a URL), never a second, different read.
+    database = config.attributes.get("database")
+    if isinstance(database, DatabaseSettings):
+        return database
     url = config.attributes.get("url")
-    settings = load_settings().database
-    return settings.model_copy(update={"url": url}) if url else settings
+    if url:
+        return DatabaseSettings(url=url)
+    # From the alembic command line: the same settings `chatpush` would read.
+    return load_settings().database
 
 
 def _run(connection: Connection) -> None:

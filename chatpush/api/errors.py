@@ -49,7 +49,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400 or not request.path.startswith(("/genesys/", "/api/")):
             raise
         mapped = _from_http(exc)
-        return web.json_response(error_body(mapped, request), status=exc.status)
+        response = web.json_response(error_body(mapped, request), status=exc.status)
+        if "Allow" in exc.headers:  # a 405 must say which methods are allowed (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         # A bug of ours, never the client's input: logged with its traceback, answered plainly.
         log.exception("unhandled error", extra={"action": "request_failed", "path": request.path})

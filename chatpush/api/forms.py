@@ -57,13 +57,15 @@ async def read_form(request: web.Request) -> Form:
         if content_type == "multipart/form-data":
             posted = await request.post()
             pairs = [(key, value) for key, value in posted.items() if isinstance(value, str)]
-            return Form(pairs)
+            return _checked(pairs)
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise BodyTooLarge(
             Code.BODY_TOO_LARGE, f"request body is larger than {request.client_max_size} bytes"
         ) from None
-    except (UnicodeDecodeError, ValueError) as exc:
+    # LookupError: a multipart part names an unknown charset; RequestPayloadError: the body does
+    # not decode as its Content-Encoding says (not gzip, not deflate).
+    except (UnicodeDecodeError, LookupError, ValueError, web.RequestPayloadError) as exc:
         raise BadRequest(Code.BAD_ENCODING, f"malformed form body: {exc}") from None
     if content_type not in ("application/x-www-form-urlencoded", "application/octet-stream", ""):
         raise BadRequest(
@@ -77,6 +79,10 @@ async def read_form(request: web.Request) -> Form:
         raise BadRequest(Code.BAD_ENCODING, "form body is not valid UTF-8") from None
     except ValueError as exc:
         raise BadRequest(Code.BAD_ENCODING, f"malformed form body: {exc}") from None
+    return _checked(pairs)
+
+
+def _checked(pairs: list[tuple[str, str]]) -> Form:
     for key, value in pairs:
         if "\x00" in key or "\x00" in value:
             raise BadRequest(Code.BAD_ENCODING, "form values must not contain NUL characters")

@@ -7,9 +7,17 @@ from aiohttp import web
 from chatpush.chat.service import ChatService
 from chatpush.clock import Clock
 from chatpush.config import Settings
+from chatpush.metrics import Metrics
+from chatpush.push.dispatcher import Dispatcher
+from chatpush.push.pipeline import PushPipeline
+from chatpush.routing.router import Router
 from chatpush.store.database import Database
 
 SETTINGS = web.AppKey("settings", Settings)
 DATABASE = web.AppKey("database", Database)
 CLOCK = web.AppKey("clock", Clock)
 CHATS = web.AppKey("chats", ChatService)
+METRICS = web.AppKey("metrics", Metrics)
+PIPELINE = web.AppKey("pipeline", PushPipeline)
+ROUTER = web.AppKey("router", Router)
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)

@@ -7,6 +7,7 @@ Every call but the OpenAPI document needs a configured key in ``X-API-Key``. The
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Annotated, Any, Literal, TypeVar
@@ -21,12 +22,23 @@ from chatpush.errors import BadRequest, Code, Forbidden
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MAX_LIST_LIMIT = 1000
+MAX_INT32 = 2**31 - 1
+MAX_TIME_MS = 2**62
+
+_ASCII_INT = re.compile(r"-?[0-9]{1,20}")
+
+# Participants join and leave through the parties routes, never as plain events.
+SERVER_EVENT_TYPES = tuple(
+    kind for kind in EVENT_TYPES if kind not in ("ParticipantJoined", "ParticipantLeft")
+)
 
 M = TypeVar("M", bound=BaseModel)
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # strict: a JSON string is never taken for an integer (or true for 1), so the documented JSON
+    # Schema (openapi.json) says exactly what is accepted.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
 
 class AddParty(_Body):
@@ -35,8 +47,9 @@ class AddParty(_Body):
 
 
 class AddEvent(_Body):
-    participant_id: int = Field(alias="participantId")
-    type: str
+    participant_id: int = Field(alias="participantId", ge=1, le=MAX_INT32)
+    # Checked by hand (add_event) for a clearer message; the enum is for the documented schema.
+    type: str = Field(json_schema_extra={"enum": list(SERVER_EVENT_TYPES)})
     text: str | None = None
     message_type: str | None = Field(None, alias="messageType")
     user_data: dict[str, str] | None = Field(None, alias="userData")
@@ -88,11 +101,36 @@ async def _json_body(request: web.Request) -> Any:
     except web.HTTPRequestEntityTooLarge:
         raise BadRequest(Code.BODY_TOO_LARGE, "request body is too large") from None
     try:
-        return json.loads(raw.decode("utf-8"))
+        payload = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise BadRequest(Code.BAD_ENCODING, "body is not valid UTF-8") from None
     except json.JSONDecodeError as exc:
         raise BadRequest(Code.INVALID_PARAMETER, f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest(Code.INVALID_PARAMETER, "body is nested too deeply") from None
+    _check_strings(payload)
+    return payload
+
+
+def _check_strings(payload: Any) -> None:
+    """Refuse NUL characters and lone surrogates (``\\ud800``) anywhere: no database stores them."""
+    pending = [payload]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                raise BadRequest(Code.BAD_ENCODING, "strings must not contain NUL characters")
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadRequest(
+                    Code.BAD_ENCODING, "strings must not contain lone surrogate escapes"
+                ) from None
 
 
 def _validated(model: type[M], payload: Any) -> M:
@@ -110,20 +148,21 @@ def _int_param(
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.lstrip("-").isdigit() or not low <= int(raw) <= high:
+    # ASCII digits only: str.isdigit() also takes "²", which int() then refuses.
+    if not _ASCII_INT.fullmatch(raw) or not low <= int(raw) <= high:
         raise BadRequest(Code.INVALID_PARAMETER, f"{name} must be an integer from {low} to {high}")
     return int(raw)
 
 
 def _path_int(request: web.Request, name: str) -> int:
     raw = request.match_info[name]
-    if not raw.isdigit() or int(raw) > 2**31 - 1:
-        raise BadRequest(Code.INVALID_PARAMETER, f"{name} must be a positive integer")
+    if not _ASCII_INT.fullmatch(raw) or not 1 <= int(raw) <= MAX_INT32:
+        raise BadRequest(Code.INVALID_PARAMETER, f"{name} must be an integer from 1 to {MAX_INT32}")
     return int(raw)
 
 
 async def list_chats(request: web.Request) -> web.Response:
-    status = request.query.get("status")
+    status = request.query.get("status") or None
     if status not in (None, "active", "ended"):
         raise BadRequest(Code.INVALID_PARAMETER, "status must be active or ended")
     limit = _int_param(request, "limit", 100, 1, MAX_LIST_LIMIT)
@@ -131,8 +170,8 @@ async def list_chats(request: web.Request) -> web.Response:
     chats = await request.app[CHATS].list_chats(
         service_name=request.query.get("service") or None,
         ended=None if status is None else status == "ended",
-        created_after_ms=_int_param(request, "createdAfter", None, 0, 2**62),
-        created_before_ms=_int_param(request, "createdBefore", None, 0, 2**62),
+        created_after_ms=_int_param(request, "createdAfter", None, 0, MAX_TIME_MS),
+        created_before_ms=_int_param(request, "createdBefore", None, 0, MAX_TIME_MS),
         after_id=request.query.get("after") or None,
         limit=limit,
     )
@@ -142,7 +181,7 @@ async def list_chats(request: web.Request) -> web.Response:
 
 
 async def read_chat(request: web.Request) -> web.Response:
-    from_position = _int_param(request, "fromPosition", 1, 0, 2**31 - 1)
+    from_position = _int_param(request, "fromPosition", 1, 0, MAX_INT32)
     assert from_position is not None
     state = await request.app[CHATS].read_chat(request.match_info["chat_id"], from_position)
     return web.json_response(
@@ -172,7 +211,9 @@ async def remove_party(request: web.Request) -> web.Response:
 async def add_event(request: web.Request) -> web.Response:
     body = _validated(AddEvent, await _json_body(request))
     if body.type not in EVENT_TYPES:
-        raise BadRequest(Code.INVALID_PARAMETER, f"type: must be one of {', '.join(EVENT_TYPES)}")
+        raise BadRequest(
+            Code.INVALID_PARAMETER, f"type: must be one of {', '.join(SERVER_EVENT_TYPES)}"
+        )
     event = await request.app[CHATS].add_event(
         request.match_info["chat_id"],
         participant_id=body.participant_id,

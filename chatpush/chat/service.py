@@ -6,7 +6,9 @@ record what the customer has retrieved, all committed together or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -32,25 +34,57 @@ from chatpush.errors import BadRequest, ChatEnded, Code, Conflict, Forbidden, No
 from chatpush.store import chats as repo
 from chatpush.store.database import Database
 
+log = logging.getLogger("chatpush.chat")
 
-class ChatObserver(Protocol):
-    """Told, inside the same transaction, what happened to a chat (the push pipeline listens)."""
 
-    async def chat_requested(
-        self, conn: AsyncConnection, chat: ChatRecord, user_data: Mapping[str, str]
+class PushTransaction(Protocol):
+    """Told, inside the chat's transaction, what happened; ``flush`` runs just before the commit."""
+
+    async def chat_requested(self, chat: ChatRecord, user_data: Mapping[str, str]) -> None: ...
+
+    def events_added(self, chat: ChatRecord, events: Sequence[EventRecord]) -> None: ...
+
+    def transcript_retrieved(
+        self, chat: ChatRecord, first: int | None, last: int | None, *, up_to_date: bool
     ) -> None: ...
 
-    async def events_added(
-        self, conn: AsyncConnection, chat: ChatRecord, events: Sequence[EventRecord]
+    def chat_ended(
+        self, chat: ChatRecord, *, customer_removed: bool, by_customer: bool
     ) -> None: ...
 
-    async def transcript_retrieved(
-        self, conn: AsyncConnection, chat: ChatRecord, first_index: int, last_index: int
-    ) -> None: ...
+    async def flush(self) -> None: ...
 
-    async def chat_ended(
-        self, conn: AsyncConnection, chat: ChatRecord, *, customer_removed: bool
-    ) -> None: ...
+    def committed(self) -> None: ...
+
+
+class PushObserver(Protocol):
+    """The push pipeline, as the chat service sees it."""
+
+    def transaction(self, conn: AsyncConnection) -> PushTransaction: ...
+
+
+class _NoPush:
+    """Stands in when push is not wired (tools, some tests): every hook does nothing."""
+
+    async def chat_requested(self, chat: ChatRecord, user_data: Mapping[str, str]) -> None:
+        return None
+
+    def events_added(self, chat: ChatRecord, events: Sequence[EventRecord]) -> None:
+        return None
+
+    def transcript_retrieved(
+        self, chat: ChatRecord, first: int | None, last: int | None, *, up_to_date: bool
+    ) -> None:
+        return None
+
+    def chat_ended(self, chat: ChatRecord, *, customer_removed: bool, by_customer: bool) -> None:
+        return None
+
+    async def flush(self) -> None:
+        return None
+
+    def committed(self) -> None:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,14 +102,14 @@ class ChatService:
         db: Database,
         settings: Settings,
         clock: Clock,
-        observer: ChatObserver | None = None,
+        push: PushObserver | None = None,
     ) -> None:
         self._db = db
         self._settings = settings
         self._limits: ChatSettings = settings.chat
         self._alias = settings.server.alias
         self._clock = clock
-        self._observer = observer
+        self._push = push
 
     # -- customer side: Chat API v2 -------------------------------------------------------------
 
@@ -124,20 +158,19 @@ class ChatService:
             first_name=first_name,
             last_name=last_name,
         )
-        async with self._db.write() as conn:
+        async with self._write() as (conn, push):
             await repo.insert_chat(conn, chat, customer)
-            if self._observer is not None:
-                await self._observer.chat_requested(conn, chat, user_data)
-            await self._append(conn, chat, [NewEvent("ParticipantJoined", customer)], now_ms)
-            return await self._reply(conn, chat, position=None)
+            await push.chat_requested(chat, user_data)
+            await self._append(conn, push, chat, [NewEvent("ParticipantJoined", customer)], now_ms)
+            return await self._reply(conn, push, chat, position=None)
 
     async def refresh(
         self, service_name: str, chat_id: str, secure_key: str | None, position: int | None
     ) -> Reply:
-        async with self._db.write() as conn:
+        async with self._write() as (conn, push):
             chat = await self._authenticate(conn, service_name, chat_id, secure_key)
             await self._touch(conn, chat)
-            return await self._reply(conn, chat, position=position)
+            return await self._reply(conn, push, chat, position=position)
 
     async def send_message(
         self,
@@ -203,21 +236,23 @@ class ChatService:
         if not nickname:
             raise BadRequest(Code.MISSING_PARAMETER, "nickname is required")
         self._check_text("nickname", nickname, self._limits.max_nickname_chars)
-        async with self._db.write() as conn:
+        async with self._write() as (conn, push):
             chat = await self._authenticate(conn, service_name, chat_id, secure_key)
             self._require_active(chat)
             await repo.update_party(conn, chat.id, CUSTOMER_PARTICIPANT_ID, nickname=nickname)
             customer = await self._customer(conn, chat)
             await self._touch(conn, chat)
-            await self._append(conn, chat, [NewEvent("NicknameUpdated", customer, text=nickname)])
-            return await self._reply(conn, chat, position=0)
+            await self._append(
+                conn, push, chat, [NewEvent("NicknameUpdated", customer, text=nickname)]
+            )
+            return await self._reply(conn, push, chat, position=0)
 
     async def update_data(
         self, service_name: str, chat_id: str, secure_key: str | None, user_data: Mapping[str, str]
     ) -> Reply:
         if not user_data:
             raise BadRequest(Code.MISSING_PARAMETER, "at least one userData[KEY] is required")
-        async with self._db.write() as conn:
+        async with self._write() as (conn, push):
             chat = await self._authenticate(conn, service_name, chat_id, secure_key)
             self._require_active(chat)
             merged = {**chat.user_data, **user_data}
@@ -225,19 +260,21 @@ class ChatService:
             await repo.update_chat(
                 conn, chat.id, user_data=merged, last_client_request_ms=self._clock.now_ms()
             )
-            return await self._reply(conn, chat, position=0)
+            return await self._reply(conn, push, chat, position=0)
 
     async def disconnect(self, service_name: str, chat_id: str, secure_key: str | None) -> Reply:
-        async with self._db.write() as conn:
+        async with self._write() as (conn, push):
             chat = await self._authenticate(conn, service_name, chat_id, secure_key)
             if chat.ended:
-                return await self._reply(conn, chat, position=0)
+                return await self._reply(conn, push, chat, position=0)
             now_ms = self._clock.now_ms()
             customer = await self._customer(conn, chat)
             await self._touch(conn, chat)
-            await self._append(conn, chat, [NewEvent("ParticipantLeft", customer)], now_ms)
-            chat = await self._end(conn, chat, now_ms, customer_removed=False)
-            return await self._reply(conn, chat, position=0)
+            await self._append(conn, push, chat, [NewEvent("ParticipantLeft", customer)], now_ms)
+            chat = await self._end(
+                conn, push, chat, now_ms, customer_removed=False, by_customer=True
+            )
+            return await self._reply(conn, push, chat, position=0)
 
     # -- chat-server side -------------------------------------------------------------------------
 
@@ -249,7 +286,7 @@ class ChatService:
                 Code.INVALID_PARAMETER, "type must be one of Agent, Supervisor, External"
             )
         self._check_text("nickname", nickname, self._limits.max_nickname_chars)
-        async with self._db.write() as conn:
+        async with self._write() as (conn, push):
             chat = await self._server_chat(conn, chat_id)
             self._require_active(chat)
             now_ms = self._clock.now_ms()
@@ -260,7 +297,9 @@ class ChatService:
                 joined_at_ms=now_ms,
             )
             await repo.insert_party(conn, chat.id, party)
-            [event] = await self._append(conn, chat, [NewEvent("ParticipantJoined", party)], now_ms)
+            [event] = await self._append(
+                conn, push, chat, [NewEvent("ParticipantJoined", party)], now_ms
+            )
             return party, event
 
     async def add_event(
@@ -284,7 +323,7 @@ class ChatService:
         self._check_text("messageType", message_type, 128)
         if user_data:
             self._check_user_data(user_data)
-        async with self._db.write() as conn:
+        async with self._write() as (conn, push):
             chat = await self._server_chat(conn, chat_id)
             self._require_active(chat)
             party = await repo.get_party(conn, chat.id, participant_id)
@@ -296,6 +335,7 @@ class ChatService:
                 raise Conflict(Code.CONFLICT, f"party {participant_id} has left the chat")
             [event] = await self._append(
                 conn,
+                push,
                 chat,
                 [
                     NewEvent(
@@ -311,7 +351,7 @@ class ChatService:
 
     async def remove_party(self, chat_id: str, participant_id: int) -> EventRecord:
         """Remove a party; removing the customer ends the chat (CONTRACT §8.7)."""
-        async with self._db.write() as conn:
+        async with self._write() as (conn, push):
             chat = await self._server_chat(conn, chat_id)
             self._require_active(chat)
             party = await repo.get_party(conn, chat.id, participant_id)
@@ -321,14 +361,16 @@ class ChatService:
                 raise Conflict(Code.CONFLICT, f"party {participant_id} has already left")
             now_ms = self._clock.now_ms()
             await repo.update_party(conn, chat.id, participant_id, left_at_ms=now_ms)
-            [event] = await self._append(conn, chat, [NewEvent("ParticipantLeft", party)], now_ms)
+            [event] = await self._append(
+                conn, push, chat, [NewEvent("ParticipantLeft", party)], now_ms
+            )
             if party.type == "Client":
-                await self._end(conn, chat, now_ms, customer_removed=True)
+                await self._end(conn, push, chat, now_ms, customer_removed=True, by_customer=False)
             return event
 
     async def end_chat(self, chat_id: str) -> ChatRecord:
         """End a chat: every agent-side party still present leaves, then the chat is ended."""
-        async with self._db.write() as conn:
+        async with self._write() as (conn, push):
             chat = await self._server_chat(conn, chat_id)
             if chat.ended:
                 return chat
@@ -339,8 +381,10 @@ class ChatService:
                 if party.present and party.type != "Client"
             ]
             if leaving:
-                await self._append(conn, chat, leaving, now_ms)
-            return await self._end(conn, chat, now_ms, customer_removed=False)
+                await self._append(conn, push, chat, leaving, now_ms)
+            return await self._end(
+                conn, push, chat, now_ms, customer_removed=False, by_customer=False
+            )
 
     async def read_chat(self, chat_id: str, from_position: int = 1) -> ChatState:
         async with self._db.read() as conn:
@@ -382,6 +426,31 @@ class ChatService:
             purged += count
             if count == 0:
                 return purged
+
+    async def expire_idle_push_chats(self) -> int:
+        """End push-subscribed chats idle for longer than their service's flex-push-timeout."""
+        now_ms = self._clock.now_ms()
+        services = [*self._settings.services, "default"]
+        shortest_s = min(self._settings.service_options(s).flex_push_timeout_s for s in services)
+        expired = 0
+        async with self._db.read() as conn:
+            candidates = await repo.idle_subscribed_chats(conn, now_ms - shortest_s * 1000, 1000)
+        for chat_id, service_name, last_request_ms in candidates:
+            timeout_s = self._settings.service_options(service_name).flex_push_timeout_s
+            if now_ms - last_request_ms < timeout_s * 1000:
+                continue
+            try:
+                await self.end_chat(chat_id)
+            except NotFound:
+                continue
+            expired += 1
+            log.info(
+                "chat %s ended: no client request for %d s (flex-push-timeout)",
+                chat_id,
+                timeout_s,
+                extra={"action": "chat_expired", "chat_id": chat_id},
+            )
+        return expired
 
     # -- shared steps ---------------------------------------------------------------------------
 
@@ -429,23 +498,36 @@ class ChatService:
         message_type: str | None = None,
         position: int | None = 0,
     ) -> Reply:
-        async with self._db.write() as conn:
+        async with self._write() as (conn, push):
             chat = await self._authenticate(conn, service_name, chat_id, secure_key)
             self._require_active(chat)
             customer = await self._customer(conn, chat)
             await self._touch(conn, chat)
             await self._append(
-                conn, chat, [NewEvent(event_type, customer, text=text, message_type=message_type)]
+                conn,
+                push,
+                chat,
+                [NewEvent(event_type, customer, text=text, message_type=message_type)],
             )
             # Without transcriptPosition, send returns no events (CONTRACT §2).
-            return await self._reply(conn, chat, position=0 if position is None else position)
+            return await self._reply(conn, push, chat, position=0 if position is None else position)
 
     async def _touch(self, conn: AsyncConnection, chat: ChatRecord) -> None:
         await repo.update_chat(conn, chat.id, last_client_request_ms=self._clock.now_ms())
 
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[tuple[AsyncConnection, PushTransaction]]:
+        """One write transaction; the push pipeline decides inside it, and hears of the commit."""
+        async with self._db.write() as conn:
+            push = self._push.transaction(conn) if self._push is not None else _NoPush()
+            yield conn, push
+            await push.flush()
+        push.committed()
+
     async def _append(
         self,
         conn: AsyncConnection,
+        push: PushTransaction,
         chat: ChatRecord,
         events: Sequence[NewEvent],
         now_ms: int | None = None,
@@ -454,23 +536,33 @@ class ChatService:
         records = await repo.insert_events(
             conn, chat.id, first, events, self._clock.now_ms() if now_ms is None else now_ms
         )
-        if self._observer is not None:
-            await self._observer.events_added(conn, chat, records)
+        push.events_added(chat, records)
         return records
 
     async def _end(
-        self, conn: AsyncConnection, chat: ChatRecord, now_ms: int, *, customer_removed: bool
+        self,
+        conn: AsyncConnection,
+        push: PushTransaction,
+        chat: ChatRecord,
+        now_ms: int,
+        *,
+        customer_removed: bool,
+        by_customer: bool,
     ) -> ChatRecord:
         await repo.leave_all(conn, chat.id, now_ms)
         await repo.update_chat(conn, chat.id, ended_at_ms=now_ms)
         ended = await repo.get_chat(conn, chat.id)
         assert ended is not None
-        if self._observer is not None:
-            await self._observer.chat_ended(conn, ended, customer_removed=customer_removed)
+        push.chat_ended(ended, customer_removed=customer_removed, by_customer=by_customer)
         return ended
 
     async def _reply(
-        self, conn: AsyncConnection, chat: ChatRecord, *, position: int | None
+        self,
+        conn: AsyncConnection,
+        push: PushTransaction,
+        chat: ChatRecord,
+        *,
+        position: int | None,
     ) -> Reply:
         """Build the envelope: events from ``position`` (None = all, 0 = none), nextPosition."""
         messages: list[EventRecord] = []
@@ -479,13 +571,18 @@ class ChatService:
         current = await repo.get_chat(conn, chat.id)
         assert current is not None
         retrieved = current.client_position
-        if messages:
-            first, last = messages[0].index, messages[-1].index
-            if last > retrieved:
-                retrieved = last
-                await repo.update_chat(conn, chat.id, client_position=retrieved)
-            if self._observer is not None:
-                await self._observer.transcript_retrieved(conn, current, first, last)
+        if messages and messages[-1].index > retrieved:
+            retrieved = messages[-1].index
+            await repo.update_chat(conn, chat.id, client_position=retrieved)
+        if position != 0:
+            # Position 0 asks for nothing and so acknowledges nothing (CONTRACT §8.1).
+            reached = messages[-1].index if messages else (position or 1) - 1
+            push.transcript_retrieved(
+                current,
+                messages[0].index if messages else None,
+                messages[-1].index if messages else None,
+                up_to_date=reached >= current.last_index,
+            )
         return Reply(
             chat=current,
             alias=self._alias,

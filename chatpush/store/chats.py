@@ -10,11 +10,14 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatpush.chat.model import ChatRecord, EventRecord, NewEvent, PartyRecord
-from chatpush.store.tables import Chat, Event, Party
+from chatpush.store.tables import Chat, Delivery, Event, Outbox, Party, Subscription
 
 _chats = cast(Table, Chat.__table__)
 _parties = cast(Table, Party.__table__)
 _events = cast(Table, Event.__table__)
+_subscriptions = cast(Table, Subscription.__table__)
+_outbox = cast(Table, Outbox.__table__)
+_trail = cast(Table, Delivery.__table__)
 
 
 def _chat(row: Row[Any]) -> ChatRecord:
@@ -264,7 +267,8 @@ async def purge_ended(conn: AsyncConnection, ended_before_ms: int, batch: int = 
     )
     if not ids:
         return 0
-    await conn.execute(delete(_events).where(_events.c.chat_id.in_(ids)))
+    for table in (_outbox, _subscriptions, _trail, _events):
+        await conn.execute(delete(table).where(table.c.chat_id.in_(ids)))
     await conn.execute(delete(_parties).where(_parties.c.chat_id.in_(ids)))
     await conn.execute(delete(_chats).where(_chats.c.id.in_(ids)))
     return len(ids)
@@ -272,3 +276,22 @@ async def purge_ended(conn: AsyncConnection, ended_before_ms: int, batch: int = 
 
 async def count_chats(conn: AsyncConnection) -> int:
     return int((await conn.execute(select(func.count()).select_from(_chats))).scalar_one())
+
+
+async def idle_subscribed_chats(
+    conn: AsyncConnection, idle_before_ms: int, limit: int
+) -> list[tuple[str, str, int]]:
+    """Active push-subscribed chats with no client request since ``idle_before_ms``."""
+    rows = await conn.execute(
+        select(_chats.c.id, _chats.c.service_name, _chats.c.last_client_request_ms)
+        .join(_subscriptions, _subscriptions.c.chat_id == _chats.c.id)
+        .where(
+            and_(
+                _chats.c.ended_at_ms.is_(None),
+                _chats.c.last_client_request_ms < idle_before_ms,
+            )
+        )
+        .order_by(_chats.c.last_client_request_ms)
+        .limit(limit)
+    )
+    return [(row.id, row.service_name, row.last_client_request_ms) for row in rows]

@@ -10,21 +10,27 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from chatpush.config import DatabaseSettings
 
-def alembic_config(url: str) -> Config:
+
+def alembic_config(database: str | DatabaseSettings) -> Config:
+    """The Alembic config for a database URL, or for the whole ``[database]`` settings."""
+    if isinstance(database, str):
+        database = DatabaseSettings(url=database)
     config = Config()
     config.set_main_option("script_location", str(resources.files("chatpush._migrations")))
-    config.attributes["url"] = url
+    config.attributes["url"] = database.url
+    config.attributes["database"] = database
     return config
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(database: str | DatabaseSettings, revision: str = "head") -> None:
     """Blocking: call it before the event loop starts, or through ``asyncio.to_thread``."""
-    command.upgrade(alembic_config(url), revision)
+    command.upgrade(alembic_config(database), revision)
 
 
-def head_revision(url: str) -> str | None:
-    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+def head_revision(database: str | DatabaseSettings) -> str | None:
+    return ScriptDirectory.from_config(alembic_config(database)).get_current_head()
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -75,3 +75,94 @@ class Event(Base):
 
 
 metadata = Base.metadata
+
+
+class Subscription(Base):
+    """One chat's push subscription (CONTRACT §5) and its reliable-delivery state (§8)."""
+
+    __tablename__ = "subscriptions"
+
+    chat_id: Mapped[str] = mapped_column(ForeignKey("chats.id"), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(256))
+    device_type: Mapped[str] = mapped_column(String(16))
+    group_name: Mapped[str] = mapped_column(String(200))
+    provider: Mapped[str | None] = mapped_column(String(200))
+    debug: Mapped[bool] = mapped_column(Boolean)
+    notify_requestor: Mapped[bool] = mapped_column(Boolean)
+    include_payload: Mapped[bool] = mapped_column(Boolean)
+    reliable: Mapped[bool] = mapped_column(Boolean)
+    client_channel: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    ack_position: Mapped[int] = mapped_column(Integer)
+    notifiable_last: Mapped[int] = mapped_column(Integer)
+    out_position: Mapped[int | None] = mapped_column(Integer)
+    out_attempt: Mapped[int | None] = mapped_column(Integer)
+    out_final: Mapped[bool] = mapped_column(Boolean)
+    wake_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+    pinned_node: Mapped[str | None] = mapped_column(String(128))
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index(None, "wake_at_ms"), Index(None, "pinned_node"))
+
+
+class Outbox(Base):
+    """Notifications waiting to be delivered, oldest first per chat. NULL ``due_at_ms`` = parked."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    chat_id: Mapped[str] = mapped_column(ForeignKey("chats.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    notify_position: Mapped[int | None] = mapped_column(Integer)
+    attempt: Mapped[int | None] = mapped_column(Integer)
+    message_id: Mapped[str] = mapped_column(String(64))
+    due_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+    lease_until_ms: Mapped[int | None] = mapped_column(BigInteger)
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index(None, "chat_id", "id"), Index(None, "due_at_ms"))
+
+
+class Delivery(Base):
+    """The delivery trail: one row per attempt to hand a notification to a receiver."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    chat_id: Mapped[str] = mapped_column(String(32))
+    at_ms: Mapped[int] = mapped_column(BigInteger)
+    node: Mapped[str | None] = mapped_column(String(128))
+    group_name: Mapped[str | None] = mapped_column(String(200))
+    device_type: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))
+    attempt: Mapped[int | None] = mapped_column(Integer)
+    notify_position: Mapped[int | None] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    latency_ms: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (Index(None, "chat_id", "id"), Index(None, "at_ms"))
+
+
+class Node(Base):
+    """A delivery node: hosted by one instance, available while fresh and not drained."""
+
+    __tablename__ = "nodes"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    group_name: Mapped[str] = mapped_column(String(200))
+    instance_id: Mapped[str] = mapped_column(String(128))
+    heartbeat_at_ms: Mapped[int] = mapped_column(BigInteger)
+    drained: Mapped[bool] = mapped_column(Boolean)
+
+
+class Secret(Base):
+    """Secrets chatpush generates for itself once (the secure-key obfuscation key)."""
+
+    __tablename__ = "secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,148 @@
+"""Push state for the chat-server side and operators: subscriptions, the delivery trail, nodes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from chatpush.api.keys import DATABASE, METRICS, ROUTER
+from chatpush.errors import BadRequest, Code, NotFound
+from chatpush.store import chats as chat_store
+from chatpush.store import push as store
+
+
+def subscription_wire(subscription: store.SubscriptionRecord) -> dict[str, Any]:
+    request, state = subscription.request, subscription.state
+    trigger = state.outstanding
+    return {
+        "deviceId": request.device_id,
+        "deviceType": request.device_type,
+        "nodeGroup": request.group_name,
+        "provider": request.provider,
+        "debug": request.debug,
+        "notifyRequestor": request.notify_requestor,
+        "includePayload": request.include_payload,
+        "reliable": request.reliable,
+        "clientChannel": request.client_channel,
+        "status": state.status,
+        "acknowledgedPosition": state.ack_position,
+        "outstandingTrigger": (
+            None
+            if trigger is None
+            else {
+                "notifyPosition": trigger.position,
+                "notifyAttempt": trigger.attempt,
+                "chatEnded": trigger.final,
+            }
+        ),
+        "nextResendAt": state.wake_at_ms,
+        "pinnedNode": subscription.pinned_node,
+        "createdAt": subscription.created_at_ms,
+    }
+
+
+async def read_subscription(request: web.Request) -> web.Response:
+    chat_id = request.match_info["chat_id"]
+    async with request.app[DATABASE].read() as conn:
+        if await chat_store.get_chat(conn, chat_id) is None:
+            raise NotFound(Code.UNKNOWN_CHAT, f"unknown chat {chat_id!r}")
+        subscription = await store.get_subscription(conn, chat_id)
+        pending = await store.pending_for_chat(conn, chat_id)
+    if subscription is None:
+        raise NotFound(Code.UNKNOWN_CHAT, f"chat {chat_id!r} has no push subscription")
+    body = subscription_wire(subscription)
+    body["queued"] = [
+        {
+            "kind": row.kind,
+            "notifyPosition": row.notify_position,
+            "notifyAttempt": row.attempt,
+            "parked": row.due_at_ms is None,
+            "queuedAt": row.created_at_ms,
+        }
+        for row in pending
+    ]
+    return web.json_response(body)
+
+
+async def read_deliveries(request: web.Request) -> web.Response:
+    chat_id = request.match_info["chat_id"]
+    raw_after = request.query.get("after", "0")
+    if not raw_after.isdigit():
+        raise BadRequest(Code.INVALID_PARAMETER, "after must be a non-negative integer")
+    async with request.app[DATABASE].read() as conn:
+        if await chat_store.get_chat(conn, chat_id) is None:
+            raise NotFound(Code.UNKNOWN_CHAT, f"unknown chat {chat_id!r}")
+        rows = await store.deliveries(conn, chat_id, after_id=int(raw_after))
+    return web.json_response(
+        {
+            "deliveries": [
+                {
+                    "id": row_id,
+                    "at": record.at_ms,
+                    "node": record.node,
+                    "nodeGroup": record.group_name,
+                    "deviceType": record.device_type,
+                    "kind": record.kind,
+                    "notifyAttempt": record.attempt,
+                    "notifyPosition": record.notify_position,
+                    "outcome": record.outcome,
+                    "httpStatus": record.http_status,
+                    "error": record.error,
+                    "latencyMs": record.latency_ms,
+                }
+                for row_id, record in rows
+            ]
+        }
+    )
+
+
+async def list_nodes(request: web.Request) -> web.Response:
+    router = request.app[ROUTER]
+    await router.refresh()
+    async with request.app[DATABASE].read() as conn:
+        pinned = await store.pinned_chats(conn)
+    return web.json_response(
+        {
+            "nodes": [
+                {
+                    "name": node.name,
+                    "nodeGroup": node.group_name,
+                    "local": node.local,
+                    "drained": node.drained,
+                    "available": node.available,
+                    "heartbeatAt": node.heartbeat_at_ms,
+                    "pinnedChats": pinned.get(node.name, []),
+                }
+                for node in router.nodes()
+            ]
+        }
+    )
+
+
+async def _set_drained(request: web.Request, drained: bool) -> web.Response:
+    name = request.match_info["node"]
+    if not await request.app[ROUTER].set_drained(name, drained):
+        raise NotFound(Code.INVALID_PARAMETER, f"unknown node {name!r}")
+    return web.json_response({"name": name, "drained": drained})
+
+
+async def drain_node(request: web.Request) -> web.Response:
+    return await _set_drained(request, True)
+
+
+async def undrain_node(request: web.Request) -> web.Response:
+    return await _set_drained(request, False)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[METRICS].render(), content_type="text/plain")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/chats/{chat_id}/subscription", read_subscription)
+    app.router.add_get("/api/v1/chats/{chat_id}/deliveries", read_deliveries)
+    app.router.add_get("/api/v1/nodes", list_nodes)
+    app.router.add_post("/api/v1/nodes/{node}/drain", drain_node)
+    app.router.add_post("/api/v1/nodes/{node}/undrain", undrain_node)
+    app.router.add_get("/metrics", metrics)

@@ -1,0 +1,1 @@
+"""Delivery providers: one module each, every send ending in one of three outcomes."""

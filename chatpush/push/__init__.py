@@ -1,0 +1,1 @@
+"""Push: subscriptions from GCTI_* keys, notification bodies, the reliable-delivery rules."""

@@ -1,0 +1,252 @@
+"""The push pipeline: what each chat transaction means for its subscription, decided in-transaction.
+
+The chat service opens a ``PushTransaction`` with every write and tells it what happened; before
+the commit, ``flush`` loads the subscription once, runs the inputs through the pure rules, and
+writes the new state and any notification to the outbox in that same transaction. The dispatcher
+is poked only after the commit, so it never sees a notification that could still roll back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from chatpush.chat.model import CUSTOMER_PARTICIPANT_ID, ChatRecord, EventRecord
+from chatpush.clock import Clock
+from chatpush.config import Settings
+from chatpush.metrics import Metrics
+from chatpush.push import rules
+from chatpush.push.bodies import bare_body, payload_body, trigger_body
+from chatpush.push.obfuscation import obfuscate
+from chatpush.push.subscription import parse_subscription
+from chatpush.store import chats as chat_store
+from chatpush.store import push as store
+from chatpush.store.database import Database
+
+log = logging.getLogger("chatpush.push")
+
+OBFUSCATION_SECRET = "secure-key-obfuscation"
+TIMER_BATCH = 200
+
+
+class PushPipeline:
+    def __init__(self, db: Database, settings: Settings, clock: Clock, metrics: Metrics) -> None:
+        self._db = db
+        self._settings = settings
+        self._clock = clock
+        self.metrics = metrics
+        self._secret: bytes | None = None
+        self._poke: Callable[[], None] = lambda: None
+
+    def on_enqueued(self, poke: Callable[[], None]) -> None:
+        """The dispatcher's wake-up, called after a commit that gave it work."""
+        self._poke = poke
+
+    def transaction(self, conn: AsyncConnection) -> PushTransaction:
+        return PushTransaction(self, conn)
+
+    def policy(self, service_name: str) -> rules.Policy:
+        options = self._settings.service_options(service_name)
+        return rules.Policy(options.flex_push_resend_delays_s, options.flex_push_resend_attempts)
+
+    async def secret(self, conn: AsyncConnection) -> bytes:
+        if self._secret is None:
+            self._secret = await store.secret(conn, OBFUSCATION_SECRET)
+        return self._secret
+
+    def poke(self) -> None:
+        self._poke()
+
+    async def fire_due_timers(self) -> int:
+        """Apply rule 5 to every subscription whose wake-up time has come; returns how many."""
+        fired = 0
+        while True:
+            now_ms = self._clock.now_ms()
+            async with self._db.write() as conn:
+                due = await store.due_wakes(conn, now_ms, TIMER_BATCH)
+                for chat_id in due:
+                    tx = PushTransaction(self, conn)
+                    tx.inputs.append(rules.TimerFired())
+                    await tx.flush(chat_id)
+                    fired += 1
+            if due:
+                self.poke()
+            if len(due) < TIMER_BATCH:
+                return fired
+
+
+class PushTransaction:
+    """What one chat transaction did, turned into subscription state and outbox rows at flush."""
+
+    def __init__(self, pipeline: PushPipeline, conn: AsyncConnection) -> None:
+        self._pipeline = pipeline
+        self._conn = conn
+        self.inputs: list[rules.Input | _EventsMarker | _EndMarker] = []
+        self._events: list[EventRecord] = []
+        self._chat_id: str | None = None
+        self.enqueued = False
+
+    async def chat_requested(self, chat: ChatRecord, user_data: Mapping[str, str]) -> None:
+        settings = self._pipeline._settings
+        request = parse_subscription(
+            user_data, settings, settings.service_options(chat.service_name)
+        )
+        if request is not None:
+            await store.insert_subscription(self._conn, chat.id, request, chat.created_at_ms)
+            self._chat_id = chat.id
+
+    def events_added(self, chat: ChatRecord, events: Sequence[EventRecord]) -> None:
+        self._chat_id = chat.id
+        self._events.extend(events)
+        self.inputs.append(
+            _EventsMarker(tuple(events))
+        )  # resolved at flush, once the filter is known
+
+    def transcript_retrieved(
+        self, chat: ChatRecord, first: int | None, last: int | None, *, up_to_date: bool
+    ) -> None:
+        self._chat_id = chat.id
+        if first is None or last is None:
+            first = last = 0
+        self.inputs.append(rules.Retrieved(first=first, last=last, up_to_date=up_to_date))
+
+    def chat_ended(self, chat: ChatRecord, *, customer_removed: bool, by_customer: bool) -> None:
+        self._chat_id = chat.id
+        self.inputs.append(_EndMarker(customer_removed=customer_removed, by_customer=by_customer))
+
+    async def flush(self, chat_id: str | None = None) -> None:
+        chat_id = chat_id or self._chat_id
+        if chat_id is None or not self.inputs:
+            return
+        conn, pipeline = self._conn, self._pipeline
+        subscription = await store.get_subscription(conn, chat_id)
+        if subscription is None or subscription.state.status == "done":
+            return
+        chat = await chat_store.get_chat(conn, chat_id)
+        if chat is None:
+            return
+        request = subscription.request
+        now_ms = pipeline._clock.now_ms()
+
+        def notifiable(event: EventRecord) -> bool:
+            return request.notify_requestor or event.participant_id != CUSTOMER_PARTICIPANT_ID
+
+        activity = any(not isinstance(i, rules.TimerFired) for i in self.inputs)
+        # New activity: whatever waited for a node gets another chance (CONTRACT §9).
+        if activity and await store.unpark(conn, chat_id, now_ms):
+            self.enqueued = True
+
+        if not request.reliable:
+            await self._flush_unreliable(
+                chat, subscription, [e for e in self._events if notifiable(e)]
+            )
+            return
+
+        policy = pipeline.policy(chat.service_name)
+        state = subscription.state
+        for item in self.inputs:
+            if isinstance(item, _EventsMarker):
+                last = max((e.index for e in item.events if notifiable(e)), default=0)
+                item = rules.EventsAdded(notifiable_last=last)
+            elif isinstance(item, _EndMarker):
+                item = rules.ChatEnded(
+                    customer_removed=item.customer_removed,
+                    notify=not item.by_customer or request.notify_requestor,
+                )
+            assert not isinstance(item, _EventsMarker | _EndMarker)
+            decision = rules.decide(state, item, now_ms, policy)
+            state = decision.state
+            self._report(chat, decision.outcome, state)
+        state, trigger = rules.sent(state)
+        if trigger is not None:
+            await store.drop_unsent_triggers(conn, chat_id, now_ms)
+            body = trigger_body(
+                device_id=request.device_id,
+                obfuscated_key=obfuscate(
+                    await pipeline.secret(conn), chat.secure_key, request.client_channel
+                ),
+                chat=chat,
+                alias=pipeline._settings.server.alias,
+                position=trigger.position,
+                attempt=trigger.attempt,
+                final=trigger.final,
+                content_keys=pipeline._settings.service_options(
+                    chat.service_name
+                ).flex_push_content,
+                now_ms=now_ms,
+            )
+            await store.enqueue(
+                conn,
+                chat_id,
+                "trigger",
+                body,
+                now_ms,
+                notify_position=trigger.position,
+                attempt=trigger.attempt,
+            )
+            pipeline.metrics.inc("chatpush_notifications_enqueued_total", kind="trigger")
+            self.enqueued = True
+        if state != subscription.state:
+            await store.save_state(conn, chat_id, state)
+            if state.wake_at_ms != subscription.state.wake_at_ms:
+                self.enqueued = True  # the dispatcher's next wake-up may have moved earlier
+
+    async def _flush_unreliable(
+        self, chat: ChatRecord, subscription: store.SubscriptionRecord, events: list[EventRecord]
+    ) -> None:
+        """Without PushResend: one notification per notifiable event, never resubmitted."""
+        pipeline, request = self._pipeline, subscription.request
+        now_ms = pipeline._clock.now_ms()
+        for event in events:
+            if request.include_payload:
+                body = payload_body(
+                    device_id=request.device_id,
+                    obfuscated_key=obfuscate(
+                        await pipeline.secret(self._conn), chat.secure_key, request.client_channel
+                    ),
+                    chat=chat,
+                    alias=pipeline._settings.server.alias,
+                    event=event,
+                )
+                kind = "payload"
+            else:
+                body, kind = bare_body(request.device_id), "bare"
+            await store.enqueue(
+                self._conn, chat.id, kind, body, now_ms, notify_position=event.index
+            )
+            pipeline.metrics.inc("chatpush_notifications_enqueued_total", kind=kind)
+            self.enqueued = True
+
+    def committed(self) -> None:
+        if self.enqueued:
+            self._pipeline.poke()
+
+    def _report(self, chat: ChatRecord, outcome: rules.Outcome, state: rules.State) -> None:
+        metrics = self._pipeline.metrics
+        if outcome.resent:
+            metrics.inc("chatpush_triggers_resent_total")
+        if outcome.exhausted:
+            metrics.inc("chatpush_resend_exhausted_total")
+            log.warning(
+                "no refresh after the last resend: subscription of chat %s marked %s",
+                chat.id,
+                state.status,
+                extra={"action": "resend_exhausted", "chat_id": chat.id},
+            )
+
+
+class _EventsMarker:
+    __slots__ = ("events",)
+
+    def __init__(self, events: tuple[EventRecord, ...]) -> None:
+        self.events = events
+
+
+class _EndMarker:
+    __slots__ = ("by_customer", "customer_removed")
+
+    def __init__(self, *, customer_removed: bool, by_customer: bool) -> None:
+        self.customer_removed = customer_removed
+        self.by_customer = by_customer

@@ -1,0 +1,187 @@
+"""Reliable delivery (CONTRACT §8) as a pure function: (state, input, now) -> decision.
+
+Nothing here touches the database, the network or the clock: the pipeline loads the state, feeds
+the inputs of one transaction through ``decide`` in order, and stores the result in that same
+transaction. A trigger created and acknowledged within one transaction (a Request Chat whose own
+reply covers the event) is never sent: only a trigger still ``pending`` after the last input is.
+
+Rules, numbered as in the contract:
+ 1. retrieval without a gap advances the acknowledged position;
+ 2. a notifiable event above it, with nothing outstanding, sends a trigger (attempt 0);
+ 3. while a trigger is outstanding, events send nothing new;
+ 4. the trigger is acknowledged when the position reaches its notify-position; what is left
+    unretrieved gets a fresh trigger at once;
+ 5. the timer resends up to ``attempts`` times, then marks the subscription failed;
+ 7. the end of the chat replaces the outstanding trigger with a final one (-1 on removal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+Status = Literal["active", "failed", "done"]
+REMOVED_POSITION = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    position: int
+    attempt: int
+    final: bool = False
+    pending: bool = True
+    """Decided but not yet handed to the outbox."""
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    status: Status = "active"
+    ack_position: int = 0
+    notifiable_last: int = 0
+    outstanding: Trigger | None = None
+    wake_at_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    resend_delays_s: tuple[int, ...]
+    resend_attempts: int
+
+    def delay_ms(self, resend_number: int) -> int:
+        """The wait before resend ``resend_number`` (1-based); the last value repeats."""
+        delays = self.resend_delays_s
+        return delays[min(resend_number, len(delays)) - 1] * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class EventsAdded:
+    notifiable_last: int
+    """The highest index among the new events that pass the NotifyRequestor filter (0: none)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retrieved:
+    first: int
+    last: int
+    up_to_date: bool
+    """The reply reached the end of the transcript: it acknowledges a final trigger."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ChatEnded:
+    customer_removed: bool
+    notify: bool
+    """False for the customer's own disconnect without NotifyRequestor: no final trigger."""
+
+
+Input = EventsAdded | Retrieved | TimerFired | ChatEnded
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to the state, for logs and metrics."""
+
+    acknowledged: bool = False
+    resent: bool = False
+    exhausted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    state: State
+    outcome: Outcome = Outcome()
+
+
+def decide(state: State, event: Input, now_ms: int, policy: Policy) -> Decision:
+    if state.status == "done":
+        return Decision(state)
+    match event:
+        case Retrieved():
+            return _retrieved(state, event, now_ms, policy)
+        case EventsAdded(notifiable_last=last):
+            if last <= state.notifiable_last:
+                return Decision(state)
+            state = replace(state, notifiable_last=last)
+            return Decision(_trigger_if_due(state, now_ms, policy))
+        case TimerFired():
+            return _timer(state, now_ms, policy)
+        case ChatEnded():
+            if not event.notify:
+                return Decision(replace(state, status="done", outstanding=None, wake_at_ms=None))
+            position = REMOVED_POSITION if event.customer_removed else state.ack_position + 1
+            final = Trigger(position=position, attempt=0, final=True)
+            return Decision(
+                replace(
+                    state,
+                    status="active",
+                    outstanding=final,
+                    wake_at_ms=now_ms + policy.delay_ms(1),
+                )
+            )
+    raise AssertionError(f"unknown input {event!r}")
+
+
+def sent(state: State) -> tuple[State, Trigger | None]:
+    """Take the pending trigger for the outbox, if any; the state then records it as sent."""
+    trigger = state.outstanding
+    if trigger is None or not trigger.pending:
+        return state, None
+    return replace(state, outstanding=replace(trigger, pending=False)), trigger
+
+
+def _retrieved(state: State, event: Retrieved, now_ms: int, policy: Policy) -> Decision:
+    ack = state.ack_position
+    if event.first <= ack + 1 and event.last > ack:
+        ack = event.last
+    state = replace(state, ack_position=ack)
+    trigger = state.outstanding
+    if trigger is None:
+        return Decision(state)
+    acknowledged = event.up_to_date if trigger.final else ack >= trigger.position
+    if not acknowledged:
+        return Decision(state)
+    if trigger.final:
+        return Decision(
+            replace(state, status="done", outstanding=None, wake_at_ms=None),
+            Outcome(acknowledged=True),
+        )
+    state = replace(state, outstanding=None, wake_at_ms=None)
+    return Decision(_trigger_if_due(state, now_ms, policy), Outcome(acknowledged=True))
+
+
+def _trigger_if_due(state: State, now_ms: int, policy: Policy) -> State:
+    """Rule 2: a first trigger when notifiable events lie above the acknowledged position."""
+    if state.outstanding is not None or state.notifiable_last <= state.ack_position:
+        return state
+    return replace(
+        state,
+        status="active",
+        outstanding=Trigger(position=state.ack_position + 1, attempt=0),
+        wake_at_ms=now_ms + policy.delay_ms(1),
+    )
+
+
+def _timer(state: State, now_ms: int, policy: Policy) -> Decision:
+    trigger = state.outstanding
+    if trigger is None or state.wake_at_ms is None or now_ms < state.wake_at_ms:
+        return Decision(state)
+    if trigger.attempt < policy.resend_attempts:
+        attempt = trigger.attempt + 1
+        return Decision(
+            replace(
+                state,
+                outstanding=replace(trigger, attempt=attempt, pending=True),
+                wake_at_ms=now_ms + policy.delay_ms(attempt + 1),
+            ),
+            Outcome(resent=True),
+        )
+    status: Status = "done" if trigger.final else "failed"
+    return Decision(
+        replace(state, status=status, outstanding=None, wake_at_ms=None),
+        Outcome(exhausted=True),
+    )

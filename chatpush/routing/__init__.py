@@ -1,0 +1,1 @@
+"""Node groups, node health, pinning and failover (CONTRACT §9)."""

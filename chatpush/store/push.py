@@ -1,0 +1,453 @@
+"""Subscriptions, the outbox, the delivery trail, nodes and generated secrets: the SQL of push."""
+
+from __future__ import annotations
+
+import secrets as _secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, delete, exists, func, insert, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from chatpush.push.rules import State, Trigger
+from chatpush.push.subscription import SubscriptionRequest
+from chatpush.store.tables import Delivery, Node, Outbox, Secret, Subscription
+
+_subs = cast(Table, Subscription.__table__)
+_outbox = cast(Table, Outbox.__table__)
+_trail = cast(Table, Delivery.__table__)
+_nodes = cast(Table, Node.__table__)
+_secrets_table = cast(Table, Secret.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRecord:
+    chat_id: str
+    request: SubscriptionRequest
+    state: State
+    pinned_node: str | None
+    created_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    id: int
+    chat_id: str
+    kind: str
+    body: dict[str, Any]
+    notify_position: int | None
+    attempt: int | None
+    message_id: str
+    due_at_ms: int | None
+    created_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    chat_id: str
+    at_ms: int
+    node: str | None
+    group_name: str | None
+    device_type: str
+    kind: str
+    attempt: int | None
+    notify_position: int | None
+    outcome: str
+    http_status: int | None = None
+    error: str | None = None
+    latency_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    name: str
+    group_name: str
+    instance_id: str
+    heartbeat_at_ms: int
+    drained: bool
+
+
+def _subscription(row: Row[Any]) -> SubscriptionRecord:
+    outstanding = None
+    if row.out_position is not None:
+        outstanding = Trigger(
+            position=row.out_position,
+            attempt=row.out_attempt or 0,
+            final=bool(row.out_final),
+            pending=False,
+        )
+    return SubscriptionRecord(
+        chat_id=row.chat_id,
+        request=SubscriptionRequest(
+            device_id=row.device_id,
+            device_type=row.device_type,
+            group_name=row.group_name,
+            provider=row.provider,
+            debug=bool(row.debug),
+            notify_requestor=bool(row.notify_requestor),
+            include_payload=bool(row.include_payload),
+            reliable=bool(row.reliable),
+            client_channel=row.client_channel,
+        ),
+        state=State(
+            status=row.status,
+            ack_position=row.ack_position,
+            notifiable_last=row.notifiable_last,
+            outstanding=outstanding,
+            wake_at_ms=row.wake_at_ms,
+        ),
+        pinned_node=row.pinned_node,
+        created_at_ms=row.created_at_ms,
+    )
+
+
+def _state_values(state: State) -> dict[str, Any]:
+    trigger = state.outstanding
+    return {
+        "status": state.status,
+        "ack_position": state.ack_position,
+        "notifiable_last": state.notifiable_last,
+        "out_position": trigger.position if trigger else None,
+        "out_attempt": trigger.attempt if trigger else None,
+        "out_final": trigger.final if trigger else False,
+        "wake_at_ms": state.wake_at_ms,
+    }
+
+
+# -- subscriptions ----------------------------------------------------------------------------
+
+
+async def insert_subscription(
+    conn: AsyncConnection, chat_id: str, request: SubscriptionRequest, now_ms: int
+) -> None:
+    await conn.execute(
+        insert(_subs).values(
+            chat_id=chat_id,
+            device_id=request.device_id,
+            device_type=request.device_type,
+            group_name=request.group_name,
+            provider=request.provider,
+            debug=request.debug,
+            notify_requestor=request.notify_requestor,
+            include_payload=request.include_payload,
+            reliable=request.reliable,
+            client_channel=request.client_channel,
+            pinned_node=None,
+            created_at_ms=now_ms,
+            **_state_values(State()),
+        )
+    )
+
+
+async def get_subscription(conn: AsyncConnection, chat_id: str) -> SubscriptionRecord | None:
+    row = (await conn.execute(select(_subs).where(_subs.c.chat_id == chat_id))).first()
+    return _subscription(row) if row is not None else None
+
+
+async def save_state(conn: AsyncConnection, chat_id: str, state: State) -> None:
+    await conn.execute(
+        update(_subs).where(_subs.c.chat_id == chat_id).values(**_state_values(state))
+    )
+
+
+async def due_wakes(conn: AsyncConnection, now_ms: int, limit: int) -> list[str]:
+    rows = await conn.execute(
+        select(_subs.c.chat_id)
+        .where(_subs.c.wake_at_ms <= now_ms)
+        .order_by(_subs.c.wake_at_ms)
+        .limit(limit)
+    )
+    return list(rows.scalars())
+
+
+async def next_wake_ms(conn: AsyncConnection) -> int | None:
+    value = (await conn.execute(select(func.min(_subs.c.wake_at_ms)))).scalar_one_or_none()
+    return int(value) if value is not None else None
+
+
+async def pin(conn: AsyncConnection, chat_id: str, node: str | None) -> None:
+    await conn.execute(update(_subs).where(_subs.c.chat_id == chat_id).values(pinned_node=node))
+
+
+async def pinned_chats(conn: AsyncConnection) -> dict[str, list[str]]:
+    rows = await conn.execute(
+        select(_subs.c.pinned_node, _subs.c.chat_id).where(_subs.c.pinned_node.is_not(None))
+    )
+    pinned: dict[str, list[str]] = {}
+    for node, chat_id in rows:
+        pinned.setdefault(node, []).append(chat_id)
+    return pinned
+
+
+# -- outbox -----------------------------------------------------------------------------------
+
+
+async def enqueue(
+    conn: AsyncConnection,
+    chat_id: str,
+    kind: str,
+    body: dict[str, Any],
+    now_ms: int,
+    *,
+    notify_position: int | None = None,
+    attempt: int | None = None,
+) -> None:
+    await conn.execute(
+        insert(_outbox).values(
+            chat_id=chat_id,
+            kind=kind,
+            body=body,
+            notify_position=notify_position,
+            attempt=attempt,
+            message_id="msg_" + _secrets.token_hex(12),
+            due_at_ms=now_ms,
+            lease_until_ms=None,
+            claimed_by=None,
+            created_at_ms=now_ms,
+        )
+    )
+
+
+async def drop_unsent_triggers(conn: AsyncConnection, chat_id: str, now_ms: int) -> None:
+    """At most one trigger is outstanding: a new one supersedes any not yet handed out."""
+    await conn.execute(
+        delete(_outbox).where(
+            and_(
+                _outbox.c.chat_id == chat_id,
+                _outbox.c.kind == "trigger",
+                (_outbox.c.lease_until_ms.is_(None)) | (_outbox.c.lease_until_ms < now_ms),
+            )
+        )
+    )
+
+
+async def unpark(conn: AsyncConnection, chat_id: str, now_ms: int) -> int:
+    """New activity in a chat: its notifications parked for want of a node are due again."""
+    result = await conn.execute(
+        update(_outbox)
+        .where(and_(_outbox.c.chat_id == chat_id, _outbox.c.due_at_ms.is_(None)))
+        .values(due_at_ms=now_ms)
+    )
+    return result.rowcount or 0
+
+
+def _outbox_record(row: Row[Any]) -> OutboxRecord:
+    return OutboxRecord(
+        id=row.id,
+        chat_id=row.chat_id,
+        kind=row.kind,
+        body=row.body,
+        notify_position=row.notify_position,
+        attempt=row.attempt,
+        message_id=row.message_id,
+        due_at_ms=row.due_at_ms,
+        created_at_ms=row.created_at_ms,
+    )
+
+
+async def claim_heads(
+    conn: AsyncConnection,
+    now_ms: int,
+    lease_ms: int,
+    claimer: str,
+    limit: int,
+    exclude_chats: Sequence[str] = (),
+) -> list[OutboxRecord]:
+    """Lease the oldest due notification of each chat whose earlier ones are all delivered.
+
+    Only a chat's head is ever claimed, so one chat's notifications go out one at a time, in order.
+    """
+    # Aliases, so that neither query correlates with the UPDATE's own table.
+    candidate = _outbox.alias("candidate")
+    earlier = _outbox.alias("earlier")
+    head = select(candidate.c.id).where(
+        and_(
+            candidate.c.due_at_ms <= now_ms,
+            (candidate.c.lease_until_ms.is_(None)) | (candidate.c.lease_until_ms < now_ms),
+            ~exists().where(
+                and_(earlier.c.chat_id == candidate.c.chat_id, earlier.c.id < candidate.c.id)
+            ),
+        )
+    )
+    if exclude_chats:
+        head = head.where(candidate.c.chat_id.not_in(list(exclude_chats)))
+    head = head.order_by(candidate.c.id).limit(limit)
+    rows = await conn.execute(
+        update(_outbox)
+        .where(_outbox.c.id.in_(head.scalar_subquery()))
+        .values(lease_until_ms=now_ms + lease_ms, claimed_by=claimer)
+        .returning(*_outbox.c)
+    )
+    return sorted((_outbox_record(row) for row in rows), key=lambda record: record.id)
+
+
+async def next_due_ms(conn: AsyncConnection) -> int | None:
+    """The earliest time an unleased notification falls due, or a lease runs out."""
+    due = (
+        await conn.execute(
+            select(func.min(_outbox.c.due_at_ms)).where(_outbox.c.lease_until_ms.is_(None))
+        )
+    ).scalar_one_or_none()
+    lease = (await conn.execute(select(func.min(_outbox.c.lease_until_ms)))).scalar_one_or_none()
+    candidates = [int(value) for value in (due, lease) if value is not None]
+    return min(candidates) if candidates else None
+
+
+async def finish(conn: AsyncConnection, outbox_id: int) -> None:
+    await conn.execute(delete(_outbox).where(_outbox.c.id == outbox_id))
+
+
+async def park(conn: AsyncConnection, chat_id: str, outbox_id: int) -> None:
+    """No node: this notification and the chat's later ones wait for the chat's next activity."""
+    await conn.execute(
+        update(_outbox)
+        .where(and_(_outbox.c.chat_id == chat_id, _outbox.c.id >= outbox_id))
+        .values(due_at_ms=None, lease_until_ms=None, claimed_by=None)
+    )
+
+
+async def pending_for_chat(conn: AsyncConnection, chat_id: str) -> list[OutboxRecord]:
+    rows = await conn.execute(
+        select(_outbox).where(_outbox.c.chat_id == chat_id).order_by(_outbox.c.id)
+    )
+    return [_outbox_record(row) for row in rows]
+
+
+# -- delivery trail ---------------------------------------------------------------------------
+
+
+async def record_delivery(conn: AsyncConnection, record: DeliveryRecord) -> None:
+    await conn.execute(
+        insert(_trail).values(
+            chat_id=record.chat_id,
+            at_ms=record.at_ms,
+            node=record.node,
+            group_name=record.group_name,
+            device_type=record.device_type,
+            kind=record.kind,
+            attempt=record.attempt,
+            notify_position=record.notify_position,
+            outcome=record.outcome,
+            http_status=record.http_status,
+            error=record.error,
+            latency_ms=record.latency_ms,
+        )
+    )
+
+
+async def deliveries(
+    conn: AsyncConnection, chat_id: str, after_id: int = 0, limit: int = 500
+) -> list[tuple[int, DeliveryRecord]]:
+    rows = await conn.execute(
+        select(_trail)
+        .where(and_(_trail.c.chat_id == chat_id, _trail.c.id > after_id))
+        .order_by(_trail.c.id)
+        .limit(limit)
+    )
+    return [
+        (
+            row.id,
+            DeliveryRecord(
+                chat_id=row.chat_id,
+                at_ms=row.at_ms,
+                node=row.node,
+                group_name=row.group_name,
+                device_type=row.device_type,
+                kind=row.kind,
+                attempt=row.attempt,
+                notify_position=row.notify_position,
+                outcome=row.outcome,
+                http_status=row.http_status,
+                error=row.error,
+                latency_ms=row.latency_ms,
+            ),
+        )
+        for row in rows
+    ]
+
+
+async def purge_trail(conn: AsyncConnection, before_ms: int) -> int:
+    result = await conn.execute(delete(_trail).where(_trail.c.at_ms < before_ms))
+    return result.rowcount or 0
+
+
+# -- nodes ------------------------------------------------------------------------------------
+
+
+async def register_node(
+    conn: AsyncConnection, name: str, group_name: str, instance_id: str, now_ms: int
+) -> None:
+    updated = await conn.execute(
+        update(_nodes)
+        .where(_nodes.c.name == name)
+        .values(group_name=group_name, instance_id=instance_id, heartbeat_at_ms=now_ms)
+    )
+    if not updated.rowcount:
+        await conn.execute(
+            insert(_nodes).values(
+                name=name,
+                group_name=group_name,
+                instance_id=instance_id,
+                heartbeat_at_ms=now_ms,
+                drained=False,
+            )
+        )
+
+
+async def heartbeat(conn: AsyncConnection, names: Sequence[str], now_ms: int) -> None:
+    await conn.execute(
+        update(_nodes).where(_nodes.c.name.in_(list(names))).values(heartbeat_at_ms=now_ms)
+    )
+
+
+async def list_nodes(conn: AsyncConnection) -> list[NodeRecord]:
+    rows = await conn.execute(select(_nodes).order_by(_nodes.c.group_name, _nodes.c.name))
+    return [
+        NodeRecord(
+            name=row.name,
+            group_name=row.group_name,
+            instance_id=row.instance_id,
+            heartbeat_at_ms=row.heartbeat_at_ms,
+            drained=bool(row.drained),
+        )
+        for row in rows
+    ]
+
+
+async def set_drained(conn: AsyncConnection, name: str, drained: bool) -> bool:
+    result = await conn.execute(update(_nodes).where(_nodes.c.name == name).values(drained=drained))
+    return bool(result.rowcount)
+
+
+# -- generated secrets ------------------------------------------------------------------------
+
+
+async def secret(conn: AsyncConnection, name: str) -> bytes:
+    """A random secret made on first use and kept in the database, shared by all instances."""
+    value = (
+        await conn.execute(select(_secrets_table.c.value).where(_secrets_table.c.name == name))
+    ).scalar_one_or_none()
+    if value is None:
+        value = _secrets.token_hex(32)
+        try:
+            async with conn.begin_nested():
+                await conn.execute(insert(_secrets_table).values(name=name, value=value))
+        except IntegrityError:
+            value = (
+                await conn.execute(
+                    select(_secrets_table.c.value).where(_secrets_table.c.name == name)
+                )
+            ).scalar_one()
+    return bytes.fromhex(value)
+
+
+async def release_leases(conn: AsyncConnection, claimer: str | None) -> int:
+    """At start-up: leases this instance held before it stopped (None: every lease) are void."""
+    query = update(_outbox).where(_outbox.c.lease_until_ms.is_not(None))
+    if claimer is not None:
+        query = query.where(_outbox.c.claimed_by == claimer)
+    result = await conn.execute(query.values(lease_until_ms=None, claimed_by=None))
+    return result.rowcount or 0
