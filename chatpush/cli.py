@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import Sequence
 
 from aiohttp import web
@@ -28,6 +29,13 @@ def _parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="upgrade the database schema")
     migrate.add_argument("--revision", default="head", help="target revision (default: head)")
     commands.add_parser("check", help="check config, database and schema; exit 1 on a problem")
+    nodes = commands.add_parser(
+        "nodes",
+        help="list delivery nodes, or drain / undrain one (serving instances follow "
+        "within one heartbeat interval)",
+    )
+    nodes.add_argument("action", choices=["list", "drain", "undrain"], nargs="?", default="list")
+    nodes.add_argument("node", nargs="?", help="the node to drain or undrain")
     return parser
 
 
@@ -51,6 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(settings)
     if args.command == "migrate":
         return migrate(settings, args.revision)
+    if args.command == "nodes":
+        if args.action != "list" and not args.node:
+            print(f"chatpush: nodes {args.action} needs a node name", file=sys.stderr)
+            return 2
+        return asyncio.run(nodes(settings, args.action, args.node))
     return asyncio.run(check(settings))
 
 
@@ -111,6 +124,36 @@ async def check(settings: Settings) -> int:
         print(problem)
         return 1
     print("database: reachable, schema at head")
+    return 0
+
+
+async def nodes(settings: Settings, action: str, node: str | None) -> int:
+    """Nodes as the database knows them (heartbeats are written by serving instances)."""
+    from chatpush.store import push as push_store
+    from chatpush.store.database import Database
+
+    db = Database.from_settings(settings.database)
+    try:
+        if action != "list":
+            assert node is not None
+            async with db.write() as conn:
+                found = await push_store.set_drained(conn, node, action == "drain")
+            if not found:
+                print(f"chatpush: unknown node {node!r}", file=sys.stderr)
+                return 1
+            print(f"node {node} {action}ed")
+            return 0
+        async with db.read() as conn:
+            records = await push_store.list_nodes(conn)
+            pinned = await push_store.pinned_chats(conn)
+    finally:
+        await db.close()
+    print(f"{'node':<20} {'group':<20} {'state':<10} {'heartbeat (UTC)':<20} pinned chats")
+    for record in records:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(record.heartbeat_at_ms / 1000))
+        state = "drained" if record.drained else "active"
+        chats = pinned.get(record.name, [])
+        print(f"{record.name:<20} {record.group_name:<20} {state:<10} {when:<20} {len(chats)}")
     return 0
 
 
