@@ -168,7 +168,9 @@ def _trigger_if_due(state: State, now_ms: int, policy: Policy) -> State:
 
 def _timer(state: State, now_ms: int, policy: Policy) -> Decision:
     trigger = state.outstanding
-    if trigger is None or state.wake_at_ms is None or now_ms < state.wake_at_ms:
+    if trigger is None:
+        return Decision(replace(state, wake_at_ms=None))  # nothing to resend: disarm
+    if state.wake_at_ms is None or now_ms < state.wake_at_ms:
         return Decision(state)
     if trigger.attempt < policy.resend_attempts:
         attempt = trigger.attempt + 1
