@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from chatpush.api.keys import SETTINGS
 from chatpush.errors import ChatpushError, Code, StorageUnavailable
 
 log = logging.getLogger("chatpush.api")
@@ -23,6 +24,7 @@ def error_body(exc: ChatpushError, request: web.Request) -> dict[str, Any]:
         return {"errors": errors}
     body: dict[str, Any] = {
         "statusCode": exc.status_code,
+        "alias": request.app[SETTINGS].server.alias,
         "chatEnded": exc.chat_ended,
         "messages": [],
         "errors": errors,
@@ -44,7 +46,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ChatpushError as exc:
-        return web.json_response(error_body(exc, request), status=exc.http_status)
+        response = web.json_response(error_body(exc, request), status=exc.http_status)
+        if request.content.exception() is not None:
+            # The body did not decode to its end (a broken Content-Encoding): aiohttp closes this
+            # connection after the answer, so say so, or the client's next request on it fails.
+            response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400 or not request.path.startswith(("/genesys/", "/api/")):
             raise

@@ -67,7 +67,14 @@ async def read_form(request: web.Request) -> Form:
     # not decode as its Content-Encoding says (not gzip, not deflate).
     except (UnicodeDecodeError, LookupError, ValueError, web.RequestPayloadError) as exc:
         raise BadRequest(Code.BAD_ENCODING, f"malformed form body: {exc}") from None
-    if content_type not in ("application/x-www-form-urlencoded", "application/octet-stream", ""):
+    # text/plain: old browser widgets post their forms through XDomainRequest, which cannot set
+    # a content type; the body is still urlencoded.
+    if content_type not in (
+        "application/x-www-form-urlencoded",
+        "application/octet-stream",
+        "text/plain",
+        "",
+    ):
         raise BadRequest(
             Code.INVALID_PARAMETER,
             "body must be application/x-www-form-urlencoded or multipart/form-data",

@@ -7,6 +7,7 @@ record what the customer has retrieved, all committed together or not at all.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -35,6 +36,10 @@ from chatpush.store import chats as repo
 from chatpush.store.database import Database
 
 log = logging.getLogger("chatpush.chat")
+
+# Printable, no slash, at most 200 characters (the column's size).
+_SERVICE_NAME = re.compile(r"[^\x00-\x1f\x7f/]{1,200}")
+MAX_EMAIL_CHARS = 320
 
 
 class PushTransaction(Protocol):
@@ -125,6 +130,7 @@ class ChatService:
         user_data: Mapping[str, str],
     ) -> Reply:
         self._require_service(service_name)
+        nickname = nickname.strip() if nickname else None
         if not nickname:
             if not (first_name and last_name):
                 raise BadRequest(
@@ -133,6 +139,7 @@ class ChatService:
             nickname = f"{first_name} {last_name}"
         self._check_text("nickname", nickname, self._limits.max_nickname_chars)
         self._check_text("subject", subject, self._limits.max_message_chars)
+        self._check_text("emailAddress", email_address, MAX_EMAIL_CHARS)
         self._check_user_data(user_data)
         now_ms = self._clock.now_ms()
         chat = ChatRecord(
@@ -233,6 +240,7 @@ class ChatService:
     async def update_nickname(
         self, service_name: str, chat_id: str, secure_key: str | None, nickname: str | None
     ) -> Reply:
+        nickname = nickname.strip() if nickname else None
         if not nickname:
             raise BadRequest(Code.MISSING_PARAMETER, "nickname is required")
         self._check_text("nickname", nickname, self._limits.max_nickname_chars)
@@ -455,7 +463,7 @@ class ChatService:
     # -- shared steps ---------------------------------------------------------------------------
 
     def _require_service(self, service_name: str) -> None:
-        if not self._settings.serves(service_name):
+        if not _SERVICE_NAME.fullmatch(service_name) or not self._settings.serves(service_name):
             raise NotFound(Code.UNKNOWN_SERVICE, f"unknown service {service_name!r}")
 
     async def _authenticate(

@@ -95,6 +95,10 @@ def parse_subscription(
             f"this version of chatpush (available: {', '.join(DELIVERABLE_DEVICE_TYPES)})",
         )
     client_channel = (user_data.get("GCTI_GMS_ClientChannel") or "").strip() or None
+    if client_channel is not None and len(client_channel) > 200:
+        raise BadRequest(
+            Code.INVALID_PUSH_KEY, "userData[GCTI_GMS_ClientChannel] is longer than 200 characters"
+        )
     return SubscriptionRequest(
         device_id=device_id,
         device_type=device_type,
