@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -155,11 +156,20 @@ class PushTransaction:
                     customer_removed=item.customer_removed,
                     notify=not item.by_customer or request.notify_requestor,
                 )
+            elif isinstance(item, rules.Retrieved) and item.last == 0 and item.up_to_date:
+                # A reply with no events is up to date only if the client already had everything:
+                # a transcriptPosition beyond the end proves nothing (CONTRACT §8.1).
+                item = replace(item, up_to_date=state.ack_position >= chat.last_index)
             assert not isinstance(item, _EventsMarker | _EndMarker)
             decision = rules.decide(state, item, now_ms, policy)
             state = decision.state
             self._report(chat, decision.outcome, state)
         state, trigger = rules.sent(state)
+        had_trigger = subscription.state.outstanding is not None
+        if trigger is None and state.outstanding is None and had_trigger:
+            # The outstanding trigger was acknowledged (or given up): a copy still waiting in the
+            # outbox, parked for want of a node, points at what the client has read. Never send it.
+            await store.drop_unsent_triggers(conn, chat_id, now_ms)
         if trigger is not None:
             await store.drop_unsent_triggers(conn, chat_id, now_ms)
             body = trigger_body(

@@ -142,7 +142,11 @@ def _retrieved(state: State, event: Retrieved, now_ms: int, policy: Policy) -> D
     trigger = state.outstanding
     if trigger is None:
         return Decision(state)
-    acknowledged = event.up_to_date if trigger.final else ack >= trigger.position
+    # A final trigger: the reply reached the end of the transcript, and it was taken without a gap
+    # (a reply from beyond the acknowledged position proves nothing was read in between).
+    acknowledged = (
+        event.up_to_date and ack >= event.last if trigger.final else ack >= trigger.position
+    )
     if not acknowledged:
         return Decision(state)
     if trigger.final:
@@ -182,8 +186,9 @@ def _timer(state: State, now_ms: int, policy: Policy) -> Decision:
             ),
             Outcome(resent=True),
         )
-    status: Status = "done" if trigger.final else "failed"
+    # A final trigger is resent "like any other" (CONTRACT §8.7), so its exhaustion is rule 5's:
+    # the subscription is failed, visible as such, not "done" like an acknowledged end.
     return Decision(
-        replace(state, status=status, outstanding=None, wake_at_ms=None),
+        replace(state, status="failed", outstanding=None, wake_at_ms=None),
         Outcome(exhausted=True),
     )

@@ -24,7 +24,9 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 async def test_trigger_resend_and_ack(
-    make_settings: Callable[..., Any], make_client: Callable[..., Any], receiver: Receiver,
+    make_settings: Callable[..., Any],
+    make_client: Callable[..., Any],
+    receiver: Receiver,
     clock: FakeClock,
 ) -> None:
     settings = make_settings(
