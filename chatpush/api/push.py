@@ -11,6 +11,8 @@ from chatpush.errors import BadRequest, Code, NotFound
 from chatpush.store import chats as chat_store
 from chatpush.store import push as store
 
+MAX_ID = 2**63 - 1
+
 
 def subscription_wire(subscription: store.SubscriptionRecord) -> dict[str, Any]:
     request, state = subscription.request, subscription.state
@@ -67,9 +69,9 @@ async def read_subscription(request: web.Request) -> web.Response:
 
 async def read_deliveries(request: web.Request) -> web.Response:
     chat_id = request.match_info["chat_id"]
-    raw_after = request.query.get("after", "0")
-    if not raw_after.isdigit():
-        raise BadRequest(Code.INVALID_PARAMETER, "after must be a non-negative integer")
+    raw_after = request.query.get("after") or "0"
+    if not (raw_after.isascii() and raw_after.isdigit()) or int(raw_after) > MAX_ID:
+        raise BadRequest(Code.INVALID_PARAMETER, f"after must be an integer from 0 to {MAX_ID}")
     async with request.app[DATABASE].read() as conn:
         if await chat_store.get_chat(conn, chat_id) is None:
             raise NotFound(Code.UNKNOWN_CHAT, f"unknown chat {chat_id!r}")

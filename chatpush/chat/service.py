@@ -383,13 +383,6 @@ class ChatService:
             if chat.ended:
                 return chat
             now_ms = self._clock.now_ms()
-            leaving = [
-                NewEvent("ParticipantLeft", party)
-                for party in await repo.list_parties(conn, chat.id)
-                if party.present and party.type != "Client"
-            ]
-            if leaving:
-                await self._append(conn, push, chat, leaving, now_ms)
             return await self._end(
                 conn, push, chat, now_ms, customer_removed=False, by_customer=False
             )
@@ -557,6 +550,14 @@ class ChatService:
         customer_removed: bool,
         by_customer: bool,
     ) -> ChatRecord:
+        """End the chat; every agent-side party still present leaves it, with its event."""
+        leaving = [
+            NewEvent("ParticipantLeft", party)
+            for party in await repo.list_parties(conn, chat.id)
+            if party.present and party.type != "Client"
+        ]
+        if leaving:
+            await self._append(conn, push, chat, leaving, now_ms)
         await repo.leave_all(conn, chat.id, now_ms)
         await repo.update_chat(conn, chat.id, ended_at_ms=now_ms)
         ended = await repo.get_chat(conn, chat.id)

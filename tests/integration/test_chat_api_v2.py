@@ -545,7 +545,7 @@ async def test_disconnect_writes_participant_left_and_ends_the_chat(
     assert_envelope(body, chat, next_position=2, ended=True)
     assert body["messages"] == []
     read = await chat.op("refresh", transcriptPosition="2")
-    assert_envelope(read, chat, next_position=4, ended=True)
+    assert_envelope(read, chat, next_position=5, ended=True)
     assert read["messages"] == [
         {
             "from": agent_party(agent),
@@ -556,6 +556,12 @@ async def test_disconnect_writes_participant_left_and_ends_the_chat(
         {
             "from": client_party(),
             "index": 3,
+            "type": "ParticipantLeft",
+            "utcTime": clock.now_ms(),
+        },
+        {  # the chat has ended, so the agent still present leaves it too
+            "from": agent_party(agent),
+            "index": 4,
             "type": "ParticipantLeft",
             "utcTime": clock.now_ms(),
         },
