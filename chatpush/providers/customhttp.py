@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -56,8 +57,17 @@ class CustomHttpProvider:
             self._session = None
 
     async def send(
-        self, target: Target, body: dict[str, Any], *, message_id: str, now_s: int
+        self,
+        target: Target,
+        body: dict[str, Any],
+        *,
+        message_id: str,
+        now_s: int,
+        node_slot: asyncio.Semaphore | None = None,
     ) -> SendResult:
+        """POST one notification. ``node_slot`` (the sending node's limit) is taken only once
+        the receiver's own slot is held, so requests queued behind a slow receiver hold no slot
+        of the node, and the node's other receivers are not held up."""
         if target.url is None:
             return SendResult("failed", 0, error="no customhttp.url configured", temporary=False)
         assert self._session is not None, "provider not started"
@@ -71,7 +81,7 @@ class CustomHttpProvider:
             headers["webhook-signature"] = sign(target.signing_secret, message_id, now_s, payload)
         if target.authorization is not None:
             headers["Authorization"] = target.authorization
-        async with self._per_receiver[target.url]:
+        async with self._per_receiver[target.url], node_slot or contextlib.nullcontext():
             started = time.monotonic()
             try:
                 async with self._session.post(target.url, data=payload, headers=headers) as reply:

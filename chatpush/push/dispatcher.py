@@ -24,6 +24,8 @@ from chatpush.store.database import Database
 log = logging.getLogger("chatpush.dispatch")
 
 CLAIM_BATCH = 500
+STOP_GRACE_S = 5.0
+"""How long a stop waits for deliveries in flight before it cuts them short."""
 
 
 class Dispatcher:
@@ -51,6 +53,7 @@ class Dispatcher:
             lambda: asyncio.Semaphore(settings.delivery.concurrency_per_node)
         )
         self._stopping = False
+        self.stop_grace_s = STOP_GRACE_S
         self._lease_ms = int(settings.delivery.lease_s * 1000)
         pipeline.on_enqueued(self.poke)
 
@@ -93,10 +96,27 @@ class Dispatcher:
         await asyncio.wait_for(self._idle.wait(), timeout_s)
 
     async def stop(self) -> None:
+        """Let deliveries in flight finish for ``stop_grace_s``, then cut the rest short.
+
+        A delivery cut short is not recorded and its outbox row stays (its lease is released at
+        the next start), so it is sent again after a restart: at-least-once (CONTRACT §8.6).
+        Left running, it would fail when the HTTP session closes and be dropped as a receiver
+        failure, though the receiver never answered.
+        """
         self._stopping = True
         self._wake.set()
         if self._inflight:
-            await asyncio.wait(list(self._inflight.values()), timeout=5)
+            await asyncio.wait(list(self._inflight.values()), timeout=self.stop_grace_s)
+        cut = list(self._inflight.values())
+        for task in cut:
+            task.cancel()
+        if cut:
+            await asyncio.gather(*cut, return_exceptions=True)
+            log.warning(
+                "stopped with %d deliveries in flight; they are sent again at the next start",
+                len(cut),
+                extra={"action": "deliveries_cut_short", "count": len(cut)},
+            )
 
     async def _claim(self) -> int:
         now_ms = self._clock.now_ms()
@@ -109,6 +129,8 @@ class Dispatcher:
                 CLAIM_BATCH,
                 exclude_chats=list(self._inflight),
             )
+        if self._stopping:
+            return 0  # claimed during the stop: the leases are released at the next start
         for row in rows:
             task = asyncio.create_task(self._deliver(row), name=f"deliver-{row.chat_id}")
             self._inflight[row.chat_id] = task
@@ -172,10 +194,13 @@ class Dispatcher:
                         "from_node": subscription.pinned_node,
                     },
                 )
-        async with self._per_node[route.node]:
-            result = await self._provider.send(
-                route.target, row.body, message_id=row.message_id, now_s=now_ms // 1000
-            )
+        result = await self._provider.send(
+            route.target,
+            row.body,
+            message_id=row.message_id,
+            now_s=now_ms // 1000,
+            node_slot=self._per_node[route.node],
+        )
         self._metrics.inc(
             "chatpush_deliveries_total",
             outcome=result.outcome,
