@@ -15,8 +15,17 @@ from chatpush.app import create_app
 from chatpush.config import Settings, load_settings
 from chatpush.store import migrate
 from chatpush.testing import FakeClock
+from tests.receivers import Receiver
 
 API_KEY = "test-api-key"
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A real custom HTTP receiver on 127.0.0.1, port 0."""
+    receiver = await Receiver().start()
+    yield receiver
+    await receiver.close()
 
 
 @pytest.fixture

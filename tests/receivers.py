@@ -10,6 +10,14 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+RELIABLE_PUSH = {
+    "userData[GCTI_Chat_PushSubscribe]": "true",
+    "userData[GCTI_GMS_PushDeviceId]": "device-1",
+    "userData[GCTI_GMS_PushDeviceType]": "customhttp",
+    "userData[GCTI_GMS_PushResend]": "true",
+}
+"""Request Chat's userData for a customhttp subscription with reliable delivery."""
+
 
 @dataclass
 class Received:

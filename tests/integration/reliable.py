@@ -13,16 +13,11 @@ from chatpush.api.keys import DISPATCHER
 from chatpush.config import Settings
 from chatpush.testing import FakeClock
 from tests.conftest import API_KEY, ChatDriver
-from tests.receivers import Receiver
+from tests.receivers import RELIABLE_PUSH, Receiver
 
 Client = TestClient[web.Request, web.Application]
 
-PUSH = {
-    "userData[GCTI_Chat_PushSubscribe]": "true",
-    "userData[GCTI_GMS_PushDeviceId]": "device-1",
-    "userData[GCTI_GMS_PushDeviceType]": "customhttp",
-    "userData[GCTI_GMS_PushResend]": "true",
-}
+PUSH = RELIABLE_PUSH
 
 
 def push_settings(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from chatpush.config import Settings
 from chatpush.errors import Code
 from chatpush.testing import FakeClock
 from tests.conftest import API_KEY, ChatDriver
-from tests.receivers import Receiver
+from tests.receivers import RELIABLE_PUSH, Receiver
 
 Client = TestClient[web.Request, web.Application]
 
@@ -363,19 +363,7 @@ def _agent_event(participant_id: int, kind: str = "Message", **extra: Any) -> di
     return {"participantId": participant_id, "type": kind, **extra}
 
 
-PUSH = {
-    "userData[GCTI_Chat_PushSubscribe]": "true",
-    "userData[GCTI_GMS_PushDeviceId]": "device-1",
-    "userData[GCTI_GMS_PushDeviceType]": "customhttp",
-    "userData[GCTI_GMS_PushResend]": "true",
-}
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    receiver = await Receiver().start()
-    yield receiver
-    await receiver.close()
+PUSH = RELIABLE_PUSH
 
 
 async def test_a_realistic_session_conforms_to_the_document(

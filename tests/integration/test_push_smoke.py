@@ -1,26 +1,12 @@
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from chatpush.api.keys import DISPATCHER
 from chatpush.testing import FakeClock
 from tests.conftest import ChatDriver
-from tests.receivers import Receiver
+from tests.receivers import RELIABLE_PUSH, Receiver
 
-PUSH = {
-    "userData[GCTI_Chat_PushSubscribe]": "true",
-    "userData[GCTI_GMS_PushDeviceId]": "device-1",
-    "userData[GCTI_GMS_PushDeviceType]": "customhttp",
-    "userData[GCTI_GMS_PushResend]": "true",
-}
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    receiver = await Receiver().start()
-    yield receiver
-    await receiver.close()
+PUSH = RELIABLE_PUSH
 
 
 async def test_trigger_resend_and_ack(

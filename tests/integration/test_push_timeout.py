@@ -1,29 +1,15 @@
 """flex-push-timeout: a push-subscribed chat with no client request for that long is ended."""
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from chatpush.api.keys import CHATS, DISPATCHER, METRICS
 from chatpush.app import _expire_idle_chats
 from chatpush.testing import FakeClock
 from tests.conftest import ChatDriver
-from tests.receivers import Receiver
+from tests.receivers import RELIABLE_PUSH, Receiver
 
-PUSH = {
-    "userData[GCTI_Chat_PushSubscribe]": "true",
-    "userData[GCTI_GMS_PushDeviceId]": "device-1",
-    "userData[GCTI_GMS_PushDeviceType]": "customhttp",
-    "userData[GCTI_GMS_PushResend]": "true",
-}
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    receiver = await Receiver().start()
-    yield receiver
-    await receiver.close()
+PUSH = RELIABLE_PUSH
 
 
 async def test_idle_chat_is_ended_with_its_final_trigger(
