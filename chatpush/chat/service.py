@@ -169,14 +169,13 @@ class ChatService:
             await repo.insert_chat(conn, chat, customer)
             await push.chat_requested(chat, user_data)
             await self._append(conn, push, chat, [NewEvent("ParticipantJoined", customer)], now_ms)
-            return await self._reply(conn, push, chat, position=None)
+            return await self._reply(conn, push, chat, position=None, touch=False)
 
     async def refresh(
         self, service_name: str, chat_id: str, secure_key: str | None, position: int | None
     ) -> Reply:
         async with self._write() as (conn, push):
             chat = await self._authenticate(conn, service_name, chat_id, secure_key)
-            await self._touch(conn, chat)
             return await self._reply(conn, push, chat, position=position)
 
     async def send_message(
@@ -249,7 +248,6 @@ class ChatService:
             self._require_active(chat)
             await repo.update_party(conn, chat.id, CUSTOMER_PARTICIPANT_ID, nickname=nickname)
             customer = await self._customer(conn, chat)
-            await self._touch(conn, chat)
             await self._append(
                 conn, push, chat, [NewEvent("NicknameUpdated", customer, text=nickname)]
             )
@@ -265,19 +263,16 @@ class ChatService:
             self._require_active(chat)
             merged = {**chat.user_data, **user_data}
             self._check_user_data(merged)
-            await repo.update_chat(
-                conn, chat.id, user_data=merged, last_client_request_ms=self._clock.now_ms()
-            )
+            await repo.update_chat(conn, chat.id, user_data=merged)
             return await self._reply(conn, push, chat, position=0)
 
     async def disconnect(self, service_name: str, chat_id: str, secure_key: str | None) -> Reply:
         async with self._write() as (conn, push):
             chat = await self._authenticate(conn, service_name, chat_id, secure_key)
             if chat.ended:
-                return await self._reply(conn, push, chat, position=0)
+                return await self._reply(conn, push, chat, position=0, touch=False)
             now_ms = self._clock.now_ms()
             customer = await self._customer(conn, chat)
-            await self._touch(conn, chat)
             await self._append(conn, push, chat, [NewEvent("ParticipantLeft", customer)], now_ms)
             chat = await self._end(
                 conn, push, chat, now_ms, customer_removed=False, by_customer=True
@@ -503,7 +498,6 @@ class ChatService:
             chat = await self._authenticate(conn, service_name, chat_id, secure_key)
             self._require_active(chat)
             customer = await self._customer(conn, chat)
-            await self._touch(conn, chat)
             await self._append(
                 conn,
                 push,
@@ -512,9 +506,6 @@ class ChatService:
             )
             # Without transcriptPosition, send returns no events (CONTRACT §2).
             return await self._reply(conn, push, chat, position=0 if position is None else position)
-
-    async def _touch(self, conn: AsyncConnection, chat: ChatRecord) -> None:
-        await repo.update_chat(conn, chat.id, last_client_request_ms=self._clock.now_ms())
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[tuple[AsyncConnection, PushTransaction]]:
@@ -572,17 +563,22 @@ class ChatService:
         chat: ChatRecord,
         *,
         position: int | None,
+        touch: bool = True,
     ) -> Reply:
-        """Build the envelope: events from ``position`` (None = all, 0 = none), nextPosition."""
+        """Build the envelope: events from ``position`` (None = all, 0 = none), nextPosition.
+
+        Records, in the same statement, the time of the client's request (``touch``) and what it
+        has now retrieved.
+        """
         messages: list[EventRecord] = []
         if position != 0:
             messages = await repo.events_from(conn, chat.id, 1 if position is None else position)
-        current = await repo.get_chat(conn, chat.id)
-        assert current is not None
-        retrieved = current.client_position
-        if messages and messages[-1].index > retrieved:
-            retrieved = messages[-1].index
-            await repo.update_chat(conn, chat.id, client_position=retrieved)
+        current = await repo.record_client_read(
+            conn,
+            chat.id,
+            request_ms=self._clock.now_ms() if touch else None,
+            retrieved=messages[-1].index if messages else None,
+        )
         if position != 0:
             # Position 0 asks for nothing and so acknowledges nothing (CONTRACT §8.1).
             reached = messages[-1].index if messages else (position or 1) - 1
@@ -596,7 +592,7 @@ class ChatService:
             chat=current,
             alias=self._alias,
             messages=messages,
-            next_position=messages[-1].index + 1 if messages else retrieved + 1,
+            next_position=messages[-1].index + 1 if messages else current.client_position + 1,
             chat_ended=current.ended,
         )
 

@@ -87,6 +87,8 @@ class PushTransaction:
         self.inputs: list[rules.Input | _EventsMarker | _EndMarker] = []
         self._events: list[EventRecord] = []
         self._chat_id: str | None = None
+        self._chat: ChatRecord | None = None
+        """The chat as the latest hook saw it (its ``last_index`` may lag the events added)."""
         self.enqueued = False
 
     async def chat_requested(self, chat: ChatRecord, user_data: Mapping[str, str]) -> None:
@@ -96,10 +98,10 @@ class PushTransaction:
         )
         if request is not None:
             await store.insert_subscription(self._conn, chat.id, request, chat.created_at_ms)
-            self._chat_id = chat.id
+            self._chat_id, self._chat = chat.id, chat
 
     def events_added(self, chat: ChatRecord, events: Sequence[EventRecord]) -> None:
-        self._chat_id = chat.id
+        self._chat_id, self._chat = chat.id, chat
         self._events.extend(events)
         self.inputs.append(
             _EventsMarker(tuple(events))
@@ -108,13 +110,13 @@ class PushTransaction:
     def transcript_retrieved(
         self, chat: ChatRecord, first: int | None, last: int | None, *, up_to_date: bool
     ) -> None:
-        self._chat_id = chat.id
+        self._chat_id, self._chat = chat.id, chat
         if first is None or last is None:
             first = last = 0
         self.inputs.append(rules.Retrieved(first=first, last=last, up_to_date=up_to_date))
 
     def chat_ended(self, chat: ChatRecord, *, customer_removed: bool, by_customer: bool) -> None:
-        self._chat_id = chat.id
+        self._chat_id, self._chat = chat.id, chat
         self.inputs.append(_EndMarker(customer_removed=customer_removed, by_customer=by_customer))
 
     async def flush(self, chat_id: str | None = None) -> None:
@@ -125,7 +127,7 @@ class PushTransaction:
         subscription = await store.get_subscription(conn, chat_id)
         if subscription is None or subscription.state.status == "done":
             return
-        chat = await chat_store.get_chat(conn, chat_id)
+        chat = await self._current_chat(chat_id)
         if chat is None:
             return
         request = subscription.request
@@ -228,6 +230,13 @@ class PushTransaction:
             )
             pipeline.metrics.inc("chatpush_notifications_enqueued_total", kind=kind)
             self.enqueued = True
+
+    async def _current_chat(self, chat_id: str) -> ChatRecord | None:
+        """The chat as this transaction left it, without reading it again when a hook showed it."""
+        if self._chat is None or self._chat.id != chat_id:
+            return await chat_store.get_chat(self._conn, chat_id)
+        last_index = max([self._chat.last_index, *(event.index for event in self._events)])
+        return replace(self._chat, last_index=last_index)
 
     def committed(self) -> None:
         if self.enqueued:

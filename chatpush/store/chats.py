@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, func, insert, select, update
+from sqlalchemy import Table, and_, case, delete, func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -88,6 +88,30 @@ async def insert_chat(conn: AsyncConnection, chat: ChatRecord, customer: PartyRe
 async def get_chat(conn: AsyncConnection, chat_id: str) -> ChatRecord | None:
     row = (await conn.execute(select(_chats).where(_chats.c.id == chat_id))).first()
     return _chat(row) if row is not None else None
+
+
+async def record_client_read(
+    conn: AsyncConnection, chat_id: str, *, request_ms: int | None, retrieved: int | None
+) -> ChatRecord:
+    """One statement for what every client reply records: the time of the request and the highest
+    index retrieved; returns the chat as it now stands."""
+    values: dict[str, Any] = {}
+    if request_ms is not None:
+        values["last_client_request_ms"] = request_ms
+    if retrieved is not None:
+        values["client_position"] = case(
+            (_chats.c.client_position < retrieved, retrieved), else_=_chats.c.client_position
+        )
+    if not values:
+        chat = await get_chat(conn, chat_id)
+        assert chat is not None
+        return chat
+    row = (
+        await conn.execute(
+            update(_chats).where(_chats.c.id == chat_id).values(**values).returning(*_chats.c)
+        )
+    ).one()
+    return _chat(row)
 
 
 async def update_chat(conn: AsyncConnection, chat_id: str, **values: Any) -> None:
