@@ -6,6 +6,7 @@ Every call but the OpenAPI document needs a configured key in ``X-API-Key``. The
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -13,10 +14,10 @@ from importlib import resources
 from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from chatpush.api.keys import CHATS, SETTINGS
-from chatpush.chat.model import EVENT_TYPES, ChatRecord, PartyRecord, keys_match
+from chatpush.chat.model import EVENT_TYPES, ChatRecord, PartyRecord
 from chatpush.errors import BadRequest, Code, Forbidden
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -54,6 +55,14 @@ class AddEvent(_Body):
     message_type: str | None = Field(None, alias="messageType")
     user_data: dict[str, str] | None = Field(None, alias="userData")
 
+    @field_validator("participant_id", mode="before")
+    @classmethod
+    def _integral_number(cls, value: Any) -> Any:
+        # JSON Schema's integer is any number without a fractional part: 2.0 is the integer 2.
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
 
 def chat_summary(chat: ChatRecord) -> dict[str, Any]:
     return {
@@ -85,11 +94,14 @@ def party_wire(party: PartyRecord) -> dict[str, Any]:
 async def api_key_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path.startswith("/api/") and request.path != "/api/v1/openapi.json":
         given = request.headers.get("X-API-Key", "")
+        # aiohttp keeps the bytes of a header that is not UTF-8 as surrogate escapes: compare the
+        # bytes as received (a strict encode() of them would raise, a 500).
+        given_bytes = given.encode("utf-8", "surrogateescape")
         configured = request.app[SETTINGS].security.api_keys
         # Compare against every key so the time taken says nothing about which one is close.
         matched = False
         for key in configured:
-            matched |= keys_match(key.get_secret_value(), given)
+            matched |= hmac.compare_digest(key.get_secret_value().encode(), given_bytes)
         if not given or not matched:
             raise Forbidden(Code.INVALID_API_KEY, "missing or wrong X-API-Key")
     return await handler(request)

@@ -3,6 +3,10 @@
 There is no polling: the loop sleeps until the earliest ``wake_at_ms`` of a subscription or
 ``due_at_ms`` of a notification (both read from the database), or until a commit pokes it. At start
 it re-arms from the database by simply starting: due work is whatever the tables say is due.
+
+Finished attempts are recorded by one writer task in batches (group commit): one transaction for
+all the deliveries that ended while the previous batch was being written. A chat stays in flight
+until its attempt is recorded, so its next notification cannot overtake it.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from dataclasses import dataclass, field
 
 from chatpush.clock import Clock
 from chatpush.config import Settings
@@ -24,8 +29,24 @@ from chatpush.store.database import Database
 log = logging.getLogger("chatpush.dispatch")
 
 CLAIM_BATCH = 500
+MAX_IN_FLIGHT = 1024
+"""Deliveries claimed and not yet recorded, at most (they wait on node and receiver slots)."""
 STOP_GRACE_S = 5.0
 """How long a stop waits for deliveries in flight before it cuts them short."""
+
+
+@dataclass(slots=True)
+class _Finished:
+    """A finished attempt waiting to be recorded by the writer."""
+
+    chat_id: str
+    outbox_id: int
+    trail: store.DeliveryRecord | None
+    park: bool = False
+    pin: str | None = None
+    recorded: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 class Dispatcher:
@@ -52,6 +73,8 @@ class Dispatcher:
         self._per_node: defaultdict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(settings.delivery.concurrency_per_node)
         )
+        self._finished: list[_Finished] = []
+        self._finished_ready = asyncio.Event()
         self._stopping = False
         self.stop_grace_s = STOP_GRACE_S
         self._lease_ms = int(settings.delivery.lease_s * 1000)
@@ -62,24 +85,34 @@ class Dispatcher:
         self._wake.set()
 
     async def run(self) -> None:
+        writer = asyncio.create_task(self._record_finished(), name="delivery-recorder")
+        try:
+            await self._loop()
+        finally:
+            # The writer outlives the loop so that deliveries finishing during a stop are recorded.
+            while self._inflight and not writer.done():
+                await asyncio.wait(list(self._inflight.values()))
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+
+    async def _loop(self) -> None:
         spins = 0
         while not self._stopping:
             self._wake.clear()
             now_ms = self._clock.now_ms()
+            if await self._claim(now_ms):
+                spins = 0
+                continue
             async with self._db.read() as conn:
-                wake_ms = await store.next_wake_ms(conn)
-                due_ms = await store.next_due_ms(conn)
+                wake_ms, due_ms = await store.deadlines(conn)
             if wake_ms is not None and wake_ms <= now_ms:
                 await self._pipeline.fire_due_timers()
-                continue
-            if due_ms is not None and due_ms <= now_ms and await self._claim():
-                spins = 0
                 continue
             deadlines = [value for value in (wake_ms, due_ms) if value is not None]
             deadline = min(deadlines) if deadlines else None
             if deadline is not None and deadline <= now_ms:
                 # Due but not claimable: its chat is in flight here (a finishing delivery pokes
-                # us) or leased elsewhere. Never spin on it.
+                # us), we are at MAX_IN_FLIGHT, or it is leased elsewhere. Never spin on it.
                 deadline = None
                 if not self._inflight:
                     spins += 1
@@ -118,27 +151,67 @@ class Dispatcher:
                 extra={"action": "deliveries_cut_short", "count": len(cut)},
             )
 
-    async def _claim(self) -> int:
-        now_ms = self._clock.now_ms()
+    async def _claim(self, now_ms: int) -> int:
+        room = min(CLAIM_BATCH, MAX_IN_FLIGHT - len(self._inflight))
+        if room <= 0 or self._stopping:
+            return 0
         async with self._db.write() as conn:
             rows = await store.claim_heads(
                 conn,
                 now_ms,
                 self._lease_ms,
                 self._router.instance_id,
-                CLAIM_BATCH,
+                room,
                 exclude_chats=list(self._inflight),
+            )
+            subscriptions = (
+                await store.subscriptions_for(conn, [row.chat_id for row in rows]) if rows else {}
             )
         if self._stopping:
             return 0  # claimed during the stop: the leases are released at the next start
         for row in rows:
-            task = asyncio.create_task(self._deliver(row), name=f"deliver-{row.chat_id}")
+            task = asyncio.create_task(
+                self._deliver(row, subscriptions.get(row.chat_id)), name=f"deliver-{row.chat_id}"
+            )
             self._inflight[row.chat_id] = task
         return len(rows)
 
-    async def _deliver(self, row: store.OutboxRecord) -> None:
+    async def _record_finished(self) -> None:
+        while True:
+            await self._finished_ready.wait()
+            self._finished_ready.clear()
+            batch, self._finished = self._finished, []
+            if not batch:
+                continue
+            try:
+                async with self._db.write() as conn:
+                    await store.complete(
+                        conn,
+                        finished=[item.outbox_id for item in batch if not item.park],
+                        parked=[(item.chat_id, item.outbox_id) for item in batch if item.park],
+                        trail=[item.trail for item in batch if item.trail is not None],
+                        pins=[(item.chat_id, item.pin) for item in batch if item.pin],
+                    )
+            except Exception as exc:
+                # The rows stay leased and are claimed again when the lease runs out.
+                for item in batch:
+                    item.recorded.set_exception(exc)
+            else:
+                for item in batch:
+                    item.recorded.set_result(None)
+
+    async def _finish(self, item: _Finished) -> None:
+        self._finished.append(item)
+        self._finished_ready.set()
+        await item.recorded
+
+    async def _deliver(
+        self, row: store.OutboxRecord, subscription: store.SubscriptionRecord | None
+    ) -> None:
         try:
-            await self._deliver_one(row)
+            await self._deliver_one(row, subscription)
+        except asyncio.CancelledError:
+            raise
         except Exception:
             log.exception(
                 "delivery of chat %s crashed", row.chat_id, extra={"action": "delivery_crashed"}
@@ -147,12 +220,11 @@ class Dispatcher:
             self._inflight.pop(row.chat_id, None)
             self.poke()
 
-    async def _deliver_one(self, row: store.OutboxRecord) -> None:
-        async with self._db.read() as conn:
-            subscription = await store.get_subscription(conn, row.chat_id)
+    async def _deliver_one(
+        self, row: store.OutboxRecord, subscription: store.SubscriptionRecord | None
+    ) -> None:
         if subscription is None:
-            async with self._db.write() as conn:
-                await store.finish(conn, row.id)
+            await self._finish(_Finished(row.chat_id, row.id, None))
             return
         request = subscription.request
         route = self._router.route(
@@ -171,15 +243,12 @@ class Dispatcher:
                 extra={"action": "no_node", "chat_id": row.chat_id},
             )
             self._metrics.inc("chatpush_no_node_total", group=request.group_name)
-            async with self._db.write() as conn:
-                await store.park(conn, row.chat_id, row.id)
-                await store.record_delivery(
-                    conn, self._trail(row, request.device_type, None, None, now_ms, "no_node")
-                )
+            trail = self._trail(row, request.device_type, None, None, now_ms, "no_node")
+            await self._finish(_Finished(row.chat_id, row.id, trail, park=True))
             return
+        pin = None
         if route.node != subscription.pinned_node:
-            async with self._db.write() as conn:
-                await store.pin(conn, row.chat_id, route.node)
+            pin = route.node
             if subscription.pinned_node is not None or route.failover:
                 self._metrics.inc("chatpush_node_failovers_total", node=route.node)
                 log.info(
@@ -207,38 +276,35 @@ class Dispatcher:
             node=route.node,
             device_type=request.device_type,
         )
-        extra = {
-            "action": "notification_sent" if result.outcome == "sent" else "delivery_failed",
-            "chat_id": row.chat_id,
-            "node": route.node,
-            "kind": row.kind,
-            "notify_position": row.notify_position,
-            "attempt": row.attempt,
-            "status": result.http_status,
-            "latency_ms": result.latency_ms,
-        }
-        if result.outcome == "sent":
-            log.debug("notification delivered", extra=extra)
-        elif request.reliable:
-            log.info("delivery failed, resend timer stays armed: %s", result.error, extra=extra)
-        else:
-            log.warning(
-                "delivery failed, not resubmitted (no PushResend): %s", result.error, extra=extra
-            )
-        async with self._db.write() as conn:
-            await store.record_delivery(
-                conn,
-                self._trail(
-                    row,
-                    request.device_type,
-                    route.node,
-                    route.group_name,
-                    self._clock.now_ms(),
-                    result.outcome,
-                    result,
-                ),
-            )
-            await store.finish(conn, row.id)
+        if result.outcome != "sent":
+            extra = {
+                "action": "delivery_failed",
+                "chat_id": row.chat_id,
+                "node": route.node,
+                "kind": row.kind,
+                "notify_position": row.notify_position,
+                "attempt": row.attempt,
+                "status": result.http_status,
+                "latency_ms": result.latency_ms,
+            }
+            if request.reliable:
+                log.info("delivery failed, resend timer stays armed: %s", result.error, extra=extra)
+            else:
+                log.warning(
+                    "delivery failed, not resubmitted (no PushResend): %s",
+                    result.error,
+                    extra=extra,
+                )
+        trail = self._trail(
+            row,
+            request.device_type,
+            route.node,
+            route.group_name,
+            self._clock.now_ms(),
+            result.outcome,
+            result,
+        )
+        await self._finish(_Finished(row.chat_id, row.id, trail, pin=pin))
 
     @staticmethod
     def _trail(

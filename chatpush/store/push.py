@@ -284,6 +284,69 @@ async def claim_heads(
     return sorted((_outbox_record(row) for row in rows), key=lambda record: record.id)
 
 
+async def deadlines(conn: AsyncConnection) -> tuple[int | None, int | None]:
+    """(earliest resend wake-up, earliest time a notification falls due or a lease runs out)."""
+    row = (
+        await conn.execute(
+            select(
+                select(func.min(_subs.c.wake_at_ms)).scalar_subquery(),
+                select(func.min(_outbox.c.due_at_ms))
+                .where(_outbox.c.lease_until_ms.is_(None))
+                .scalar_subquery(),
+                select(func.min(_outbox.c.lease_until_ms)).scalar_subquery(),
+            )
+        )
+    ).one()
+    wake, due, lease = (int(value) if value is not None else None for value in row)
+    candidates = [value for value in (due, lease) if value is not None]
+    return wake, min(candidates) if candidates else None
+
+
+async def subscriptions_for(
+    conn: AsyncConnection, chat_ids: Sequence[str]
+) -> dict[str, SubscriptionRecord]:
+    rows = await conn.execute(select(_subs).where(_subs.c.chat_id.in_(list(chat_ids))))
+    return {row.chat_id: _subscription(row) for row in rows}
+
+
+async def complete(
+    conn: AsyncConnection,
+    *,
+    finished: Sequence[int],
+    parked: Sequence[tuple[str, int]],
+    trail: Sequence[DeliveryRecord],
+    pins: Sequence[tuple[str, str]],
+) -> None:
+    """Record a batch of finished attempts in one transaction (group commit)."""
+    if trail:
+        await conn.execute(
+            insert(_trail),
+            [
+                {
+                    "chat_id": r.chat_id,
+                    "at_ms": r.at_ms,
+                    "node": r.node,
+                    "group_name": r.group_name,
+                    "device_type": r.device_type,
+                    "kind": r.kind,
+                    "attempt": r.attempt,
+                    "notify_position": r.notify_position,
+                    "outcome": r.outcome,
+                    "http_status": r.http_status,
+                    "error": r.error,
+                    "latency_ms": r.latency_ms,
+                }
+                for r in trail
+            ],
+        )
+    if finished:
+        await conn.execute(delete(_outbox).where(_outbox.c.id.in_(list(finished))))
+    for chat_id, outbox_id in parked:
+        await park(conn, chat_id, outbox_id)
+    for chat_id, node in pins:
+        await pin(conn, chat_id, node)
+
+
 async def next_due_ms(conn: AsyncConnection) -> int | None:
     """The earliest time an unleased notification falls due, or a lease runs out."""
     due = (
