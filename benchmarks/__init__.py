@@ -1,0 +1,1 @@
+"""Benchmarks of chatpush against baselines measured in the same run (docs/PERFORMANCE.md)."""

@@ -1,0 +1,481 @@
+"""Benchmark 2 (issue 4): delivering a backlog, chatpush against the GMS model.
+
+What is compared, in one run on one machine, against one receiver process that takes 5 ms per
+request (``asyncio.sleep(0.005)``, then 200) and records every arrival in order:
+
+* **chatpush**: one ``chatpush serve`` process with one node group of one node (``node-1``)
+  delivers a backlog of N payload notifications: C chats (Request Chat with
+  ``GCTI_Chat_PushSubscribe``, ``GCTI_GMS_PushIncludePayload=true``, no ``PushResend``), each with
+  an agent who joins and writes E messages, so N = C x (E + 1) notifications, one per event.
+* **sequential sender** (the GMS model): the same N bodies, POSTed by a plain aiohttp client
+  strictly one after another (the next request only when the previous answer has arrived).
+
+How the backlog is made and released (``--release``):
+
+* ``activity`` (the product's documented path): the node is drained
+  (``POST /api/v1/nodes/node-1/drain``) before the events are written, so each notification is
+  *parked* (docs/decisions.md, "no node"). The node is undrained, which releases nothing by
+  itself (checked: nothing may arrive), then each chat's customer polls once (``refresh`` with
+  ``transcriptPosition`` past the end: it returns no events and adds no notification), which is
+  the chat's next activity and makes all its parked notifications due. The release requests go
+  out 32 at a time; the clock starts at the first of them.
+* ``restart``: the receiver hangs (accepts, never answers) while the events are written, so each
+  chat's first notification is in flight and the rest wait behind it in the outbox; chatpush is
+  stopped (SIGTERM: in-flight deliveries are cut short and stay in the outbox, docs/push.md), the
+  receiver recovers, and chatpush is started again on the same database: the whole backlog is due
+  at once. The clock starts at the first arrival.
+
+deliveries/s = N / (last arrival - release); the sequential sender's release is its first send.
+Every chat's notifications must arrive complete, once, and in index order (strictly increasing in
+arrival order); otherwise the script exits 1. Target (issue 4): chatpush >= 15x the sequential
+sender.
+
+Run (from the repository root, with the project's venv):
+
+    .venv/bin/python benchmarks/backlog.py                      # C=500, E=8: N=4,500, both modes
+    .venv/bin/python benchmarks/backlog.py --smoke              # tiny, for CI
+    .venv/bin/python benchmarks/backlog.py --release activity --profile /tmp/prof
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pushbench import (
+    API_KEY,
+    ChatpushProcess,
+    CpuWindow,
+    ReceiverProcess,
+    Record,
+    chatpush_config,
+    counters_delta,
+    exit_on_sigterm,
+    free_port,
+    machine,
+    print_counters,
+    print_table,
+    progress,
+)
+
+SERVICE = "customer-support"
+TARGET_RATIO = 15.0
+RELEASE_CONCURRENCY = 32
+HEADERS = {"X-API-Key": API_KEY}
+
+
+@dataclass
+class Chat:
+    chat_id: str
+    secure_key: str
+
+
+@dataclass
+class Run:
+    """One delivery of the backlog, by chatpush or by the sequential sender."""
+
+    name: str
+    notifications: int
+    chats: int
+    release_at: float = 0.0
+    records: list[Record] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    cpu: CpuWindow | None = None
+    counters: dict[str, Any] | None = None
+    """With --instrument: SQL statements, commits and thread hops while delivering."""
+    counted: int = 0
+    peak_rss_mb: float | None = None
+    release_s: float | None = None
+    missing: int = 0
+    duplicates: int = 0
+    reordered_chats: int = 0
+    unexpected: int = 0
+
+    @property
+    def span_s(self) -> float:
+        return max(r.at for r in self.records) - self.release_at if self.records else float("nan")
+
+    @property
+    def rate(self) -> float:
+        return self.notifications / self.span_s if self.records else 0.0
+
+    @property
+    def verified(self) -> bool:
+        return not (self.missing or self.duplicates or self.reordered_chats or self.unexpected)
+
+
+def verify(run: Run, expected: dict[str, list[int]]) -> None:
+    """Complete, each once, and per chat in strictly increasing index order of arrival."""
+    seen: dict[str, list[int]] = defaultdict(list)
+    for record in sorted(run.records, key=lambda r: r.seq):
+        if record.chat_id not in expected or record.position is None:
+            run.unexpected += 1
+            continue
+        seen[record.chat_id].append(record.position)
+    for chat_id, positions in expected.items():
+        got = seen.get(chat_id, [])
+        run.missing += len(set(positions) - set(got))
+        run.duplicates += len(got) - len(set(got))
+        if any(b <= a for a, b in itertools.pairwise(got)):
+            run.reordered_chats += 1
+
+
+def outbox_counts(db_path: Path) -> tuple[int, int]:
+    """(rows in the outbox, rows due): read-only, beside the running service."""
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10) as conn:
+        total, due = conn.execute("SELECT count(*), count(due_at_ms) FROM outbox").fetchone()
+    conn.close()
+    return int(total), int(due)
+
+
+async def wait_for(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(interval_s)
+    raise RuntimeError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+async def expect_status(reply: aiohttp.ClientResponse, status: int) -> Any:
+    body = await reply.json()
+    if reply.status != status:
+        raise RuntimeError(f"{reply.method} {reply.url}: {reply.status} {body}")
+    return body
+
+
+async def make_chat(
+    http: aiohttp.ClientSession, base: str, number: int, events: int, gate: asyncio.Semaphore
+) -> Chat:
+    """Request Chat with a payload subscription; an agent joins and writes ``events`` messages."""
+    async with gate:
+        form = {
+            "nickname": f"Customer {number}",
+            "userData[GCTI_Chat_PushSubscribe]": "true",
+            "userData[GCTI_GMS_PushDeviceId]": f"device-{number}",
+            "userData[GCTI_GMS_PushDeviceType]": "customhttp",
+            "userData[GCTI_GMS_PushIncludePayload]": "true",
+        }
+        async with http.post(f"{base}/genesys/2/chat/{SERVICE}", data=form) as reply:
+            body = await expect_status(reply, 200)
+        chat = Chat(body["chatId"], body["secureKey"])
+        api = f"{base}/api/v1/chats/{chat.chat_id}"
+        party = {"type": "Agent", "nickname": "Bob"}
+        async with http.post(f"{api}/parties", json=party, headers=HEADERS) as reply:
+            participant = (await expect_status(reply, 201))["party"]["participantId"]
+        for k in range(events):
+            event = {"participantId": participant, "type": "Message", "text": f"message {k + 1}"}
+            async with http.post(f"{api}/events", json=event, headers=HEADERS) as reply:
+                await expect_status(reply, 201)
+        return chat
+
+
+async def make_backlog(
+    http: aiohttp.ClientSession, base: str, chats: int, events: int, concurrency: int
+) -> list[Chat]:
+    gate = asyncio.Semaphore(concurrency)
+    return list(
+        await asyncio.gather(*(make_chat(http, base, i, events, gate) for i in range(chats)))
+    )
+
+
+async def chatpush_run(
+    mode: str,
+    args: argparse.Namespace,
+    http: aiohttp.ClientSession,
+    receiver: ReceiverProcess,
+    root: Path,
+) -> tuple[Run, list[str]]:
+    """Build the backlog, release it, and wait for every notification at the receiver."""
+    workdir = root / f"chatpush-{mode}"
+    workdir.mkdir()
+    db_path = workdir / "chatpush.db"
+    port = free_port()
+    service = ChatpushProcess(
+        workdir,
+        chatpush_config(
+            port=port,
+            db_path=db_path,
+            receiver_url=receiver.url,
+            # restart: the hanging first deliveries must not time out (and be dropped) meanwhile
+            delivery=args.delivery_toml + ("\ntotal_timeout_s = 600" if mode == "restart" else ""),
+        ),
+        port,
+        profile_dir=args.profile,
+        instrument=args.instrument,
+    )
+    n = args.chats * (args.events + 1)
+    run = Run(f"chatpush, release by {mode}", n, args.chats)
+    await receiver.control(http, mode="hang" if mode == "restart" else "ok", reset=True)
+    progress(f"{mode}: starting chatpush")
+    service.start()
+    try:
+        await service.wait_ready(http)
+        counters_before: dict[str, Any] | None = None
+        counted_from = 0
+        progress(f"{mode}: ready; writing the backlog")
+        if mode == "activity":
+            async with http.post(f"{service.base}/api/v1/nodes/node-1/drain", headers=HEADERS) as r:
+                await expect_status(r, 200)
+        started = time.monotonic()
+        chats = await make_backlog(http, service.base, args.chats, args.events, args.concurrency)
+        run.notes.append(f"backlog written through the APIs in {time.monotonic() - started:.1f} s")
+
+        async def backlog_complete() -> bool:
+            total, due = outbox_counts(db_path)
+            return total == n and (mode == "restart" or due == 0)
+
+        await wait_for(backlog_complete, 60, "the whole backlog in the outbox")
+        progress(f"{mode}: {n} notifications waiting; releasing")
+        if mode == "activity":
+            async with http.post(
+                f"{service.base}/api/v1/nodes/node-1/undrain", headers=HEADERS
+            ) as reply:
+                await expect_status(reply, 200)
+            await asyncio.sleep(0.5)
+            early = await receiver.count(http)
+            run.notes.append(f"delivered after undrain, before any activity: {early} (expected 0)")
+            service.profile(f"backlog-{mode}")
+            await asyncio.sleep(0.5 if args.profile else 0.0)  # py-spy attaches
+            run.cpu = CpuWindow(receiver.pid)
+            run.cpu.start(service.pid)
+            counters_before = await service.counters() if args.instrument else None
+            run.release_at = time.time()
+            gate = asyncio.Semaphore(RELEASE_CONCURRENCY)
+
+            async def release(chat: Chat) -> None:
+                async with (
+                    gate,
+                    http.post(
+                        f"{service.base}/genesys/2/chat/{SERVICE}/{chat.chat_id}/refresh",
+                        data={
+                            "secureKey": chat.secure_key,
+                            "transcriptPosition": str(args.events + 3),
+                        },
+                    ) as reply,
+                ):
+                    await expect_status(reply, 200)
+
+            await asyncio.gather(*(release(chat) for chat in chats))
+            run.release_s = time.time() - run.release_at
+        else:
+            service.stop()  # deliveries in flight are cut short and stay in the outbox
+            progress(f"{mode}: stopped; restarting")
+            await receiver.control(http, mode="ok", reset=True)
+            service.start()
+            service.profile(f"backlog-{mode}")
+            await service.wait_ready(http)
+            # CPU is counted from readiness (the boot's imports are not delivery work).
+            run.cpu = CpuWindow(receiver.pid)
+            run.cpu.start(service.pid)
+            counters_before = await service.counters() if args.instrument else None
+            counted_from = await receiver.count(http)
+
+        async def all_arrived() -> bool:
+            return await receiver.count(http) >= n
+
+        await wait_for(all_arrived, n / 50 + 60, f"{n} notifications at the receiver", 0.05)
+        await asyncio.sleep(0.2)  # anything extra (a duplicate) would arrive now
+        run.cpu.stop(service.pid)
+        if counters_before is not None:
+            run.counters = counters_delta(counters_before, await service.counters())
+            run.counted = n - (counted_from if mode == "restart" else 0)
+        service.sample()
+        run.peak_rss_mb = service.peak_rss_kb[-1] / 1024
+        run.records = await receiver.records(http)
+        progress(f"{mode}: all {n} arrived")
+        if mode == "restart":
+            run.release_at = min(r.at for r in run.records)
+        bodies = await receiver.bodies(http)
+    finally:
+        service.stop()
+        progress(f"{mode}: chatpush stopped")
+    verify(run, {c.chat_id: list(range(2, args.events + 3)) for c in chats})
+    return run, bodies
+
+
+async def sequential_run(
+    bodies: list[str], http: aiohttp.ClientSession, receiver: ReceiverProcess, chats: int
+) -> Run:
+    """The GMS model: the same bodies, strictly one at a time over one keep-alive connection."""
+    run = Run("sequential sender (GMS model)", len(bodies), chats)
+    progress(f"sequential sender: {len(bodies)} bodies")
+    await receiver.control(http, mode="ok", reset=True)
+    run.cpu = CpuWindow(receiver.pid)
+    run.cpu.start(0)
+    headers = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as sender:
+        run.release_at = time.time()
+        for body in bodies:
+            async with sender.post(receiver.url, data=body.encode(), headers=headers) as reply:
+                await reply.read()
+                if reply.status != 200:
+                    raise RuntimeError(f"receiver answered {reply.status}")
+    run.cpu.stop(0)
+    run.records = await receiver.records(http)
+    return run
+
+
+async def main_async(args: argparse.Namespace, root: Path) -> int:
+    receiver = ReceiverProcess(root, delay_ms=args.delay_ms, keep_bodies=True).start()
+    modes = ["activity", "restart"] if args.release == "both" else [args.release]
+    results: list[tuple[Run, Run]] = []
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as http:
+            await receiver.wait_ready(http)
+            for mode in modes:
+                run, bodies = await chatpush_run(mode, args, http, receiver, root)
+                baseline = await sequential_run(bodies, http, receiver, args.chats)
+                results.append((run, baseline))
+    finally:
+        receiver.stop()
+        if not args.keep and args.workdir is None:
+            shutil.rmtree(root, ignore_errors=True)
+    report(args, results)
+    return 0 if all(run.verified for run, _ in results) else 1
+
+
+def report(args: argparse.Namespace, results: list[tuple[Run, Run]]) -> None:
+    info = machine()
+    print(
+        f"backlog: {args.chats} chats x {args.events + 1} payload notifications, receiver "
+        f"{args.delay_ms:g} ms per request; {info['cores']} cores, Python {info['python']}, "
+        f"SQLite {info['sqlite']}, aiohttp {info['aiohttp']}; chatpush {info['commit']}; "
+        f"{info['date']}"
+    )
+    rows = []
+    for run, baseline in results:
+        for r in (baseline, run):
+            rows.append(
+                (
+                    r.name,
+                    str(r.notifications),
+                    f"{r.span_s:.2f}",
+                    f"{r.rate:.0f}",
+                    "1.0x" if r is baseline else f"{run.rate / baseline.rate:.1f}x",
+                    str(r.missing),
+                    str(r.duplicates),
+                    str(r.reordered_chats),
+                    r.cpu.share(r.cpu.others_s) if r.cpu else "n/a",
+                )
+            )
+    print_table(
+        f"Benchmark 2: backlog delivery (target: chatpush >= {TARGET_RATIO:g}x the sequential "
+        "sender)",
+        (
+            "run",
+            "notifications",
+            "seconds",
+            "deliveries/s",
+            "ratio",
+            "missing",
+            "duplicates",
+            "reordered chats",
+            "others CPU",
+        ),
+        rows,
+    )
+    for run, baseline in results:
+        ratio = run.rate / baseline.rate if baseline.rate else 0.0
+        verdict = "met" if ratio >= TARGET_RATIO else "MISSED"
+        print(f"{run.name}: ratio {ratio:.1f}x, target {TARGET_RATIO:g}x {verdict}")
+        if run.cpu is not None:
+            print(
+                f"  chatpush CPU: {run.cpu.chatpush_s:.1f} s over {run.cpu.elapsed_s:.2f} s "
+                f"({run.cpu.share(run.cpu.chatpush_s)} of one core); others on the machine "
+                f"{run.cpu.share(run.cpu.others_s)}; peak RSS {run.peak_rss_mb:.0f} MB"
+            )
+        if run.release_s is not None:
+            print(f"  release requests ({run.chats} refreshes) took {run.release_s:.2f} s")
+        for note in run.notes:
+            print(f"  {note}")
+        if run.counters is not None:
+            print_counters(run.counters, run.counted, "notification delivered")
+        print(f"  order and completeness: {'verified' if run.verified else 'FAILED'}")
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "machine": info,
+                    "chats": args.chats,
+                    "events": args.events,
+                    "runs": [
+                        {
+                            "name": r.name,
+                            "notifications": r.notifications,
+                            "seconds": r.span_s,
+                            "rate": r.rate,
+                            "ratio": run.rate / baseline.rate,
+                            "verified": r.verified,
+                            "chatpush_cpu_s": r.cpu.chatpush_s if r.cpu else None,
+                            "others_cpu_share": r.cpu.others_s / r.cpu.elapsed_s if r.cpu else None,
+                            "peak_rss_mb": r.peak_rss_mb,
+                            "release_s": r.release_s,
+                            "notes": r.notes,
+                        }
+                        for run, baseline in results
+                        for r in (baseline, run)
+                    ],
+                },
+                indent=2,
+            )
+        )
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--chats", type=int, default=500)
+    parser.add_argument("--events", type=int, default=8, help="agent messages per chat")
+    parser.add_argument("--release", choices=["activity", "restart", "both"], default="both")
+    parser.add_argument("--delay-ms", type=float, default=5.0, help="receiver time per request")
+    parser.add_argument(
+        "--concurrency", type=int, default=16, help="chats written at once while building"
+    )
+    parser.add_argument(
+        "--delivery-toml",
+        default="",
+        help="extra lines for chatpush's [delivery] table, e.g. 'concurrency_per_receiver = 64'",
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny run for CI: 10 chats x 4")
+    parser.add_argument("--profile", type=Path, help="record chatpush with py-spy into this dir")
+    parser.add_argument(
+        "--instrument",
+        action="store_true",
+        help="run chatpush under benchmarks/instrumented_serve.py and count SQL per notification",
+    )
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--workdir", help="keep databases and logs here (default: a temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args()
+    if args.smoke:
+        args.chats, args.events = 10, 3
+    return args
+
+
+def main() -> int:
+    exit_on_sigterm()
+    args = parse_args()
+    root = Path(args.workdir or tempfile.mkdtemp(prefix="chatpush-backlog-"))
+    root.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(main_async(args, root))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
