@@ -93,9 +93,9 @@ def create_app(
         await provider.close()
 
     async def delivery_ctx(app: web.Application) -> AsyncIterator[None]:
-        async with db.write() as conn:
-            # One SQLite file has one instance; on PostgreSQL only our own leases are void.
-            await push_store.release_leases(conn, None if db.is_sqlite else instance_id)
+        # One SQLite file has one instance; on PostgreSQL only our own leases are void.
+        await db.write(push_store.release_leases, None if db.is_sqlite else instance_id)
+        await pipeline.start()
         await router.start()
         tasks = [
             _supervise(app, "dispatcher", dispatcher.run),
@@ -187,8 +187,7 @@ async def _purge_ended_chats(app: web.Application) -> None:
 async def _purge_trail(app: web.Application) -> None:
     cutoff_ms = app[CLOCK].now_ms() - app[SETTINGS].delivery.trail_retention_s * 1000
     try:
-        async with app[DATABASE].write() as conn:
-            purged = await push_store.purge_trail(conn, cutoff_ms)
+        purged = await app[DATABASE].write(push_store.purge_trail, cutoff_ms)
     except ChatpushError as exc:
         log.warning("trail purge failed: %s", exc, extra={"action": "purge_failed"})
         return

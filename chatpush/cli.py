@@ -136,16 +136,14 @@ async def nodes(settings: Settings, action: str, node: str | None) -> int:
     try:
         if action != "list":
             assert node is not None
-            async with db.write() as conn:
-                found = await push_store.set_drained(conn, node, action == "drain")
+            found = await db.write(push_store.set_drained, node, action == "drain")
             if not found:
                 print(f"chatpush: unknown node {node!r}", file=sys.stderr)
                 return 1
             print(f"node {node} {action}ed")
             return 0
-        async with db.read() as conn:
-            records = await push_store.list_nodes(conn)
-            pinned = await push_store.pinned_chats(conn)
+        records = await db.read(push_store.list_nodes)
+        pinned = await db.read(push_store.pinned_chats)
     finally:
         await db.close()
     print(f"{'node':<20} {'group':<20} {'state':<10} {'heartbeat (UTC)':<20} pinned chats")

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from urllib.parse import parse_qsl
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from chatpush.errors import BadRequest, ChatpushError, Code
 
@@ -60,12 +61,27 @@ async def read_form(request: web.Request) -> Form:
             return _checked(pairs)
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
+        if content_type == "multipart/form-data" and (
+            request.content.total_bytes <= request.client_max_size
+        ):
+            # aiohttp also refuses a multipart form of more than its client_max_fields (1,000)
+            # fields, with the same exception: not a body too large, say what it is.
+            raise BadRequest(
+                Code.INVALID_PARAMETER, "multipart/form-data body has too many fields"
+            ) from None
         raise BodyTooLarge(
             Code.BODY_TOO_LARGE, f"request body is larger than {request.client_max_size} bytes"
         ) from None
     # LookupError: a multipart part names an unknown charset; RequestPayloadError: the body does
-    # not decode as its Content-Encoding says (not gzip, not deflate).
-    except (UnicodeDecodeError, LookupError, ValueError, web.RequestPayloadError) as exc:
+    # not decode as its Content-Encoding says (not gzip, not deflate); HttpProcessingError: a
+    # multipart part's headers do not parse (a control character in a field name).
+    except (
+        UnicodeDecodeError,
+        LookupError,
+        ValueError,
+        web.RequestPayloadError,
+        HttpProcessingError,
+    ) as exc:
         raise BadRequest(Code.BAD_ENCODING, f"malformed form body: {exc}") from None
     # text/plain: old browser widgets post their forms through XDomainRequest, which cannot set
     # a content type; the body is still urlencoded.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy.engine import Connection
 
 from chatpush.api.keys import DATABASE, METRICS, ROUTER
 from chatpush.errors import BadRequest, Code, NotFound
@@ -46,11 +47,15 @@ def subscription_wire(subscription: store.SubscriptionRecord) -> dict[str, Any]:
 
 async def read_subscription(request: web.Request) -> web.Response:
     chat_id = request.match_info["chat_id"]
-    async with request.app[DATABASE].read() as conn:
-        if await chat_store.get_chat(conn, chat_id) is None:
+
+    def read(
+        conn: Connection,
+    ) -> tuple[store.SubscriptionRecord | None, list[store.OutboxRecord]]:
+        if chat_store.get_chat(conn, chat_id) is None:
             raise NotFound(Code.UNKNOWN_CHAT, f"unknown chat {chat_id!r}")
-        subscription = await store.get_subscription(conn, chat_id)
-        pending = await store.pending_for_chat(conn, chat_id)
+        return store.get_subscription(conn, chat_id), store.pending_for_chat(conn, chat_id)
+
+    subscription, pending = await request.app[DATABASE].read(read)
     if subscription is None:
         raise NotFound(Code.UNKNOWN_CHAT, f"chat {chat_id!r} has no push subscription")
     body = subscription_wire(subscription)
@@ -72,10 +77,13 @@ async def read_deliveries(request: web.Request) -> web.Response:
     raw_after = request.query.get("after") or "0"
     if not (raw_after.isascii() and raw_after.isdigit()) or int(raw_after) > MAX_ID:
         raise BadRequest(Code.INVALID_PARAMETER, f"after must be an integer from 0 to {MAX_ID}")
-    async with request.app[DATABASE].read() as conn:
-        if await chat_store.get_chat(conn, chat_id) is None:
+
+    def read(conn: Connection) -> list[tuple[int, store.DeliveryRecord]]:
+        if chat_store.get_chat(conn, chat_id) is None:
             raise NotFound(Code.UNKNOWN_CHAT, f"unknown chat {chat_id!r}")
-        rows = await store.deliveries(conn, chat_id, after_id=int(raw_after))
+        return store.deliveries(conn, chat_id, after_id=int(raw_after))
+
+    rows = await request.app[DATABASE].read(read)
     return web.json_response(
         {
             "deliveries": [
@@ -102,8 +110,7 @@ async def read_deliveries(request: web.Request) -> web.Response:
 async def list_nodes(request: web.Request) -> web.Response:
     router = request.app[ROUTER]
     await router.refresh()
-    async with request.app[DATABASE].read() as conn:
-        pinned = await store.pinned_chats(conn)
+    pinned = await request.app[DATABASE].read(store.pinned_chats)
     return web.json_response(
         {
             "nodes": [

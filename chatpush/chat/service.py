@@ -1,19 +1,19 @@
 """Chat sessions as both sides see them: the ten Chat API v2 operations and the chat-server side.
 
-Each operation is one database transaction: authenticate, append events, build the reply, and
-record what the customer has retrieved, all committed together or not at all.
+Each operation is one database transaction, a plain function run by ``Database.write``:
+authenticate, append events, build the reply, and record what the customer has retrieved, all
+committed together or not at all. Checks that need no database run before it.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from chatpush.chat.model import (
     CUSTOMER_PARTICIPANT_ID,
@@ -36,6 +36,7 @@ from chatpush.store import chats as repo
 from chatpush.store.database import Database
 
 log = logging.getLogger("chatpush.chat")
+R = TypeVar("R")
 
 # Printable, no slash, at most 200 characters (the column's size).
 _SERVICE_NAME = re.compile(r"[^\x00-\x1f\x7f/]{1,200}")
@@ -45,7 +46,7 @@ MAX_EMAIL_CHARS = 320
 class PushTransaction(Protocol):
     """Told, inside the chat's transaction, what happened; ``flush`` runs just before the commit."""
 
-    async def chat_requested(self, chat: ChatRecord, user_data: Mapping[str, str]) -> None: ...
+    def chat_requested(self, chat: ChatRecord, user_data: Mapping[str, str]) -> None: ...
 
     def events_added(self, chat: ChatRecord, events: Sequence[EventRecord]) -> None: ...
 
@@ -57,7 +58,7 @@ class PushTransaction(Protocol):
         self, chat: ChatRecord, *, customer_removed: bool, by_customer: bool
     ) -> None: ...
 
-    async def flush(self) -> None: ...
+    def flush(self) -> None: ...
 
     def committed(self) -> None: ...
 
@@ -65,13 +66,13 @@ class PushTransaction(Protocol):
 class PushObserver(Protocol):
     """The push pipeline, as the chat service sees it."""
 
-    def transaction(self, conn: AsyncConnection) -> PushTransaction: ...
+    def transaction(self, conn: Connection) -> PushTransaction: ...
 
 
 class _NoPush:
     """Stands in when push is not wired (tools, some tests): every hook does nothing."""
 
-    async def chat_requested(self, chat: ChatRecord, user_data: Mapping[str, str]) -> None:
+    def chat_requested(self, chat: ChatRecord, user_data: Mapping[str, str]) -> None:
         return None
 
     def events_added(self, chat: ChatRecord, events: Sequence[EventRecord]) -> None:
@@ -85,7 +86,7 @@ class _NoPush:
     def chat_ended(self, chat: ChatRecord, *, customer_removed: bool, by_customer: bool) -> None:
         return None
 
-    async def flush(self) -> None:
+    def flush(self) -> None:
         return None
 
     def committed(self) -> None:
@@ -165,18 +166,23 @@ class ChatService:
             first_name=first_name,
             last_name=last_name,
         )
-        async with self._write() as (conn, push):
-            await repo.insert_chat(conn, chat, customer)
-            await push.chat_requested(chat, user_data)
-            await self._append(conn, push, chat, [NewEvent("ParticipantJoined", customer)], now_ms)
-            return await self._reply(conn, push, chat, position=None, touch=False)
+
+        def tx(conn: Connection, push: PushTransaction) -> Reply:
+            repo.insert_chat(conn, chat, customer)
+            push.chat_requested(chat, user_data)
+            self._append(conn, push, chat, [NewEvent("ParticipantJoined", customer)], now_ms)
+            return self._reply(conn, push, chat, position=None, touch=False)
+
+        return await self._run(tx)
 
     async def refresh(
         self, service_name: str, chat_id: str, secure_key: str | None, position: int | None
     ) -> Reply:
-        async with self._write() as (conn, push):
-            chat = await self._authenticate(conn, service_name, chat_id, secure_key)
-            return await self._reply(conn, push, chat, position=position)
+        def tx(conn: Connection, push: PushTransaction) -> Reply:
+            chat = self._authenticate(conn, service_name, chat_id, secure_key)
+            return self._reply(conn, push, chat, position=position)
+
+        return await self._run(tx)
 
     async def send_message(
         self,
@@ -243,41 +249,45 @@ class ChatService:
         if not nickname:
             raise BadRequest(Code.MISSING_PARAMETER, "nickname is required")
         self._check_text("nickname", nickname, self._limits.max_nickname_chars)
-        async with self._write() as (conn, push):
-            chat = await self._authenticate(conn, service_name, chat_id, secure_key)
+
+        def tx(conn: Connection, push: PushTransaction) -> Reply:
+            chat = self._authenticate(conn, service_name, chat_id, secure_key)
             self._require_active(chat)
-            await repo.update_party(conn, chat.id, CUSTOMER_PARTICIPANT_ID, nickname=nickname)
-            customer = await self._customer(conn, chat)
-            await self._append(
-                conn, push, chat, [NewEvent("NicknameUpdated", customer, text=nickname)]
-            )
-            return await self._reply(conn, push, chat, position=0)
+            repo.update_party(conn, chat.id, CUSTOMER_PARTICIPANT_ID, nickname=nickname)
+            customer = self._customer(conn, chat)
+            self._append(conn, push, chat, [NewEvent("NicknameUpdated", customer, text=nickname)])
+            return self._reply(conn, push, chat, position=0)
+
+        return await self._run(tx)
 
     async def update_data(
         self, service_name: str, chat_id: str, secure_key: str | None, user_data: Mapping[str, str]
     ) -> Reply:
         if not user_data:
             raise BadRequest(Code.MISSING_PARAMETER, "at least one userData[KEY] is required")
-        async with self._write() as (conn, push):
-            chat = await self._authenticate(conn, service_name, chat_id, secure_key)
+
+        def tx(conn: Connection, push: PushTransaction) -> Reply:
+            chat = self._authenticate(conn, service_name, chat_id, secure_key)
             self._require_active(chat)
             merged = {**chat.user_data, **user_data}
             self._check_user_data(merged)
-            await repo.update_chat(conn, chat.id, user_data=merged)
-            return await self._reply(conn, push, chat, position=0)
+            repo.update_chat(conn, chat.id, user_data=merged)
+            return self._reply(conn, push, chat, position=0)
+
+        return await self._run(tx)
 
     async def disconnect(self, service_name: str, chat_id: str, secure_key: str | None) -> Reply:
-        async with self._write() as (conn, push):
-            chat = await self._authenticate(conn, service_name, chat_id, secure_key)
+        def tx(conn: Connection, push: PushTransaction) -> Reply:
+            chat = self._authenticate(conn, service_name, chat_id, secure_key)
             if chat.ended:
-                return await self._reply(conn, push, chat, position=0, touch=False)
+                return self._reply(conn, push, chat, position=0, touch=False)
             now_ms = self._clock.now_ms()
-            customer = await self._customer(conn, chat)
-            await self._append(conn, push, chat, [NewEvent("ParticipantLeft", customer)], now_ms)
-            chat = await self._end(
-                conn, push, chat, now_ms, customer_removed=False, by_customer=True
-            )
-            return await self._reply(conn, push, chat, position=0)
+            customer = self._customer(conn, chat)
+            self._append(conn, push, chat, [NewEvent("ParticipantLeft", customer)], now_ms)
+            chat = self._end(conn, push, chat, now_ms, customer_removed=False, by_customer=True)
+            return self._reply(conn, push, chat, position=0)
+
+        return await self._run(tx)
 
     # -- chat-server side -------------------------------------------------------------------------
 
@@ -289,21 +299,22 @@ class ChatService:
                 Code.INVALID_PARAMETER, "type must be one of Agent, Supervisor, External"
             )
         self._check_text("nickname", nickname, self._limits.max_nickname_chars)
-        async with self._write() as (conn, push):
-            chat = await self._server_chat(conn, chat_id)
+
+        def tx(conn: Connection, push: PushTransaction) -> tuple[PartyRecord, EventRecord]:
+            chat = self._server_chat(conn, chat_id)
             self._require_active(chat)
             now_ms = self._clock.now_ms()
             party = PartyRecord(
-                participant_id=await repo.next_participant_id(conn, chat.id),
+                participant_id=repo.next_participant_id(conn, chat.id),
                 type=party_type,
                 nickname=nickname,
                 joined_at_ms=now_ms,
             )
-            await repo.insert_party(conn, chat.id, party)
-            [event] = await self._append(
-                conn, push, chat, [NewEvent("ParticipantJoined", party)], now_ms
-            )
+            repo.insert_party(conn, chat.id, party)
+            [event] = self._append(conn, push, chat, [NewEvent("ParticipantJoined", party)], now_ms)
             return party, event
+
+        return await self._run(tx)
 
     async def add_event(
         self,
@@ -326,17 +337,18 @@ class ChatService:
         self._check_text("messageType", message_type, 128)
         if user_data:
             self._check_user_data(user_data)
-        async with self._write() as (conn, push):
-            chat = await self._server_chat(conn, chat_id)
+
+        def tx(conn: Connection, push: PushTransaction) -> EventRecord:
+            chat = self._server_chat(conn, chat_id)
             self._require_active(chat)
-            party = await repo.get_party(conn, chat.id, participant_id)
+            party = repo.get_party(conn, chat.id, participant_id)
             if party is None or party.type == "Client":
                 raise NotFound(
                     Code.UNKNOWN_PARTY, f"no agent-side party {participant_id} in this chat"
                 )
             if not party.present:
                 raise Conflict(Code.CONFLICT, f"party {participant_id} has left the chat")
-            [event] = await self._append(
+            [event] = self._append(
                 conn,
                 push,
                 chat,
@@ -352,44 +364,50 @@ class ChatService:
             )
             return event
 
+        return await self._run(tx)
+
     async def remove_party(self, chat_id: str, participant_id: int) -> EventRecord:
         """Remove a party; removing the customer ends the chat (CONTRACT §8.7)."""
-        async with self._write() as (conn, push):
-            chat = await self._server_chat(conn, chat_id)
+
+        def tx(conn: Connection, push: PushTransaction) -> EventRecord:
+            chat = self._server_chat(conn, chat_id)
             self._require_active(chat)
-            party = await repo.get_party(conn, chat.id, participant_id)
+            party = repo.get_party(conn, chat.id, participant_id)
             if party is None:
                 raise NotFound(Code.UNKNOWN_PARTY, f"no party {participant_id} in this chat")
             if not party.present:
                 raise Conflict(Code.CONFLICT, f"party {participant_id} has already left")
             now_ms = self._clock.now_ms()
-            await repo.update_party(conn, chat.id, participant_id, left_at_ms=now_ms)
-            [event] = await self._append(
-                conn, push, chat, [NewEvent("ParticipantLeft", party)], now_ms
-            )
+            repo.update_party(conn, chat.id, participant_id, left_at_ms=now_ms)
+            [event] = self._append(conn, push, chat, [NewEvent("ParticipantLeft", party)], now_ms)
             if party.type == "Client":
-                await self._end(conn, push, chat, now_ms, customer_removed=True, by_customer=False)
+                self._end(conn, push, chat, now_ms, customer_removed=True, by_customer=False)
             return event
+
+        return await self._run(tx)
 
     async def end_chat(self, chat_id: str) -> ChatRecord:
         """End a chat: every agent-side party still present leaves, then the chat is ended."""
-        async with self._write() as (conn, push):
-            chat = await self._server_chat(conn, chat_id)
+
+        def tx(conn: Connection, push: PushTransaction) -> ChatRecord:
+            chat = self._server_chat(conn, chat_id)
             if chat.ended:
                 return chat
             now_ms = self._clock.now_ms()
-            return await self._end(
-                conn, push, chat, now_ms, customer_removed=False, by_customer=False
-            )
+            return self._end(conn, push, chat, now_ms, customer_removed=False, by_customer=False)
+
+        return await self._run(tx)
 
     async def read_chat(self, chat_id: str, from_position: int = 1) -> ChatState:
-        async with self._db.read() as conn:
-            chat = await self._server_chat(conn, chat_id)
+        def tx(conn: Connection) -> ChatState:
+            chat = self._server_chat(conn, chat_id)
             return ChatState(
                 chat=chat,
-                parties=await repo.list_parties(conn, chat.id),
-                events=await repo.events_from(conn, chat.id, max(from_position, 1)),
+                parties=repo.list_parties(conn, chat.id),
+                events=repo.events_from(conn, chat.id, max(from_position, 1)),
             )
+
+        return await self._db.read(tx)
 
     async def list_chats(
         self,
@@ -401,8 +419,8 @@ class ChatService:
         after_id: str | None = None,
         limit: int = 100,
     ) -> list[ChatRecord]:
-        async with self._db.read() as conn:
-            return await repo.list_chats(
+        def tx(conn: Connection) -> list[ChatRecord]:
+            return repo.list_chats(
                 conn,
                 service_name=service_name,
                 ended=ended,
@@ -412,13 +430,14 @@ class ChatService:
                 limit=limit,
             )
 
+        return await self._db.read(tx)
+
     async def purge_ended(self) -> int:
         """Delete chats whose retention after ending has run out; returns how many."""
         cutoff_ms = self._clock.now_ms() - self._limits.ended_chat_retention_s * 1000
         purged = 0
         while True:
-            async with self._db.write() as conn:
-                count = await repo.purge_ended(conn, cutoff_ms)
+            count = await self._db.write(repo.purge_ended, cutoff_ms)
             purged += count
             if count == 0:
                 return purged
@@ -429,8 +448,9 @@ class ChatService:
         services = [*self._settings.services, "default"]
         shortest_s = min(self._settings.service_options(s).flex_push_timeout_s for s in services)
         expired = 0
-        async with self._db.read() as conn:
-            candidates = await repo.idle_subscribed_chats(conn, now_ms - shortest_s * 1000, 1000)
+        candidates = await self._db.read(
+            repo.idle_subscribed_chats, now_ms - shortest_s * 1000, 1000
+        )
         for chat_id, service_name, last_request_ms in candidates:
             timeout_s = self._settings.service_options(service_name).flex_push_timeout_s
             if now_ms - last_request_ms < timeout_s * 1000:
@@ -454,21 +474,21 @@ class ChatService:
         if not _SERVICE_NAME.fullmatch(service_name) or not self._settings.serves(service_name):
             raise NotFound(Code.UNKNOWN_SERVICE, f"unknown service {service_name!r}")
 
-    async def _authenticate(
-        self, conn: AsyncConnection, service_name: str, chat_id: str, secure_key: str | None
+    def _authenticate(
+        self, conn: Connection, service_name: str, chat_id: str, secure_key: str | None
     ) -> ChatRecord:
         self._require_service(service_name)
         if not secure_key:
             raise Forbidden(Code.INVALID_SECURE_KEY, "secureKey is required")
-        chat = await repo.get_chat(conn, chat_id)
+        chat = repo.get_chat(conn, chat_id)
         if chat is None or chat.service_name != service_name:
             raise NotFound(Code.UNKNOWN_CHAT, f"unknown chat {chat_id!r}")
         if not keys_match(chat.secure_key, secure_key):
             raise Forbidden(Code.INVALID_SECURE_KEY, "secureKey does not match this chat")
         return chat
 
-    async def _server_chat(self, conn: AsyncConnection, chat_id: str) -> ChatRecord:
-        chat = await repo.get_chat(conn, chat_id)
+    def _server_chat(self, conn: Connection, chat_id: str) -> ChatRecord:
+        chat = repo.get_chat(conn, chat_id)
         if chat is None:
             raise NotFound(Code.UNKNOWN_CHAT, f"unknown chat {chat_id!r}")
         return chat
@@ -478,8 +498,8 @@ class ChatService:
         if chat.ended:
             raise ChatEnded()
 
-    async def _customer(self, conn: AsyncConnection, chat: ChatRecord) -> PartyRecord:
-        customer = await repo.get_party(conn, chat.id, CUSTOMER_PARTICIPANT_ID)
+    def _customer(self, conn: Connection, chat: ChatRecord) -> PartyRecord:
+        customer = repo.get_party(conn, chat.id, CUSTOMER_PARTICIPANT_ID)
         assert customer is not None, "every chat has its customer party"
         return customer
 
@@ -494,46 +514,54 @@ class ChatService:
         message_type: str | None = None,
         position: int | None = 0,
     ) -> Reply:
-        async with self._write() as (conn, push):
-            chat = await self._authenticate(conn, service_name, chat_id, secure_key)
+        def tx(conn: Connection, push: PushTransaction) -> Reply:
+            chat = self._authenticate(conn, service_name, chat_id, secure_key)
             self._require_active(chat)
-            customer = await self._customer(conn, chat)
-            await self._append(
+            customer = self._customer(conn, chat)
+            self._append(
                 conn,
                 push,
                 chat,
                 [NewEvent(event_type, customer, text=text, message_type=message_type)],
             )
             # Without transcriptPosition, send returns no events (CONTRACT §2).
-            return await self._reply(conn, push, chat, position=0 if position is None else position)
+            return self._reply(conn, push, chat, position=0 if position is None else position)
 
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[tuple[AsyncConnection, PushTransaction]]:
-        """One write transaction; the push pipeline decides inside it, and hears of the commit."""
-        async with self._db.write() as conn:
-            push = self._push.transaction(conn) if self._push is not None else _NoPush()
-            yield conn, push
-            await push.flush()
+        return await self._run(tx)
+
+    async def _run(self, body: Callable[[Connection, PushTransaction], R]) -> R:
+        """Run ``body`` as one write transaction; the push pipeline decides inside it (flush,
+        just before the commit) and hears of the commit afterwards."""
+        push_observer = self._push
+
+        def transaction(conn: Connection) -> tuple[R, PushTransaction]:
+            push = push_observer.transaction(conn) if push_observer is not None else _NoPush()
+            result = body(conn, push)
+            push.flush()
+            return result, push
+
+        result, push = await self._db.write(transaction)
         push.committed()
+        return result
 
-    async def _append(
+    def _append(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         push: PushTransaction,
         chat: ChatRecord,
         events: Sequence[NewEvent],
         now_ms: int | None = None,
     ) -> list[EventRecord]:
-        first = await repo.reserve_indexes(conn, chat.id, len(events))
-        records = await repo.insert_events(
+        first = repo.reserve_indexes(conn, chat.id, len(events))
+        records = repo.insert_events(
             conn, chat.id, first, events, self._clock.now_ms() if now_ms is None else now_ms
         )
         push.events_added(chat, records)
         return records
 
-    async def _end(
+    def _end(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         push: PushTransaction,
         chat: ChatRecord,
         now_ms: int,
@@ -544,21 +572,21 @@ class ChatService:
         """End the chat; every agent-side party still present leaves it, with its event."""
         leaving = [
             NewEvent("ParticipantLeft", party)
-            for party in await repo.list_parties(conn, chat.id)
+            for party in repo.list_parties(conn, chat.id)
             if party.present and party.type != "Client"
         ]
         if leaving:
-            await self._append(conn, push, chat, leaving, now_ms)
-        await repo.leave_all(conn, chat.id, now_ms)
-        await repo.update_chat(conn, chat.id, ended_at_ms=now_ms)
-        ended = await repo.get_chat(conn, chat.id)
+            self._append(conn, push, chat, leaving, now_ms)
+        repo.leave_all(conn, chat.id, now_ms)
+        repo.update_chat(conn, chat.id, ended_at_ms=now_ms)
+        ended = repo.get_chat(conn, chat.id)
         assert ended is not None
         push.chat_ended(ended, customer_removed=customer_removed, by_customer=by_customer)
         return ended
 
-    async def _reply(
+    def _reply(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         push: PushTransaction,
         chat: ChatRecord,
         *,
@@ -572,8 +600,8 @@ class ChatService:
         """
         messages: list[EventRecord] = []
         if position != 0:
-            messages = await repo.events_from(conn, chat.id, 1 if position is None else position)
-        current = await repo.record_client_read(
+            messages = repo.events_from(conn, chat.id, 1 if position is None else position)
+        current = repo.record_client_read(
             conn,
             chat.id,
             request_ms=self._clock.now_ms() if touch else None,

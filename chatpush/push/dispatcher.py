@@ -16,6 +16,8 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from sqlalchemy.engine import Connection
+
 from chatpush.clock import Clock
 from chatpush.config import Settings
 from chatpush.metrics import Metrics
@@ -33,6 +35,19 @@ MAX_IN_FLIGHT = 1024
 """Deliveries claimed and not yet recorded, at most (they wait on node and receiver slots)."""
 STOP_GRACE_S = 5.0
 """How long a stop waits for deliveries in flight before it cuts them short."""
+
+
+def _claim_with_subscriptions(
+    conn: Connection,
+    now_ms: int,
+    lease_ms: int,
+    claimer: str,
+    limit: int,
+    exclude_chats: list[str],
+) -> tuple[list[store.OutboxRecord], dict[str, store.SubscriptionRecord]]:
+    rows = store.claim_heads(conn, now_ms, lease_ms, claimer, limit, exclude_chats)
+    subscriptions = store.subscriptions_for(conn, [row.chat_id for row in rows]) if rows else {}
+    return rows, subscriptions
 
 
 @dataclass(slots=True)
@@ -103,8 +118,7 @@ class Dispatcher:
             if await self._claim(now_ms):
                 spins = 0
                 continue
-            async with self._db.read() as conn:
-                wake_ms, due_ms = await store.deadlines(conn)
+            wake_ms, due_ms = await self._db.read(store.deadlines)
             if wake_ms is not None and wake_ms <= now_ms:
                 await self._pipeline.fire_due_timers()
                 continue
@@ -155,18 +169,14 @@ class Dispatcher:
         room = min(CLAIM_BATCH, MAX_IN_FLIGHT - len(self._inflight))
         if room <= 0 or self._stopping:
             return 0
-        async with self._db.write() as conn:
-            rows = await store.claim_heads(
-                conn,
-                now_ms,
-                self._lease_ms,
-                self._router.instance_id,
-                room,
-                exclude_chats=list(self._inflight),
-            )
-            subscriptions = (
-                await store.subscriptions_for(conn, [row.chat_id for row in rows]) if rows else {}
-            )
+        rows, subscriptions = await self._db.write(
+            _claim_with_subscriptions,
+            now_ms,
+            self._lease_ms,
+            self._router.instance_id,
+            room,
+            list(self._inflight),
+        )
         if self._stopping:
             return 0  # claimed during the stop: the leases are released at the next start
         for row in rows:
@@ -184,14 +194,13 @@ class Dispatcher:
             if not batch:
                 continue
             try:
-                async with self._db.write() as conn:
-                    await store.complete(
-                        conn,
-                        finished=[item.outbox_id for item in batch if not item.park],
-                        parked=[(item.chat_id, item.outbox_id) for item in batch if item.park],
-                        trail=[item.trail for item in batch if item.trail is not None],
-                        pins=[(item.chat_id, item.pin) for item in batch if item.pin],
-                    )
+                await self._db.write(
+                    store.complete,
+                    finished=[item.outbox_id for item in batch if not item.park],
+                    parked=[(item.chat_id, item.outbox_id) for item in batch if item.park],
+                    trail=[item.trail for item in batch if item.trail is not None],
+                    pins=[(item.chat_id, item.pin) for item in batch if item.pin],
+                )
             except Exception as exc:
                 # The rows stay leased and are claimed again when the lease runs out.
                 for item in batch:

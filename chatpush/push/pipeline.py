@@ -12,7 +12,8 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from chatpush.chat.model import CUSTOMER_PARTICIPANT_ID, ChatRecord, EventRecord
 from chatpush.clock import Clock
@@ -45,16 +46,27 @@ class PushPipeline:
         """The dispatcher's wake-up, called after a commit that gave it work."""
         self._poke = poke
 
-    def transaction(self, conn: AsyncConnection) -> PushTransaction:
+    def transaction(self, conn: Connection) -> PushTransaction:
         return PushTransaction(self, conn)
 
     def policy(self, service_name: str) -> rules.Policy:
         options = self._settings.service_options(service_name)
         return rules.Policy(options.flex_push_resend_delays_s, options.flex_push_resend_attempts)
 
-    async def secret(self, conn: AsyncConnection) -> bytes:
-        if self._secret is None:
-            self._secret = await store.secret(conn, OBFUSCATION_SECRET)
+    async def start(self) -> None:
+        """Load (or make, once for all instances) the key of the obfuscated secure keys."""
+        secret = await self._db.read(store.read_secret, OBFUSCATION_SECRET)
+        if secret is None:
+            try:
+                secret = await self._db.write(store.create_secret, OBFUSCATION_SECRET)
+            except IntegrityError:  # another instance made it first
+                secret = await self._db.read(store.read_secret, OBFUSCATION_SECRET)
+        assert secret is not None
+        self._secret = secret
+
+    @property
+    def secret(self) -> bytes:
+        assert self._secret is not None, "PushPipeline.start() was not awaited"
         return self._secret
 
     def poke(self) -> None:
@@ -64,24 +76,26 @@ class PushPipeline:
         """Apply rule 5 to every subscription whose wake-up time has come; returns how many."""
         fired = 0
         while True:
-            now_ms = self._clock.now_ms()
-            async with self._db.write() as conn:
-                due = await store.due_wakes(conn, now_ms, TIMER_BATCH)
-                for chat_id in due:
-                    tx = PushTransaction(self, conn)
-                    tx.inputs.append(rules.TimerFired())
-                    await tx.flush(chat_id)
-                    fired += 1
+            due = await self._db.write(self._fire_timers, self._clock.now_ms())
+            fired += due
             if due:
                 self.poke()
-            if len(due) < TIMER_BATCH:
+            if due < TIMER_BATCH:
                 return fired
+
+    def _fire_timers(self, conn: Connection, now_ms: int) -> int:
+        due = store.due_wakes(conn, now_ms, TIMER_BATCH)
+        for chat_id in due:
+            tx = PushTransaction(self, conn)
+            tx.inputs.append(rules.TimerFired())
+            tx.flush(chat_id)
+        return len(due)
 
 
 class PushTransaction:
     """What one chat transaction did, turned into subscription state and outbox rows at flush."""
 
-    def __init__(self, pipeline: PushPipeline, conn: AsyncConnection) -> None:
+    def __init__(self, pipeline: PushPipeline, conn: Connection) -> None:
         self._pipeline = pipeline
         self._conn = conn
         self.inputs: list[rules.Input | _EventsMarker | _EndMarker] = []
@@ -91,13 +105,13 @@ class PushTransaction:
         """The chat as the latest hook saw it (its ``last_index`` may lag the events added)."""
         self.enqueued = False
 
-    async def chat_requested(self, chat: ChatRecord, user_data: Mapping[str, str]) -> None:
+    def chat_requested(self, chat: ChatRecord, user_data: Mapping[str, str]) -> None:
         settings = self._pipeline._settings
         request = parse_subscription(
             user_data, settings, settings.service_options(chat.service_name)
         )
         if request is not None:
-            await store.insert_subscription(self._conn, chat.id, request, chat.created_at_ms)
+            store.insert_subscription(self._conn, chat.id, request, chat.created_at_ms)
             self._chat_id, self._chat = chat.id, chat
 
     def events_added(self, chat: ChatRecord, events: Sequence[EventRecord]) -> None:
@@ -119,15 +133,15 @@ class PushTransaction:
         self._chat_id, self._chat = chat.id, chat
         self.inputs.append(_EndMarker(customer_removed=customer_removed, by_customer=by_customer))
 
-    async def flush(self, chat_id: str | None = None) -> None:
+    def flush(self, chat_id: str | None = None) -> None:
         chat_id = chat_id or self._chat_id
         if chat_id is None or not self.inputs:
             return
         conn, pipeline = self._conn, self._pipeline
-        subscription = await store.get_subscription(conn, chat_id)
+        subscription = store.get_subscription(conn, chat_id)
         if subscription is None or subscription.state.status == "done":
             return
-        chat = await self._current_chat(chat_id)
+        chat = self._current_chat(chat_id)
         if chat is None:
             return
         request = subscription.request
@@ -138,13 +152,11 @@ class PushTransaction:
 
         activity = any(not isinstance(i, rules.TimerFired) for i in self.inputs)
         # New activity: whatever waited for a node gets another chance (CONTRACT §9).
-        if activity and await store.unpark(conn, chat_id, now_ms):
+        if activity and store.unpark(conn, chat_id, now_ms):
             self.enqueued = True
 
         if not request.reliable:
-            await self._flush_unreliable(
-                chat, subscription, [e for e in self._events if notifiable(e)]
-            )
+            self._flush_unreliable(chat, subscription, [e for e in self._events if notifiable(e)])
             return
 
         policy = pipeline.policy(chat.service_name)
@@ -171,14 +183,12 @@ class PushTransaction:
         if trigger is None and state.outstanding is None and had_trigger:
             # The outstanding trigger was acknowledged (or given up): a copy still waiting in the
             # outbox, parked for want of a node, points at what the client has read. Never send it.
-            await store.drop_unsent_triggers(conn, chat_id, now_ms)
+            store.drop_unsent_triggers(conn, chat_id, now_ms)
         if trigger is not None:
-            await store.drop_unsent_triggers(conn, chat_id, now_ms)
+            store.drop_unsent_triggers(conn, chat_id, now_ms)
             body = trigger_body(
                 device_id=request.device_id,
-                obfuscated_key=obfuscate(
-                    await pipeline.secret(conn), chat.secure_key, request.client_channel
-                ),
+                obfuscated_key=obfuscate(pipeline.secret, chat.secure_key, request.client_channel),
                 chat=chat,
                 alias=pipeline._settings.server.alias,
                 position=trigger.position,
@@ -189,7 +199,7 @@ class PushTransaction:
                 ).flex_push_content,
                 now_ms=now_ms,
             )
-            await store.enqueue(
+            store.enqueue(
                 conn,
                 chat_id,
                 "trigger",
@@ -201,11 +211,11 @@ class PushTransaction:
             pipeline.metrics.inc("chatpush_notifications_enqueued_total", kind="trigger")
             self.enqueued = True
         if state != subscription.state:
-            await store.save_state(conn, chat_id, state)
+            store.save_state(conn, chat_id, state)
             if state.wake_at_ms != subscription.state.wake_at_ms:
                 self.enqueued = True  # the dispatcher's next wake-up may have moved earlier
 
-    async def _flush_unreliable(
+    def _flush_unreliable(
         self, chat: ChatRecord, subscription: store.SubscriptionRecord, events: list[EventRecord]
     ) -> None:
         """Without PushResend: one notification per notifiable event, never resubmitted."""
@@ -216,7 +226,7 @@ class PushTransaction:
                 body = payload_body(
                     device_id=request.device_id,
                     obfuscated_key=obfuscate(
-                        await pipeline.secret(self._conn), chat.secure_key, request.client_channel
+                        pipeline.secret, chat.secure_key, request.client_channel
                     ),
                     chat=chat,
                     alias=pipeline._settings.server.alias,
@@ -225,16 +235,14 @@ class PushTransaction:
                 kind = "payload"
             else:
                 body, kind = bare_body(request.device_id), "bare"
-            await store.enqueue(
-                self._conn, chat.id, kind, body, now_ms, notify_position=event.index
-            )
+            store.enqueue(self._conn, chat.id, kind, body, now_ms, notify_position=event.index)
             pipeline.metrics.inc("chatpush_notifications_enqueued_total", kind=kind)
             self.enqueued = True
 
-    async def _current_chat(self, chat_id: str) -> ChatRecord | None:
+    def _current_chat(self, chat_id: str) -> ChatRecord | None:
         """The chat as this transaction left it, without reading it again when a hook showed it."""
         if self._chat is None or self._chat.id != chat_id:
-            return await chat_store.get_chat(self._conn, chat_id)
+            return chat_store.get_chat(self._conn, chat_id)
         last_index = max([self._chat.last_index, *(event.index for event in self._events)])
         return replace(self._chat, last_index=last_index)
 

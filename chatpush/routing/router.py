@@ -12,6 +12,8 @@ import hashlib
 import logging
 from dataclasses import dataclass
 
+from sqlalchemy.engine import Connection
+
 from chatpush.clock import Clock
 from chatpush.config import GroupSettings, ProviderSettings, Settings
 from chatpush.store import push as store
@@ -95,23 +97,22 @@ class Router:
 
     async def start(self) -> None:
         now_ms = self._clock.now_ms()
-        async with self._db.write() as conn:
+
+        def register(conn: Connection) -> None:
             for node in self.local_nodes:
-                await store.register_node(
-                    conn, node, self._group_of[node], self.instance_id, now_ms
-                )
+                store.register_node(conn, node, self._group_of[node], self.instance_id, now_ms)
+
+        await self._db.write(register)
         await self.refresh()
 
     async def heartbeat(self) -> None:
         if self.local_nodes:
-            async with self._db.write() as conn:
-                await store.heartbeat(conn, self.local_nodes, self._clock.now_ms())
+            await self._db.write(store.heartbeat, self.local_nodes, self._clock.now_ms())
         await self.refresh()
 
     async def refresh(self) -> None:
         """Re-read drained flags (the CLI drains through the database) and remote nodes."""
-        async with self._db.read() as conn:
-            nodes = await store.list_nodes(conn)
+        nodes = await self._db.read(store.list_nodes)
         remote = {}
         for node in nodes:
             if node.name in self._drained and node.instance_id == self.instance_id:
@@ -121,8 +122,7 @@ class Router:
         self._remote = remote
 
     async def set_drained(self, name: str, drained: bool) -> bool:
-        async with self._db.write() as conn:
-            found = await store.set_drained(conn, name, drained)
+        found = await self._db.write(store.set_drained, name, drained)
         if found:
             if name in self._drained:
                 self._drained[name] = drained

@@ -6,8 +6,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, case, delete, func, insert, select, update
-from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection, Row
 
 from chatpush.chat.model import ChatRecord, EventRecord, NewEvent, PartyRecord
 from chatpush.store.tables import Chat, Delivery, Event, Outbox, Party, Subscription
@@ -64,8 +63,8 @@ def _event(row: Row[Any]) -> EventRecord:
     )
 
 
-async def insert_chat(conn: AsyncConnection, chat: ChatRecord, customer: PartyRecord) -> None:
-    await conn.execute(
+def insert_chat(conn: Connection, chat: ChatRecord, customer: PartyRecord) -> None:
+    conn.execute(
         insert(_chats).values(
             id=chat.id,
             service_name=chat.service_name,
@@ -82,16 +81,16 @@ async def insert_chat(conn: AsyncConnection, chat: ChatRecord, customer: PartyRe
             last_participant_id=chat.last_participant_id,
         )
     )
-    await insert_party(conn, chat.id, customer)
+    insert_party(conn, chat.id, customer)
 
 
-async def get_chat(conn: AsyncConnection, chat_id: str) -> ChatRecord | None:
-    row = (await conn.execute(select(_chats).where(_chats.c.id == chat_id))).first()
+def get_chat(conn: Connection, chat_id: str) -> ChatRecord | None:
+    row = (conn.execute(select(_chats).where(_chats.c.id == chat_id))).first()
     return _chat(row) if row is not None else None
 
 
-async def record_client_read(
-    conn: AsyncConnection, chat_id: str, *, request_ms: int | None, retrieved: int | None
+def record_client_read(
+    conn: Connection, chat_id: str, *, request_ms: int | None, retrieved: int | None
 ) -> ChatRecord:
     """One statement for what every client reply records: the time of the request and the highest
     index retrieved; returns the chat as it now stands."""
@@ -103,29 +102,29 @@ async def record_client_read(
             (_chats.c.client_position < retrieved, retrieved), else_=_chats.c.client_position
         )
     if not values:
-        chat = await get_chat(conn, chat_id)
+        chat = get_chat(conn, chat_id)
         assert chat is not None
         return chat
     row = (
-        await conn.execute(
+        conn.execute(
             update(_chats).where(_chats.c.id == chat_id).values(**values).returning(*_chats.c)
         )
     ).one()
     return _chat(row)
 
 
-async def update_chat(conn: AsyncConnection, chat_id: str, **values: Any) -> None:
-    await conn.execute(update(_chats).where(_chats.c.id == chat_id).values(**values))
+def update_chat(conn: Connection, chat_id: str, **values: Any) -> None:
+    conn.execute(update(_chats).where(_chats.c.id == chat_id).values(**values))
 
 
-async def reserve_indexes(conn: AsyncConnection, chat_id: str, count: int) -> int:
+def reserve_indexes(conn: Connection, chat_id: str, count: int) -> int:
     """Take ``count`` consecutive transcript indexes; return the first one.
 
     The UPDATE row-locks the chat on PostgreSQL, so concurrent writers to one chat get dense,
     distinct indexes; on SQLite the single-writer lock does the same.
     """
     new_last = (
-        await conn.execute(
+        conn.execute(
             update(_chats)
             .where(_chats.c.id == chat_id)
             .values(last_index=_chats.c.last_index + count)
@@ -135,8 +134,8 @@ async def reserve_indexes(conn: AsyncConnection, chat_id: str, count: int) -> in
     return int(new_last) - count + 1
 
 
-async def insert_events(
-    conn: AsyncConnection, chat_id: str, first_index: int, events: Sequence[NewEvent], now_ms: int
+def insert_events(
+    conn: Connection, chat_id: str, first_index: int, events: Sequence[NewEvent], now_ms: int
 ) -> list[EventRecord]:
     records = [
         EventRecord(
@@ -152,7 +151,7 @@ async def insert_events(
         )
         for offset, event in enumerate(events)
     ]
-    await conn.execute(
+    conn.execute(
         insert(_events),
         [
             {
@@ -173,8 +172,8 @@ async def insert_events(
     return records
 
 
-async def events_from(
-    conn: AsyncConnection, chat_id: str, first_index: int, limit: int | None = None
+def events_from(
+    conn: Connection, chat_id: str, first_index: int, limit: int | None = None
 ) -> list[EventRecord]:
     query = (
         select(_events)
@@ -183,11 +182,11 @@ async def events_from(
     )
     if limit is not None:
         query = query.limit(limit)
-    return [_event(row) for row in await conn.execute(query)]
+    return [_event(row) for row in conn.execute(query)]
 
 
-async def insert_party(conn: AsyncConnection, chat_id: str, party: PartyRecord) -> None:
-    await conn.execute(
+def insert_party(conn: Connection, chat_id: str, party: PartyRecord) -> None:
+    conn.execute(
         insert(_parties).values(
             chat_id=chat_id,
             participant_id=party.participant_id,
@@ -201,10 +200,10 @@ async def insert_party(conn: AsyncConnection, chat_id: str, party: PartyRecord) 
     )
 
 
-async def next_participant_id(conn: AsyncConnection, chat_id: str) -> int:
+def next_participant_id(conn: Connection, chat_id: str) -> int:
     return int(
         (
-            await conn.execute(
+            conn.execute(
                 update(_chats)
                 .where(_chats.c.id == chat_id)
                 .values(last_participant_id=_chats.c.last_participant_id + 1)
@@ -214,9 +213,9 @@ async def next_participant_id(conn: AsyncConnection, chat_id: str) -> int:
     )
 
 
-async def get_party(conn: AsyncConnection, chat_id: str, participant_id: int) -> PartyRecord | None:
+def get_party(conn: Connection, chat_id: str, participant_id: int) -> PartyRecord | None:
     row = (
-        await conn.execute(
+        conn.execute(
             select(_parties).where(
                 and_(_parties.c.chat_id == chat_id, _parties.c.participant_id == participant_id)
             )
@@ -225,33 +224,31 @@ async def get_party(conn: AsyncConnection, chat_id: str, participant_id: int) ->
     return _party(row) if row is not None else None
 
 
-async def list_parties(conn: AsyncConnection, chat_id: str) -> list[PartyRecord]:
-    rows = await conn.execute(
+def list_parties(conn: Connection, chat_id: str) -> list[PartyRecord]:
+    rows = conn.execute(
         select(_parties).where(_parties.c.chat_id == chat_id).order_by(_parties.c.participant_id)
     )
     return [_party(row) for row in rows]
 
 
-async def update_party(
-    conn: AsyncConnection, chat_id: str, participant_id: int, **values: Any
-) -> None:
-    await conn.execute(
+def update_party(conn: Connection, chat_id: str, participant_id: int, **values: Any) -> None:
+    conn.execute(
         update(_parties)
         .where(and_(_parties.c.chat_id == chat_id, _parties.c.participant_id == participant_id))
         .values(**values)
     )
 
 
-async def leave_all(conn: AsyncConnection, chat_id: str, now_ms: int) -> None:
-    await conn.execute(
+def leave_all(conn: Connection, chat_id: str, now_ms: int) -> None:
+    conn.execute(
         update(_parties)
         .where(and_(_parties.c.chat_id == chat_id, _parties.c.left_at_ms.is_(None)))
         .values(left_at_ms=now_ms)
     )
 
 
-async def list_chats(
-    conn: AsyncConnection,
+def list_chats(
+    conn: Connection,
     *,
     service_name: str | None,
     ended: bool | None,
@@ -274,14 +271,14 @@ async def list_chats(
     if after_id is not None:
         query = query.where(_chats.c.id > after_id)
     query = query.order_by(_chats.c.id).limit(limit)
-    return [_chat(row) for row in await conn.execute(query)]
+    return [_chat(row) for row in conn.execute(query)]
 
 
-async def purge_ended(conn: AsyncConnection, ended_before_ms: int, batch: int = 500) -> int:
+def purge_ended(conn: Connection, ended_before_ms: int, batch: int = 500) -> int:
     """Delete up to ``batch`` chats that ended before ``ended_before_ms``, with their rows."""
     ids = list(
         (
-            await conn.execute(
+            conn.execute(
                 select(_chats.c.id)
                 .where(_chats.c.ended_at_ms < ended_before_ms)
                 .order_by(_chats.c.ended_at_ms)
@@ -292,21 +289,21 @@ async def purge_ended(conn: AsyncConnection, ended_before_ms: int, batch: int = 
     if not ids:
         return 0
     for table in (_outbox, _subscriptions, _trail, _events):
-        await conn.execute(delete(table).where(table.c.chat_id.in_(ids)))
-    await conn.execute(delete(_parties).where(_parties.c.chat_id.in_(ids)))
-    await conn.execute(delete(_chats).where(_chats.c.id.in_(ids)))
+        conn.execute(delete(table).where(table.c.chat_id.in_(ids)))
+    conn.execute(delete(_parties).where(_parties.c.chat_id.in_(ids)))
+    conn.execute(delete(_chats).where(_chats.c.id.in_(ids)))
     return len(ids)
 
 
-async def count_chats(conn: AsyncConnection) -> int:
-    return int((await conn.execute(select(func.count()).select_from(_chats))).scalar_one())
+def count_chats(conn: Connection) -> int:
+    return int((conn.execute(select(func.count()).select_from(_chats))).scalar_one())
 
 
-async def idle_subscribed_chats(
-    conn: AsyncConnection, idle_before_ms: int, limit: int
+def idle_subscribed_chats(
+    conn: Connection, idle_before_ms: int, limit: int
 ) -> list[tuple[str, str, int]]:
     """Active push-subscribed chats with no client request since ``idle_before_ms``."""
-    rows = await conn.execute(
+    rows = conn.execute(
         select(_chats.c.id, _chats.c.service_name, _chats.c.last_client_request_ms)
         .join(_subscriptions, _subscriptions.c.chat_id == _chats.c.id)
         .where(

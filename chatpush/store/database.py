@@ -1,33 +1,44 @@
-"""The engine and its transactions: ``read()`` and ``write()`` yield a connection in a transaction.
+"""The database: ``await db.write(fn, *args)`` runs ``fn(conn, *args)`` as one transaction.
 
-SQLite has one writer. Within this process, writes queue on an asyncio lock instead of spinning
-on SQLITE_BUSY, so a write transaction never has to upgrade a stale read snapshot;
-``busy_timeout`` covers other processes (``chatpush migrate``, an operator's sqlite3 shell).
-PostgreSQL needs no lock: the row locks its statements take order concurrent writers to a chat.
+Transactions are plain synchronous functions of a SQLAlchemy ``Connection``, so a whole
+transaction costs one hand-over between the event loop and the database, not one per statement:
+
+- SQLite (the embedded default): the standard ``sqlite3`` driver in threads of our own. One thread
+  runs every write transaction, in order: SQLite has one writer, and queueing writes here never
+  spins on SQLITE_BUSY. Two more threads run reads, which WAL lets proceed beside the writer.
+  ``busy_timeout`` covers other processes (``chatpush migrate``, an operator's sqlite3 shell).
+- PostgreSQL: asyncpg through SQLAlchemy's async engine; ``run_sync`` runs the same function in a
+  greenlet, each statement awaiting asyncpg without a thread. Row locks order concurrent writers.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from chatpush.config import DatabaseSettings
 from chatpush.errors import StorageUnavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+SQLITE_READ_THREADS = 2
+
+P = ParamSpec("P")
+T = TypeVar("T")
+Transaction = Callable[Concatenate[Connection, P], T]
 
 
 def make_engine(settings: DatabaseSettings) -> AsyncEngine:
+    """An async engine, for the tools that want one (Alembic's environment, ``chatpush check``)."""
     if settings.is_sqlite:
         engine = create_async_engine(
-            settings.url,
-            connect_args={"timeout": settings.connect_timeout_s},
+            settings.url, connect_args={"timeout": settings.connect_timeout_s}
         )
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         return engine
@@ -37,6 +48,31 @@ def make_engine(settings: DatabaseSettings) -> AsyncEngine:
         pool_pre_ping=True,
         connect_args={"timeout": settings.connect_timeout_s},
     )
+
+
+def _sqlite_engine(settings: DatabaseSettings) -> Engine:
+    url = make_url(settings.url).set(drivername="sqlite+pysqlite")
+    engine = create_engine(
+        url,
+        connect_args={"timeout": settings.connect_timeout_s, "check_same_thread": False},
+        pool_size=SQLITE_READ_THREADS + 1,
+    )
+    event.listen(engine, "connect", _sqlite_autocommit_driver)
+    event.listen(engine, "connect", _sqlite_on_connect)
+    event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def _sqlite_autocommit_driver(dbapi_connection: Any, _record: Any) -> None:
+    # The sqlite3 module's own transaction handling starts transactions late (not before a
+    # SELECT); we issue BEGIN ourselves, so a transaction sees one snapshot from its first read.
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # Writes take the write lock at once (IMMEDIATE), so no other process can make them fail
+    # half-way with SQLITE_BUSY when they first write after reading.
+    conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -49,54 +85,83 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 class Database:
-    """Owns the engine; hands out transactions and maps driver failures to StorageUnavailable."""
+    """Runs transaction functions and maps driver failures to StorageUnavailable."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        self.is_sqlite = engine.dialect.name == "sqlite"
-        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+    def __init__(self, settings: DatabaseSettings) -> None:
+        self.is_sqlite = settings.is_sqlite
+        self._sync: Engine | None = None
+        self._async: AsyncEngine | None = None
+        if self.is_sqlite:
+            self._sync = _sqlite_engine(settings)
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="chatpush-db-write")
+            self._readers = ThreadPoolExecutor(
+                SQLITE_READ_THREADS, thread_name_prefix="chatpush-db-read"
+            )
+        else:
+            self._async = make_engine(settings)
 
     @classmethod
     def from_settings(cls, settings: DatabaseSettings) -> Database:
-        return cls(make_engine(settings))
+        return cls(settings)
 
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
+    async def write(self, fn: Transaction[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(conn, ...)`` in one read-write transaction, committed when it returns."""
         try:
-            async with self.engine.connect() as conn:
-                yield conn
+            if self._sync is not None:
+                engine = self._sync
+
+                def run() -> T:
+                    with engine.connect() as conn:
+                        conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+                        with conn.begin():
+                            return fn(conn, *args, **kwargs)
+
+                return await asyncio.get_running_loop().run_in_executor(self._writer, run)
+            assert self._async is not None
+            async with self._async.begin() as conn:
+                return await conn.run_sync(fn, *args, **kwargs)
         except (OperationalError, DBAPIError, OSError) as exc:
             if _is_connection_failure(exc):
                 raise StorageUnavailable() from exc
             raise
 
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
-        if self._write_lock is None:
-            async with self._transaction() as conn:
-                yield conn
-            return
-        async with self._write_lock, self._transaction() as conn:
-            yield conn
-
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+    async def read(self, fn: Transaction[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(conn, ...)`` in a transaction that is rolled back: for reads only."""
         try:
-            async with self.engine.begin() as conn:
-                yield conn
+            if self._sync is not None:
+                engine = self._sync
+
+                def run() -> T:
+                    with engine.connect() as conn:
+                        return fn(conn, *args, **kwargs)
+
+                return await asyncio.get_running_loop().run_in_executor(self._readers, run)
+            assert self._async is not None
+            async with self._async.connect() as conn:
+                return await conn.run_sync(fn, *args, **kwargs)
         except (OperationalError, DBAPIError, OSError) as exc:
             if _is_connection_failure(exc):
                 raise StorageUnavailable() from exc
             raise
 
     async def ping(self) -> None:
-        from sqlalchemy import text
+        await self.read(lambda conn: conn.execute(text("SELECT 1")).scalar_one())
 
-        async with self.read() as conn:
-            await conn.execute(text("SELECT 1"))
+    async def drop_connections(self) -> None:
+        """Close every pooled connection; the next transaction opens a new one."""
+        if self._sync is not None:
+            self._sync.dispose()
+        if self._async is not None:
+            await self._async.dispose()
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        if self._sync is not None:
+            loop = asyncio.get_running_loop()
+            for pool in (self._writer, self._readers):
+                await loop.run_in_executor(None, pool.shutdown)
+            self._sync.dispose()
+        if self._async is not None:
+            await self._async.dispose()
 
 
 def _is_connection_failure(exc: BaseException) -> bool:

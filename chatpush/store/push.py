@@ -8,9 +8,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, delete, exists, func, insert, select, update
-from sqlalchemy.engine import Row
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection, Row
 
 from chatpush.push.rules import State, Trigger
 from chatpush.push.subscription import SubscriptionRequest
@@ -120,10 +118,10 @@ def _state_values(state: State) -> dict[str, Any]:
 # -- subscriptions ----------------------------------------------------------------------------
 
 
-async def insert_subscription(
-    conn: AsyncConnection, chat_id: str, request: SubscriptionRequest, now_ms: int
+def insert_subscription(
+    conn: Connection, chat_id: str, request: SubscriptionRequest, now_ms: int
 ) -> None:
-    await conn.execute(
+    conn.execute(
         insert(_subs).values(
             chat_id=chat_id,
             device_id=request.device_id,
@@ -142,19 +140,17 @@ async def insert_subscription(
     )
 
 
-async def get_subscription(conn: AsyncConnection, chat_id: str) -> SubscriptionRecord | None:
-    row = (await conn.execute(select(_subs).where(_subs.c.chat_id == chat_id))).first()
+def get_subscription(conn: Connection, chat_id: str) -> SubscriptionRecord | None:
+    row = (conn.execute(select(_subs).where(_subs.c.chat_id == chat_id))).first()
     return _subscription(row) if row is not None else None
 
 
-async def save_state(conn: AsyncConnection, chat_id: str, state: State) -> None:
-    await conn.execute(
-        update(_subs).where(_subs.c.chat_id == chat_id).values(**_state_values(state))
-    )
+def save_state(conn: Connection, chat_id: str, state: State) -> None:
+    conn.execute(update(_subs).where(_subs.c.chat_id == chat_id).values(**_state_values(state)))
 
 
-async def due_wakes(conn: AsyncConnection, now_ms: int, limit: int) -> list[str]:
-    rows = await conn.execute(
+def due_wakes(conn: Connection, now_ms: int, limit: int) -> list[str]:
+    rows = conn.execute(
         select(_subs.c.chat_id)
         .where(_subs.c.wake_at_ms <= now_ms)
         .order_by(_subs.c.wake_at_ms)
@@ -163,17 +159,17 @@ async def due_wakes(conn: AsyncConnection, now_ms: int, limit: int) -> list[str]
     return list(rows.scalars())
 
 
-async def next_wake_ms(conn: AsyncConnection) -> int | None:
-    value = (await conn.execute(select(func.min(_subs.c.wake_at_ms)))).scalar_one_or_none()
+def next_wake_ms(conn: Connection) -> int | None:
+    value = (conn.execute(select(func.min(_subs.c.wake_at_ms)))).scalar_one_or_none()
     return int(value) if value is not None else None
 
 
-async def pin(conn: AsyncConnection, chat_id: str, node: str | None) -> None:
-    await conn.execute(update(_subs).where(_subs.c.chat_id == chat_id).values(pinned_node=node))
+def pin(conn: Connection, chat_id: str, node: str | None) -> None:
+    conn.execute(update(_subs).where(_subs.c.chat_id == chat_id).values(pinned_node=node))
 
 
-async def pinned_chats(conn: AsyncConnection) -> dict[str, list[str]]:
-    rows = await conn.execute(
+def pinned_chats(conn: Connection) -> dict[str, list[str]]:
+    rows = conn.execute(
         select(_subs.c.pinned_node, _subs.c.chat_id).where(_subs.c.pinned_node.is_not(None))
     )
     pinned: dict[str, list[str]] = {}
@@ -185,8 +181,8 @@ async def pinned_chats(conn: AsyncConnection) -> dict[str, list[str]]:
 # -- outbox -----------------------------------------------------------------------------------
 
 
-async def enqueue(
-    conn: AsyncConnection,
+def enqueue(
+    conn: Connection,
     chat_id: str,
     kind: str,
     body: dict[str, Any],
@@ -195,7 +191,7 @@ async def enqueue(
     notify_position: int | None = None,
     attempt: int | None = None,
 ) -> None:
-    await conn.execute(
+    conn.execute(
         insert(_outbox).values(
             chat_id=chat_id,
             kind=kind,
@@ -211,9 +207,9 @@ async def enqueue(
     )
 
 
-async def drop_unsent_triggers(conn: AsyncConnection, chat_id: str, now_ms: int) -> None:
+def drop_unsent_triggers(conn: Connection, chat_id: str, now_ms: int) -> None:
     """At most one trigger is outstanding: a new one supersedes any not yet handed out."""
-    await conn.execute(
+    conn.execute(
         delete(_outbox).where(
             and_(
                 _outbox.c.chat_id == chat_id,
@@ -224,9 +220,9 @@ async def drop_unsent_triggers(conn: AsyncConnection, chat_id: str, now_ms: int)
     )
 
 
-async def unpark(conn: AsyncConnection, chat_id: str, now_ms: int) -> int:
+def unpark(conn: Connection, chat_id: str, now_ms: int) -> int:
     """New activity in a chat: its notifications parked for want of a node are due again."""
-    result = await conn.execute(
+    result = conn.execute(
         update(_outbox)
         .where(and_(_outbox.c.chat_id == chat_id, _outbox.c.due_at_ms.is_(None)))
         .values(due_at_ms=now_ms)
@@ -248,8 +244,8 @@ def _outbox_record(row: Row[Any]) -> OutboxRecord:
     )
 
 
-async def claim_heads(
-    conn: AsyncConnection,
+def claim_heads(
+    conn: Connection,
     now_ms: int,
     lease_ms: int,
     claimer: str,
@@ -275,7 +271,7 @@ async def claim_heads(
     if exclude_chats:
         head = head.where(candidate.c.chat_id.not_in(list(exclude_chats)))
     head = head.order_by(candidate.c.id).limit(limit)
-    rows = await conn.execute(
+    rows = conn.execute(
         update(_outbox)
         .where(_outbox.c.id.in_(head.scalar_subquery()))
         .values(lease_until_ms=now_ms + lease_ms, claimed_by=claimer)
@@ -284,10 +280,10 @@ async def claim_heads(
     return sorted((_outbox_record(row) for row in rows), key=lambda record: record.id)
 
 
-async def deadlines(conn: AsyncConnection) -> tuple[int | None, int | None]:
+def deadlines(conn: Connection) -> tuple[int | None, int | None]:
     """(earliest resend wake-up, earliest time a notification falls due or a lease runs out)."""
     row = (
-        await conn.execute(
+        conn.execute(
             select(
                 select(func.min(_subs.c.wake_at_ms)).scalar_subquery(),
                 select(func.min(_outbox.c.due_at_ms))
@@ -302,15 +298,13 @@ async def deadlines(conn: AsyncConnection) -> tuple[int | None, int | None]:
     return wake, min(candidates) if candidates else None
 
 
-async def subscriptions_for(
-    conn: AsyncConnection, chat_ids: Sequence[str]
-) -> dict[str, SubscriptionRecord]:
-    rows = await conn.execute(select(_subs).where(_subs.c.chat_id.in_(list(chat_ids))))
+def subscriptions_for(conn: Connection, chat_ids: Sequence[str]) -> dict[str, SubscriptionRecord]:
+    rows = conn.execute(select(_subs).where(_subs.c.chat_id.in_(list(chat_ids))))
     return {row.chat_id: _subscription(row) for row in rows}
 
 
-async def complete(
-    conn: AsyncConnection,
+def complete(
+    conn: Connection,
     *,
     finished: Sequence[int],
     parked: Sequence[tuple[str, int]],
@@ -319,7 +313,7 @@ async def complete(
 ) -> None:
     """Record a batch of finished attempts in one transaction (group commit)."""
     if trail:
-        await conn.execute(
+        conn.execute(
             insert(_trail),
             [
                 {
@@ -340,50 +334,48 @@ async def complete(
             ],
         )
     if finished:
-        await conn.execute(delete(_outbox).where(_outbox.c.id.in_(list(finished))))
+        conn.execute(delete(_outbox).where(_outbox.c.id.in_(list(finished))))
     for chat_id, outbox_id in parked:
-        await park(conn, chat_id, outbox_id)
+        park(conn, chat_id, outbox_id)
     for chat_id, node in pins:
-        await pin(conn, chat_id, node)
+        pin(conn, chat_id, node)
 
 
-async def next_due_ms(conn: AsyncConnection) -> int | None:
+def next_due_ms(conn: Connection) -> int | None:
     """The earliest time an unleased notification falls due, or a lease runs out."""
     due = (
-        await conn.execute(
+        conn.execute(
             select(func.min(_outbox.c.due_at_ms)).where(_outbox.c.lease_until_ms.is_(None))
         )
     ).scalar_one_or_none()
-    lease = (await conn.execute(select(func.min(_outbox.c.lease_until_ms)))).scalar_one_or_none()
+    lease = (conn.execute(select(func.min(_outbox.c.lease_until_ms)))).scalar_one_or_none()
     candidates = [int(value) for value in (due, lease) if value is not None]
     return min(candidates) if candidates else None
 
 
-async def finish(conn: AsyncConnection, outbox_id: int) -> None:
-    await conn.execute(delete(_outbox).where(_outbox.c.id == outbox_id))
+def finish(conn: Connection, outbox_id: int) -> None:
+    conn.execute(delete(_outbox).where(_outbox.c.id == outbox_id))
 
 
-async def park(conn: AsyncConnection, chat_id: str, outbox_id: int) -> None:
+def park(conn: Connection, chat_id: str, outbox_id: int) -> None:
     """No node: this notification and the chat's later ones wait for the chat's next activity."""
-    await conn.execute(
+    conn.execute(
         update(_outbox)
         .where(and_(_outbox.c.chat_id == chat_id, _outbox.c.id >= outbox_id))
         .values(due_at_ms=None, lease_until_ms=None, claimed_by=None)
     )
 
 
-async def pending_for_chat(conn: AsyncConnection, chat_id: str) -> list[OutboxRecord]:
-    rows = await conn.execute(
-        select(_outbox).where(_outbox.c.chat_id == chat_id).order_by(_outbox.c.id)
-    )
+def pending_for_chat(conn: Connection, chat_id: str) -> list[OutboxRecord]:
+    rows = conn.execute(select(_outbox).where(_outbox.c.chat_id == chat_id).order_by(_outbox.c.id))
     return [_outbox_record(row) for row in rows]
 
 
 # -- delivery trail ---------------------------------------------------------------------------
 
 
-async def record_delivery(conn: AsyncConnection, record: DeliveryRecord) -> None:
-    await conn.execute(
+def record_delivery(conn: Connection, record: DeliveryRecord) -> None:
+    conn.execute(
         insert(_trail).values(
             chat_id=record.chat_id,
             at_ms=record.at_ms,
@@ -401,10 +393,10 @@ async def record_delivery(conn: AsyncConnection, record: DeliveryRecord) -> None
     )
 
 
-async def deliveries(
-    conn: AsyncConnection, chat_id: str, after_id: int = 0, limit: int = 500
+def deliveries(
+    conn: Connection, chat_id: str, after_id: int = 0, limit: int = 500
 ) -> list[tuple[int, DeliveryRecord]]:
-    rows = await conn.execute(
+    rows = conn.execute(
         select(_trail)
         .where(and_(_trail.c.chat_id == chat_id, _trail.c.id > after_id))
         .order_by(_trail.c.id)
@@ -432,24 +424,24 @@ async def deliveries(
     ]
 
 
-async def purge_trail(conn: AsyncConnection, before_ms: int) -> int:
-    result = await conn.execute(delete(_trail).where(_trail.c.at_ms < before_ms))
+def purge_trail(conn: Connection, before_ms: int) -> int:
+    result = conn.execute(delete(_trail).where(_trail.c.at_ms < before_ms))
     return result.rowcount or 0
 
 
 # -- nodes ------------------------------------------------------------------------------------
 
 
-async def register_node(
-    conn: AsyncConnection, name: str, group_name: str, instance_id: str, now_ms: int
+def register_node(
+    conn: Connection, name: str, group_name: str, instance_id: str, now_ms: int
 ) -> None:
-    updated = await conn.execute(
+    updated = conn.execute(
         update(_nodes)
         .where(_nodes.c.name == name)
         .values(group_name=group_name, instance_id=instance_id, heartbeat_at_ms=now_ms)
     )
     if not updated.rowcount:
-        await conn.execute(
+        conn.execute(
             insert(_nodes).values(
                 name=name,
                 group_name=group_name,
@@ -460,14 +452,14 @@ async def register_node(
         )
 
 
-async def heartbeat(conn: AsyncConnection, names: Sequence[str], now_ms: int) -> None:
-    await conn.execute(
+def heartbeat(conn: Connection, names: Sequence[str], now_ms: int) -> None:
+    conn.execute(
         update(_nodes).where(_nodes.c.name.in_(list(names))).values(heartbeat_at_ms=now_ms)
     )
 
 
-async def list_nodes(conn: AsyncConnection) -> list[NodeRecord]:
-    rows = await conn.execute(select(_nodes).order_by(_nodes.c.group_name, _nodes.c.name))
+def list_nodes(conn: Connection) -> list[NodeRecord]:
+    rows = conn.execute(select(_nodes).order_by(_nodes.c.group_name, _nodes.c.name))
     return [
         NodeRecord(
             name=row.name,
@@ -480,37 +472,32 @@ async def list_nodes(conn: AsyncConnection) -> list[NodeRecord]:
     ]
 
 
-async def set_drained(conn: AsyncConnection, name: str, drained: bool) -> bool:
-    result = await conn.execute(update(_nodes).where(_nodes.c.name == name).values(drained=drained))
+def set_drained(conn: Connection, name: str, drained: bool) -> bool:
+    result = conn.execute(update(_nodes).where(_nodes.c.name == name).values(drained=drained))
     return bool(result.rowcount)
 
 
 # -- generated secrets ------------------------------------------------------------------------
 
 
-async def secret(conn: AsyncConnection, name: str) -> bytes:
-    """A random secret made on first use and kept in the database, shared by all instances."""
-    value = (
-        await conn.execute(select(_secrets_table.c.value).where(_secrets_table.c.name == name))
+def read_secret(conn: Connection, name: str) -> bytes | None:
+    value = conn.execute(
+        select(_secrets_table.c.value).where(_secrets_table.c.name == name)
     ).scalar_one_or_none()
-    if value is None:
-        value = _secrets.token_hex(32)
-        try:
-            async with conn.begin_nested():
-                await conn.execute(insert(_secrets_table).values(name=name, value=value))
-        except IntegrityError:
-            value = (
-                await conn.execute(
-                    select(_secrets_table.c.value).where(_secrets_table.c.name == name)
-                )
-            ).scalar_one()
+    return bytes.fromhex(value) if value is not None else None
+
+
+def create_secret(conn: Connection, name: str) -> bytes:
+    """Store a new random secret; a concurrent creator makes this fail with IntegrityError."""
+    value = _secrets.token_hex(32)
+    conn.execute(insert(_secrets_table).values(name=name, value=value))
     return bytes.fromhex(value)
 
 
-async def release_leases(conn: AsyncConnection, claimer: str | None) -> int:
+def release_leases(conn: Connection, claimer: str | None) -> int:
     """At start-up: leases this instance held before it stopped (None: every lease) are void."""
     query = update(_outbox).where(_outbox.c.lease_until_ms.is_not(None))
     if claimer is not None:
         query = query.where(_outbox.c.claimed_by == claimer)
-    result = await conn.execute(query.values(lease_until_ms=None, claimed_by=None))
+    result = conn.execute(query.values(lease_until_ms=None, claimed_by=None))
     return result.rowcount or 0

@@ -63,8 +63,11 @@ class Setup:
         await settle(self.client)
 
     async def secret(self) -> bytes:
-        async with self.client.app[DATABASE].read() as conn:
-            return await push_store.secret(conn, "secure-key-obfuscation")
+        secret = await self.client.app[DATABASE].read(
+            push_store.read_secret, "secure-key-obfuscation"
+        )
+        assert secret is not None
+        return secret
 
     async def transcript(self, chat_id: str) -> list[dict[str, Any]]:
         body = await api(self.client, "GET", f"/chats/{chat_id}")

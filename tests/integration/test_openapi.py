@@ -536,7 +536,7 @@ async def test_a_realistic_session_conforms_to_the_document(
     assert settled["status"] == "done" and settled["outstandingTrigger"] is None
 
     # Storage goes away: every operation answers what the document says (503 where it needs it).
-    await client.app[DATABASE].engine.dispose()
+    await client.app[DATABASE].drop_connections()
     shutil.rmtree(data_dir)
     for template, method, operation in conformance.operations():
         public = operation.get("security") == []
