@@ -115,12 +115,14 @@ class Dispatcher:
         while not self._stopping:
             self._wake.clear()
             now_ms = self._clock.now_ms()
-            if await self._claim(now_ms):
-                spins = 0
-                continue
+            claimed = await self._claim(now_ms)
+            # Timers are checked on every turn, so a steady flow of new work cannot starve them.
             wake_ms, due_ms = await self._db.read(store.deadlines)
             if wake_ms is not None and wake_ms <= now_ms:
                 await self._pipeline.fire_due_timers()
+                continue
+            if claimed:
+                spins = 0
                 continue
             deadlines = [value for value in (wake_ms, due_ms) if value is not None]
             deadline = min(deadlines) if deadlines else None
