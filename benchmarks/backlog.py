@@ -23,9 +23,15 @@ How the backlog is made and released (``--release``):
   chat's first notification is in flight and the rest wait behind it in the outbox; chatpush is
   stopped (SIGTERM: in-flight deliveries are cut short and stay in the outbox, docs/push.md), the
   receiver recovers, and chatpush is started again on the same database: the whole backlog is due
-  at once. The clock starts at the first arrival.
+  at once. The clock starts at the first arrival. (This mode runs chatpush with
+  ``delivery.total_timeout_s = 600``, so that the hanging first deliveries do not time out, which
+  would drop them: without PushResend a failed delivery is not resubmitted.)
 
 deliveries/s = N / (last arrival - release); the sequential sender's release is its first send.
+Also printed: chatpush's CPU time while delivering, and the CPU the rest of the machine took
+meanwhile ("others": neighbours on a shared machine slow chatpush down, not the sequential
+sender, which mostly waits). ``--instrument`` counts SQL statements, commits and thread hops per
+delivered notification (``benchmarks/instrumented_serve.py``).
 Every chat's notifications must arrive complete, once, and in index order (strictly increasing in
 arrival order); otherwise the script exits 1. Target (issue 4): chatpush >= 15x the sequential
 sender.
@@ -472,6 +478,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     exit_on_sigterm()
     args = parse_args()
+    machine()  # the commit and date of the start
     root = Path(args.workdir or tempfile.mkdtemp(prefix="chatpush-backlog-"))
     root.mkdir(parents=True, exist_ok=True)
     return asyncio.run(main_async(args, root))

@@ -59,11 +59,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+_MACHINE: dict[str, str] = {}
+
+
 def machine() -> dict[str, str]:
-    """What the figures were measured on."""
+    """What the figures were measured on (read once: at the start of the run, by ``main``)."""
+    if _MACHINE:
+        return _MACHINE
     import sqlalchemy
 
-    return {
+    info = {
         "cores": str(os.cpu_count()),
         "cpu": _cpu_model(),
         "python": platform.python_version(),
@@ -73,6 +78,8 @@ def machine() -> dict[str, str]:
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "commit": _commit(),
     }
+    _MACHINE.update(info)
+    return info
 
 
 def _commit() -> str:
@@ -315,6 +322,8 @@ class ChatpushProcess:
         config.write_text(self.config)
         log = (self.workdir / "chatpush.log").open("ab")
         command = [sys.executable, "-m", "chatpush.cli", "--config", str(config), "serve"]
+        if os.environ.get("CHATPUSH_BENCH_ENTRY"):  # experiments: a script standing in for the CLI
+            command[1:3] = [os.environ["CHATPUSH_BENCH_ENTRY"]]
         if self.instrument:
             counters = ["--counters", str(self._counters), "--"]
             command[2:3] = ["benchmarks.instrumented_serve", *counters]

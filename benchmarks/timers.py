@@ -32,6 +32,10 @@ checks this claim each run: it compares, column by column, a seeded chat with a 
 API sample created through the running service (only ids, keys, nicknames and times may
 differ) and stops if they differ.
 
+Also printed: chatpush's CPU share while the timers fire, and the other processes' ("others":
+neighbours on a shared machine). ``--instrument`` counts SQL statements, commits and thread hops
+per fired timer and per delivered resend (``benchmarks/instrumented_serve.py``).
+
 Run (from the repository root, with the project's venv):
 
     .venv/bin/python benchmarks/timers.py                   # 100,000 timers over 60 s
@@ -470,8 +474,6 @@ async def main_async(args: argparse.Namespace, root: Path) -> int:
     analyse(figures, records, due_of, stopped_at, spawned_again, ready_again, window_started)
     report(args, figures)
     report_counters(spans)
-    if not args.keep and args.workdir is None:
-        shutil.rmtree(root, ignore_errors=True)
     return 0 if figures["missing"] == 0 else 1
 
 
@@ -664,9 +666,14 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     exit_on_sigterm()
     args = parse_args()
+    machine()  # the commit and date of the start
     root = Path(args.workdir or tempfile.mkdtemp(prefix="chatpush-timers-"))
     root.mkdir(parents=True, exist_ok=True)
-    return asyncio.run(main_async(args, root))
+    try:
+        return asyncio.run(main_async(args, root))
+    finally:
+        if not args.keep and args.workdir is None:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -72,17 +72,20 @@ async def read_form(request: web.Request) -> Form:
         raise BodyTooLarge(
             Code.BODY_TOO_LARGE, f"request body is larger than {request.client_max_size} bytes"
         ) from None
-    # LookupError: a multipart part names an unknown charset; RequestPayloadError: the body does
-    # not decode as its Content-Encoding says (not gzip, not deflate); HttpProcessingError: a
-    # multipart part's headers do not parse (a control character in a field name).
-    except (
-        UnicodeDecodeError,
-        LookupError,
-        ValueError,
-        web.RequestPayloadError,
-        HttpProcessingError,
-    ) as exc:
+    # UnicodeDecodeError: a multipart value is not in its charset; LookupError: a multipart part
+    # names an unknown charset. Their messages name a byte or a charset, so they are passed on.
+    except (UnicodeDecodeError, LookupError) as exc:
         raise BadRequest(Code.BAD_ENCODING, f"malformed form body: {exc}") from None
+    # RequestPayloadError: the body does not decode as its Content-Encoding says (not gzip, not
+    # deflate); ValueError: multipart that does not parse (no or a wrong boundary, a part without
+    # a name); HttpProcessingError: a part's headers do not parse (a control character in a
+    # name). Their messages may quote the body, secure key included: not passed on.
+    except web.RequestPayloadError:
+        raise BadRequest(
+            Code.BAD_ENCODING, "the body does not decode as its Content-Encoding says"
+        ) from None
+    except (ValueError, HttpProcessingError):
+        raise BadRequest(Code.BAD_ENCODING, "malformed multipart/form-data body") from None
     # text/plain: old browser widgets post their forms through XDomainRequest, which cannot set
     # a content type; the body is still urlencoded.
     if content_type not in (

@@ -73,15 +73,15 @@ class PushPipeline:
         self._poke()
 
     async def fire_due_timers(self) -> int:
-        """Apply rule 5 to every subscription whose wake-up time has come; returns how many."""
-        fired = 0
-        while True:
-            due = await self._db.write(self._fire_timers, self._clock.now_ms())
-            fired += due
-            if due:
-                self.poke()
-            if due < TIMER_BATCH:
-                return fired
+        """Apply rule 5 to one batch of subscriptions whose wake-up time has come.
+
+        One batch per call: the dispatcher claims deliveries between batches, so a catch-up of
+        many due timers (after a restart) does not hold back the resends it produces.
+        """
+        fired = await self._db.write(self._fire_timers, self._clock.now_ms())
+        if fired:
+            self.poke()
+        return fired
 
     def _fire_timers(self, conn: Connection, now_ms: int) -> int:
         due = store.due_wakes(conn, now_ms, TIMER_BATCH)

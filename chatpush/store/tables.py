@@ -122,7 +122,11 @@ class Outbox(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(128))
     created_at_ms: Mapped[int] = mapped_column(BigInteger)
 
-    __table_args__ = (Index(None, "chat_id", "id"), Index(None, "due_at_ms"))
+    __table_args__ = (
+        Index(None, "chat_id", "id"),
+        Index(None, "due_at_ms"),
+        Index(None, "lease_until_ms"),
+    )
 
 
 class Delivery(Base):
