@@ -56,7 +56,14 @@ async def read_form(request: web.Request) -> Form:
     content_type = request.content_type
     try:
         if content_type == "multipart/form-data":
-            posted = await request.post()
+            try:
+                posted = await request.post()
+            except RuntimeError:
+                # aiohttp's answer to a part in an unknown Content-Transfer-Encoding or
+                # Content-Encoding (an empty one too).
+                raise BadRequest(
+                    Code.BAD_ENCODING, "a multipart/form-data part has an unknown encoding"
+                ) from None
             pairs = [(key, value) for key, value in posted.items() if isinstance(value, str)]
             return _checked(pairs)
         body = await request.read()
