@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -18,6 +20,12 @@ from chatpush.testing import FakeClock
 from tests.receivers import Receiver
 
 API_KEY = "test-api-key"
+
+# In CI every hypothesis test (the property tests and the fuzzers) replays the same examples, so a
+# run is repeatable and a red CI means a change broke something; locally each run explores anew.
+hypothesis.settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    hypothesis.settings.load_profile("ci")
 
 
 @pytest.fixture
