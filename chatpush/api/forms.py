@@ -59,8 +59,8 @@ async def read_form(request: web.Request) -> Form:
             try:
                 posted = await request.post()
             except RuntimeError:
-                # aiohttp's answer to a part in an unknown Content-Transfer-Encoding or
-                # Content-Encoding (an empty one too).
+                # aiohttp's answer to a part in an unknown Content-Transfer-Encoding (an empty
+                # one too).
                 raise BadRequest(
                     Code.BAD_ENCODING, "a multipart/form-data part has an unknown encoding"
                 ) from None
