@@ -666,3 +666,27 @@ async def check_transcripts(api: Api, load: Load) -> list[str]:
                     f"{text_at.get(index)!r}"
                 )
     return failures
+
+
+def write_two_node_config(
+    config: Path, port: int, database: Path, receiver_url: str, resend_delay_s: int
+) -> None:
+    """One signed group of two nodes delivering to ``receiver_url``, with reliable resends."""
+    write_config(
+        config,
+        port=port,
+        database=database,
+        groups={
+            "cluster": {
+                "default": True,
+                "nodes": ["node-1", "node-2"],
+                "customhttp.url": receiver_url,
+                "customhttp.signing_secret": SIGNING_SECRET,
+            }
+        },
+        service={
+            "flex-push-resend-delay": resend_delay_s,
+            "flex-push-resend-attempts": 30,
+            "flex-push-content": "session-id, secure-key",
+        },
+    )

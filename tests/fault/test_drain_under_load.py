@@ -15,7 +15,6 @@ from pathlib import Path
 import aiohttp
 
 from tests.fault.support import (
-    SIGNING_SECRET,
     AckReceiver,
     Api,
     Chatpush,
@@ -28,7 +27,7 @@ from tests.fault.support import (
     now_ms,
     run_load,
     wait_all_acknowledged,
-    write_config,
+    write_two_node_config,
 )
 
 CHATS = 24
@@ -46,24 +45,7 @@ async def test_drained_node_hands_its_chats_over_within_one_resend_delay(
     processes.append(chatpush)
     receiver = await AckReceiver(base=lambda: chatpush.base).start()
     try:
-        write_config(
-            config,
-            port=port,
-            database=tmp_path / "chatpush.db",
-            groups={
-                "cluster": {
-                    "default": True,
-                    "nodes": ["node-1", "node-2"],
-                    "customhttp.url": receiver.url,
-                    "customhttp.signing_secret": SIGNING_SECRET,
-                }
-            },
-            service={
-                "flex-push-resend-delay": RESEND_DELAY_S,
-                "flex-push-resend-attempts": 30,
-                "flex-push-content": "session-id, secure-key",
-            },
-        )
+        write_two_node_config(config, port, tmp_path / "chatpush.db", receiver.url, RESEND_DELAY_S)
         chatpush.start()
         await chatpush.wait_ready()
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
