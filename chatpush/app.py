@@ -101,6 +101,10 @@ def create_app(
             _supervise(app, "dispatcher", dispatcher.run),
             _supervise(app, "heartbeat", lambda: _heartbeat(router, settings, clock)),
         ]
+        if not db.is_sqlite:
+            # Other instances' commits that make work wake this dispatcher (LISTEN/NOTIFY).
+            listen = lambda: db.listen(push_store.WORK_CHANNEL, dispatcher.poke)  # noqa: E731
+            tasks.append(_supervise(app, "listen", listen))
         yield
         await dispatcher.stop()
         for task in tasks:

@@ -45,6 +45,8 @@ class ServerSettings(_Strict):
     """This instance's alias: the envelope's ``alias`` and the triggers' ``app-dbid``."""
     instance_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     """Names this instance in leases and node records; default: host name and port."""
+    nodes: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = None
+    """The nodes of ``[groups.*]`` this instance hosts; default: all of them (one instance)."""
     max_body_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65536
     shutdown_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
 
@@ -246,6 +248,8 @@ class DeliverySettings(_Strict):
     heartbeat_interval_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
     node_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 15.0
     lease_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    poll_interval_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    """PostgreSQL: the longest the dispatcher sleeps without looking, should a NOTIFY be lost."""
     trail_retention_s: Annotated[int, Field(ge=0, le=366 * 86400)] = 7 * 86400
     sweep_interval_s: Annotated[int, Field(ge=1, le=86400)] = 60
     """How often the flex-push-timeout sweep and the trail purge run."""
@@ -283,7 +287,17 @@ class Settings(BaseSettings):
                 if node in owners:
                     raise ValueError(f"groups.{name}.nodes: {node!r} is also in {owners[node]!r}")
                 owners[node] = name
+        for node in self.server.nodes or ():
+            if node not in owners:
+                raise ValueError(f"server.nodes: {node!r} is not a node of any group")
         return self
+
+    @property
+    def hosted_nodes(self) -> list[str]:
+        """The nodes this instance runs: ``server.nodes``, or every configured node."""
+        every = [node for group in self.groups.values() for node in group.nodes]
+        hosted = self.server.nodes
+        return every if hosted is None else [node for node in every if node in hosted]
 
     @property
     def default_group(self) -> str | None:

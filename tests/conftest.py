@@ -1,10 +1,11 @@
-"""Shared fixtures: a real SQLite file per test, the real app, a fake clock."""
+"""Shared fixtures: a real database per test (SQLite file, or PostgreSQL), the real app, a fake
+clock."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from chatpush.app import create_app
 from chatpush.config import Settings, load_settings
 from chatpush.store import migrate
 from chatpush.testing import FakeClock
+from tests import postgres as pg
 from tests.receivers import Receiver
 
 API_KEY = "test-api-key"
@@ -41,9 +43,31 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[pg.Postgres]:
+    """Makes migrated PostgreSQL databases; drops them all at the end of the session."""
+    databases = pg.Postgres()
+    yield databases
+    databases.close()
+
+
 @pytest.fixture
 def db_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'chatpush.db'}"
+
+
+@pytest.fixture
+def pg_url(postgres: pg.Postgres) -> str:
+    """A migrated PostgreSQL database with no rows, for one test."""
+    return postgres.shared()
+
+
+@pytest.fixture
+def pg_fresh_url(postgres: pg.Postgres) -> Iterator[str]:
+    """A migrated PostgreSQL database of its own, for tests that run processes of their own."""
+    url = postgres.create()
+    yield url
+    postgres.drop(url)
 
 
 @pytest.fixture

@@ -40,6 +40,8 @@ R = TypeVar("R")
 
 # Printable, no slash, at most 200 characters (the column's size).
 _SERVICE_NAME = re.compile(r"[^\x00-\x1f\x7f/]{1,200}")
+_CHAT_ID = re.compile(r"[\x21-\x7e]{1,64}")
+"""What could be a chat id: anything else (a NUL, say, which PostgreSQL refuses) is unknown."""
 MAX_EMAIL_CHARS = 320
 
 
@@ -400,7 +402,7 @@ class ChatService:
 
     async def read_chat(self, chat_id: str, from_position: int = 1) -> ChatState:
         def tx(conn: Connection) -> ChatState:
-            chat = self._server_chat(conn, chat_id)
+            chat = self._server_chat(conn, chat_id, lock=False)
             return ChatState(
                 chat=chat,
                 parties=repo.list_parties(conn, chat.id),
@@ -480,15 +482,16 @@ class ChatService:
         self._require_service(service_name)
         if not secure_key:
             raise Forbidden(Code.INVALID_SECURE_KEY, "secureKey is required")
-        chat = repo.get_chat(conn, chat_id)
+        chat = repo.get_chat(conn, chat_id, lock=True) if _CHAT_ID.fullmatch(chat_id) else None
         if chat is None or chat.service_name != service_name:
             raise NotFound(Code.UNKNOWN_CHAT, f"unknown chat {chat_id!r}")
         if not keys_match(chat.secure_key, secure_key):
             raise Forbidden(Code.INVALID_SECURE_KEY, "secureKey does not match this chat")
         return chat
 
-    def _server_chat(self, conn: Connection, chat_id: str) -> ChatRecord:
-        chat = repo.get_chat(conn, chat_id)
+    def _server_chat(self, conn: Connection, chat_id: str, *, lock: bool = True) -> ChatRecord:
+        valid = _CHAT_ID.fullmatch(chat_id)
+        chat = repo.get_chat(conn, chat_id, lock=lock) if valid else None
         if chat is None:
             raise NotFound(Code.UNKNOWN_CHAT, f"unknown chat {chat_id!r}")
         return chat

@@ -35,6 +35,8 @@ MAX_IN_FLIGHT = 1024
 """Deliveries claimed and not yet recorded, at most (they wait on node and receiver slots)."""
 STOP_GRACE_S = 5.0
 """How long a stop waits for deliveries in flight before it cuts them short."""
+UNCLAIMABLE_RETRY_MS = 250
+"""Work is due but none could be claimed (leased or pinned elsewhere): look again this soon."""
 
 
 def _claim_with_subscriptions(
@@ -44,8 +46,9 @@ def _claim_with_subscriptions(
     claimer: str,
     limit: int,
     exclude_chats: list[str],
+    others_nodes: list[str],
 ) -> tuple[list[store.OutboxRecord], dict[str, store.SubscriptionRecord]]:
-    rows = store.claim_heads(conn, now_ms, lease_ms, claimer, limit, exclude_chats)
+    rows = store.claim_heads(conn, now_ms, lease_ms, claimer, limit, exclude_chats, others_nodes)
     subscriptions = store.subscriptions_for(conn, [row.chat_id for row in rows]) if rows else {}
     return rows, subscriptions
 
@@ -59,6 +62,7 @@ class _Finished:
     trail: store.DeliveryRecord | None
     park: bool = False
     pin: str | None = None
+    handover: bool = False
     recorded: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -111,7 +115,9 @@ class Dispatcher:
             await asyncio.gather(writer, return_exceptions=True)
 
     async def _loop(self) -> None:
-        spins = 0
+        # PostgreSQL: other instances add work too; they NOTIFY, and this cap covers a lost one.
+        poll_s = None if self._db.is_sqlite else self._settings.delivery.poll_interval_s
+        poll_ms = None if poll_s is None else int(poll_s * 1000)
         while not self._stopping:
             self._wake.clear()
             now_ms = self._clock.now_ms()
@@ -119,22 +125,19 @@ class Dispatcher:
             # Timers are checked on every turn, so a steady flow of new work cannot starve them.
             wake_ms, due_ms = await self._db.read(store.deadlines)
             if wake_ms is not None and wake_ms <= now_ms:
-                await self._pipeline.fire_due_timers()
-                continue
+                if await self._pipeline.fire_due_timers():
+                    continue
+                wake_ms = None  # due, but another instance is firing those timers right now
             if claimed:
-                spins = 0
                 continue
             deadlines = [value for value in (wake_ms, due_ms) if value is not None]
             deadline = min(deadlines) if deadlines else None
             if deadline is not None and deadline <= now_ms:
                 # Due but not claimable: its chat is in flight here (a finishing delivery pokes
-                # us), we are at MAX_IN_FLIGHT, or it is leased elsewhere. Never spin on it.
-                deadline = None
-                if not self._inflight:
-                    spins += 1
-                    if spins > 2:
-                        await asyncio.sleep(0.05)
-                        continue
+                # us), we are at MAX_IN_FLIGHT, or it is leased or pinned elsewhere.
+                deadline = None if self._inflight else now_ms + UNCLAIMABLE_RETRY_MS
+            if poll_ms is not None:
+                deadline = min(deadline, now_ms + poll_ms) if deadline else now_ms + poll_ms
             if not self._inflight and not self._wake.is_set():
                 self._idle.set()
             await self._clock.sleep_until(deadline, self._wake)
@@ -178,6 +181,7 @@ class Dispatcher:
             self._router.instance_id,
             room,
             list(self._inflight),
+            self._router.remote_available(),
         )
         if self._stopping:
             return 0  # claimed during the stop: the leases are released at the next start
@@ -198,10 +202,13 @@ class Dispatcher:
             try:
                 await self._db.write(
                     store.complete,
-                    finished=[item.outbox_id for item in batch if not item.park],
+                    finished=[
+                        item.outbox_id for item in batch if not (item.park or item.handover)
+                    ],
                     parked=[(item.chat_id, item.outbox_id) for item in batch if item.park],
                     trail=[item.trail for item in batch if item.trail is not None],
                     pins=[(item.chat_id, item.pin) for item in batch if item.pin],
+                    handed_over=[item.outbox_id for item in batch if item.handover],
                 )
             except Exception as exc:
                 # The rows stay leased and are claimed again when the lease runs out.
@@ -256,6 +263,10 @@ class Dispatcher:
             self._metrics.inc("chatpush_no_node_total", group=request.group_name)
             trail = self._trail(row, request.device_type, None, None, now_ms, "no_node")
             await self._finish(_Finished(row.chat_id, row.id, trail, park=True))
+            return
+        if not route.local:
+            # Another instance hosts the node: pin the chat there and let that instance send.
+            await self._finish(_Finished(row.chat_id, row.id, None, pin=route.node, handover=True))
             return
         pin = None
         if route.node != subscription.pinned_node:

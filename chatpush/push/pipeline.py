@@ -138,7 +138,7 @@ class PushTransaction:
         if chat_id is None or not self.inputs:
             return
         conn, pipeline = self._conn, self._pipeline
-        subscription = store.get_subscription(conn, chat_id)
+        subscription = store.get_subscription(conn, chat_id, lock=True)
         if subscription is None or subscription.state.status == "done":
             return
         chat = self._current_chat(chat_id)
@@ -214,6 +214,8 @@ class PushTransaction:
             store.save_state(conn, chat_id, state)
             if state.wake_at_ms != subscription.state.wake_at_ms:
                 self.enqueued = True  # the dispatcher's next wake-up may have moved earlier
+        if self.enqueued:
+            store.notify_work(conn)
 
     def _flush_unreliable(
         self, chat: ChatRecord, subscription: store.SubscriptionRecord, events: list[EventRecord]
@@ -238,6 +240,8 @@ class PushTransaction:
             store.enqueue(self._conn, chat.id, kind, body, now_ms, notify_position=event.index)
             pipeline.metrics.inc("chatpush_notifications_enqueued_total", kind=kind)
             self.enqueued = True
+        if self.enqueued:
+            store.notify_work(self._conn)
 
     def _current_chat(self, chat_id: str) -> ChatRecord | None:
         """The chat as this transaction left it, without reading it again when a hook showed it."""

@@ -4,6 +4,11 @@ A node hosted by this instance is available while this instance runs and the nod
 drained; a node of another instance while its heartbeat in the database is fresh. A subscription
 stays pinned to its node until that node becomes unavailable; then it moves to another available
 node of its group, then of another group that enables its device type (CONTRACT §9).
+
+With several instances, a node's notifications are sent by the instance that hosts it. A chat not
+yet pinned goes to a node of the instance that claimed its notification when that instance hosts
+one of the group's available nodes, so chats spread over instances as they claim work; otherwise
+the route names another instance's node and this instance hands the notification over.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ class Route:
     target: Target
     failover: bool
     """The node is not in the subscription's own group."""
+    local: bool = True
+    """This instance hosts the node; if not, the node's own instance delivers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +98,7 @@ class Router:
         self._group_of = {
             node: name for name, group in settings.groups.items() for node in group.nodes
         }
-        self.local_nodes = tuple(self._group_of)
+        self.local_nodes = tuple(settings.hosted_nodes)
         self._drained: dict[str, bool] = dict.fromkeys(self.local_nodes, False)
         self._remote: dict[str, store.NodeRecord] = {}
 
@@ -120,6 +127,10 @@ class Router:
             elif node.name not in self._drained:
                 remote[node.name] = node
         self._remote = remote
+
+    def remote_available(self) -> list[str]:
+        """Other instances' nodes that are available: their pinned chats are theirs to send."""
+        return sorted(name for name in self._remote if self.available(name))
 
     async def set_drained(self, name: str, drained: bool) -> bool:
         found = await self._db.write(store.set_drained, name, drained)
@@ -151,9 +162,15 @@ class Router:
         return remote.group_name if remote else None
 
     def _available_in(self, group_name: str) -> list[str]:
-        local = [n for n, g in self._group_of.items() if g == group_name]
-        remote = [n for n, r in self._remote.items() if r.group_name == group_name]
-        return sorted(n for n in (*local, *remote) if self.available(n))
+        """The group's available nodes: this instance's own if it has any, else the others'."""
+        local = sorted(
+            n for n in self.local_nodes if self._group_of[n] == group_name and self.available(n)
+        )
+        if local:
+            return local
+        return sorted(
+            n for n, r in self._remote.items() if r.group_name == group_name and self.available(n)
+        )
 
     def route(
         self,
@@ -196,6 +213,7 @@ class Router:
             group_name=group_name,
             target=target_for(group, provider, debug),
             failover=group_name != own_group,
+            local=node in self._drained,
         )
 
     def nodes(self) -> list[NodeState]:

@@ -84,8 +84,13 @@ def insert_chat(conn: Connection, chat: ChatRecord, customer: PartyRecord) -> No
     insert_party(conn, chat.id, customer)
 
 
-def get_chat(conn: Connection, chat_id: str) -> ChatRecord | None:
-    row = (conn.execute(select(_chats).where(_chats.c.id == chat_id))).first()
+def get_chat(conn: Connection, chat_id: str, *, lock: bool = False) -> ChatRecord | None:
+    """``lock``: hold the chat's row until the commit. On PostgreSQL every write transaction of a
+    chat takes it first, so they run one after another as they do on SQLite (one writer)."""
+    query = select(_chats).where(_chats.c.id == chat_id)
+    if lock:
+        query = query.with_for_update()
+    row = (conn.execute(query)).first()
     return _chat(row) if row is not None else None
 
 

@@ -8,16 +8,21 @@ transaction costs one hand-over between the event loop and the database, not one
   spins on SQLITE_BUSY. Two more threads run reads, which WAL lets proceed beside the writer.
   ``busy_timeout`` covers other processes (``chatpush migrate``, an operator's sqlite3 shell).
 - PostgreSQL: asyncpg through SQLAlchemy's async engine; ``run_sync`` runs the same function in a
-  greenlet, each statement awaiting asyncpg without a thread. Row locks order concurrent writers.
+  greenlet, each statement awaiting asyncpg without a thread. Row locks order concurrent writers
+  (several instances share one database); a transaction that PostgreSQL chose as a deadlock
+  victim, or could not serialize, runs again from the start, up to ``PG_RETRIES`` times.
+  ``listen`` keeps a connection of its own on a LISTEN/NOTIFY channel.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -28,6 +33,11 @@ from chatpush.errors import StorageUnavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 SQLITE_READ_THREADS = 2
+PG_RETRIES = 3
+PG_RETRYABLE = {"40P01", "40001"}  # deadlock_detected, serialization_failure
+LISTEN_RETRY_S = 1.0
+
+log = logging.getLogger("chatpush.store")
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -99,6 +109,7 @@ class Database:
             )
         else:
             self._async = make_engine(settings)
+        self._connect_timeout_s = settings.connect_timeout_s
 
     @classmethod
     def from_settings(cls, settings: DatabaseSettings) -> Database:
@@ -118,12 +129,46 @@ class Database:
 
                 return await asyncio.get_running_loop().run_in_executor(self._writer, run)
             assert self._async is not None
-            async with self._async.begin() as conn:
-                return await conn.run_sync(fn, *args, **kwargs)
+            for attempt in range(1, PG_RETRIES + 1):
+                try:
+                    async with self._async.begin() as conn:
+                        return await conn.run_sync(fn, *args, **kwargs)
+                except DBAPIError as exc:
+                    if attempt == PG_RETRIES or not _is_retryable(exc):
+                        raise
+                    log.info("transaction retried after %s", exc.orig.__class__.__name__)
+            raise AssertionError("unreachable")
         except (OperationalError, DBAPIError, OSError) as exc:
             if _is_connection_failure(exc):
                 raise StorageUnavailable() from exc
             raise
+
+    async def listen(self, channel: str, on_notify: Callable[[], None]) -> None:
+        """PostgreSQL: call ``on_notify`` on every NOTIFY of ``channel``, until cancelled.
+
+        A lost connection is opened again; ``on_notify`` is also called then, since a notification
+        may have been missed while it was down."""
+        assert self._async is not None, "LISTEN is a PostgreSQL feature"
+        url = self._async.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        connected = False
+        while True:
+            try:
+                conn = await asyncpg.connect(url, timeout=self._connect_timeout_s)
+            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+                if connected:
+                    log.warning("LISTEN connection lost, retrying: %s", exc)
+                    connected = False
+                await asyncio.sleep(LISTEN_RETRY_S)
+                continue
+            connected = True
+            try:
+                await _listen_until_lost(conn, channel, on_notify)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("LISTEN failed, retrying: %s", exc)
+            finally:
+                if not conn.is_closed():
+                    conn.terminate()
+            await asyncio.sleep(LISTEN_RETRY_S)
 
     async def read(self, fn: Transaction[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(conn, ...)`` in a transaction that is rolled back: for reads only."""
@@ -162,6 +207,20 @@ class Database:
             self._sync.dispose()
         if self._async is not None:
             await self._async.dispose()
+
+
+async def _listen_until_lost(
+    conn: asyncpg.Connection, channel: str, on_notify: Callable[[], None]
+) -> None:
+    lost = asyncio.Event()
+    conn.add_termination_listener(lambda _conn: lost.set())
+    await conn.add_listener(channel, lambda *_args: on_notify())
+    on_notify()  # whatever was notified while no connection listened
+    await lost.wait()
+
+
+def _is_retryable(exc: DBAPIError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) in PG_RETRYABLE
 
 
 def _is_connection_failure(exc: BaseException) -> bool:

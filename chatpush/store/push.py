@@ -140,8 +140,14 @@ def insert_subscription(
     )
 
 
-def get_subscription(conn: Connection, chat_id: str) -> SubscriptionRecord | None:
-    row = (conn.execute(select(_subs).where(_subs.c.chat_id == chat_id))).first()
+def get_subscription(
+    conn: Connection, chat_id: str, *, lock: bool = False
+) -> SubscriptionRecord | None:
+    """``lock``: hold the row until the commit (PostgreSQL; SQLite has one writer anyway)."""
+    query = select(_subs).where(_subs.c.chat_id == chat_id)
+    if lock:
+        query = query.with_for_update()
+    row = (conn.execute(query)).first()
     return _subscription(row) if row is not None else None
 
 
@@ -150,11 +156,14 @@ def save_state(conn: Connection, chat_id: str, state: State) -> None:
 
 
 def due_wakes(conn: Connection, now_ms: int, limit: int) -> list[str]:
+    """Subscriptions whose timer is due, locked; on PostgreSQL those another instance is firing
+    right now are skipped (SKIP LOCKED), so each timer fires once."""
     rows = conn.execute(
         select(_subs.c.chat_id)
         .where(_subs.c.wake_at_ms <= now_ms)
         .order_by(_subs.c.wake_at_ms)
         .limit(limit)
+        .with_for_update(skip_locked=True)
     )
     return list(rows.scalars())
 
@@ -179,6 +188,16 @@ def pinned_chats(conn: Connection) -> dict[str, list[str]]:
 
 
 # -- outbox -----------------------------------------------------------------------------------
+
+WORK_CHANNEL = "chatpush_work"
+"""PostgreSQL: the LISTEN/NOTIFY channel on which a commit that made work wakes every dispatcher."""
+
+
+def notify_work(conn: Connection) -> None:
+    """Wake the other instances' dispatchers when this transaction commits (PostgreSQL only:
+    NOTIFY is transactional, so they never look before the work is visible)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"NOTIFY {WORK_CHANNEL}")
 
 
 def enqueue(
@@ -251,10 +270,15 @@ def claim_heads(
     claimer: str,
     limit: int,
     exclude_chats: Sequence[str] = (),
+    others_nodes: Sequence[str] = (),
 ) -> list[OutboxRecord]:
     """Lease the oldest due notification of each chat whose earlier ones are all delivered.
 
     Only a chat's head is ever claimed, so one chat's notifications go out one at a time, in order.
+    Chats pinned to ``others_nodes`` (available nodes of other instances) are left to them. On
+    PostgreSQL the candidates are locked with SKIP LOCKED, so concurrent claimers take disjoint
+    rows; the lease, committed at once, keeps them taken while they are sent (no lock is held
+    across the network).
     """
     # Aliases, so that neither query correlates with the UPDATE's own table.
     candidate = _outbox.alias("candidate")
@@ -270,7 +294,20 @@ def claim_heads(
     )
     if exclude_chats:
         head = head.where(candidate.c.chat_id.not_in(list(exclude_chats)))
-    head = head.order_by(candidate.c.id).limit(limit)
+    if others_nodes:
+        head = head.where(
+            ~exists().where(
+                and_(
+                    _subs.c.chat_id == candidate.c.chat_id,
+                    _subs.c.pinned_node.in_(list(others_nodes)),
+                )
+            )
+        )
+    head = (
+        head.order_by(candidate.c.id)
+        .limit(limit)
+        .with_for_update(of=candidate, skip_locked=True)
+    )
     rows = conn.execute(
         update(_outbox)
         .where(_outbox.c.id.in_(head.scalar_subquery()))
@@ -310,8 +347,23 @@ def complete(
     parked: Sequence[tuple[str, int]],
     trail: Sequence[DeliveryRecord],
     pins: Sequence[tuple[str, str]],
+    handed_over: Sequence[int] = (),
 ) -> None:
-    """Record a batch of finished attempts in one transaction (group commit)."""
+    """Record a batch of finished attempts in one transaction (group commit).
+
+    ``handed_over``: notifications whose chat was pinned to another instance's node; their lease
+    is released so that instance claims them. Subscriptions are locked before outbox rows, in
+    chat order, as the request transactions do: concurrent writers cannot deadlock.
+    """
+    for chat_id, node in sorted(pins):
+        pin(conn, chat_id, node)
+    if handed_over:
+        conn.execute(
+            update(_outbox)
+            .where(_outbox.c.id.in_(list(handed_over)))
+            .values(lease_until_ms=None, claimed_by=None)
+        )
+        notify_work(conn)
     if trail:
         conn.execute(
             insert(_trail),
@@ -337,8 +389,6 @@ def complete(
         conn.execute(delete(_outbox).where(_outbox.c.id.in_(list(finished))))
     for chat_id, outbox_id in parked:
         park(conn, chat_id, outbox_id)
-    for chat_id, node in pins:
-        pin(conn, chat_id, node)
 
 
 def next_due_ms(conn: Connection) -> int | None:

@@ -105,12 +105,17 @@ class Subscription(Base):
     __table_args__ = (Index(None, "wake_at_ms"), Index(None, "pinned_node"))
 
 
+ROW_ID = BigInteger().with_variant(Integer, "sqlite")
+"""64-bit ids for the busy tables (SQLite's INTEGER PRIMARY KEY is 64-bit and must stay INTEGER):
+at a thousand deliveries a second a 32-bit id runs out within a month."""
+
+
 class Outbox(Base):
     """Notifications waiting to be delivered, oldest first per chat. NULL ``due_at_ms`` = parked."""
 
     __tablename__ = "outbox"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
     chat_id: Mapped[str] = mapped_column(ForeignKey("chats.id"))
     kind: Mapped[str] = mapped_column(String(16))
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -134,7 +139,7 @@ class Delivery(Base):
 
     __tablename__ = "deliveries"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
     chat_id: Mapped[str] = mapped_column(String(32))
     at_ms: Mapped[int] = mapped_column(BigInteger)
     node: Mapped[str | None] = mapped_column(String(128))
