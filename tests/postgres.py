@@ -42,7 +42,7 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
     def target() -> None:
         try:
             result.append(asyncio.run(coroutine))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+        except BaseException as exc:  # handed to the caller's thread
             error.append(exc)
 
     thread = threading.Thread(target=target)

@@ -84,15 +84,20 @@ def write_config(
     path: Path,
     *,
     port: int,
-    database: Path,
+    database: Path | str,
     groups: dict[str, dict[str, Any]],
     service: dict[str, Any],
     delivery: dict[str, Any] | None = None,
+    server: dict[str, Any] | None = None,
 ) -> Path:
-    """A chatpush TOML file: [server], [database], [security], [logging], [delivery], groups."""
+    """A chatpush TOML file: [server], [database], [security], [logging], [delivery], groups.
+
+    ``database``: a SQLite file, or a database URL (PostgreSQL)."""
     lines: list[str] = []
-    _table(lines, "server", {"host": "127.0.0.1", "port": port, "shutdown_timeout_s": 2.0})
-    _table(lines, "database", {"url": f"sqlite+aiosqlite:///{database}"})
+    server = {"host": "127.0.0.1", "port": port, "shutdown_timeout_s": 2.0, **(server or {})}
+    _table(lines, "server", server)
+    url = database if isinstance(database, str) else f"sqlite+aiosqlite:///{database}"
+    _table(lines, "database", {"url": url})
     _table(lines, "security", {"api_keys": [API_KEY]})
     _table(lines, "logging", {"level": "WARNING", "format": "json"})
     _table(lines, "delivery", delivery or {})
@@ -302,6 +307,8 @@ class AckReceiver:
     base: Callable[[], str]
     secret: str = SIGNING_SECRET
     retry_for_s: float = 60.0
+    answer_after_s: float = 0.0
+    """How long each POST takes to answer (the trigger is recorded when it arrives)."""
     generation: int = 0
     arrivals: list[Arrival] = field(default_factory=list)
     retrievals: list[Retrieval] = field(default_factory=list)
@@ -380,6 +387,8 @@ class AckReceiver:
         task = asyncio.create_task(self._refresh(chat_id, secure_key, arrival.position))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if self.answer_after_s:
+            await asyncio.sleep(self.answer_after_s)
         return web.Response(text="ok")
 
     async def _refresh(self, chat_id: str, secure_key: str, position: int) -> None:
