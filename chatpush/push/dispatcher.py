@@ -202,9 +202,7 @@ class Dispatcher:
             try:
                 await self._db.write(
                     store.complete,
-                    finished=[
-                        item.outbox_id for item in batch if not (item.park or item.handover)
-                    ],
+                    finished=[item.outbox_id for item in batch if not (item.park or item.handover)],
                     parked=[(item.chat_id, item.outbox_id) for item in batch if item.park],
                     trail=[item.trail for item in batch if item.trail is not None],
                     pins=[(item.chat_id, item.pin) for item in batch if item.pin],

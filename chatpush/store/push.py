@@ -304,9 +304,7 @@ def claim_heads(
             )
         )
     head = (
-        head.order_by(candidate.c.id)
-        .limit(limit)
-        .with_for_update(of=candidate, skip_locked=True)
+        head.order_by(candidate.c.id).limit(limit).with_for_update(of=candidate, skip_locked=True)
     )
     rows = conn.execute(
         update(_outbox)
