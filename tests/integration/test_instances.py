@@ -1,0 +1,112 @@
+"""Two instances in one process on one PostgreSQL database, each hosting one node of a group.
+
+Both share the fake clock, so nothing here waits for time to pass: a delivery that happens without
+the clock moving was woken by the other instance's NOTIFY. Instance A hosts ``node-a``, instance B
+``node-b``; with ``node-a`` drained, A hands its chats over to B's node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from chatpush.config import Settings
+from chatpush.testing import FakeClock
+from tests.conftest import ChatDriver
+from tests.integration._push_support import Client, api, push_form, settle, trail
+from tests.receivers import Receiver
+
+RESEND_DELAY_S = 15
+
+
+@dataclass
+class Pair:
+    a: Client
+    b: Client
+    clock: FakeClock
+    receiver: Receiver
+
+    async def settle(self) -> None:
+        await asyncio.gather(settle(self.a), settle(self.b))
+
+    async def arrivals(self, count: int, timeout_s: float = 5.0) -> list[tuple[str, str]]:
+        """Wait (in real time, the fake clock standing still) for ``count`` triggers."""
+        async with asyncio.timeout(timeout_s):
+            while len(self.receiver.received) < count:
+                self.receiver.arrived.clear()
+                await self.receiver.arrived.wait()
+        await self.settle()
+        return self.receiver.triggers()
+
+
+@pytest.fixture
+def db_url(pg_url: str) -> str:
+    """PostgreSQL only: several instances on one SQLite file is not a supported set-up."""
+    return pg_url
+
+
+@pytest.fixture
+async def pair(
+    make_settings: Callable[..., Settings], make_client: Any, clock: FakeClock
+) -> AsyncIterator[Pair]:
+    receiver = await Receiver().start()
+
+    def settings(name: str) -> Settings:
+        return make_settings(
+            server={"instance_id": f"instance-{name}", "alias": name, "nodes": [f"node-{name}"]},
+            groups={
+                "g": {
+                    "default": True,
+                    "nodes": ["node-a", "node-b"],
+                    "customhttp.url": receiver.url,
+                }
+            },
+            services={"default": {"flex-push-resend-delay": RESEND_DELAY_S}},
+        )
+
+    b = await make_client(settings("b"))
+    a = await make_client(settings("a"))  # started second: it sees node-b's heartbeat at once
+    await api(a, "POST", "/nodes/node-a/drain")
+    try:
+        yield Pair(a, b, clock, receiver)
+    finally:
+        await receiver.close()
+
+
+async def test_a_chat_on_an_instance_without_a_live_node_is_sent_by_the_other(pair: Pair) -> None:
+    chat = ChatDriver(pair.a)
+    await chat.request_chat(**push_form(PushResend="true"))
+    await chat.agent_joins()
+    # A cannot send (its node is drained): it pins the chat to B's node and hands it over; B
+    # learns of it by NOTIFY, since the clock does not move.
+    assert await pair.arrivals(1) == [("2", "0")]
+    rows = await trail(pair.a, chat.chat_id)
+    assert [(row["node"], row["outcome"]) for row in rows] == [("node-b", "sent")]
+    assert (await api(pair.b, "GET", f"/chats/{chat.chat_id}/subscription"))["pinnedNode"] == (
+        "node-b"
+    )
+
+
+async def test_a_refresh_on_one_instance_stops_the_other_instances_resends(pair: Pair) -> None:
+    acknowledged, ignored = ChatDriver(pair.a), ChatDriver(pair.a)
+    for device, chat in (("acknowledged", acknowledged), ("ignored", ignored)):
+        await chat.request_chat(**push_form(device, PushResend="true"))
+        await chat.agent_joins()
+    await pair.arrivals(2)
+    # The app refreshes the first chat through instance A, though B sent its trigger.
+    refreshed = await acknowledged.op("refresh", transcriptPosition="2")
+    assert [event["index"] for event in refreshed["messages"]] == [2]
+
+    pair.clock.advance(RESEND_DELAY_S + 1)
+    triggers = await pair.arrivals(3)
+    await asyncio.sleep(0.2)
+    await pair.settle()
+    # Only the ignored chat's trigger is resent, once, though both instances' timers woke.
+    assert pair.receiver.triggers() == triggers == [("2", "0"), ("2", "0"), ("2", "1")]
+    assert pair.receiver.received[2].body["deviceId"] == "ignored"
+    sub = await api(pair.b, "GET", f"/chats/{acknowledged.chat_id}/subscription")
+    assert sub["outstandingTrigger"] is None and sub["acknowledgedPosition"] == 2
