@@ -94,14 +94,18 @@ def serve(settings: Settings) -> int:
         settings.server.port,
         extra={"action": "serve_started", "database": _redacted(settings.database.url)},
     )
-    web.run_app(
-        create_app(settings),
-        host=settings.server.host,
-        port=settings.server.port,
-        shutdown_timeout=settings.server.shutdown_timeout_s,
-        print=None,
-        access_log=None,
-    )
+    try:
+        web.run_app(
+            create_app(settings),
+            host=settings.server.host,
+            port=settings.server.port,
+            shutdown_timeout=settings.server.shutdown_timeout_s,
+            print=None,
+            access_log=None,
+        )
+    except ConfigError as exc:  # found at start-up, e.g. a node another live instance hosts
+        print(f"chatpush: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Connection
 
 from chatpush.clock import Clock
-from chatpush.config import GroupSettings, ProviderSettings, Settings
+from chatpush.config import ConfigError, GroupSettings, ProviderSettings, Settings
 from chatpush.store import push as store
 from chatpush.store.database import Database
 
@@ -104,8 +104,17 @@ class Router:
 
     async def start(self) -> None:
         now_ms = self._clock.now_ms()
+        timeout_ms = int(self._settings.delivery.node_timeout_s * 1000)
 
         def register(conn: Connection) -> None:
+            for record in store.list_nodes(conn):
+                live = now_ms - record.heartbeat_at_ms <= timeout_ms
+                if record.name in self._drained and record.instance_id != self.instance_id and live:
+                    raise ConfigError(
+                        f"node {record.name!r} is hosted by instance {record.instance_id!r}, "
+                        "which is alive (fresh heartbeat): give each instance its own "
+                        "server.nodes, or wait delivery.node_timeout_s after stopping the other"
+                    )
             for node in self.local_nodes:
                 store.register_node(conn, node, self._group_of[node], self.instance_id, now_ms)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from chatpush.config import Settings
+from chatpush.config import ConfigError, Settings
 from chatpush.testing import FakeClock
 from tests.conftest import ChatDriver
 from tests.integration._push_support import Client, api, push_form, settle, trail
@@ -29,6 +29,7 @@ class Pair:
     b: Client
     clock: FakeClock
     receiver: Receiver
+    settings: Callable[..., Settings]
 
     async def settle(self) -> None:
         await asyncio.gather(settle(self.a), settle(self.b))
@@ -55,9 +56,13 @@ async def pair(
 ) -> AsyncIterator[Pair]:
     receiver = await Receiver().start()
 
-    def settings(name: str) -> Settings:
+    def settings(name: str, node: str | None = None) -> Settings:
         return make_settings(
-            server={"instance_id": f"instance-{name}", "alias": name, "nodes": [f"node-{name}"]},
+            server={
+                "instance_id": f"instance-{name}",
+                "alias": name,
+                "nodes": [node or f"node-{name}"],
+            },
             groups={
                 "g": {
                     "default": True,
@@ -72,7 +77,7 @@ async def pair(
     a = await make_client(settings("a"))  # started second: it sees node-b's heartbeat at once
     await api(a, "POST", "/nodes/node-a/drain")
     try:
-        yield Pair(a, b, clock, receiver)
+        yield Pair(a, b, clock, receiver, settings)
     finally:
         await receiver.close()
 
@@ -110,3 +115,16 @@ async def test_a_refresh_on_one_instance_stops_the_other_instances_resends(pair:
     assert pair.receiver.received[2].body["deviceId"] == "ignored"
     sub = await api(pair.b, "GET", f"/chats/{acknowledged.chat_id}/subscription")
     assert sub["outstandingTrigger"] is None and sub["acknowledgedPosition"] == 2
+
+
+async def test_an_instance_refuses_to_start_with_a_node_a_live_instance_hosts(
+    pair: Pair, make_client: Any
+) -> None:
+    with pytest.raises(ConfigError, match="node 'node-b' is hosted by instance 'instance-b'"):
+        await make_client(pair.settings("c", node="node-b"))
+    # Once instance B's heartbeat is stale (it died), another instance may take its node over.
+    await pair.b.close()
+    pair.clock.advance(60)
+    c = await make_client(pair.settings("c", node="node-b"))
+    nodes = {node["name"]: node for node in (await api(c, "GET", "/nodes"))["nodes"]}
+    assert nodes["node-b"]["available"] is True
