@@ -4,7 +4,8 @@ It plays the mobile backend of CONTRACT §7-8 for both targets of the benchmarks
 null relay): for each reliable trigger it answers 200 at once and, in the background, POSTs Chat
 API v2 ``refresh`` with ``transcriptPosition`` = ``notify-position`` and the trigger's
 ``secure-key`` to ``--target``. The refresh reply's ``nextPosition`` - 1 is what the chat is now
-acknowledged up to. Run by the benchmarks as its own process:
+acknowledged up to. Given ``--target`` several times (several chatpush instances behind no load
+balancer), the refreshes go round robin over them. Run by the benchmarks as its own process:
 
     python -m benchmarks.ack_receiver --port 9000 --target http://127.0.0.1:8080
 
@@ -17,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
@@ -29,8 +32,13 @@ REFRESH_CONNECTIONS = 64
 
 
 class AckReceiver:
-    def __init__(self, target: str, service: str, record: bool) -> None:
-        self.target = target.rstrip("/")
+    def __init__(self, target: str | Sequence[str], service: str, record: bool) -> None:
+        targets = [target] if isinstance(target, str) else list(target)
+        if not targets:
+            raise ValueError("no target")
+        self.targets = [t.rstrip("/") for t in targets]
+        self.target = self.targets[0]
+        self._next_target = itertools.cycle(self.targets)
         self.service = service
         self.record = record
         self.session: ClientSession | None = None
@@ -76,7 +84,8 @@ class AckReceiver:
         form = {"secureKey": secure_key}
         if position >= 0:
             form["transcriptPosition"] = str(position)
-        url = f"{self.target}/genesys/2/chat/{self.service}/{chat_id}/refresh"
+        target = next(self._next_target) if len(self.targets) > 1 else self.target
+        url = f"{target}/genesys/2/chat/{self.service}/{chat_id}/refresh"
         self.refresh_inflight += 1
         try:
             async with self.session.post(url, data=form) as reply:
@@ -136,7 +145,12 @@ class AckReceiver:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--target", required=True, help="base URL that serves refresh")
+    parser.add_argument(
+        "--target",
+        required=True,
+        action="append",
+        help="base URL that serves refresh (several: round robin over them)",
+    )
     parser.add_argument("--service", default="bench")
     parser.add_argument("--record", action="store_true", help="keep every trigger's arrival")
     args = parser.parse_args(argv)

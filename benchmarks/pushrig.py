@@ -6,6 +6,11 @@ temporary directory, one node group whose ``customhttp.url`` is the receiver). E
 its own receiver process (benchmarks/ack_receiver.py, the same program for both), so the load
 generator, the target and the receiver are three processes sharing the machine. Every process is
 stopped on the way out (and, on Linux, dies with the benchmark if that is killed). Only 127.0.0.1.
+
+``running_cluster(n, admin_url)`` is the PostgreSQL variant: a fresh database (created through
+``admin_url``, migrated by ``chatpush migrate``, dropped on the way out), ``n`` chatpush instances
+on it, each hosting one node of the one group, and one receiver that refreshes round robin over
+the instances.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import contextlib
 import ctypes
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -26,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector
 
@@ -66,6 +73,38 @@ nodes = ["node-1"]
 pushEnabled = "customhttp"
 "customhttp.url" = "http://{host}:{receiver_port}/push"
 """
+
+CLUSTER_CONFIG = """\
+[server]
+host = "{host}"
+port = {port}
+instance_id = "instance-{n}"
+alias = "{n}"
+nodes = ["node-{n}"]
+[database]
+url = "{db_url}"
+[security]
+api_keys = ["{api_key}"]
+[logging]
+level = "INFO"
+format = "json"
+[services.default]
+flex-push-resend-delay = 60
+flex-push-resend-attempts = 3
+flex-push-content = "session-id, user-id, secure-key"
+[groups.cluster]
+default = true
+nodes = [{nodes}]
+pushEnabled = "customhttp"
+"customhttp.url" = "http://{host}:{receiver_port}/push"
+"""
+"""``running_cluster``: instance ``n`` of several on one PostgreSQL database; the same group (one
+node per instance) in every instance's file, its own ``[server]``."""
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "CHATPUSH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+"""Where ``running_cluster`` creates its databases (the tests' server, as tests/postgres.py)."""
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PR_SET_PDEATHSIG = 1
@@ -155,7 +194,7 @@ class ReceiverClient:
 
     async def samples(self) -> list[tuple[str, int, int, int]]:
         async with self.session.get(f"{self.base}/samples") as reply:
-            return [tuple(s) for s in (await reply.json())["samples"]]  # type: ignore[misc]
+            return [tuple(s) for s in (await reply.json())["samples"]]
 
 
 @dataclass
@@ -171,25 +210,47 @@ class Rig:
     last_index: dict[str, int] = field(default_factory=dict)
     counters_path: Path | None = None
     """With ``instrument``: where benchmarks/instrumented_serve.py writes its counters."""
+    extra_servers: list[Process] = field(default_factory=list)
+    """``running_cluster``: the instances after the first (``server``), on the same database."""
+    bases: list[str] = field(default_factory=list)
+    """``running_cluster``: every instance's base URL, ``base`` first."""
+    database_url: str | None = None
+    """``running_cluster``: the PostgreSQL database the instances share."""
+
+    @property
+    def servers(self) -> list[Process]:
+        return [self.server, *self.extra_servers]
 
     def processes(self) -> list[Process]:
-        return [self.server, self.receiver]
+        return [*self.servers, self.receiver]
 
     async def counters(self, timeout_s: float = 10.0) -> dict[str, Any]:
         """The instrumented chatpush's counters so far (SQL statements, transactions, ...)."""
         assert self.counters_path is not None, "start the rig with instrument=True"
-        previous = -1
-        if self.counters_path.exists():
-            previous = json.loads(self.counters_path.read_text())["snapshot"]
-        os.kill(self.server.popen.pid, signal.SIGUSR1)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-            if self.counters_path.exists():
-                data: dict[str, Any] = json.loads(self.counters_path.read_text())
-                if data["snapshot"] != previous:
-                    return data
-        raise RuntimeError(f"no counters from {self.server.name}")
+        return await process_counters(self.server, self.counters_path, timeout_s)
+
+
+async def process_counters(process: Process, path: Path, timeout_s: float = 10.0) -> dict[str, Any]:
+    """The counters so far of a chatpush under benchmarks/instrumented_serve.py: SIGUSR1 makes
+    it write them to ``path``."""
+    last = _read_counters(path)
+    previous = -1 if last is None else last["snapshot"]
+    os.kill(process.popen.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        data = _read_counters(path)
+        if data is not None and data["snapshot"] != previous:
+            return data
+    raise RuntimeError(f"no counters from {process.name}")
+
+
+def _read_counters(path: Path) -> dict[str, Any] | None:
+    """The last snapshot instrumented_serve wrote (a small local file), if any."""
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
 
 
 class running_rig:
@@ -287,6 +348,135 @@ class running_rig:
         return Rig(self.kind, base, server, receiver, receiver_base, counters_path=counters)
 
 
+class running_cluster:
+    """``async with running_cluster(2, admin_url) as rig:`` creates a fresh PostgreSQL database
+    through ``admin_url`` (a libpq URL of an existing database, e.g. ``postgres``), migrates it
+    with ``chatpush migrate``, starts the receiver (refreshing round robin over the instances) and
+    ``instances`` chatpush processes on the database, and waits until all answer. On the way out
+    it stops every process and drops the database (``WITH (FORCE)``), whatever happened. With
+    ``instrument``, each instance runs under benchmarks/instrumented_serve.py and writes its
+    counters to ``cluster_counters_path(process)``."""
+
+    def __init__(
+        self, instances: int, admin_url: str, *, record: bool = False, instrument: bool = False
+    ) -> None:
+        if instances < 1:
+            raise ValueError("at least one instance")
+        self.instances = instances
+        self.admin_url = admin_url
+        self.record = record
+        self.instrument = instrument
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> Rig:
+        try:
+            return await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+
+    async def _admin(self, statement: str) -> None:
+        import asyncpg  # type: ignore[import-untyped]
+
+        conn = await asyncpg.connect(self.admin_url, timeout=10)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    async def _start(self) -> Rig:
+        stack = self._stack
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="chatpush-")))
+        name = f"chatpush_bench_{os.getpid()}_{secrets.token_hex(4)}"
+        await self._admin(f'CREATE DATABASE "{name}"')
+        stack.push_async_callback(self._admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        parts = urlsplit(self.admin_url)
+        db_url = urlunsplit(("postgresql+asyncpg", parts.netloc, "/" + name, parts.query, ""))
+        ports = [free_port() for _ in range(self.instances)]
+        bases = [f"http://{HOST}:{port}" for port in ports]
+        receiver_port = free_port()
+        receiver_base = f"http://{HOST}:{receiver_port}"
+        nodes = ", ".join(f'"node-{n}"' for n in range(1, self.instances + 1))
+        configs = []
+        for n, port in enumerate(ports, 1):
+            config = workdir / f"instance-{n}.toml"
+            config.write_text(
+                CLUSTER_CONFIG.format(
+                    host=HOST,
+                    port=port,
+                    n=n,
+                    db_url=db_url,
+                    api_key=API_KEY,
+                    nodes=nodes,
+                    receiver_port=receiver_port,
+                )
+            )
+            configs.append(config)
+        cli = [sys.executable, "-m", "chatpush.cli", "--config"]
+        migrate = await asyncio.to_thread(
+            subprocess.run,
+            [*cli, str(configs[0]), "migrate"],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            timeout=120,
+        )
+        if migrate.returncode != 0:
+            raise RuntimeError(f"chatpush migrate failed:\n{migrate.stdout}{migrate.stderr}")
+        receiver_command = [
+            sys.executable,
+            "-m",
+            "benchmarks.ack_receiver",
+            "--port",
+            str(receiver_port),
+            "--service",
+            SERVICE,
+        ]
+        for base in bases:
+            receiver_command += ["--target", base]
+        if self.record:
+            receiver_command.append("--record")
+        receiver = start_process("receiver", receiver_command, workdir)
+        stack.callback(receiver.stop)
+        servers = []
+        for n, config in enumerate(configs, 1):
+            command = [*cli, str(config), "serve"]
+            if self.instrument:
+                counters = cluster_counters_path(workdir / f"instance-{n}.log")
+                command[1:3] = ["-m", "benchmarks.instrumented_serve", "--counters"]
+                command[4:4] = [str(counters), "--"]
+            server = start_process(f"instance-{n}", command, workdir)
+            stack.callback(server.stop)
+            servers.append(server)
+        await wait_until_up(f"{receiver_base}/stats", receiver)
+        for base, server in zip(bases, servers, strict=True):
+            await wait_until_up(f"{base}/healthz", server)
+        return Rig(
+            "chatpush",
+            bases[0],
+            servers[0],
+            receiver,
+            receiver_base,
+            extra_servers=servers[1:],
+            bases=bases,
+            database_url=db_url,
+        )
+
+
+def cluster_counters_path(log: Path) -> Path:
+    """Where an instance of ``running_cluster(..., instrument=True)`` writes its counters."""
+    return log.with_suffix(".counters.json")
+
+
 async def wait_until_up(url: str, process: Process, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     async with ClientSession(timeout=ClientTimeout(total=2)) as session:
@@ -310,17 +500,19 @@ async def set_up_chats(rig: Rig, count: int, concurrency: int = 8) -> None:
         return
     slots = asyncio.Semaphore(concurrency)
     headers = {"X-API-Key": API_KEY}
+    bases = rig.bases or [rig.base]  # several instances: round robin, as a load balancer would
 
     async def one(session: ClientSession, n: int) -> str:
+        base = bases[n % len(bases)]
         async with slots:
             form = {"nickname": f"customer-{n}", **RELIABLE_PUSH}
             form["userData[GCTI_GMS_PushDeviceId]"] = f"device-{n}"
-            async with session.post(f"{rig.base}/genesys/2/chat/{SERVICE}", data=form) as reply:
+            async with session.post(f"{base}/genesys/2/chat/{SERVICE}", data=form) as reply:
                 if reply.status != 200:
                     raise RuntimeError(f"Request Chat: HTTP {reply.status} {await reply.text()}")
                 chat_id = str((await reply.json())["chatId"])
             async with session.post(
-                f"{rig.base}/api/v1/chats/{chat_id}/parties",
+                f"{base}/api/v1/chats/{chat_id}/parties",
                 json={"type": "Agent", "nickname": "agent"},
                 headers=headers,
             ) as reply:
@@ -348,8 +540,9 @@ async def wait_drained(
             and stats["triggers"] >= min_triggers
         ):
             return stats
-        if rig.server.popen.poll() is not None:
-            raise RuntimeError(f"{rig.kind} exited:\n{rig.server.tail()}")
+        for server in rig.servers:
+            if server.popen.poll() is not None:
+                raise RuntimeError(f"{server.name} exited:\n{server.tail()}")
         await asyncio.sleep(0.02)
     return None
 

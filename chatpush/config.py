@@ -254,6 +254,16 @@ class DeliverySettings(_Strict):
     sweep_interval_s: Annotated[int, Field(ge=1, le=86400)] = 60
     """How often the flex-push-timeout sweep and the trail purge run."""
 
+    @model_validator(mode="after")
+    def _timeouts(self) -> DeliverySettings:
+        # Another instance judges a node by the heartbeat it last read, up to two intervals old.
+        if self.node_timeout_s <= 2 * self.heartbeat_interval_s:
+            raise ValueError(
+                "delivery.node_timeout_s must be longer than twice heartbeat_interval_s, or live "
+                "nodes are taken for dead between two heartbeats"
+            )
+        return self
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(

@@ -80,6 +80,26 @@ async def _truncate(database: str) -> None:
         await conn.close()
 
 
+def admin(*statements: str) -> None:
+    """Run statements on the server's admin database (roles, databases)."""
+    _run(_admin(*statements))
+
+
+def execute(url: str, *statements: str) -> None:
+    """Run statements as the admin user on the database of ``url``."""
+
+    async def run() -> None:
+        name = urlsplit(url).path.lstrip("/")
+        conn = await asyncpg.connect(_url_for(name, "postgresql"))
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    _run(run())
+
+
 class Postgres:
     """Creates migrated databases from one template and drops them again."""
 

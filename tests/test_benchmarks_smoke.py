@@ -3,16 +3,21 @@
 Each starts its own processes (receiver, null relay, ``chatpush serve``) on 127.0.0.1 and stops
 them before it exits; a run takes a few seconds. The throughput run also goes through
 ``--instrument`` (chatpush under benchmarks/instrumented_serve.py), and the SQLite access
-micro-benchmark of the profile runs too.
+micro-benchmark of the profile runs too. The instances benchmark runs 1 then 2 chatpush processes
+on a fresh database of the tests' PostgreSQL server (``CHATPUSH_TEST_POSTGRES``; skipped when
+that says ``off``) and drops it again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests import postgres as pg
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 60
@@ -52,3 +57,28 @@ def test_db_access_smoke_prices_every_variant() -> None:
     output = run_benchmark("benchmarks.db_access")
     for variant in ("async-built", "async-prebuilt", "sync-1hop", "sqlite3-1hop", "sqlite3-inline"):
         assert variant in output
+
+
+@pytest.mark.skipif(not pg.enabled(), reason="CHATPUSH_TEST_POSTGRES=off")
+def test_instances_smoke_runs_one_and_two_instances_and_drops_their_databases() -> None:
+    output = run_benchmark("benchmarks.instances", "--postgres", pg.ADMIN_URL)
+    rows = [line for line in output.splitlines() if line.startswith("|") and "yes" in line]
+    assert {row.split("|")[2].strip() for row in rows} == {"1", "2"}
+    assert "node-1:" in output and "node-2:" in output
+    assert "ratio 2 instances / 1, end-to-end events/s:" in output
+    assert "postgres (db)" in output
+    line = next(ln for ln in output.splitlines() if ln.startswith("databases (each dropped"))
+    used = set(line.split(": ", 1)[1].split(", "))
+    assert len(used) == 2
+    assert not used & set(asyncio.run(_databases()))
+
+
+async def _databases() -> list[str]:
+    import asyncpg  # type: ignore[import-untyped]
+
+    conn = await asyncpg.connect(pg.ADMIN_URL)
+    try:
+        rows = await conn.fetch("SELECT datname FROM pg_database")
+    finally:
+        await conn.close()
+    return [str(row["datname"]) for row in rows]

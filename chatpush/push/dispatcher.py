@@ -7,6 +7,10 @@ it re-arms from the database by simply starting: due work is whatever the tables
 Finished attempts are recorded by one writer task in batches (group commit): one transaction for
 all the deliveries that ended while the previous batch was being written. A chat stays in flight
 until its attempt is recorded, so its next notification cannot overtake it.
+
+A claimed notification is leased for ``delivery.lease_s``; while it is in flight here the lease
+is renewed every third of that, so a slow receiver or a slow commit never lets another instance
+take it over and send it a second time. Only a dead (or frozen) instance's leases run out.
 """
 
 from __future__ import annotations
@@ -97,6 +101,8 @@ class Dispatcher:
         self._stopping = False
         self.stop_grace_s = STOP_GRACE_S
         self._lease_ms = int(settings.delivery.lease_s * 1000)
+        self._leases: dict[int, int] = {}
+        """Outbox id -> lease end (ms) of every notification claimed here and not yet recorded."""
         pipeline.on_enqueued(self.poke)
 
     def poke(self) -> None:
@@ -105,9 +111,12 @@ class Dispatcher:
 
     async def run(self) -> None:
         writer = asyncio.create_task(self._record_finished(), name="delivery-recorder")
+        renewer = asyncio.create_task(self._renew_leases(), name="lease-renewer")
         try:
             await self._loop()
         finally:
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
             # The writer outlives the loop so that deliveries finishing during a stop are recorded.
             while self._inflight and not writer.done():
                 await asyncio.wait(list(self._inflight.values()))
@@ -186,11 +195,32 @@ class Dispatcher:
         if self._stopping:
             return 0  # claimed during the stop: the leases are released at the next start
         for row in rows:
+            self._leases[row.id] = now_ms + self._lease_ms
             task = asyncio.create_task(
                 self._deliver(row, subscriptions.get(row.chat_id)), name=f"deliver-{row.chat_id}"
             )
             self._inflight[row.chat_id] = task
         return len(rows)
+
+    async def _renew_leases(self) -> None:
+        interval_ms = max(self._lease_ms // 3, 1)
+        never = asyncio.Event()
+        while True:
+            await self._clock.sleep_until(self._clock.now_ms() + interval_ms, never)
+            held = list(self._leases)
+            if not held:
+                continue
+            until_ms = self._clock.now_ms() + self._lease_ms
+            try:
+                renewed = await self._db.write(
+                    store.renew_leases, held, self._router.instance_id, until_ms
+                )
+            except Exception as exc:  # the database is away: the next turn tries again
+                log.warning("could not renew leases: %s", exc, extra={"action": "lease_renewal"})
+                continue
+            for outbox_id in renewed:
+                if outbox_id in self._leases:
+                    self._leases[outbox_id] = until_ms
 
     async def _record_finished(self) -> None:
         while True:
@@ -234,6 +264,7 @@ class Dispatcher:
             )
         finally:
             self._inflight.pop(row.chat_id, None)
+            self._leases.pop(row.id, None)
             self.poke()
 
     async def _deliver_one(
@@ -261,6 +292,16 @@ class Dispatcher:
             self._metrics.inc("chatpush_no_node_total", group=request.group_name)
             trail = self._trail(row, request.device_type, None, None, now_ms, "no_node")
             await self._finish(_Finished(row.chat_id, row.id, trail, park=True))
+            return
+        if self._leases.get(row.id, 0) - now_ms < self._lease_ms // 2:
+            # Renewals stalled (a frozen loop, an unreachable database): another instance may
+            # have taken it over by now. Sending it as well could deliver it twice; leave it.
+            log.warning(
+                "lease of a notification of chat %s nearly ran out before sending; left to the "
+                "next claim",
+                row.chat_id,
+                extra={"action": "lease_nearly_out", "chat_id": row.chat_id},
+            )
             return
         if not route.local:
             # Another instance hosts the node: pin the chat there and let that instance send.

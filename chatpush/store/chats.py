@@ -86,10 +86,15 @@ def insert_chat(conn: Connection, chat: ChatRecord, customer: PartyRecord) -> No
 
 def get_chat(conn: Connection, chat_id: str, *, lock: bool = False) -> ChatRecord | None:
     """``lock``: hold the chat's row until the commit. On PostgreSQL every write transaction of a
-    chat takes it first, so they run one after another as they do on SQLite (one writer)."""
+    chat takes it first, so they run one after another as they do on SQLite (one writer).
+
+    FOR NO KEY UPDATE, not FOR UPDATE: rows inserted elsewhere that refer to the chat (outbox,
+    deliveries: foreign keys) take KEY SHARE locks on it, which FOR UPDATE would make wait, and
+    the timer and delivery transactions that insert them hold subscription locks that a request
+    transaction of the chat waits for: a deadlock."""
     query = select(_chats).where(_chats.c.id == chat_id)
     if lock:
-        query = query.with_for_update()
+        query = query.with_for_update(key_share=True)
     row = (conn.execute(query)).first()
     return _chat(row) if row is not None else None
 

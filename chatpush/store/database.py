@@ -26,6 +26,7 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from chatpush.config import DatabaseSettings
@@ -55,6 +56,8 @@ def make_engine(settings: DatabaseSettings) -> AsyncEngine:
     return create_async_engine(
         settings.url,
         pool_size=settings.pool_size,
+        max_overflow=0,  # pool_size is the instance's whole share of max_connections
+        pool_timeout=settings.connect_timeout_s,
         pool_pre_ping=True,
         connect_args={"timeout": settings.connect_timeout_s},
     )
@@ -138,7 +141,7 @@ class Database:
                         raise
                     log.info("transaction retried after %s", exc.orig.__class__.__name__)
             raise AssertionError("unreachable")
-        except (OperationalError, DBAPIError, OSError) as exc:
+        except (OperationalError, DBAPIError, OSError, PoolTimeout) as exc:
             if _is_connection_failure(exc):
                 raise StorageUnavailable() from exc
             raise
@@ -184,7 +187,7 @@ class Database:
             assert self._async is not None
             async with self._async.connect() as conn:
                 return await conn.run_sync(fn, *args, **kwargs)
-        except (OperationalError, DBAPIError, OSError) as exc:
+        except (OperationalError, DBAPIError, OSError, PoolTimeout) as exc:
             if _is_connection_failure(exc):
                 raise StorageUnavailable() from exc
             raise
@@ -223,9 +226,18 @@ def _is_retryable(exc: DBAPIError) -> bool:
     return getattr(exc.orig, "sqlstate", None) in PG_RETRYABLE
 
 
+PG_UNAVAILABLE_CLASSES = ("08", "53", "57")
+"""SQLSTATE classes of an unavailable server: connection exception, insufficient resources
+(too many connections, disk full), operator intervention (shutting down)."""
+
+
 def _is_connection_failure(exc: BaseException) -> bool:
-    if isinstance(exc, OSError):
+    if isinstance(exc, OSError | PoolTimeout):
         return True
+    if isinstance(exc, DBAPIError):
+        sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+        if sqlstate[:2] in PG_UNAVAILABLE_CLASSES:
+            return True
     if isinstance(exc, DBAPIError):
         # Integrity and programming errors are bugs or client-caused conflicts, not outages.
         return bool(exc.connection_invalidated) or isinstance(exc, OperationalError)

@@ -542,6 +542,19 @@ def create_secret(conn: Connection, name: str) -> bytes:
     return bytes.fromhex(value)
 
 
+def renew_leases(
+    conn: Connection, outbox_ids: Sequence[int], claimer: str, until_ms: int
+) -> list[int]:
+    """Extend the leases ``claimer`` still holds; returns the ids it still held."""
+    rows = conn.execute(
+        update(_outbox)
+        .where(and_(_outbox.c.id.in_(list(outbox_ids)), _outbox.c.claimed_by == claimer))
+        .values(lease_until_ms=until_ms)
+        .returning(_outbox.c.id)
+    )
+    return [int(outbox_id) for outbox_id in rows.scalars()]
+
+
 def release_leases(conn: Connection, claimer: str | None) -> int:
     """At start-up: leases this instance held before it stopped (None: every lease) are void."""
     query = update(_outbox).where(_outbox.c.lease_until_ms.is_not(None))

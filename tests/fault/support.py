@@ -279,6 +279,8 @@ class Arrival:
     """Order of arrivals and refresh starts, across all chats."""
     at_ms: int
     ended: bool
+    sender: str = ""
+    """The ``app-dbid`` (instance alias) of the trigger, when flex-push-content carries it."""
 
 
 @dataclass(frozen=True)
@@ -311,6 +313,10 @@ class AckReceiver:
     """How long each POST takes to answer (the trigger is recorded when it arrives)."""
     generation: int = 0
     arrivals: list[Arrival] = field(default_factory=list)
+    answering: dict[str, int] = field(default_factory=dict)
+    """Triggers received and not yet answered, per sender."""
+    holding: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set while some trigger is held unanswered (with ``answer_after_s``)."""
     retrievals: list[Retrieval] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     _seq: itertools.count[int] = field(default_factory=itertools.count)
@@ -382,13 +388,22 @@ class AckReceiver:
             seq=next(self._seq),
             at_ms=now_ms(),
             ended=bool(message["chatEnded"]),
+            sender=user_data.get("app-dbid", ""),
         )
         self.arrivals.append(arrival)
         task = asyncio.create_task(self._refresh(chat_id, secure_key, arrival.position))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         if self.answer_after_s:
-            await asyncio.sleep(self.answer_after_s)
+            sender = arrival.sender
+            self.answering[sender] = self.answering.get(sender, 0) + 1
+            self.holding.set()
+            try:
+                await asyncio.sleep(self.answer_after_s)
+            finally:
+                self.answering[sender] -= 1
+                if not any(self.answering.values()):
+                    self.holding.clear()
         return web.Response(text="ok")
 
     async def _refresh(self, chat_id: str, secure_key: str, position: int) -> None:

@@ -14,13 +14,16 @@ from typing import Any
 
 import pytest
 
+from chatpush.api.keys import DISPATCHER
 from chatpush.config import ConfigError, Settings
 from chatpush.testing import FakeClock
 from tests.conftest import ChatDriver
 from tests.integration._push_support import Client, api, push_form, settle, trail
-from tests.receivers import Receiver
+from tests.receivers import Received, Receiver
 
-RESEND_DELAY_S = 15
+RESEND_DELAY_S = 120
+"""Longer than the lease (60 s, the default): a lease runs out before any resend is due."""
+SIGNING_SECRET = "whsec_" + "c2VjcmV0LWtleS1mb3ItdGVzdHM="
 
 
 @dataclass
@@ -34,12 +37,16 @@ class Pair:
     async def settle(self) -> None:
         await asyncio.gather(settle(self.a), settle(self.b))
 
-    async def arrivals(self, count: int, timeout_s: float = 5.0) -> list[tuple[str, str]]:
-        """Wait (in real time, the fake clock standing still) for ``count`` triggers."""
+    async def received(self, count: int, timeout_s: float = 5.0) -> list[Received]:
+        """Wait (in real time, the fake clock standing still) for ``count`` POSTs."""
         async with asyncio.timeout(timeout_s):
             while len(self.receiver.received) < count:
                 self.receiver.arrived.clear()
                 await self.receiver.arrived.wait()
+        return self.receiver.received
+
+    async def arrivals(self, count: int, timeout_s: float = 5.0) -> list[tuple[str, str]]:
+        await self.received(count, timeout_s)
         await self.settle()
         return self.receiver.triggers()
 
@@ -68,6 +75,7 @@ async def pair(
                     "default": True,
                     "nodes": ["node-a", "node-b"],
                     "customhttp.url": receiver.url,
+                    "customhttp.signing_secret": SIGNING_SECRET,
                 }
             },
             services={"default": {"flex-push-resend-delay": RESEND_DELAY_S}},
@@ -128,3 +136,30 @@ async def test_an_instance_refuses_to_start_with_a_node_a_live_instance_hosts(
     c = await make_client(pair.settings("c", node="node-b"))
     nodes = {node["name"]: node for node in (await api(c, "GET", "/nodes"))["nodes"]}
     assert nodes["node-b"]["available"] is True
+
+
+async def test_a_dead_instances_leased_notification_is_sent_again_by_another(pair: Pair) -> None:
+    await api(pair.a, "POST", "/nodes/node-a/undrain")
+    await api(pair.b, "POST", "/nodes/node-b/drain")
+    pair.receiver.mode = "hang"
+    chat = ChatDriver(pair.a)
+    await chat.request_chat(**push_form(PushResend="true"))
+    await chat.agent_joins()
+    async with asyncio.timeout(5):
+        await pair.receiver.arrived.wait()
+    # Instance A dies with the trigger in flight: its lease stays in the database.
+    pair.a.app[DISPATCHER].stop_grace_s = 0.1
+    await pair.a.close()
+    pair.receiver.mode = "ok"
+    await api(pair.b, "POST", "/nodes/node-b/undrain")
+
+    pair.clock.advance(59)  # A's node is stale (15 s), but its lease (60 s) still holds
+    await asyncio.sleep(0.2)
+    await settle(pair.b)
+    assert len(pair.receiver.received) == 1
+    pair.clock.advance(2)
+    [first, again] = [item.headers for item in await pair.received(2)]
+    assert again["webhook-id"] == first["webhook-id"]  # the very same notification
+    assert pair.receiver.triggers() == [("2", "0"), ("2", "0")]
+    rows = await trail(pair.b, chat.chat_id)
+    assert [(row["node"], row["outcome"]) for row in rows] == [("node-b", "sent")]

@@ -552,3 +552,17 @@ def test_every_sample_setting_has_a_comment_above_it() -> None:
         if not previous.startswith("#"):
             uncommented.append(f"{number}: {line}")
     assert not uncommented
+
+
+def test_a_node_timeout_within_two_heartbeats_is_refused() -> None:
+    with pytest.raises(ConfigError, match="node_timeout_s must be longer than twice"):
+        load_settings(None, delivery={"heartbeat_interval_s": 5, "node_timeout_s": 10})
+    assert load_settings(None, delivery={"heartbeat_interval_s": 5, "node_timeout_s": 11})
+
+
+def test_server_nodes_must_be_nodes_of_a_group() -> None:
+    groups = {"g": {"nodes": ["n1", "n2"]}}
+    with pytest.raises(ConfigError, match=r"server\.nodes: 'n3' is not a node of any group"):
+        load_settings(None, groups=groups, server={"nodes": ["n3"]})
+    assert load_settings(None, groups=groups, server={"nodes": ["n2"]}).hosted_nodes == ["n2"]
+    assert load_settings(None, groups=groups).hosted_nodes == ["n1", "n2"]
