@@ -22,7 +22,7 @@ from chatpush.metrics import Metrics
 from chatpush.push import rules
 from chatpush.push.bodies import bare_body, payload_body, trigger_body
 from chatpush.push.obfuscation import obfuscate
-from chatpush.push.subscription import parse_subscription
+from chatpush.push.subscription import SubscriptionRequest, parse_subscription
 from chatpush.store import chats as chat_store
 from chatpush.store import push as store
 from chatpush.store.database import Database
@@ -84,12 +84,70 @@ class PushPipeline:
         return fired
 
     def _fire_timers(self, conn: Connection, now_ms: int) -> int:
-        due = store.due_wakes(conn, now_ms, TIMER_BATCH)
-        for chat_id in due:
-            tx = PushTransaction(self, conn)
-            tx.inputs.append(rules.TimerFired())
-            tx.flush(chat_id)
-        return len(due)
+        """Rule 5 for a batch of due subscriptions, in a handful of statements for the batch.
+
+        Equivalent to a flush of ``TimerFired`` per chat, without its per-chat statements: the
+        subscriptions (locked, SKIP LOCKED on PostgreSQL) and their chats are read in two
+        queries, and the superseded triggers, the resends and the new states are written in one
+        statement each."""
+        subscriptions = store.due_subscriptions(conn, now_ms, TIMER_BATCH)
+        if not subscriptions:
+            return 0
+        chats = chat_store.get_chats(conn, [sub.chat_id for sub in subscriptions])
+        policies: dict[str, rules.Policy] = {}
+        superseded: list[str] = []
+        resends: list[store.NewNotification] = []
+        states: list[tuple[str, rules.State]] = []
+        for subscription in subscriptions:
+            chat, request = chats.get(subscription.chat_id), subscription.request
+            if chat is None or not request.reliable or subscription.state.status == "done":
+                # Nothing to resend: disarm, or this timer would fire on every turn.
+                states.append((subscription.chat_id, replace(subscription.state, wake_at_ms=None)))
+                continue
+            policy = policies.get(chat.service_name)
+            if policy is None:
+                policy = policies[chat.service_name] = self.policy(chat.service_name)
+            decision = rules.decide(subscription.state, rules.TimerFired(), now_ms, policy)
+            _report(self.metrics, chat, decision.outcome, decision.state)
+            state, trigger = rules.sent(decision.state)
+            if trigger is not None or (
+                state.outstanding is None and subscription.state.outstanding is not None
+            ):
+                superseded.append(chat.id)
+            if trigger is not None:
+                resends.append(self.trigger_notification(request, chat, trigger, now_ms))
+            if state != subscription.state:
+                states.append((chat.id, state))
+        store.drop_unsent_triggers_of(conn, superseded, now_ms)
+        store.enqueue_many(conn, resends, now_ms)
+        store.save_states(conn, states)
+        if resends or states:
+            store.notify_work(conn)
+        return len(subscriptions)
+
+    def trigger_notification(
+        self,
+        request: SubscriptionRequest,
+        chat: ChatRecord,
+        trigger: rules.Trigger,
+        now_ms: int,
+    ) -> store.NewNotification:
+        """A PushUrl trigger (CONTRACT §7 (a)) for the outbox."""
+        self.metrics.inc("chatpush_notifications_enqueued_total", kind="trigger")
+        body = trigger_body(
+            device_id=request.device_id,
+            obfuscated_key=obfuscate(self.secret, chat.secure_key, request.client_channel),
+            chat=chat,
+            alias=self._settings.server.alias,
+            position=trigger.position,
+            attempt=trigger.attempt,
+            final=trigger.final,
+            content_keys=self._settings.service_options(chat.service_name).flex_push_content,
+            now_ms=now_ms,
+        )
+        return store.NewNotification(
+            chat.id, "trigger", body, notify_position=trigger.position, attempt=trigger.attempt
+        )
 
 
 class PushTransaction:
@@ -177,7 +235,7 @@ class PushTransaction:
             assert not isinstance(item, _EventsMarker | _EndMarker)
             decision = rules.decide(state, item, now_ms, policy)
             state = decision.state
-            self._report(chat, decision.outcome, state)
+            _report(pipeline.metrics, chat, decision.outcome, state)
         state, trigger = rules.sent(state)
         had_trigger = subscription.state.outstanding is not None
         if trigger is None and state.outstanding is None and had_trigger:
@@ -186,29 +244,9 @@ class PushTransaction:
             store.drop_unsent_triggers(conn, chat_id, now_ms)
         if trigger is not None:
             store.drop_unsent_triggers(conn, chat_id, now_ms)
-            body = trigger_body(
-                device_id=request.device_id,
-                obfuscated_key=obfuscate(pipeline.secret, chat.secure_key, request.client_channel),
-                chat=chat,
-                alias=pipeline._settings.server.alias,
-                position=trigger.position,
-                attempt=trigger.attempt,
-                final=trigger.final,
-                content_keys=pipeline._settings.service_options(
-                    chat.service_name
-                ).flex_push_content,
-                now_ms=now_ms,
+            store.enqueue_many(
+                conn, [pipeline.trigger_notification(request, chat, trigger, now_ms)], now_ms
             )
-            store.enqueue(
-                conn,
-                chat_id,
-                "trigger",
-                body,
-                now_ms,
-                notify_position=trigger.position,
-                attempt=trigger.attempt,
-            )
-            pipeline.metrics.inc("chatpush_notifications_enqueued_total", kind="trigger")
             self.enqueued = True
         if state != subscription.state:
             store.save_state(conn, chat_id, state)
@@ -254,18 +292,18 @@ class PushTransaction:
         if self.enqueued:
             self._pipeline.poke()
 
-    def _report(self, chat: ChatRecord, outcome: rules.Outcome, state: rules.State) -> None:
-        metrics = self._pipeline.metrics
-        if outcome.resent:
-            metrics.inc("chatpush_triggers_resent_total")
-        if outcome.exhausted:
-            metrics.inc("chatpush_resend_exhausted_total")
-            log.warning(
-                "no refresh after the last resend: subscription of chat %s marked %s",
-                chat.id,
-                state.status,
-                extra={"action": "resend_exhausted", "chat_id": chat.id},
-            )
+
+def _report(metrics: Metrics, chat: ChatRecord, outcome: rules.Outcome, state: rules.State) -> None:
+    if outcome.resent:
+        metrics.inc("chatpush_triggers_resent_total")
+    if outcome.exhausted:
+        metrics.inc("chatpush_resend_exhausted_total")
+        log.warning(
+            "no refresh after the last resend: subscription of chat %s marked %s",
+            chat.id,
+            state.status,
+            extra={"action": "resend_exhausted", "chat_id": chat.id},
+        )
 
 
 class _EventsMarker:

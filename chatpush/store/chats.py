@@ -99,6 +99,11 @@ def get_chat(conn: Connection, chat_id: str, *, lock: bool = False) -> ChatRecor
     return _chat(row) if row is not None else None
 
 
+def get_chats(conn: Connection, chat_ids: Sequence[str]) -> dict[str, ChatRecord]:
+    rows = conn.execute(select(_chats).where(_chats.c.id.in_(list(chat_ids))))
+    return {row.id: _chat(row) for row in rows}
+
+
 def record_client_read(
     conn: Connection, chat_id: str, *, request_ms: int | None, retrieved: int | None
 ) -> ChatRecord:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, exists, func, insert, select, update
+from sqlalchemy import Table, and_, bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.engine import Connection, Row
 
 from chatpush.push.rules import State, Trigger
@@ -102,6 +102,17 @@ def _subscription(row: Row[Any]) -> SubscriptionRecord:
     )
 
 
+_STATE_COLUMNS = (
+    "status",
+    "ack_position",
+    "notifiable_last",
+    "out_position",
+    "out_attempt",
+    "out_final",
+    "wake_at_ms",
+)
+
+
 def _state_values(state: State) -> dict[str, Any]:
     trigger = state.outstanding
     return {
@@ -153,6 +164,35 @@ def get_subscription(
 
 def save_state(conn: Connection, chat_id: str, state: State) -> None:
     conn.execute(update(_subs).where(_subs.c.chat_id == chat_id).values(**_state_values(state)))
+
+
+def due_subscriptions(conn: Connection, now_ms: int, limit: int) -> list[SubscriptionRecord]:
+    """Subscriptions whose timer is due, locked; on PostgreSQL those another instance is firing
+    right now are skipped (SKIP LOCKED), so each timer fires once."""
+    rows = conn.execute(
+        select(_subs)
+        .where(_subs.c.wake_at_ms <= now_ms)
+        .order_by(_subs.c.wake_at_ms)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [_subscription(row) for row in rows]
+
+
+_save_states = (
+    update(_subs)
+    .where(_subs.c.chat_id == bindparam("key_chat_id"))
+    .values({name: bindparam(name) for name in _STATE_COLUMNS})
+)
+
+
+def save_states(conn: Connection, states: Sequence[tuple[str, State]]) -> None:
+    """``save_state`` for many subscriptions, in one statement."""
+    if states:
+        conn.execute(
+            _save_states,
+            [{"key_chat_id": chat_id, **_state_values(state)} for chat_id, state in states],
+        )
 
 
 def due_wakes(conn: Connection, now_ms: int, limit: int) -> list[str]:
@@ -222,6 +262,53 @@ def enqueue(
             lease_until_ms=None,
             claimed_by=None,
             created_at_ms=now_ms,
+        )
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NewNotification:
+    chat_id: str
+    kind: str
+    body: dict[str, Any]
+    notify_position: int | None = None
+    attempt: int | None = None
+
+
+def enqueue_many(conn: Connection, notifications: Sequence[NewNotification], now_ms: int) -> None:
+    if not notifications:
+        return
+    conn.execute(
+        insert(_outbox),
+        [
+            {
+                "chat_id": n.chat_id,
+                "kind": n.kind,
+                "body": n.body,
+                "notify_position": n.notify_position,
+                "attempt": n.attempt,
+                "message_id": "msg_" + _secrets.token_hex(12),
+                "due_at_ms": now_ms,
+                "lease_until_ms": None,
+                "claimed_by": None,
+                "created_at_ms": now_ms,
+            }
+            for n in notifications
+        ],
+    )
+
+
+def drop_unsent_triggers_of(conn: Connection, chat_ids: Sequence[str], now_ms: int) -> None:
+    """``drop_unsent_triggers`` for many chats, in one statement."""
+    if not chat_ids:
+        return
+    conn.execute(
+        delete(_outbox).where(
+            and_(
+                _outbox.c.chat_id.in_(list(chat_ids)),
+                _outbox.c.kind == "trigger",
+                (_outbox.c.lease_until_ms.is_(None)) | (_outbox.c.lease_until_ms < now_ms),
+            )
         )
     )
 

@@ -161,5 +161,6 @@ async def test_a_dead_instances_leased_notification_is_sent_again_by_another(pai
     [first, again] = [item.headers for item in await pair.received(2)]
     assert again["webhook-id"] == first["webhook-id"]  # the very same notification
     assert pair.receiver.triggers() == [("2", "0"), ("2", "0")]
+    await settle(pair.b)
     rows = await trail(pair.b, chat.chat_id)
     assert [(row["node"], row["outcome"]) for row in rows] == [("node-b", "sent")]

@@ -1,0 +1,107 @@
+"""Bayeux 1.0 on the wire: constants, error strings, batch decoding and reply rendering.
+
+Errors are Bayeux ``error`` strings ``code::slug``; clients read only the three-digit code
+(``402`` makes them handshake again, the others are reported to the application):
+
+    400::invalid_json                  body or frame is not UTF-8 JSON (NaN and Infinity included)
+    400::invalid_batch                 JSON, but not a message object or a non-empty array of them
+    400::invalid_message               an element of the batch is not an object
+    400::invalid_id                    ``id`` is neither a string nor an integer
+    400::invalid_channel               ``channel`` missing or malformed, or a wildcard in a publish
+    400::unknown_meta_channel          a ``/meta/`` channel that Bayeux does not define
+    400::handshake_not_alone           a handshake must be the only message of its batch
+    400::invalid_connection_types      ``supportedConnectionTypes`` is not a list of strings
+    400::invalid_subscription          ``subscription`` missing or malformed
+    400::missing_data                  a publish without ``data``
+    400::websocket_upgrade_required    ``GET`` on the endpoint without ``Upgrade: websocket``
+    402::session_unknown               no live session has that ``clientId`` (or none was sent)
+    403::meta_subscription_denied      ``/meta/*`` channels cannot be subscribed to
+    403::subscription_denied           the application's subscribe authorizer said no
+    403::publish_denied                the application's publish authorizer said no (the default)
+    403::too_many_subscriptions        the session has ``max_subscriptions`` patterns already
+    404::unknown_service               no service handler for that ``/service/`` channel
+    406::unsupported_connection_types  none of the client's connection types is served here
+    413::message_too_large             body or frame longer than ``max_message_bytes``
+    500::internal_error                an application hook raised (a bug: logged with traceback)
+    503::too_many_sessions             ``max_sessions`` reached, or the server is stopping
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+VERSION: Final = "1.0"
+LONG_POLLING: Final = "long-polling"
+WEBSOCKET: Final = "websocket"
+CONNECTION_TYPES: Final = (LONG_POLLING, WEBSOCKET)
+"""What this server serves. Not ``callback-polling``: JSONP is not implemented."""
+
+HANDSHAKE: Final = "/meta/handshake"
+CONNECT: Final = "/meta/connect"
+DISCONNECT: Final = "/meta/disconnect"
+SUBSCRIBE: Final = "/meta/subscribe"
+UNSUBSCRIBE: Final = "/meta/unsubscribe"
+ERROR_CHANNEL: Final = "/meta/error"
+"""The channel of an error reply that has no valid channel to echo (a body that is not JSON)."""
+
+SESSION_UNKNOWN: Final = "402::session_unknown"
+
+HANDSHAKE_ADVICE: Final[Mapping[str, Any]] = {"reconnect": "handshake", "interval": 0}
+"""``interval`` is always 0: aiocometd reads it as seconds, the JavaScript client as ms."""
+NO_RECONNECT_ADVICE: Final[Mapping[str, Any]] = {"reconnect": "none", "interval": 0}
+
+
+class BatchError(Exception):
+    """The body or frame as a whole cannot be read as Bayeux messages."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def decode_batch(body: str | bytes) -> list[Any]:
+    """The messages of a body or websocket frame: an array of messages, or a single object.
+
+    Raises BatchError. The elements are not checked here: each gets its own reply.
+    """
+    try:
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+        # NaN and Infinity would be echoed into replies as invalid JSON; deep nesting would
+        # raise RecursionError from the decoder.
+        decoded = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise BatchError("400::invalid_json") from exc
+    if isinstance(decoded, dict):
+        return [decoded]
+    if isinstance(decoded, list) and decoded:
+        return decoded
+    raise BatchError("400::invalid_batch")
+
+
+def reply_to(message: Mapping[str, Any], channel: str, **fields: Any) -> dict[str, Any]:
+    """A reply on ``channel`` echoing the message's ``id`` (clients match replies by it)."""
+    reply: dict[str, Any] = {"channel": channel}
+    if "id" in message:
+        reply["id"] = message["id"]
+    reply.update(fields)
+    return reply
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def error_batch(error: str) -> str:
+    """A whole reply for a body that has no message to answer: still a non-empty JSON array."""
+    return dumps([{"channel": ERROR_CHANNEL, "successful": False, "error": error}])
+
+
+def join(parts: list[str]) -> str:
+    """A JSON array from already serialized elements (broadcasts are serialized once)."""
+    return "[" + ",".join(parts) + "]"

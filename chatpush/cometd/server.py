@@ -1,0 +1,592 @@
+"""The Bayeux 1.0 server: sessions, subscriptions and the meta-channel state machine.
+
+Transports (``transports.py``) turn a body or a websocket frame into a list of messages and call
+:meth:`BayeuxServer.process`; the answer is an :class:`Exchange` that is rendered at once, or
+after :meth:`BayeuxServer.wait` when it holds a ``/meta/connect``. Everything is in the memory of
+this process: sessions, subscriptions, queues. A client that reaches an instance not holding its
+session gets ``402::session_unknown``, handshakes again and resumes from its chat transcript
+position.
+
+Time comes from the injected :class:`~chatpush.clock.Clock`: a held connect waits with
+``clock.sleep_until(now + connect_timeout_ms, wake)`` and the expiry sweep sleeps until the
+earliest idle session's deadline, so tests drive both with a ``FakeClock``.
+
+The application plugs in with hooks: :meth:`on_service` (requests on ``/service/...``),
+:meth:`authorize_subscribe` / :meth:`authorize_publish`, :meth:`on_disconnect` and
+:meth:`on_session_removed`; it pushes with :meth:`publish` (broadcast) and
+:meth:`Session.deliver` (one session).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import secrets
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from aiohttp import web
+
+from chatpush.clock import Clock
+from chatpush.cometd import channels, protocol
+from chatpush.cometd.channels import SubscriptionIndex
+from chatpush.cometd.session import HeldConnect, RemovalReason, Session
+
+log = logging.getLogger("chatpush.cometd")
+
+ServiceHandler = Callable[[Session, dict[str, Any]], Awaitable[None]]
+"""Called with the publishing session and the whole message (``data``, ``ext``, ``id``...)."""
+Authorizer = Callable[[Session, str], bool | Awaitable[bool]]
+"""Called with the session and the channel or pattern (wildcards included, e.g. ``/**``)."""
+DisconnectHandler = Callable[[Session, dict[str, Any]], Awaitable[None]]
+RemovalListener = Callable[[Session, RemovalReason], None]
+"""Called synchronously for every removed session; schedule slow work elsewhere."""
+
+
+@dataclass(frozen=True, slots=True)
+class CometdLimits:
+    """What one instance accepts. Durations are in milliseconds, sizes in bytes."""
+
+    max_sessions: int = 20_000
+    max_queued_messages: int = 1_000
+    """Per session, unacknowledged ones included; beyond it the session is removed."""
+    max_message_bytes: int = 65_536
+    """The largest long-polling body or websocket frame (the Chat API's body limit)."""
+    max_subscriptions: int = 100
+    """Per session: subscriptions live in memory and a client chooses how many it makes."""
+    connect_timeout_ms: int = 25_000
+    """T: how long a ``/meta/connect`` is held when there is nothing to send."""
+    max_interval_ms: int = 30_000
+    """A session with no connect for this long after its last connect reply expires."""
+
+    def __post_init__(self) -> None:
+        for limit in fields(self):
+            if getattr(self, limit.name) <= 0:
+                raise ValueError(f"CometdLimits.{limit.name} must be positive")
+
+
+@dataclass(slots=True)
+class CometdStats:
+    """Counters for the metrics module, which the application wires."""
+
+    handshakes: int = 0
+    handshakes_refused: int = 0
+    sessions_removed: Counter[str] = field(default_factory=Counter)
+    bad_requests: int = 0
+    """Bodies or frames that were not Bayeux at all (replied with a 4xx error batch)."""
+    broadcasts: int = 0
+    messages_queued: int = 0
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request (body or frame) being answered: a reply per message, in order."""
+
+    replies: list[dict[str, Any]] = field(default_factory=list)
+    connect: HeldConnect | None = None
+    """The batch's connect, whose reply carries the session's queued messages."""
+    hold: bool = False
+    """The connect waits (:meth:`BayeuxServer.wait`) before the exchange is rendered."""
+
+
+class _Refused(Exception):
+    """A message gets an unsuccessful reply with this Bayeux error (and optional advice)."""
+
+    def __init__(self, error: str, advice: Mapping[str, Any] | None = None) -> None:
+        super().__init__(error)
+        self.error = error
+        self.advice = advice
+
+
+def _unknown_session() -> _Refused:
+    return _Refused(protocol.SESSION_UNKNOWN, protocol.HANDSHAKE_ADVICE)
+
+
+class BayeuxServer:
+    def __init__(self, clock: Clock, limits: CometdLimits | None = None) -> None:
+        self.clock = clock
+        self.limits = limits or CometdLimits()
+        self.stats = CometdStats()
+        self._sessions: dict[str, Session] = {}
+        self._index: SubscriptionIndex[Session] = SubscriptionIndex()
+        self._idle: dict[Session, int] = {}
+        """Sessions without a held connect, by when that began, oldest first (insertion order)."""
+        self._sweep_wake = asyncio.Event()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closing = False
+        self._services: list[tuple[str, ServiceHandler]] = []
+        self._authorize_subscribe: Authorizer | None = None
+        self._authorize_publish: Authorizer | None = None
+        self._disconnect_handlers: list[DisconnectHandler] = []
+        self._removal_listeners: list[RemovalListener] = []
+        self._advice = {
+            "reconnect": "retry",
+            "interval": 0,
+            "timeout": self.limits.connect_timeout_ms,
+        }
+
+    # --- hooks ---------------------------------------------------------------------------------
+
+    def on_service(self, prefix: str, handler: ServiceHandler) -> None:
+        """Handle publishes to channels starting with ``prefix`` (e.g. ``/service/chatV2/``).
+
+        The longest matching prefix wins. The handler answers with ``session.deliver``.
+        """
+        if not prefix.startswith(channels.SERVICE_PREFIX):
+            raise ValueError(f"a service prefix starts with /service/: {prefix!r}")
+        self._services.append((prefix, handler))
+        self._services.sort(key=lambda item: len(item[0]), reverse=True)
+
+    def authorize_subscribe(self, callback: Authorizer) -> None:
+        """Decide who may subscribe to which broadcast channel; without it, anyone may."""
+        self._authorize_subscribe = callback
+
+    def authorize_publish(self, callback: Authorizer) -> None:
+        """Decide who may publish to which broadcast channel; without it, no client may.
+
+        Secure by default: the server's own :meth:`publish` (push notifications on
+        ``/_genesys/push/...``) must not be forgeable by clients.
+        """
+        self._authorize_publish = callback
+
+    def on_disconnect(self, handler: DisconnectHandler) -> None:
+        """Awaited on ``/meta/disconnect`` before the session is removed and the reply sent."""
+        self._disconnect_handlers.append(handler)
+
+    def on_session_removed(self, listener: RemovalListener) -> None:
+        """Told of every removal (disconnect, expiry, full queue)."""
+        self._removal_listeners.append(listener)
+
+    # --- the application's side ----------------------------------------------------------------
+
+    async def publish(self, channel: str, data: Any) -> int:
+        """Queue ``{channel, data}`` for every subscriber; the number of sessions reached."""
+        if not channels.is_valid_channel(channel, allow_wildcards=False) or (
+            channels.is_meta(channel) or channels.is_service(channel)
+        ):
+            raise ValueError(f"not a broadcast channel: {channel!r}")
+        return self._fan_out(channel, protocol.dumps({"channel": channel, "data": data}))
+
+    def get_session(self, client_id: str) -> Session | None:
+        return self._sessions.get(client_id)
+
+    @property
+    def session_count(self) -> int:
+        return len(self._sessions)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def add_routes(self, app: web.Application, path: str = "/genesys/cometd") -> None:
+        """Serve both transports at ``path`` and run the expiry sweep for the app's life."""
+        from chatpush.cometd import transports  # the transports import this module
+
+        transports.add_routes(app, self, path)
+        app.cleanup_ctx.append(self._lifespan)
+
+    async def _lifespan(self, app: web.Application) -> AsyncIterator[None]:
+        await self.start()
+        yield
+        await self.stop()
+
+    async def start(self) -> None:
+        self._closing = False
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="cometd-sweeper")
+        self._sweeper.add_done_callback(_report_death)
+
+    def release_held_connects(self) -> None:
+        """Stop holding: answer every held connect now and hold no more (shutdown)."""
+        self._closing = True
+        for session in self._sessions.values():
+            if session.held is not None:
+                session.held.wake.set()
+
+    async def stop(self) -> None:
+        self.release_held_connects()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+
+    # --- the transports' side ------------------------------------------------------------------
+
+    async def process(self, messages: list[Any], transport: str) -> Exchange:
+        """Handle every message of a batch, in order; never raises for bad input."""
+        exchange = Exchange()
+        alone = len(messages) == 1
+        for message in messages:
+            exchange.replies.append(await self._handle(message, exchange, alone, transport))
+        return exchange
+
+    async def wait(self, exchange: Exchange) -> None:
+        """Hold the exchange's connect until a message is queued, T passes or it is released."""
+        held = exchange.connect
+        assert held is not None and exchange.hold
+        session = held.session
+        try:
+            deadline_ms = self.clock.now_ms() + self.limits.connect_timeout_ms
+            await self.clock.sleep_until(deadline_ms, held.wake)
+        finally:
+            # Also on cancellation (a websocket closed under a held connect): the session must
+            # become idle so that it can expire.
+            if session.held is held:
+                session.held = None
+                self._mark_idle(session)
+
+    def render(self, exchange: Exchange) -> str:
+        """The reply array: the session's queued messages first, then a reply per message."""
+        parts: list[str] = []
+        held = exchange.connect
+        if held is not None:
+            parts = self._complete_connect(held)
+        parts.extend(protocol.dumps(reply) for reply in exchange.replies)
+        return protocol.join(parts)
+
+    def count_bad_request(self, error: str, transport: str) -> None:
+        self.stats.bad_requests += 1
+        log.debug(
+            "bad cometd request: %s",
+            error,
+            extra={"action": "cometd_bad_request", "error": error, "transport": transport},
+        )
+
+    # --- messages ------------------------------------------------------------------------------
+
+    async def _handle(
+        self, message: Any, exchange: Exchange, alone: bool, transport: str
+    ) -> dict[str, Any]:
+        if not isinstance(message, dict):
+            return _error({}, protocol.ERROR_CHANNEL, "400::invalid_message")
+        channel = message.get("channel")
+        if not isinstance(channel, str) or not channels.is_valid_channel(
+            channel, allow_wildcards=False
+        ):
+            return _error(message, protocol.ERROR_CHANNEL, "400::invalid_channel")
+        message_id = message.get("id")
+        if "id" in message and (
+            not isinstance(message_id, str | int) or isinstance(message_id, bool)
+        ):
+            return _error({}, channel, "400::invalid_id")
+        try:
+            if not channels.is_meta(channel):
+                return await self._publish(message, channel, transport)
+            if channel == protocol.HANDSHAKE:
+                return self._handshake(message, alone)
+            if channel == protocol.CONNECT:
+                return self._connect(message, exchange, alone, transport)
+            if channel == protocol.SUBSCRIBE:
+                return await self._subscribe(message, transport)
+            if channel == protocol.UNSUBSCRIBE:
+                return self._unsubscribe(message, transport)
+            if channel == protocol.DISCONNECT:
+                return await self._disconnect(message, transport)
+            raise _Refused("400::unknown_meta_channel")
+        except _Refused as refused:
+            reply = _error(message, channel, refused.error)
+            if refused.advice is not None:
+                reply["advice"] = dict(refused.advice)
+            return reply
+
+    def _session(self, message: dict[str, Any], transport: str) -> Session:
+        client_id = message.get("clientId")
+        session = self._sessions.get(client_id) if isinstance(client_id, str) else None
+        if session is None:
+            raise _unknown_session()
+        session.transport = transport
+        return session
+
+    def _handshake(self, message: dict[str, Any], alone: bool) -> dict[str, Any]:
+        if not alone:
+            raise _Refused("400::handshake_not_alone")
+        offered = message.get("supportedConnectionTypes")
+        if not isinstance(offered, list) or not all(isinstance(t, str) for t in offered):
+            raise _Refused("400::invalid_connection_types")
+        common = [t for t in protocol.CONNECTION_TYPES if t in offered]
+        if not common:
+            reply = _error(message, protocol.HANDSHAKE, "406::unsupported_connection_types")
+            reply["supportedConnectionTypes"] = list(protocol.CONNECTION_TYPES)
+            reply["advice"] = dict(protocol.NO_RECONNECT_ADVICE)
+            return reply
+        if self._closing or len(self._sessions) >= self.limits.max_sessions:
+            self.stats.handshakes_refused += 1
+            log.warning(
+                "cometd handshake refused: %d sessions",
+                len(self._sessions),
+                extra={"action": "cometd_handshake_refused", "sessions": len(self._sessions)},
+            )
+            raise _Refused("503::too_many_sessions", protocol.HANDSHAKE_ADVICE)
+        ext = message.get("ext")
+        ext = dict(ext) if isinstance(ext, dict) else {}
+        ack_enabled = ext.get("ack") is True
+        session = Session(
+            secrets.token_hex(16),  # 128 random bits
+            ext,
+            created_ms=self.clock.now_ms(),
+            ack_enabled=ack_enabled,
+            max_queued_messages=self.limits.max_queued_messages,
+            remove=self._remove,
+        )
+        self._sessions[session.client_id] = session
+        self._mark_idle(session)
+        self.stats.handshakes += 1
+        log.debug("cometd session %s created", session.ref, extra={"action": "cometd_handshake"})
+        reply = protocol.reply_to(
+            message,
+            protocol.HANDSHAKE,
+            successful=True,
+            clientId=session.client_id,
+            version=protocol.VERSION,
+            minimumVersion=protocol.VERSION,
+            supportedConnectionTypes=common,
+            advice=dict(self._advice),
+        )
+        if ack_enabled:
+            reply["ext"] = {"ack": True}
+        return reply
+
+    def _connect(
+        self, message: dict[str, Any], exchange: Exchange, alone: bool, transport: str
+    ) -> dict[str, Any]:
+        session = self._session(message, transport)
+        if session.ack_enabled:
+            ext = message.get("ext")
+            batch = ext.get("ack") if isinstance(ext, dict) else None
+            if isinstance(batch, int) and not isinstance(batch, bool):
+                session.acknowledge(batch)
+        # A newer connect supersedes an older one: held in another request, or in this batch.
+        if session.held is not None:
+            session.held.superseded = True
+            session.held.wake.set()  # its wait() ends and render() answers it empty
+            session.held = None
+        if exchange.connect is not None:
+            exchange.connect.superseded = True
+            self._complete_connect(exchange.connect)
+        first = session.count_connect()
+        reply = protocol.reply_to(message, protocol.CONNECT, clientId=session.client_id)
+        held = HeldConnect(session, reply)
+        exchange.connect = held
+        exchange.hold = alone and not first and not session.has_pending() and not self._closing
+        if exchange.hold:
+            session.held = held
+            self._idle.pop(session, None)
+        return reply  # completed by render()
+
+    def _complete_connect(self, held: HeldConnect) -> list[str]:
+        session, reply = held.session, held.reply
+        if held.superseded:
+            reply.update(successful=True, advice=dict(self._advice))
+            return []
+        if session.removed is RemovalReason.DISCONNECT:
+            reply.update(successful=True, advice=dict(protocol.NO_RECONNECT_ADVICE))
+            return []
+        if session.removed is not None:
+            reply.update(
+                successful=False,
+                error=protocol.SESSION_UNKNOWN,
+                advice=dict(protocol.HANDSHAKE_ADVICE),
+            )
+            return []
+        messages, batch = session.take()
+        reply.update(successful=True, advice=dict(self._advice))
+        if batch is not None:
+            reply["ext"] = {"ack": batch}
+        self._mark_idle(session)
+        return messages
+
+    def _subscription(self, message: dict[str, Any]) -> list[str]:
+        wanted = message.get("subscription")
+        candidates: list[Any] = wanted if isinstance(wanted, list) else [wanted]
+        patterns = [p for p in candidates if isinstance(p, str)]
+        if not patterns or len(patterns) < len(candidates):
+            raise _Refused("400::invalid_subscription")
+        if not all(channels.is_valid_channel(p, allow_wildcards=True) for p in patterns):
+            raise _Refused("400::invalid_subscription")
+        return patterns
+
+    async def _subscribe(self, message: dict[str, Any], transport: str) -> dict[str, Any]:
+        session = self._session(message, transport)
+        patterns = self._subscription(message)
+        if any(channels.is_meta(p) for p in patterns):
+            raise _Refused("403::meta_subscription_denied")
+        # Service channels answer the sender only: nothing to record.
+        recorded = [p for p in patterns if not channels.is_service(p)]
+        new = [p for p in recorded if p not in session.subscriptions]
+        if len(session.subscriptions) + len(set(new)) > self.limits.max_subscriptions:
+            raise _Refused("403::too_many_subscriptions")
+        for pattern in recorded:
+            if not await self._authorized(self._authorize_subscribe, True, session, pattern):
+                raise _Refused("403::subscription_denied")
+        if session.removed is not None:  # disconnected while the authorizer ran
+            raise _unknown_session()
+        for pattern in recorded:
+            session.subscriptions.add(pattern)
+            self._index.add(pattern, session)
+        return protocol.reply_to(
+            message,
+            protocol.SUBSCRIBE,
+            successful=True,
+            clientId=session.client_id,
+            subscription=message["subscription"],
+        )
+
+    def _unsubscribe(self, message: dict[str, Any], transport: str) -> dict[str, Any]:
+        session = self._session(message, transport)
+        for pattern in self._subscription(message):
+            if pattern in session.subscriptions:
+                session.subscriptions.discard(pattern)
+                self._index.remove(pattern, session)
+        return protocol.reply_to(
+            message,
+            protocol.UNSUBSCRIBE,
+            successful=True,
+            clientId=session.client_id,
+            subscription=message["subscription"],
+        )
+
+    async def _publish(
+        self, message: dict[str, Any], channel: str, transport: str
+    ) -> dict[str, Any]:
+        session = self._session(message, transport)
+        if "data" not in message:
+            raise _Refused("400::missing_data")
+        if channels.is_service(channel):
+            handler = next((h for p, h in self._services if channel.startswith(p)), None)
+            if handler is None:
+                raise _Refused("404::unknown_service")
+            try:
+                await handler(session, message)
+            except Exception:
+                log.exception(
+                    "cometd service handler failed on %s",
+                    channel,
+                    extra={"action": "cometd_service_failed", "channel": channel},
+                )
+                raise _Refused("500::internal_error") from None
+        else:
+            if not await self._authorized(self._authorize_publish, False, session, channel):
+                raise _Refused("403::publish_denied")
+            self._fan_out(channel, protocol.dumps({"channel": channel, "data": message["data"]}))
+        return protocol.reply_to(message, channel, successful=True)
+
+    async def _disconnect(self, message: dict[str, Any], transport: str) -> dict[str, Any]:
+        session = self._session(message, transport)
+        for handler in self._disconnect_handlers:
+            try:
+                await handler(session, message)
+            except Exception:
+                log.exception(
+                    "cometd disconnect handler failed",
+                    extra={"action": "cometd_disconnect_failed", "session": session.ref},
+                )
+        self._remove(session, RemovalReason.DISCONNECT)
+        return protocol.reply_to(
+            message, protocol.DISCONNECT, successful=True, clientId=session.client_id
+        )
+
+    async def _authorized(
+        self, callback: Authorizer | None, default: bool, session: Session, channel: str
+    ) -> bool:
+        if callback is None:
+            return default
+        try:
+            answer = callback(session, channel)
+            if inspect.isawaitable(answer):
+                answer = await answer
+        except Exception:
+            log.exception(
+                "cometd authorizer failed on %s",
+                channel,
+                extra={"action": "cometd_authorizer_failed", "channel": channel},
+            )
+            raise _Refused("500::internal_error") from None
+        return answer is True
+
+    # --- delivery, idleness, removal -----------------------------------------------------------
+
+    def _fan_out(self, channel: str, message_json: str) -> int:
+        """Queue one serialized message for every subscriber of ``channel``."""
+        self.stats.broadcasts += 1
+        reached = 0
+        full: list[Session] = []
+        for session in self._index.match(channel):
+            if session.enqueue(message_json):
+                reached += 1
+            else:
+                full.append(session)
+        self.stats.messages_queued += reached
+        for session in full:  # after the loop: removal changes the index being iterated
+            self._remove(session, RemovalReason.QUEUE_FULL)
+        return reached
+
+    def _mark_idle(self, session: Session) -> None:
+        if session.removed is not None:
+            return
+        if not self._idle:
+            self._sweep_wake.set()
+        self._idle.pop(session, None)
+        self._idle[session] = self.clock.now_ms()
+
+    def _remove(self, session: Session, reason: RemovalReason) -> None:
+        if session.removed is not None:
+            return
+        session.removed = reason
+        self._sessions.pop(session.client_id, None)
+        self._idle.pop(session, None)
+        for pattern in session.subscriptions:
+            self._index.remove(pattern, session)
+        if session.held is not None:
+            session.held.wake.set()  # answered by render() with the reason's advice
+        self.stats.sessions_removed[reason] += 1
+        level = logging.WARNING if reason is RemovalReason.QUEUE_FULL else logging.INFO
+        log.log(
+            level,
+            "cometd session %s removed: %s",
+            session.ref,
+            reason,
+            extra={"action": "cometd_session_removed", "session": session.ref, "reason": reason},
+        )
+        for listener in self._removal_listeners:
+            try:
+                listener(session, reason)
+            except Exception:
+                log.exception(
+                    "cometd removal listener failed",
+                    extra={"action": "cometd_listener_failed", "session": session.ref},
+                )
+
+    def sweep(self) -> int | None:
+        """Remove expired sessions; the time of the next expiry (None: no idle session)."""
+        now_ms = self.clock.now_ms()
+        max_interval_ms = self.limits.max_interval_ms
+        expired: list[Session] = []
+        next_ms: int | None = None
+        for session, idle_since_ms in self._idle.items():  # oldest first
+            if idle_since_ms + max_interval_ms > now_ms:
+                next_ms = idle_since_ms + max_interval_ms
+                break
+            expired.append(session)
+        for session in expired:
+            self._remove(session, RemovalReason.EXPIRED)
+        return next_ms
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            self._sweep_wake.clear()
+            await self.clock.sleep_until(self.sweep(), self._sweep_wake)
+
+
+def _error(message: Mapping[str, Any], channel: str, error: str) -> dict[str, Any]:
+    return protocol.reply_to(message, channel, successful=False, error=error)
+
+
+def _report_death(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.critical(
+            "cometd expiry sweep died; sessions no longer expire",
+            exc_info=task.exception(),
+            extra={"action": "task_died", "task": task.get_name()},
+        )

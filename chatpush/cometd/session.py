@@ -1,0 +1,167 @@
+"""One Bayeux client session: its outgoing queue, the acknowledge state and its held connect.
+
+Messages for a session are queued as JSON text, serialized once per broadcast, and leave only
+with a ``/meta/connect`` reply (on either transport). That keeps a single delivery path, which the
+acknowledge extension needs: each connect reply is a numbered batch, and a batch stays kept until
+a later connect acknowledges its number (``ext.ack``). Unacknowledged messages are sent again,
+folded into the next batch, so a client may see a message twice, never zero times, while the
+session lives.
+
+The queue is bounded (``max_queued_messages``, unacknowledged messages included). A session that
+would exceed it is removed (reason ``queue_full``): its client gets ``402`` on its next request,
+handshakes again and catches up from its chat transcript position. Dropping messages silently
+instead would leave gaps that the client cannot see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatpush.cometd import channels, protocol
+
+
+class RemovalReason(enum.StrEnum):
+    DISCONNECT = "disconnect"
+    """The client sent ``/meta/disconnect``."""
+    EXPIRED = "expired"
+    """No connect for ``max_interval_ms`` after the last connect reply."""
+    QUEUE_FULL = "queue_full"
+    """A message would have exceeded ``max_queued_messages``."""
+
+
+@dataclass(slots=True, eq=False)
+class HeldConnect:
+    """A ``/meta/connect`` whose reply waits for a message, its deadline or a newer connect."""
+
+    session: Session
+    reply: dict[str, Any]
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    superseded: bool = False
+    """A newer connect arrived: answer this one without draining the queue into it."""
+
+
+class Session:
+    """A client known by its ``clientId``; the application sees it in every hook.
+
+    ``handshake_ext`` is the handshake's ``ext`` object (for example credentials that an
+    authorizer checks); ``attributes`` is free for the application's own per-session state.
+    """
+
+    __slots__ = (
+        "_batch",
+        "_connects",
+        "_queue",
+        "_remove",
+        "_unacked",
+        "ack_enabled",
+        "attributes",
+        "client_id",
+        "created_ms",
+        "handshake_ext",
+        "held",
+        "max_queued_messages",
+        "removed",
+        "subscriptions",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        client_id: str,
+        handshake_ext: Mapping[str, Any],
+        *,
+        created_ms: int,
+        ack_enabled: bool,
+        max_queued_messages: int,
+        remove: Callable[[Session, RemovalReason], None],
+    ) -> None:
+        self.client_id = client_id
+        self.handshake_ext: Mapping[str, Any] = handshake_ext
+        self.attributes: dict[str, Any] = {}
+        self.created_ms = created_ms
+        self.ack_enabled = ack_enabled
+        self.max_queued_messages = max_queued_messages
+        self.transport: str | None = None
+        """The connection type of the last request that named this session."""
+        self.subscriptions: set[str] = set()
+        """Recorded subscription patterns (never ``/meta/*`` or ``/service/*``)."""
+        self.held: HeldConnect | None = None
+        self.removed: RemovalReason | None = None
+        self._remove = remove
+        self._queue: deque[str] = deque()
+        self._unacked: list[str] = []
+        """The messages of batch ``_batch``, which include any earlier unacknowledged ones."""
+        self._batch = 0
+        self._connects = 0
+
+    def __repr__(self) -> str:
+        return f"<Session {self.ref}{' removed' if self.removed else ''}>"
+
+    @property
+    def ref(self) -> str:
+        """A short hash of the clientId for logs: the clientId itself lets anyone act as us."""
+        return hashlib.sha256(self.client_id.encode()).hexdigest()[:12]
+
+    @property
+    def connect_held(self) -> bool:
+        return self.held is not None
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting for a connect reply or for their acknowledgement."""
+        return len(self._queue) + len(self._unacked)
+
+    async def deliver(self, channel: str, data: Any) -> bool:
+        """Queue ``{channel, data}`` for this session only (a reply to a service request).
+
+        False when the session is gone, or was just removed because its queue is full.
+        """
+        if not channels.is_valid_channel(channel, allow_wildcards=False):
+            raise ValueError(f"not a deliverable channel: {channel!r}")
+        if self.removed is not None:
+            return False
+        if not self.enqueue(protocol.dumps({"channel": channel, "data": data})):
+            self._remove(self, RemovalReason.QUEUE_FULL)
+            return False
+        return True
+
+    # The server's side of the session; the application never needs these.
+
+    def enqueue(self, message_json: str) -> bool:
+        """Queue serialized message; False if the queue is full (the caller removes us)."""
+        if self.queued >= self.max_queued_messages:
+            return False
+        self._queue.append(message_json)
+        if self.held is not None:
+            self.held.wake.set()
+        return True
+
+    def count_connect(self) -> bool:
+        """Record a connect; True for the first one, which is answered at once."""
+        self._connects += 1
+        return self._connects == 1
+
+    def acknowledge(self, batch: int) -> None:
+        """The client received every batch up to ``batch``."""
+        if batch >= self._batch:
+            self._unacked.clear()
+
+    def has_pending(self) -> bool:
+        return bool(self._queue) or bool(self._unacked)
+
+    def take(self) -> tuple[list[str], int | None]:
+        """The messages for a connect reply, and its batch number with the ack extension."""
+        if not self.ack_enabled:
+            taken = list(self._queue)
+            self._queue.clear()
+            return taken, None
+        self._unacked.extend(self._queue)
+        self._queue.clear()
+        self._batch += 1
+        return list(self._unacked), self._batch

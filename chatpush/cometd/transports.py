@@ -1,0 +1,171 @@
+"""The two Bayeux transports on aiohttp: long-polling (``POST``) and websocket (``GET`` upgrade).
+
+Long-polling: ``POST <path>`` and ``POST <path>/*`` (the JavaScript client appends
+``/handshake``, ``/connect``...). The handler coroutine itself holds a connect. Replies are HTTP
+200 ``application/json``, always a non-empty array; a body that cannot be read as Bayeux messages
+(not JSON, not messages, too large) gets HTTP 400 with a one-element error array, so that no
+client mistakes it for an answer. No cookie is ever set or required.
+
+Websocket: ``GET <path>`` with ``Upgrade: websocket``; every frame is a batch and gets one reply
+frame. Frames are read and answered in order, except that a connect which must wait is handed to
+a task of its own, so a held connect never delays other replies. (Keeping the other messages in
+order keeps a client's chat operations in the order it sent them.) aiohttp pings every
+``WEBSOCKET_HEARTBEAT_S`` so that sockets of vanished clients are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from chatpush.cometd import protocol
+
+if TYPE_CHECKING:
+    from chatpush.cometd.server import BayeuxServer, Exchange
+
+log = logging.getLogger("chatpush.cometd")
+
+WEBSOCKET_HEARTBEAT_S = 60.0
+FRAME_HARD_LIMIT_FACTOR = 4
+"""Frames up to this many times ``max_message_bytes`` get a 413 reply; longer ones close the
+socket (aiohttp has to buffer a frame whole before we see it)."""
+SHUTDOWN_GRACE_S = 1.0
+"""How long a stop waits for released connects to be answered before closing the sockets."""
+
+
+def add_routes(app: web.Application, server: BayeuxServer, path: str) -> None:
+    transports = _Transports(server)
+    app.router.add_post(path, transports.long_polling)
+    app.router.add_post(path.rstrip("/") + "/{tail:.*}", transports.long_polling)
+    app.router.add_get(path, transports.websocket)
+    app.on_shutdown.append(transports.close_sockets)
+
+
+def _json(text: str, status: int = 200) -> web.Response:
+    return web.Response(text=text, status=status, content_type="application/json")
+
+
+class _Socket:
+    """One websocket: serialized sends, and the tasks of its held connects."""
+
+    def __init__(self, server: BayeuxServer, ws: web.WebSocketResponse) -> None:
+        self._server = server
+        self.ws = ws
+        self._send_lock = asyncio.Lock()
+        self._held: set[asyncio.Task[None]] = set()
+
+    async def send(self, text: str) -> None:
+        if self.ws.closed:
+            return
+        async with self._send_lock:
+            with contextlib.suppress(ConnectionError):
+                await self.ws.send_str(text)
+
+    def hold(self, exchange: Exchange) -> None:
+        task = asyncio.create_task(self._answer_when_released(exchange), name="cometd-ws-connect")
+        self._held.add(task)
+        task.add_done_callback(self._held.discard)
+
+    async def _answer_when_released(self, exchange: Exchange) -> None:
+        await self._server.wait(exchange)
+        if not self.ws.closed:  # else the queue stays for the client's next connect
+            await self.send(self._server.render(exchange))
+
+    async def finish_held(self, timeout_s: float) -> None:
+        if self._held:
+            await asyncio.wait(list(self._held), timeout=timeout_s)
+
+    async def abandon(self) -> None:
+        for task in list(self._held):
+            task.cancel()
+        await asyncio.gather(*self._held, return_exceptions=True)
+
+
+class _Transports:
+    def __init__(self, server: BayeuxServer) -> None:
+        self._server = server
+        self._limit = server.limits.max_message_bytes
+        self._sockets: set[_Socket] = set()
+
+    def _refuse(self, error: str, transport: str) -> str:
+        self._server.count_bad_request(error, transport)
+        return protocol.error_batch(error)
+
+    async def long_polling(self, request: web.Request) -> web.Response:
+        body = await self._read_body(request)
+        if body is None:
+            return _json(self._refuse("413::message_too_large", protocol.LONG_POLLING), 400)
+        try:
+            messages = protocol.decode_batch(body)
+        except protocol.BatchError as exc:
+            return _json(self._refuse(exc.error, protocol.LONG_POLLING), 400)
+        exchange = await self._server.process(messages, protocol.LONG_POLLING)
+        if exchange.hold:
+            await self._server.wait(exchange)
+        return _json(self._server.render(exchange))
+
+    async def _read_body(self, request: web.Request) -> bytes | None:
+        """The body, or None when it is longer than the limit (read no further than that)."""
+        if request.content_length is not None and request.content_length > self._limit:
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > self._limit:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(
+            max_msg_size=self._limit * FRAME_HARD_LIMIT_FACTOR, heartbeat=WEBSOCKET_HEARTBEAT_S
+        )
+        if not ws.can_prepare(request).ok:
+            error = "400::websocket_upgrade_required"
+            return _json(self._refuse(error, protocol.WEBSOCKET), 400)
+        await ws.prepare(request)
+        socket = _Socket(self._server, ws)
+        self._sockets.add(socket)
+        try:
+            async for frame in ws:
+                if frame.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    await self._frame(socket, frame.data)
+                else:  # ERROR: a frame over the hard limit, or a protocol violation
+                    break
+        finally:
+            self._sockets.discard(socket)
+            await socket.abandon()
+        return ws
+
+    async def _frame(self, socket: _Socket, data: str | bytes) -> None:
+        # A str of n characters is n to 4n bytes of UTF-8: encode only when it might be too long.
+        if len(data) > self._limit // 4 and (
+            len(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data)
+            > self._limit
+        ):
+            await socket.send(self._refuse("413::message_too_large", protocol.WEBSOCKET))
+            return
+        try:
+            messages = protocol.decode_batch(data)
+        except protocol.BatchError as exc:
+            await socket.send(self._refuse(exc.error, protocol.WEBSOCKET))
+            return
+        exchange = await self._server.process(messages, protocol.WEBSOCKET)
+        if exchange.hold:
+            socket.hold(exchange)
+        else:
+            await socket.send(self._server.render(exchange))
+
+    async def close_sockets(self, app: web.Application) -> None:
+        """On shutdown: let released connects be answered, then close every websocket."""
+        self._server.release_held_connects()
+        sockets = list(self._sockets)
+        await asyncio.gather(*(socket.finish_held(SHUTDOWN_GRACE_S) for socket in sockets))
+        for socket in sockets:
+            with contextlib.suppress(ConnectionError):
+                await socket.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
