@@ -87,10 +87,11 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 @pytest.fixture
 async def make_client(aiohttp_client: Callable[..., Any], clock: FakeClock) -> Callable[..., Any]:
-    """Start the real app on a migrated SQLite file and return an aiohttp test client."""
+    """Start the real app on a migrated database and return an aiohttp test client."""
 
     async def make(settings: Settings) -> TestClient[web.Request, web.Application]:
-        await asyncio.to_thread(migrate.upgrade, settings.database.url)
+        if settings.database.is_sqlite:  # the PostgreSQL test databases are migrated already
+            await asyncio.to_thread(migrate.upgrade, settings.database.url)
         app = create_app(settings, clock=clock, housekeeping=False)
         client: TestClient[web.Request, web.Application] = await aiohttp_client(app)
         return client

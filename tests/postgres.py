@@ -21,6 +21,7 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from chatpush.store import migrate
+from chatpush.store.tables import metadata
 
 T = TypeVar("T")
 
@@ -68,14 +69,13 @@ async def _admin(*statements: str) -> None:
 
 
 async def _truncate(database: str) -> None:
+    """Delete every row (DELETE, child tables first: on tables this small it is much cheaper
+    than TRUNCATE, which replaces files)."""
     conn = await asyncpg.connect(_url_for(database, "postgresql"))
     try:
-        tables = await conn.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-            " AND tablename <> 'alembic_version'"
+        await conn.execute(
+            "; ".join(f'DELETE FROM "{table.name}"' for table in reversed(metadata.sorted_tables))
         )
-        names = ", ".join(f'"{row["tablename"]}"' for row in tables)
-        await conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
     finally:
         await conn.close()
 
