@@ -17,18 +17,20 @@ mod 2, so each chat's events alternate between the instances from one pass over 
 next (no session affinity; ``--balance affinity`` sends all of a chat's requests to one instance).
 
 Reported per run: events/s; CPU per event of each process (every instance, the PostgreSQL
-backends of the run's database, the rest of the PostgreSQL server, the receiver, the load
-generator) and the share of the machine's cores each took; what the rest of the machine took
-meanwhile; duplicated triggers and the warnings and errors in the instances' logs. The figure of
+backends of the run's database, PostgreSQL's own processes, the receiver, the load generator), the
+rate that CPU would allow on idle cores ("CPU ceiling"), and the share of the machine's cores each
+took; what the rest of the machine took meanwhile; refused events, duplicated triggers, and the
+warnings, errors and transaction retries in the instances' logs; with ``--instrument``, SQL
+statements per event (benchmarks/instrumented_serve.py). The figure of
 merit is the ratio of the end-to-end rates, 2 instances ÷ 1 (target >= 1.6); ``--rounds N``
 measures N pairs, in the order 1 2, 2 1, 1 2, ... and reports the median ratio. From the
 repository root, with PostgreSQL running (scripts/postgres-up):
 
-    .venv/bin/python -m benchmarks.instances --rounds 3      # full size
+    .venv/bin/python -m benchmarks.instances                 # full size: 3 rounds, 3.5-4.5 min
     .venv/bin/python -m benchmarks.instances --smoke         # a few seconds, for CI
 
-Exit status: 0 when every run completed with no refused event, no duplicated trigger and no
-error in the instances' logs; 1 otherwise.
+Exit status: 0 when every run completed with no refused event (warm-up included), no duplicated
+trigger and no error in the instances' logs; 1 otherwise.
 """
 
 from __future__ import annotations
@@ -38,11 +40,13 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -72,6 +76,8 @@ from benchmarks.pushrig import (
 
 TARGET_RATIO = 1.6
 COUNTS = (1, 2)
+SET_UP_CONCURRENCY = 32
+"""Chats created at once (not measured: only the run's length)."""
 PG_SAMPLE_S = 0.2
 """How often the PostgreSQL backends' CPU is read (a backend that exits keeps its last reading)."""
 
@@ -251,6 +257,8 @@ class Result:
     round: int
     events: int
     refused: int
+    refusals: Counter[str]
+    """Events not answered 201 (warm-up included), by instance and answer."""
     accept_s: float
     end_to_end_s: float
     completed: bool
@@ -268,7 +276,8 @@ class Result:
     deliveries_by_node: dict[str, int] = field(default_factory=dict)
     pinned_by_node: dict[str, int] = field(default_factory=dict)
     log_problems: dict[str, Counter[str]] = field(default_factory=dict)
-    """Per instance: the warnings and errors its log holds, as "level: message" -> count."""
+    """Per instance: the warnings, errors and transaction retries its log holds, as
+    "level: message" -> count."""
     counters: dict[str, Counter[str]] = field(default_factory=dict)
     """With --instrument: statements, transactions and requests of every instance together,
     over the measured phase."""
@@ -298,7 +307,7 @@ class Result:
             count
             for problems in self.log_problems.values()
             for line, count in problems.items()
-            if not line.startswith("warning")
+            if not line.startswith(("warning", "retry"))
         )
 
 
@@ -309,9 +318,12 @@ def instance_for(n: int, chats: int, instances: int, balance: str) -> int:
     return (n + n // chats) % instances
 
 
-async def drive(rig: Rig, args: argparse.Namespace, events: int, first: int = 0) -> int:
+async def drive(
+    rig: Rig, args: argparse.Namespace, events: int, refusals: Counter[str], first: int = 0
+) -> int:
     """Closed loop: ``args.concurrency`` workers post ``events`` agent messages round robin over
-    the chats, each to its instance (``instance_for``). Returns how many were refused."""
+    the chats, each to its instance (``instance_for``). Returns how many were refused (not 201);
+    counts each refusal, by instance and answer, in ``refusals``."""
     bases = rig.bases or [rig.base]
     posters = [make_poster(args.client, base, args.concurrency) for base in bases]
     chats, last_index = rig.chats, rig.last_index
@@ -324,12 +336,14 @@ async def drive(rig: Rig, args: argparse.Namespace, events: int, first: int = 0)
         nonlocal refused
         for n in counter:  # shared iterator: each n is taken by exactly one worker
             slot = n % len(chats)
-            poster = posters[instance_for(n, len(chats), len(posters), args.balance)]
-            status, _ = await poster.post(paths[slot], bodies[n % len(bodies)])
+            instance = instance_for(n, len(chats), len(posters), args.balance)
+            status, answer = await posters[instance].post(paths[slot], bodies[n % len(bodies)])
             if status == 201:
                 last_index[chats[slot]] += 1
             else:
                 refused += 1
+                text = answer[:200].decode(errors="replace")
+                refusals[f"instance-{instance + 1}: HTTP {status} {text}"] += 1
 
     try:
         await asyncio.gather(*(worker() for _ in range(args.concurrency)))
@@ -365,7 +379,9 @@ def merge_counters(
 
 
 def log_problems(rig: Rig) -> dict[str, Counter[str]]:
-    """Each instance's warnings and errors (its JSON log lines of level warning and above)."""
+    """Each instance's warnings and errors (its JSON log lines of level warning and above, and
+    any line that is not chatpush's JSON), and its transactions retried after a deadlock or a
+    serialization failure (logged at info)."""
     found: dict[str, Counter[str]] = {}
     for server in rig.servers:
         problems: Counter[str] = Counter()
@@ -379,10 +395,19 @@ def log_problems(rig: Rig) -> dict[str, Counter[str]]:
                     if line.strip():
                         problems[f"output: {line.strip()[:160]}"] += 1
                     continue
+                message = str(entry.get("message", ""))
                 if level not in ("debug", "info"):
-                    problems[f"{level}: {str(entry.get('message', ''))[:160]}"] += 1
+                    problems[f"{level}: {message[:160]}"] += 1
+                elif message.startswith("transaction retried"):
+                    problems[f"retry: {message[:160]}"] += 1
         found[server.name] = problems
     return found
+
+
+def keep_logs(rig: Rig, directory: Path, prefix: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for process in rig.processes():
+        shutil.copy(process.log, directory / f"{prefix}{process.log.name}")
 
 
 async def work_split(database_url: str) -> tuple[dict[str, int], dict[str, int]]:
@@ -444,11 +469,12 @@ async def run(instances: int, round_no: int, args: argparse.Namespace) -> Result
         pg.start()
         try:
             receiver = ReceiverClient(session, rig.receiver_url)
-            await set_up_chats(rig, args.chats)
+            refusals: Counter[str] = Counter()
+            await set_up_chats(rig, args.chats, concurrency=SET_UP_CONCURRENCY)
             if await wait_drained(receiver, rig, timeout_s=args.timeout) is None:
                 raise RuntimeError(f"{instances} instances: the set-up was never acknowledged")
             if args.warmup:
-                await drive(rig, args, args.warmup)
+                await drive(rig, args, args.warmup, refusals)
                 if await wait_drained(receiver, rig, timeout_s=args.timeout) is None:
                     raise RuntimeError(f"{instances} instances: the warm-up was never acknowledged")
             duplicated = duplicates(await receiver.samples())
@@ -458,7 +484,7 @@ async def run(instances: int, round_no: int, args: argparse.Namespace) -> Result
             sampling_before = pg.cost_s
             before = cpu_snapshot(rig)
             started = time.monotonic()
-            refused = await drive(rig, args, args.events, args.warmup)
+            refused = await drive(rig, args, args.events, refusals, args.warmup)
             accepted = time.monotonic()
             stats = await wait_drained(receiver, rig, timeout_s=args.timeout)
             finished = time.monotonic()
@@ -473,11 +499,14 @@ async def run(instances: int, round_no: int, args: argparse.Namespace) -> Result
             stats = await receiver.stats()
         duplicated += duplicates(await receiver.samples())
         deliveries, pinned = await work_split(rig.database_url)
+        if args.keep_logs:
+            keep_logs(rig, Path(args.keep_logs), f"round{round_no}-x{instances}-")
         return Result(
             instances=instances,
             round=round_no,
             events=args.events - refused,
             refused=refused,
+            refusals=refusals,
             accept_s=accepted - started,
             end_to_end_s=finished - started,
             completed=completed,
@@ -528,6 +557,7 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
                 str(r.round),
                 str(r.instances),
                 str(r.events),
+                str(sum(r.refusals.values())),
                 f"{r.accepted_per_s:.0f}",
                 f"{r.end_to_end_per_s:.0f}",
                 str(r.triggers),
@@ -535,6 +565,7 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
                 str(r.resends),
                 str(r.duplicates),
                 " ".join(f"{k}:{v}" for k, v in sorted(r.deliveries_by_node.items())),
+                " ".join(f"{k}:{v}" for k, v in sorted(r.pinned_by_node.items())),
                 str(sum(sum(p.values()) for p in r.log_problems.values())),
                 "yes" if r.completed else "TIMEOUT",
             ]
@@ -544,6 +575,7 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
             "round",
             "instances",
             "events",
+            "refused",
             "accepted/s",
             "end-to-end ev/s",
             "triggers",
@@ -551,7 +583,8 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
             "resends",
             "dup",
             "deliveries by node (all phases)",
-            "log warnings",
+            "chats pinned",
+            "log warnings, retries",
             "done",
         ],
         rows,
@@ -599,6 +632,8 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
         )
     print_table(["round", "instances", *columns, "others", "of which pg other dbs", "idle"], rows)
     for r in results:
+        for line, count in r.refusals.most_common(5):
+            print(f"round {r.round}, {r.instances} instances, refused: {count}x {line}")
         for name, problems in r.log_problems.items():
             for line, count in problems.most_common(5):
                 print(f"round {r.round}, {r.instances} instances, {name} log: {count}x {line}")
@@ -685,11 +720,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=(__doc__ or "").splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--events", type=int, default=6000, help="measured events per run")
-    parser.add_argument("--warmup", type=int, default=500, help="uncounted events first")
+    parser.add_argument("--events", type=int, default=1000, help="measured events per run")
+    parser.add_argument("--warmup", type=int, default=200, help="uncounted events first")
     parser.add_argument("--chats", type=int, default=256, help="chats the events go round")
     parser.add_argument("--concurrency", type=int, default=64, help="events in flight")
-    parser.add_argument("--rounds", type=int, default=1, help="pairs: 1 2, 2 1, 1 2, ...")
+    parser.add_argument("--rounds", type=int, default=3, help="pairs: 1 2, 2 1, 1 2, ...")
     parser.add_argument(
         "--balance",
         choices=["round-robin", "affinity"],
@@ -704,6 +739,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=POSTGRES_ADMIN_URL,
         help="libpq URL of an existing database of the server to create the runs' databases on"
         " ($CHATPUSH_TEST_POSTGRES)",
+    )
+    parser.add_argument(
+        "--keep-logs", metavar="DIR", help="copy every process's log there after each run"
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds, per wait")
     parser.add_argument(
@@ -737,7 +775,7 @@ async def amain(args: argparse.Namespace) -> int:
             )
     results.sort(key=lambda r: (r.round, r.instances))
     report(results, args)
-    ok = all(r.completed and not r.refused and not r.duplicates and not r.errors for r in results)
+    ok = all(r.completed and not r.refusals and not r.duplicates and not r.errors for r in results)
     return 0 if ok else 1
 
 

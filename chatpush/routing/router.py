@@ -6,9 +6,9 @@ stays pinned to its node until that node becomes unavailable; then it moves to a
 node of its group, then of another group that enables its device type (CONTRACT §9).
 
 With several instances, a node's notifications are sent by the instance that hosts it. A chat not
-yet pinned goes to a node of the instance that claimed its notification when that instance hosts
-one of the group's available nodes, so chats spread over instances as they claim work; otherwise
-the route names another instance's node and this instance hands the notification over.
+yet pinned goes to one of its group's available nodes chosen by a hash of the chat id, whichever
+instance hosts it, so chats spread evenly; when that node is another instance's, the instance that
+claimed the notification pins the chat there and hands the notification over.
 """
 
 from __future__ import annotations
@@ -171,15 +171,11 @@ class Router:
         return remote.group_name if remote else None
 
     def _available_in(self, group_name: str) -> list[str]:
-        """The group's available nodes: this instance's own if it has any, else the others'."""
-        local = sorted(
-            n for n in self.local_nodes if self._group_of[n] == group_name and self.available(n)
-        )
-        if local:
-            return local
-        return sorted(
-            n for n, r in self._remote.items() if r.group_name == group_name and self.available(n)
-        )
+        """The group's available nodes, this instance's and the others' alike: a chat's node is
+        chosen by a hash of its id, so chats spread evenly over nodes and instances."""
+        local = [n for n in self.local_nodes if self._group_of[n] == group_name]
+        remote = [n for n, r in self._remote.items() if r.group_name == group_name]
+        return sorted(n for n in (*local, *remote) if self.available(n))
 
     def route(
         self,
