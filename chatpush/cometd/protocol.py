@@ -29,6 +29,7 @@ Errors are Bayeux ``error`` strings ``code::slug``; clients read only the three-
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -51,6 +52,10 @@ SESSION_UNKNOWN: Final = "402::session_unknown"
 HANDSHAKE_ADVICE: Final[Mapping[str, Any]] = {"reconnect": "handshake", "interval": 0}
 """``interval`` is always 0: aiocometd reads it as seconds, the JavaScript client as ms."""
 NO_RECONNECT_ADVICE: Final[Mapping[str, Any]] = {"reconnect": "none", "interval": 0}
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+"""Only an escape can put a surrogate in decoded text: strict UTF-8 decoding refuses raw ones."""
 
 
 class BatchError(Exception):
@@ -77,11 +82,37 @@ def decode_batch(body: str | bytes) -> list[Any]:
         decoded = json.loads(text, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise BatchError("400::invalid_json") from exc
+    if _SURROGATE_ESCAPE.search(text) and not _encodable(decoded):
+        # A lone surrogate (``"\ud800"``) cannot be written as UTF-8: echoed or broadcast, it
+        # would break the reply of every receiver. Refused as the Chat API refuses it.
+        raise BatchError("400::invalid_json")
     if isinstance(decoded, dict):
         return [decoded]
     if isinstance(decoded, list) and decoded:
         return decoded
     raise BatchError("400::invalid_batch")
+
+
+def _encodable(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def message_json(channel: str, data: Any) -> str:
+    """A delivered message, serialized once for all its receivers.
+
+    Raises ValueError when ``data`` holds a lone surrogate, which has no UTF-8 form.
+    """
+    text = dumps({"channel": channel, "data": data})
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError("data holds a lone surrogate") from exc
+    return text
 
 
 def reply_to(message: Mapping[str, Any], channel: str, **fields: Any) -> dict[str, Any]:

@@ -118,6 +118,8 @@ class BayeuxServer:
         self._sweep_wake = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
+        self._refusing = False
+        """Handshakes are being refused for lack of room (logged once, when it starts)."""
         self._services: list[tuple[str, ServiceHandler]] = []
         self._authorize_subscribe: Authorizer | None = None
         self._authorize_publish: Authorizer | None = None
@@ -164,12 +166,16 @@ class BayeuxServer:
     # --- the application's side ----------------------------------------------------------------
 
     async def publish(self, channel: str, data: Any) -> int:
-        """Queue ``{channel, data}`` for every subscriber; the number of sessions reached."""
+        """Queue ``{channel, data}`` for every subscriber; the number of sessions reached.
+
+        Raises ValueError for a channel that is not a broadcast channel, or for data that has
+        no UTF-8 form (a lone surrogate).
+        """
         if not channels.is_valid_channel(channel, allow_wildcards=False) or (
             channels.is_meta(channel) or channels.is_service(channel)
         ):
             raise ValueError(f"not a broadcast channel: {channel!r}")
-        return self._fan_out(channel, protocol.dumps({"channel": channel, "data": data}))
+        return self._fan_out(channel, protocol.message_json(channel, data))
 
     def get_session(self, client_id: str) -> Session | None:
         return self._sessions.get(client_id)
@@ -226,16 +232,22 @@ class BayeuxServer:
         """Hold the exchange's connect until a message is queued, T passes or it is released."""
         held = exchange.connect
         assert held is not None and exchange.hold
-        session = held.session
         try:
             deadline_ms = self.clock.now_ms() + self.limits.connect_timeout_ms
             await self.clock.sleep_until(deadline_ms, held.wake)
         finally:
-            # Also on cancellation (a websocket closed under a held connect): the session must
-            # become idle so that it can expire.
-            if session.held is held:
-                session.held = None
-                self._mark_idle(session)
+            self.abandon(exchange)
+
+    def abandon(self, exchange: Exchange) -> None:
+        """Stop holding the exchange's connect without answering it (its connection is gone).
+
+        The session becomes idle, so that it expires unless its client connects again; its
+        queue is kept for that next connect. Idempotent; :meth:`wait` ends with it.
+        """
+        held = exchange.connect
+        if held is not None and held.session.held is held:
+            held.session.held = None
+            self._mark_idle(held.session)
 
     def render(self, exchange: Exchange) -> str:
         """The reply array: the session's queued messages first, then a reply per message."""
@@ -287,6 +299,8 @@ class BayeuxServer:
             raise _Refused("400::unknown_meta_channel")
         except _Refused as refused:
             reply = _error(message, channel, refused.error)
+            if channel in (protocol.SUBSCRIBE, protocol.UNSUBSCRIBE) and "subscription" in message:
+                reply["subscription"] = message["subscription"]
             if refused.advice is not None:
                 reply["advice"] = dict(refused.advice)
             return reply
@@ -313,12 +327,15 @@ class BayeuxServer:
             return reply
         if self._closing or len(self._sessions) >= self.limits.max_sessions:
             self.stats.handshakes_refused += 1
-            log.warning(
-                "cometd handshake refused: %d sessions",
-                len(self._sessions),
-                extra={"action": "cometd_handshake_refused", "sessions": len(self._sessions)},
-            )
+            if not self._refusing and not self._closing:  # once per episode, not per client
+                log.warning(
+                    "cometd handshakes refused: %d sessions, the most allowed",
+                    len(self._sessions),
+                    extra={"action": "cometd_sessions_full", "sessions": len(self._sessions)},
+                )
+            self._refusing = True
             raise _Refused("503::too_many_sessions", protocol.HANDSHAKE_ADVICE)
+        self._refusing = False
         ext = message.get("ext")
         ext = dict(ext) if isinstance(ext, dict) else {}
         ack_enabled = ext.get("ack") is True
@@ -414,14 +431,15 @@ class BayeuxServer:
             raise _Refused("403::meta_subscription_denied")
         # Service channels answer the sender only: nothing to record.
         recorded = [p for p in patterns if not channels.is_service(p)]
-        new = [p for p in recorded if p not in session.subscriptions]
-        if len(session.subscriptions) + len(set(new)) > self.limits.max_subscriptions:
-            raise _Refused("403::too_many_subscriptions")
         for pattern in recorded:
             if not await self._authorized(self._authorize_subscribe, True, session, pattern):
                 raise _Refused("403::subscription_denied")
+        # Checked after the awaits, so that concurrent subscribes cannot overshoot.
         if session.removed is not None:  # disconnected while the authorizer ran
             raise _unknown_session()
+        new = set(recorded) - session.subscriptions
+        if len(session.subscriptions) + len(new) > self.limits.max_subscriptions:
+            raise _Refused("403::too_many_subscriptions")
         for pattern in recorded:
             session.subscriptions.add(pattern)
             self._index.add(pattern, session)
@@ -469,7 +487,7 @@ class BayeuxServer:
         else:
             if not await self._authorized(self._authorize_publish, False, session, channel):
                 raise _Refused("403::publish_denied")
-            self._fan_out(channel, protocol.dumps({"channel": channel, "data": message["data"]}))
+            self._fan_out(channel, protocol.message_json(channel, message["data"]))
         return protocol.reply_to(message, channel, successful=True)
 
     async def _disconnect(self, message: dict[str, Any], transport: str) -> dict[str, Any]:

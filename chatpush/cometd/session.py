@@ -121,12 +121,13 @@ class Session:
         """Queue ``{channel, data}`` for this session only (a reply to a service request).
 
         False when the session is gone, or was just removed because its queue is full.
+        Raises ValueError for a malformed channel or data that has no UTF-8 form.
         """
         if not channels.is_valid_channel(channel, allow_wildcards=False):
             raise ValueError(f"not a deliverable channel: {channel!r}")
         if self.removed is not None:
             return False
-        if not self.enqueue(protocol.dumps({"channel": channel, "data": data})):
+        if not self.enqueue(protocol.message_json(channel, data)):
             self._remove(self, RemovalReason.QUEUE_FULL)
             return False
         return True

@@ -56,7 +56,7 @@ class _Socket:
         self._server = server
         self.ws = ws
         self._send_lock = asyncio.Lock()
-        self._held: set[asyncio.Task[None]] = set()
+        self._held: dict[asyncio.Task[None], Exchange] = {}
 
     async def send(self, text: str) -> None:
         if self.ws.closed:
@@ -67,8 +67,11 @@ class _Socket:
 
     def hold(self, exchange: Exchange) -> None:
         task = asyncio.create_task(self._answer_when_released(exchange), name="cometd-ws-connect")
-        self._held.add(task)
-        task.add_done_callback(self._held.discard)
+        self._held[task] = exchange
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._held.pop(task, None)
 
     async def _answer_when_released(self, exchange: Exchange) -> None:
         await self._server.wait(exchange)
@@ -80,9 +83,14 @@ class _Socket:
             await asyncio.wait(list(self._held), timeout=timeout_s)
 
     async def abandon(self) -> None:
-        for task in list(self._held):
+        """The socket closed: stop holding its connects (a task cancelled before it started
+        never reached the server's ``wait``, hence the explicit ``abandon``)."""
+        held = dict(self._held)
+        for task in held:
             task.cancel()
-        await asyncio.gather(*self._held, return_exceptions=True)
+        await asyncio.gather(*held, return_exceptions=True)
+        for exchange in held.values():
+            self._server.abandon(exchange)
 
 
 class _Transports:
@@ -106,6 +114,10 @@ class _Transports:
         exchange = await self._server.process(messages, protocol.LONG_POLLING)
         if exchange.hold:
             await self._server.wait(exchange)
+            if request.transport is None or request.transport.is_closing():
+                # The client went away while we held its connect: keep its queue for its next
+                # connect rather than draining it into a closed connection.
+                return _json(protocol.error_batch("408::connection_closed"))
         return _json(self._server.render(exchange))
 
     async def _read_body(self, request: web.Request) -> bytes | None:
