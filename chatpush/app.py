@@ -19,6 +19,7 @@ from chatpush.api.errors import error_middleware
 from chatpush.api.keys import (
     CHATS,
     CLOCK,
+    COMETD,
     DATABASE,
     DISPATCHER,
     METRICS,
@@ -28,6 +29,7 @@ from chatpush.api.keys import (
 )
 from chatpush.chat.service import ChatService
 from chatpush.clock import Clock, SystemClock
+from chatpush.cometd import BayeuxServer, CometdLimits
 from chatpush.config import Settings
 from chatpush.errors import ChatpushError
 from chatpush.metrics import Metrics
@@ -74,11 +76,13 @@ def create_app(
     app[ROUTER] = router
     app[DISPATCHER] = dispatcher
     app[CHATS] = ChatService(db, settings, clock, push=pipeline)
+    app[COMETD] = BayeuxServer(clock, _cometd_limits(settings))
     app[HEALTHY] = {}
 
     chat_v2.add_routes(app)
     server.add_routes(app)
     push.add_routes(app)
+    app[COMETD].add_routes(app, "/genesys/cometd")
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
 
@@ -115,6 +119,18 @@ def create_app(
     if housekeeping:
         app.cleanup_ctx.append(_housekeeping_ctx)
     return app
+
+
+def _cometd_limits(settings: Settings) -> CometdLimits:
+    cometd = settings.cometd
+    return CometdLimits(
+        max_sessions=cometd.max_sessions,
+        max_queued_messages=cometd.max_queued_messages,
+        max_message_bytes=cometd.max_message_bytes,
+        max_subscriptions=cometd.max_subscriptions,
+        connect_timeout_ms=int(cometd.connect_timeout_s * 1000),
+        max_interval_ms=int(cometd.max_interval_s * 1000),
+    )
 
 
 def _supervise(

@@ -240,6 +240,17 @@ class GroupSettings(ProviderSettings):
         return tuple(dict.fromkeys(types))
 
 
+class CometdSettings(_Strict):
+    """The Bayeux server at ``/genesys/cometd`` (chatpush.cometd.CometdLimits)."""
+
+    max_sessions: Annotated[int, Field(ge=1, le=1_000_000)] = 20_000
+    max_queued_messages: Annotated[int, Field(ge=1, le=1_000_000)] = 1_000
+    max_message_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65_536
+    max_subscriptions: Annotated[int, Field(ge=1, le=10_000)] = 100
+    connect_timeout_s: Annotated[float, Field(gt=0, le=600)] = 25.0
+    max_interval_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+
 class DeliverySettings(_Strict):
     connect_timeout_s: Annotated[float, Field(gt=0, le=300)] = 5.0
     total_timeout_s: Annotated[float, Field(gt=0, le=600)] = 15.0
@@ -280,6 +291,7 @@ class Settings(BaseSettings):
     chat: ChatSettings = Field(default_factory=ChatSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    cometd: CometdSettings = Field(default_factory=CometdSettings)
     services: dict[str, dict[str, Any]] = Field(default_factory=dict)
     groups: dict[str, GroupSettings] = Field(default_factory=dict)
 

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from chatpush.chat.service import ChatService
 from chatpush.clock import Clock
+from chatpush.cometd import BayeuxServer
 from chatpush.config import Settings
 from chatpush.metrics import Metrics
 from chatpush.push.dispatcher import Dispatcher
@@ -21,3 +22,4 @@ METRICS = web.AppKey("metrics", Metrics)
 PIPELINE = web.AppKey("pipeline", PushPipeline)
 ROUTER = web.AppKey("router", Router)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+COMETD = web.AppKey("cometd", BayeuxServer)

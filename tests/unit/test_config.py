@@ -466,9 +466,10 @@ def sample_with_examples_switched_on() -> str:
 def test_the_sample_loads_and_shows_the_real_defaults() -> None:
     sample = load_settings(SAMPLE)
     defaults = load_settings()
-    for section in ("server", "database", "security", "chat", "logging", "delivery"):
+    for section in ("server", "database", "security", "chat", "logging", "delivery", "cometd"):
         assert getattr(sample, section) == getattr(defaults, section), section
     assert set(Settings.model_fields) - {"services", "groups"} == {
+        "cometd",
         "server",
         "database",
         "security",
