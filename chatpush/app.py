@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
-from chatpush.api import chat_v2, push, server
+from chatpush.api import chat_cometd, chat_v2, push, server
+from chatpush.api.comet_push import install_push_authorizer
 from chatpush.api.errors import error_middleware
 from chatpush.api.keys import (
     CHATS,
@@ -33,6 +34,7 @@ from chatpush.cometd import BayeuxServer, CometdLimits
 from chatpush.config import Settings
 from chatpush.errors import ChatpushError
 from chatpush.metrics import Metrics
+from chatpush.providers.comet import CometProvider
 from chatpush.providers.customhttp import CustomHttpProvider
 from chatpush.push.dispatcher import Dispatcher
 from chatpush.push.pipeline import PushPipeline
@@ -67,7 +69,11 @@ def create_app(
     pipeline = PushPipeline(db, settings, clock, metrics)
     router = Router(settings, db, clock, instance_id)
     provider = provider or CustomHttpProvider(settings.delivery)
-    dispatcher = Dispatcher(db, settings, clock, pipeline, router, provider, metrics)
+    cometd = BayeuxServer(clock, _cometd_limits(settings))
+    comet = CometProvider(cometd)  # device type comet: /_genesys/push/{deviceId}
+    dispatcher = Dispatcher(
+        db, settings, clock, pipeline, router, provider, metrics, providers={"comet": comet}
+    )
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[DATABASE] = db
@@ -76,13 +82,15 @@ def create_app(
     app[ROUTER] = router
     app[DISPATCHER] = dispatcher
     app[CHATS] = ChatService(db, settings, clock, push=pipeline)
-    app[COMETD] = BayeuxServer(clock, _cometd_limits(settings))
+    app[COMETD] = cometd
     app[HEALTHY] = {}
 
     chat_v2.add_routes(app)
     server.add_routes(app)
     push.add_routes(app)
+    install_push_authorizer(app)
     app[COMETD].add_routes(app, "/genesys/cometd")
+    chat_cometd.install(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
 

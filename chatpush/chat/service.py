@@ -95,6 +95,36 @@ class _NoPush:
         return None
 
 
+class _Changes:
+    """Passes everything on to the push transaction and notes which chats got events or ended."""
+
+    def __init__(self, push: PushTransaction, changed: set[str]) -> None:
+        self._push = push
+        self._changed = changed
+
+    def chat_requested(self, chat: ChatRecord, user_data: Mapping[str, str]) -> None:
+        self._push.chat_requested(chat, user_data)
+
+    def events_added(self, chat: ChatRecord, events: Sequence[EventRecord]) -> None:
+        self._changed.add(chat.id)
+        self._push.events_added(chat, events)
+
+    def transcript_retrieved(
+        self, chat: ChatRecord, first: int | None, last: int | None, *, up_to_date: bool
+    ) -> None:
+        self._push.transcript_retrieved(chat, first, last, up_to_date=up_to_date)
+
+    def chat_ended(self, chat: ChatRecord, *, customer_removed: bool, by_customer: bool) -> None:
+        self._changed.add(chat.id)
+        self._push.chat_ended(chat, customer_removed=customer_removed, by_customer=by_customer)
+
+    def flush(self) -> None:
+        self._push.flush()
+
+    def committed(self) -> None:
+        self._push.committed()
+
+
 @dataclass(frozen=True, slots=True)
 class ChatState:
     """A chat as the chat-server side reads it."""
@@ -118,6 +148,12 @@ class ChatService:
         self._alias = settings.server.alias
         self._clock = clock
         self._push = push
+        self._committed: list[Callable[[str], None]] = []
+
+    def on_committed(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(chat_id)`` after every committed write that added events to a chat or
+        ended it (both sides of the API). Synchronous and cheap: schedule any real work."""
+        self._committed.append(callback)
 
     # -- customer side: Chat API v2 -------------------------------------------------------------
 
@@ -277,6 +313,27 @@ class ChatService:
             return self._reply(conn, push, chat, position=0)
 
         return await self._run(tx)
+
+    async def acknowledge(
+        self, service_name: str, chat_id: str, secure_key: str | None, position: int
+    ) -> None:
+        """Record that the client holds every event before ``position`` (CometD going to
+        background with ``ext.transcriptPosition``): what a refresh returning them would record,
+        for client position and reliable delivery (CONTRACT §8.1), without building a reply."""
+
+        def tx(conn: Connection, push: PushTransaction) -> None:
+            chat = self._authenticate(conn, service_name, chat_id, secure_key)
+            last = min(position - 1, chat.last_index)
+            retrieved = last if last >= 1 else None
+            current = repo.record_client_read(
+                conn, chat.id, request_ms=self._clock.now_ms(), retrieved=retrieved
+            )
+            if retrieved is not None:
+                push.transcript_retrieved(
+                    current, 1, retrieved, up_to_date=retrieved >= current.last_index
+                )
+
+        await self._run(tx)
 
     async def disconnect(self, service_name: str, chat_id: str, secure_key: str | None) -> Reply:
         def tx(conn: Connection, push: PushTransaction) -> Reply:
@@ -536,15 +593,27 @@ class ChatService:
         """Run ``body`` as one write transaction; the push pipeline decides inside it (flush,
         just before the commit) and hears of the commit afterwards."""
         push_observer = self._push
+        observers = self._committed
 
-        def transaction(conn: Connection) -> tuple[R, PushTransaction]:
-            push = push_observer.transaction(conn) if push_observer is not None else _NoPush()
+        def transaction(conn: Connection) -> tuple[R, PushTransaction, set[str]]:
+            push: PushTransaction = (
+                push_observer.transaction(conn) if push_observer is not None else _NoPush()
+            )
+            changed: set[str] = set()
+            if observers:
+                push = _Changes(push, changed)
             result = body(conn, push)
             push.flush()
-            return result, push
+            return result, push, changed
 
-        result, push = await self._db.write(transaction)
+        result, push, changed = await self._db.write(transaction)
         push.committed()
+        for chat_id in changed:
+            for observer in observers:
+                try:
+                    observer(chat_id)
+                except Exception:
+                    log.exception("commit observer failed", extra={"action": "observer_failed"})
         return result
 
     def _append(

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from chatpush.routing.router import Target
 
 Outcome = Literal["sent", "rejected", "failed"]
 
@@ -16,3 +20,21 @@ class SendResult:
     error: str | None = None
     temporary: bool = True
     retry_after_s: float | None = None
+
+
+class Provider(Protocol):
+    """What the dispatcher needs of a provider: a lifespan and one ``send`` per notification."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def send(
+        self,
+        target: Target,
+        body: dict[str, Any],
+        *,
+        message_id: str,
+        now_s: int,
+        node_slot: asyncio.Semaphore | None = None,
+    ) -> SendResult: ...

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Connection
@@ -25,7 +26,7 @@ from sqlalchemy.engine import Connection
 from chatpush.clock import Clock
 from chatpush.config import Settings
 from chatpush.metrics import Metrics
-from chatpush.providers.base import SendResult
+from chatpush.providers.base import Provider, SendResult
 from chatpush.providers.customhttp import CustomHttpProvider
 from chatpush.push.pipeline import PushPipeline
 from chatpush.routing.router import Router
@@ -82,13 +83,18 @@ class Dispatcher:
         router: Router,
         provider: CustomHttpProvider,
         metrics: Metrics,
+        *,
+        providers: Mapping[str, Provider] | None = None,
     ) -> None:
+        """``provider`` delivers ``customhttp``; ``providers`` the other device types by name
+        (``comet``). A notification of a device type without a provider fails, permanently."""
         self._db = db
         self._settings = settings
         self._clock = clock
         self._pipeline = pipeline
         self._router = router
         self._provider = provider
+        self._providers: dict[str, Provider] = {"customhttp": provider, **(providers or {})}
         self._metrics = metrics
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -324,13 +330,22 @@ class Dispatcher:
                         "from_node": subscription.pinned_node,
                     },
                 )
-        result = await self._provider.send(
-            route.target,
-            row.body,
-            message_id=row.message_id,
-            now_s=now_ms // 1000,
-            node_slot=self._per_node[route.node],
-        )
+        provider = self._providers.get(request.device_type)
+        if provider is None:  # refused at Request Chat (fcm, ios): only an old row can get here
+            result = SendResult(
+                "failed",
+                0,
+                error=f"no provider for device type {request.device_type}",
+                temporary=False,
+            )
+        else:
+            result = await provider.send(
+                route.target,
+                row.body,
+                message_id=row.message_id,
+                now_s=now_ms // 1000,
+                node_slot=self._per_node[route.node],
+            )
         self._metrics.inc(
             "chatpush_deliveries_total",
             outcome=result.outcome,

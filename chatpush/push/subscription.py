@@ -10,7 +10,7 @@ from chatpush.errors import BadRequest, Code
 
 # Device types whose provider this version delivers to. The others are refused at Request Chat
 # with a clear message rather than accepted and silently never delivered.
-DELIVERABLE_DEVICE_TYPES = ("customhttp",)
+DELIVERABLE_DEVICE_TYPES = ("customhttp", "comet")
 
 
 @dataclass(frozen=True, slots=True)

@@ -259,7 +259,7 @@ REFUSALS: list[tuple[dict[str, str], str, str, str]] = [
             "GCTI_GMS_PushDeviceType",
             f"{kind} delivery is not available",
         )
-        for kind in ("comet", "fcm", "ios")
+        for kind in ("fcm", "ios")
     ],
     # Aliases reach the later checks under their canonical name, never as "unknown".
     *[

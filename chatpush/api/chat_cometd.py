@@ -1,0 +1,325 @@
+"""Chat API v2 over CometD (CONTRACT §10): the REST operations on ``/service/chatV2/{service}``.
+
+A client publishes ``{"operation": ..., fields of §2}`` to ``/service/chatV2/{serviceName}``; the
+operation runs through the same ``ChatService`` methods (and so the same validation) as REST, and
+the §3 envelope, or the §3 error envelope, is delivered to the sender only on the same channel.
+
+A session that ran ``requestChat`` or ``requestNotifications`` is *attached* to that chat: after
+every committed write that adds events to it (either side of the API), the events from the
+session's position are delivered to it as an envelope. Attachments live in memory (chat id →
+sessions, and each session's chats in ``Session.attributes``); a chat without any costs one dict
+look-up per commit. ``/meta/disconnect`` with ``ext.transcriptPosition`` records that position as
+a refresh would (docs/cometd.md, "Chat API v2 over CometD").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from chatpush.api import chat_v2
+from chatpush.api.forms import MAX_POSITION, Form
+from chatpush.api.keys import CHATS, COMETD, SETTINGS
+from chatpush.chat.model import Reply
+from chatpush.chat.service import ChatService
+from chatpush.cometd import RemovalReason, Session
+from chatpush.errors import BadRequest, ChatpushError, Code
+
+log = logging.getLogger("chatpush.cometd.chat")
+
+PREFIX = "/service/chatV2/"
+ATTACHED = "chatV2"
+"""The key of a session's attachments in ``Session.attributes``: chat id → ``Attachment``."""
+MAX_CHATS_PER_SESSION = 16
+
+# CometD operation → the REST handler of chat_v2 that runs it.
+_OPERATIONS: dict[str, chat_v2.Operation] = {
+    "sendMessage": chat_v2.OPERATIONS["send"],
+    "startTyping": chat_v2.OPERATIONS["startTyping"],
+    "stopTyping": chat_v2.OPERATIONS["stopTyping"],
+    "disconnect": chat_v2.OPERATIONS["disconnect"],
+    "pushUrl": chat_v2.OPERATIONS["pushUrl"],
+    "updateNickname": chat_v2.OPERATIONS["updateNickname"],
+    "customNotice": chat_v2.OPERATIONS["customNotice"],
+    "updateData": chat_v2.OPERATIONS["updateData"],
+}
+OPERATION_NAMES = ("requestChat", "requestNotifications", *_OPERATIONS)
+
+# Fields whose value must be a string (or, for convenience, an integer); other fields are ignored
+# whatever they hold, as unknown form parameters are (CONTRACT §2).
+_STRING_FIELDS = frozenset(
+    {
+        "nickname",
+        "firstName",
+        "lastName",
+        "subject",
+        "emailAddress",
+        "message",
+        "text",
+        "messageType",
+        "transcriptPosition",
+        "pushUrl",
+        "secureKey",
+        "chatId",
+    }
+)
+
+
+@dataclass(slots=True)
+class Attachment:
+    """One session following one chat: where to deliver and the next index it has not seen."""
+
+    channel: str
+    service: str
+    secure_key: str
+    position: int
+
+
+class ChatOverCometd:
+    def __init__(self, chats: ChatService, alias: str) -> None:
+        self._chats = chats
+        self._alias = alias
+        self._by_chat: dict[str, dict[Session, Attachment]] = {}
+        self._running: set[str] = set()
+        self._dirty: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- hooks of the Bayeux server and the chat service ----------------------------------------
+
+    async def handle(self, session: Session, message: dict[str, Any]) -> None:
+        channel: str = message["channel"]
+        service = channel[len(PREFIX) :]
+        data = message.get("data")
+        try:
+            body = await self._operate(session, channel, service, data)
+        except ChatpushError as exc:
+            body = self._error_envelope(exc, data)
+        await session.deliver(channel, body)
+
+    async def going_to_background(self, session: Session, message: dict[str, Any]) -> None:
+        """``/meta/disconnect``: record ``ext.transcriptPosition`` for each chat of the session.
+
+        The session is removed right after (the removal listener detaches it); the chat's push
+        subscription, if any, keeps notifying the device from the recorded position.
+        """
+        ext = message.get("ext")
+        raw = ext.get("transcriptPosition") if isinstance(ext, dict) else None
+        attached: dict[str, Attachment] = session.attributes.get(ATTACHED, {})
+        if raw is None or not attached:
+            return
+        try:
+            position = _position(raw)
+        except ChatpushError:
+            log.debug("disconnect with a bad transcriptPosition %r", raw)
+            return
+        if position is None:
+            return
+        for chat_id, attachment in list(attached.items()):
+            try:
+                await self._chats.acknowledge(
+                    attachment.service, chat_id, attachment.secure_key, position
+                )
+            except ChatpushError as exc:
+                log.info(
+                    "going to background: position not recorded for chat %s: %s",
+                    chat_id,
+                    exc,
+                    extra={"action": "cometd_background_failed", "chat_id": chat_id},
+                )
+
+    def session_removed(self, session: Session, reason: RemovalReason) -> None:
+        for chat_id in session.attributes.pop(ATTACHED, {}):
+            self._detach(session, chat_id)
+
+    def committed(self, chat_id: str) -> None:
+        """Called by ChatService after a commit that changed ``chat_id``."""
+        if chat_id not in self._by_chat:
+            return
+        if chat_id in self._running:
+            self._dirty.add(chat_id)
+            return
+        self._running.add(chat_id)
+        task = asyncio.create_task(self._pump(chat_id), name=f"cometd-chat-{chat_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self, app: web.Application | None = None) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def attached_sessions(self, chat_id: str) -> int:
+        return len(self._by_chat.get(chat_id, ()))
+
+    # -- operations -------------------------------------------------------------------------------
+
+    async def _operate(self, session: Session, channel: str, service: str, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise BadRequest(Code.INVALID_PARAMETER, "data must be a JSON object")
+        operation = data.get("operation")
+        if not isinstance(operation, str) or not operation:
+            raise BadRequest(Code.MISSING_PARAMETER, "operation is required")
+        form = _form(data)
+        if operation == "requestChat":
+            reply = await self._chats.request_chat(
+                service,
+                nickname=form.get("nickname") or None,
+                first_name=form.get("firstName") or None,
+                last_name=form.get("lastName") or None,
+                subject=form.get("subject") or None,
+                email_address=form.get("emailAddress") or None,
+                user_data=form.user_data,
+            )
+            self._attach(session, channel, service, reply)
+            return reply.to_wire()
+        run = _OPERATIONS.get(operation)
+        if operation != "requestNotifications" and run is None:
+            raise BadRequest(
+                Code.INVALID_PARAMETER,
+                f"unknown operation {operation[:64]!r}; one of {', '.join(OPERATION_NAMES)}",
+            )
+        chat_id = form.get("chatId")
+        if not chat_id:
+            raise BadRequest(Code.MISSING_PARAMETER, "chatId is required")
+        key = form.get("secureKey")
+        if run is None:  # requestNotifications: a refresh that (re)attaches the session
+            reply = await self._chats.refresh(service, chat_id, key, form.position())
+            self._attach(session, channel, service, reply)
+            return reply.to_wire()
+        reply = await run(self._chats, service, chat_id, key, form)
+        return reply.to_wire()
+
+    def _error_envelope(self, exc: ChatpushError, data: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "statusCode": exc.status_code,
+            "alias": self._alias,
+            "chatEnded": exc.chat_ended,
+            "messages": [],
+            "errors": [{"code": entry.code, "advice": entry.advice} for entry in exc.errors],
+        }
+        chat_id = data.get("chatId") if isinstance(data, dict) else None
+        if isinstance(chat_id, str) and chat_id:
+            body["chatId"] = chat_id
+        return body
+
+    # -- attachments and live events --------------------------------------------------------------
+
+    def _attach(self, session: Session, channel: str, service: str, reply: Reply) -> None:
+        if session.removed is not None or reply.chat_ended:
+            return
+        attached: dict[str, Attachment] = session.attributes.setdefault(ATTACHED, {})
+        chat_id = reply.chat.id
+        if chat_id not in attached and len(attached) >= MAX_CHATS_PER_SESSION:
+            return  # the reply still went out; live events for this chat do not
+        attachment = Attachment(channel, service, reply.chat.secure_key, reply.next_position)
+        attached[chat_id] = attachment
+        self._by_chat.setdefault(chat_id, {})[session] = attachment
+
+    def _detach(self, session: Session, chat_id: str) -> None:
+        sessions = self._by_chat.get(chat_id)
+        if sessions is None:
+            return
+        sessions.pop(session, None)
+        if not sessions:
+            del self._by_chat[chat_id]
+
+    async def _pump(self, chat_id: str) -> None:
+        """Deliver new events of ``chat_id`` to its sessions until no commit is left unread."""
+        try:
+            while True:
+                self._dirty.discard(chat_id)
+                sessions = self._by_chat.get(chat_id)
+                if not sessions:
+                    return
+                first = min(attachment.position for attachment in sessions.values())
+                state = await self._chats.read_chat(chat_id, first)
+                for session, attachment in list(self._by_chat.get(chat_id, {}).items()):
+                    events = [e for e in state.events if e.index >= attachment.position]
+                    if not events and not state.chat.ended:
+                        continue
+                    if events:
+                        attachment.position = events[-1].index + 1
+                    reply = Reply(
+                        chat=state.chat,
+                        alias=self._alias,
+                        messages=events,
+                        next_position=attachment.position,
+                        chat_ended=state.chat.ended,
+                    )
+                    await session.deliver(attachment.channel, reply.to_wire())
+                if state.chat.ended:
+                    for session in list(self._by_chat.get(chat_id, {})):
+                        session.attributes.get(ATTACHED, {}).pop(chat_id, None)
+                        self._detach(session, chat_id)
+                    return
+                if chat_id not in self._dirty:
+                    return
+        except ChatpushError as exc:
+            log.warning(
+                "live events of chat %s not delivered: %s",
+                chat_id,
+                exc,
+                extra={"action": "cometd_events_failed", "chat_id": chat_id},
+            )
+        finally:
+            self._running.discard(chat_id)
+            self._dirty.discard(chat_id)
+
+
+def _position(raw: Any) -> int | None:
+    if isinstance(raw, bool):
+        raise BadRequest(Code.INVALID_PARAMETER, "transcriptPosition must be an integer")
+    if isinstance(raw, int):
+        raw = str(raw)
+    if not isinstance(raw, str):
+        raise BadRequest(Code.INVALID_PARAMETER, "transcriptPosition must be an integer")
+    position = Form([("transcriptPosition", raw)]).position()
+    assert position is None or 0 <= position <= MAX_POSITION
+    return position
+
+
+def _form(data: dict[str, Any]) -> Form:
+    """The operation's fields as the REST form reader would have produced them."""
+    pairs: list[tuple[str, str]] = []
+    for key, value in data.items():
+        if key not in _STRING_FIELDS:
+            continue
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise BadRequest(Code.INVALID_PARAMETER, f"{key} must be a string")
+        pairs.append((key, value))
+    if "message" not in data and "text" in data:
+        pairs.extend(("message", value) for key, value in list(pairs) if key == "text")
+    user_data = data.get("userData")
+    if user_data is not None and not (
+        isinstance(user_data, dict) and all(isinstance(value, str) for value in user_data.values())
+    ):
+        raise BadRequest(Code.INVALID_PARAMETER, "userData must be a JSON object of strings")
+    for key, value in [*pairs, *(user_data or {}).items()]:
+        if "\x00" in key or "\x00" in value:
+            raise BadRequest(Code.BAD_ENCODING, "values must not contain NUL characters")
+    form = Form(pairs)
+    form.user_data = dict(user_data or {})
+    return form
+
+
+CHAT_COMETD = web.AppKey("chat_cometd", ChatOverCometd)
+
+
+def install(app: web.Application) -> None:
+    """Plug the Chat API v2 into the app's Bayeux server and its chat service."""
+    bridge = ChatOverCometd(app[CHATS], app[SETTINGS].server.alias)
+    app[CHAT_COMETD] = bridge
+    server = app[COMETD]
+    server.on_service(PREFIX, bridge.handle)
+    server.on_disconnect(bridge.going_to_background)
+    server.on_session_removed(bridge.session_removed)
+    app[CHATS].on_committed(bridge.committed)
+    app.on_shutdown.append(bridge.close)  # before the database closes (cleanup)
