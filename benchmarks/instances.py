@@ -65,6 +65,7 @@ from benchmarks.pushrig import (
     events_path,
     machine_description,
     make_poster,
+    print_ratios,
     print_table,
     process_counters,
     process_cpu_s,
@@ -658,16 +659,10 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
                 ceiling_ratios.append(two.ceiling_per_s(cores) / one.ceiling_per_s(cores))
     if ratios:
         print()
-        print(
-            "ratio 2 instances / 1, end-to-end events/s: "
-            + ", ".join(f"{x:.2f}" for x in ratios)
-            + f" (median {statistics.median(ratios):.2f}; target >= {TARGET_RATIO})"
+        print_ratios(
+            "ratio 2 instances / 1, end-to-end events/s: ", ratios, f"; target >= {TARGET_RATIO}"
         )
-        print(
-            "ratio 2 instances / 1, accepted events/s:   "
-            + ", ".join(f"{x:.2f}" for x in accept_ratios)
-            + f" (median {statistics.median(accept_ratios):.2f})"
-        )
+        print_ratios("ratio 2 instances / 1, accepted events/s:   ", accept_ratios)
         print(
             "ratio 2 instances / 1, CPU per event, all processes: "
             + ", ".join(f"{x:.2f}" for x in cpu_ratios)

@@ -23,6 +23,7 @@ import os
 import secrets
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -757,6 +758,12 @@ def machine_description() -> dict[str, Any]:
         "sqlalchemy": sqlalchemy.__version__,
         "load average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
+
+
+def print_ratios(label: str, values: list[float], suffix: str = "", digits: int = 2) -> None:
+    """One line: the ratios of the rounds and their median (``suffix`` after it, e.g. a target)."""
+    listed = ", ".join(f"{x:.{digits}f}" for x in values)
+    print(f"{label}{listed} (median {statistics.median(values):.{digits}f}{suffix})")
 
 
 def print_table(headers: list[str], rows: list[list[str]]) -> None:

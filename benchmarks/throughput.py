@@ -49,6 +49,7 @@ from benchmarks.pushrig import (
     events_path,
     machine_description,
     make_poster,
+    print_ratios,
     print_table,
     report_counters,
     running_rig,
@@ -238,16 +239,10 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
             )
     if ratios:
         print()
-        print(
-            "ratio chatpush/relay, end-to-end events/s: "
-            + ", ".join(f"{x:.2f}" for x in ratios)
-            + f" (median {statistics.median(ratios):.2f}; target >= {TARGET_RATIO})"
+        print_ratios(
+            "ratio chatpush/relay, end-to-end events/s: ", ratios, f"; target >= {TARGET_RATIO}"
         )
-        print(
-            "ratio chatpush/relay, accepted events/s:   "
-            + ", ".join(f"{x:.2f}" for x in accept_ratios)
-            + f" (median {statistics.median(accept_ratios):.2f})"
-        )
+        print_ratios("ratio chatpush/relay, accepted events/s:   ", accept_ratios)
         print(
             "CPU per event, relay/chatpush, target process: "
             + ", ".join(f"{x:.3f}" for x in cpu_ratios)

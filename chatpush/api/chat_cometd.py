@@ -165,15 +165,7 @@ class ChatOverCometd:
             raise BadRequest(Code.MISSING_PARAMETER, "operation is required")
         form = _form(data)
         if operation == "requestChat":
-            reply = await self._chats.request_chat(
-                service,
-                nickname=form.get("nickname") or None,
-                first_name=form.get("firstName") or None,
-                last_name=form.get("lastName") or None,
-                subject=form.get("subject") or None,
-                email_address=form.get("emailAddress") or None,
-                user_data=form.user_data,
-            )
+            reply = await chat_v2.request_chat_with(self._chats, service, form)
             self._attach(session, channel, service, reply)
             return reply.to_wire()
         run = _OPERATIONS.get(operation)

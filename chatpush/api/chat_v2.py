@@ -89,10 +89,10 @@ OPERATIONS: dict[str, Operation] = {
 }
 
 
-async def request_chat(request: web.Request) -> web.Response:
-    form = await read_form(request)
-    reply = await request.app[CHATS].request_chat(
-        request.match_info["service"],
+async def request_chat_with(chats: ChatService, service: str, form: Form) -> Reply:
+    """Request Chat from its fields, over REST or CometD alike."""
+    return await chats.request_chat(
+        service,
         nickname=form.get("nickname") or None,
         first_name=form.get("firstName") or None,
         last_name=form.get("lastName") or None,
@@ -100,6 +100,11 @@ async def request_chat(request: web.Request) -> web.Response:
         email_address=form.get("emailAddress") or None,
         user_data=form.user_data,
     )
+
+
+async def request_chat(request: web.Request) -> web.Response:
+    form = await read_form(request)
+    reply = await request_chat_with(request.app[CHATS], request.match_info["service"], form)
     return web.json_response(reply.to_wire())
 
 
