@@ -163,7 +163,7 @@ def get_subscription(
 
 
 def save_state(conn: Connection, chat_id: str, state: State) -> None:
-    conn.execute(update(_subs).where(_subs.c.chat_id == chat_id).values(**_state_values(state)))
+    save_states(conn, [(chat_id, state)])
 
 
 def due_subscriptions(conn: Connection, now_ms: int, limit: int) -> list[SubscriptionRecord]:
@@ -193,24 +193,6 @@ def save_states(conn: Connection, states: Sequence[tuple[str, State]]) -> None:
             _save_states,
             [{"key_chat_id": chat_id, **_state_values(state)} for chat_id, state in states],
         )
-
-
-def due_wakes(conn: Connection, now_ms: int, limit: int) -> list[str]:
-    """Subscriptions whose timer is due, locked; on PostgreSQL those another instance is firing
-    right now are skipped (SKIP LOCKED), so each timer fires once."""
-    rows = conn.execute(
-        select(_subs.c.chat_id)
-        .where(_subs.c.wake_at_ms <= now_ms)
-        .order_by(_subs.c.wake_at_ms)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    return list(rows.scalars())
-
-
-def next_wake_ms(conn: Connection) -> int | None:
-    value = (conn.execute(select(func.min(_subs.c.wake_at_ms)))).scalar_one_or_none()
-    return int(value) if value is not None else None
 
 
 def pin(conn: Connection, chat_id: str, node: str | None) -> None:
@@ -250,20 +232,7 @@ def enqueue(
     notify_position: int | None = None,
     attempt: int | None = None,
 ) -> None:
-    conn.execute(
-        insert(_outbox).values(
-            chat_id=chat_id,
-            kind=kind,
-            body=body,
-            notify_position=notify_position,
-            attempt=attempt,
-            message_id="msg_" + _secrets.token_hex(12),
-            due_at_ms=now_ms,
-            lease_until_ms=None,
-            claimed_by=None,
-            created_at_ms=now_ms,
-        )
-    )
+    enqueue_many(conn, [NewNotification(chat_id, kind, body, notify_position, attempt)], now_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,7 +268,7 @@ def enqueue_many(conn: Connection, notifications: Sequence[NewNotification], now
 
 
 def drop_unsent_triggers_of(conn: Connection, chat_ids: Sequence[str], now_ms: int) -> None:
-    """``drop_unsent_triggers`` for many chats, in one statement."""
+    """The unsent triggers of these chats (none leased, or a lease ran out) are superseded."""
     if not chat_ids:
         return
     conn.execute(
@@ -315,15 +284,7 @@ def drop_unsent_triggers_of(conn: Connection, chat_ids: Sequence[str], now_ms: i
 
 def drop_unsent_triggers(conn: Connection, chat_id: str, now_ms: int) -> None:
     """At most one trigger is outstanding: a new one supersedes any not yet handed out."""
-    conn.execute(
-        delete(_outbox).where(
-            and_(
-                _outbox.c.chat_id == chat_id,
-                _outbox.c.kind == "trigger",
-                (_outbox.c.lease_until_ms.is_(None)) | (_outbox.c.lease_until_ms < now_ms),
-            )
-        )
-    )
+    drop_unsent_triggers_of(conn, [chat_id], now_ms)
 
 
 def unpark(conn: Connection, chat_id: str, now_ms: int) -> int:
@@ -476,22 +437,6 @@ def complete(
         park(conn, chat_id, outbox_id)
 
 
-def next_due_ms(conn: Connection) -> int | None:
-    """The earliest time an unleased notification falls due, or a lease runs out."""
-    due = (
-        conn.execute(
-            select(func.min(_outbox.c.due_at_ms)).where(_outbox.c.lease_until_ms.is_(None))
-        )
-    ).scalar_one_or_none()
-    lease = (conn.execute(select(func.min(_outbox.c.lease_until_ms)))).scalar_one_or_none()
-    candidates = [int(value) for value in (due, lease) if value is not None]
-    return min(candidates) if candidates else None
-
-
-def finish(conn: Connection, outbox_id: int) -> None:
-    conn.execute(delete(_outbox).where(_outbox.c.id == outbox_id))
-
-
 def park(conn: Connection, chat_id: str, outbox_id: int) -> None:
     """No node: this notification and the chat's later ones wait for the chat's next activity."""
     conn.execute(
@@ -507,25 +452,6 @@ def pending_for_chat(conn: Connection, chat_id: str) -> list[OutboxRecord]:
 
 
 # -- delivery trail ---------------------------------------------------------------------------
-
-
-def record_delivery(conn: Connection, record: DeliveryRecord) -> None:
-    conn.execute(
-        insert(_trail).values(
-            chat_id=record.chat_id,
-            at_ms=record.at_ms,
-            node=record.node,
-            group_name=record.group_name,
-            device_type=record.device_type,
-            kind=record.kind,
-            attempt=record.attempt,
-            notify_position=record.notify_position,
-            outcome=record.outcome,
-            http_status=record.http_status,
-            error=record.error,
-            latency_ms=record.latency_ms,
-        )
-    )
 
 
 def deliveries(
