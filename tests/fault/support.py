@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -714,3 +714,36 @@ def write_two_node_config(
             "flex-push-content": "session-id, secure-key",
         },
     )
+
+
+@dataclass
+class Started:
+    """A two-node chatpush under test, its acknowledging receiver, an API session and the chats."""
+
+    chatpush: Chatpush
+    receiver: AckReceiver
+    api: Api
+    chats: list[Chat]
+
+
+@contextlib.asynccontextmanager
+async def two_node_chatpush(
+    tmp_path: Path, processes: list[Chatpush], chats: int, resend_delay_s: int
+) -> AsyncIterator[Started]:
+    """``chatpush serve`` on a SQLite file with write_two_node_config, ready, with ``chats``
+    reliable chats (an agent in each) and the receiver acknowledging their triggers."""
+    port = free_port()
+    config = tmp_path / "chatpush.toml"
+    chatpush = Chatpush(config, port, tmp_path)
+    processes.append(chatpush)
+    receiver = await AckReceiver(base=lambda: chatpush.base).start()
+    try:
+        write_two_node_config(config, port, tmp_path / "chatpush.db", receiver.url, resend_delay_s)
+        chatpush.start()
+        await chatpush.wait_ready()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            api = Api(http, lambda: chatpush.base)
+            made = await gather_limited([api.request_chat() for _ in range(chats)], limit=8)
+            yield Started(chatpush, receiver, api, made)
+    finally:
+        await receiver.close()

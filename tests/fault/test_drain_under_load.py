@@ -12,22 +12,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import aiohttp
-
 from tests.fault.support import (
-    AckReceiver,
-    Api,
     Chatpush,
     Load,
     check_coverage,
     check_duplicates,
     check_transcripts,
-    free_port,
     gather_limited,
     now_ms,
     run_load,
+    two_node_chatpush,
     wait_all_acknowledged,
-    write_two_node_config,
 )
 
 CHATS = 24
@@ -39,55 +34,43 @@ PHASE_EVENTS = 100
 async def test_drained_node_hands_its_chats_over_within_one_resend_delay(
     tmp_path: Path, processes: list[Chatpush]
 ) -> None:
-    port = free_port()
-    config = tmp_path / "chatpush.toml"
-    chatpush = Chatpush(config, port, tmp_path)
-    processes.append(chatpush)
-    receiver = await AckReceiver(base=lambda: chatpush.base).start()
-    try:
-        write_two_node_config(config, port, tmp_path / "chatpush.db", receiver.url, RESEND_DELAY_S)
-        chatpush.start()
-        await chatpush.wait_ready()
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-            api = Api(http, lambda: chatpush.base)
-            chats = await gather_limited([api.request_chat() for _ in range(CHATS)], limit=8)
-            async with Load(api, chats) as load:
-                await run_load(load, PHASE_EVENTS, chatpush)
-                pins = {
-                    chat.chat_id: (await api.subscription(chat.chat_id))["pinnedNode"]
-                    for chat in chats
-                }
-                moving = sorted(chat_id for chat_id, node in pins.items() if node == "node-1")
-                staying = sorted(chat_id for chat_id, node in pins.items() if node == "node-2")
-                assert len(moving) + len(staying) == CHATS, pins
-                assert moving and staying, f"the chats are not spread over both nodes: {pins}"
+    async with two_node_chatpush(tmp_path, processes, CHATS, RESEND_DELAY_S) as started:
+        chatpush, receiver = started.chatpush, started.receiver
+        api, chats = started.api, started.chats
+        async with Load(api, chats) as load:
+            await run_load(load, PHASE_EVENTS, chatpush)
+            pins = {
+                chat.chat_id: (await api.subscription(chat.chat_id))["pinnedNode"] for chat in chats
+            }
+            moving = sorted(chat_id for chat_id, node in pins.items() if node == "node-1")
+            staying = sorted(chat_id for chat_id, node in pins.items() if node == "node-2")
+            assert len(moving) + len(staying) == CHATS, pins
+            assert moving and staying, f"the chats are not spread over both nodes: {pins}"
 
-                drain_asked_ms = now_ms()
-                await api.call("POST", "/nodes/node-1/drain")
-                drained_ms = now_ms()
-                # Load on, for well over one resend delay.
-                await run_load(load, PHASE_EVENTS, chatpush, at_least_s=2 * RESEND_DELAY_S)
-                await load.finish()
+            drain_asked_ms = now_ms()
+            await api.call("POST", "/nodes/node-1/drain")
+            drained_ms = now_ms()
+            # Load on, for well over one resend delay.
+            await run_load(load, PHASE_EVENTS, chatpush, at_least_s=2 * RESEND_DELAY_S)
+            await load.finish()
 
-                last_index = await wait_all_acknowledged(api, chats, 30, receiver, chatpush)
-                assert await check_transcripts(api, load) == []
-                assert check_coverage(receiver, chats, last_index) == []
-                assert check_duplicates(receiver, crashed=False) == []
-                assert receiver.problems == []
-                assert load.refused == [], load.refused[:5]
-                assert chatpush.problems() == []
+            last_index = await wait_all_acknowledged(api, chats, 30, receiver, chatpush)
+            assert await check_transcripts(api, load) == []
+            assert check_coverage(receiver, chats, last_index) == []
+            assert check_duplicates(receiver, crashed=False) == []
+            assert receiver.problems == []
+            assert load.refused == [], load.refused[:5]
+            assert chatpush.problems() == []
 
-                trails = dict(
-                    zip(
-                        [chat.chat_id for chat in chats],
-                        await gather_limited([api.deliveries(chat.chat_id) for chat in chats]),
-                        strict=True,
-                    )
+            trails = dict(
+                zip(
+                    [chat.chat_id for chat in chats],
+                    await gather_limited([api.deliveries(chat.chat_id) for chat in chats]),
+                    strict=True,
                 )
-                nodes = {node["name"]: node for node in (await api.call("GET", "/nodes"))["nodes"]}
-                subscriptions = {
-                    chat.chat_id: await api.subscription(chat.chat_id) for chat in chats
-                }
+            )
+            nodes = {node["name"]: node for node in (await api.call("GET", "/nodes"))["nodes"]}
+            subscriptions = {chat.chat_id: await api.subscription(chat.chat_id) for chat in chats}
 
         assert {row["outcome"] for rows in trails.values() for row in rows} == {"sent"}
         assert nodes["node-1"]["drained"] and not nodes["node-1"]["available"]
@@ -124,5 +107,3 @@ async def test_drained_node_hands_its_chats_over_within_one_resend_delay(
             f"first notification on node-2 after {max(0, min(move_ms))}-{max(move_ms)} ms; "
             f"{load.count} events, {len(receiver.arrivals)} triggers"
         )
-    finally:
-        await receiver.close()

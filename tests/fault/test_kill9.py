@@ -12,21 +12,16 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import aiohttp
-
 from tests.fault.support import (
-    AckReceiver,
-    Api,
     Chatpush,
     Load,
     check_coverage,
     check_duplicates,
     check_transcripts,
-    free_port,
     gather_limited,
     run_load,
+    two_node_chatpush,
     wait_all_acknowledged,
-    write_two_node_config,
 )
 
 CHATS = 50
@@ -38,44 +33,35 @@ PHASE_EVENTS = 300
 async def test_kill9_mid_load_loses_no_event_and_skips_no_position(
     tmp_path: Path, processes: list[Chatpush]
 ) -> None:
-    port = free_port()
-    config = tmp_path / "chatpush.toml"
-    chatpush = Chatpush(config, port, tmp_path)
-    processes.append(chatpush)
-    receiver = await AckReceiver(base=lambda: chatpush.base).start()
-    try:
-        write_two_node_config(config, port, tmp_path / "chatpush.db", receiver.url, RESEND_DELAY_S)
-        chatpush.start()
-        await chatpush.wait_ready()
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-            api = Api(http, lambda: chatpush.base)
-            chats = await gather_limited([api.request_chat() for _ in range(CHATS)], limit=8)
-            async with Load(api, chats) as load:
-                await run_load(load, PHASE_EVENTS, chatpush)
+    async with two_node_chatpush(tmp_path, processes, CHATS, RESEND_DELAY_S) as started:
+        chatpush, receiver = started.chatpush, started.receiver
+        api, chats = started.api, started.chats
+        async with Load(api, chats) as load:
+            await run_load(load, PHASE_EVENTS, chatpush)
 
-                before = (load.count, len(receiver.arrivals), len(receiver.retrievals))
-                chatpush.kill()
-                # What the killed process had already written to the receiver's socket is still
-                # taken as generation 0; whatever arrives from now on comes from the new process.
-                await asyncio.sleep(0.3)
-                receiver.generation = 1
-                chatpush.start()
-                await chatpush.wait_ready()
-                cut = load.cut
-                await run_load(load, PHASE_EVENTS, chatpush)
-                await load.finish()
+            before = (load.count, len(receiver.arrivals), len(receiver.retrievals))
+            chatpush.kill()
+            # What the killed process had already written to the receiver's socket is still
+            # taken as generation 0; whatever arrives from now on comes from the new process.
+            await asyncio.sleep(0.3)
+            receiver.generation = 1
+            chatpush.start()
+            await chatpush.wait_ready()
+            cut = load.cut
+            await run_load(load, PHASE_EVENTS, chatpush)
+            await load.finish()
 
-                last_index = await wait_all_acknowledged(api, chats, 30, receiver, chatpush)
-                # Every event answered 201, before or after the kill, is in the transcript.
-                assert await check_transcripts(api, load) == []
-                assert check_coverage(receiver, chats, last_index) == []
-                assert check_duplicates(receiver, crashed=True) == []
-                assert receiver.problems == []
-                assert load.refused == [], load.refused[:5]
-                trail = await gather_limited([api.deliveries(chat.chat_id) for chat in chats])
-                outcomes = {row["outcome"] for rows in trail for row in rows}
-                assert outcomes == {"sent"}, outcomes
-                assert chatpush.problems() == []
+            last_index = await wait_all_acknowledged(api, chats, 30, receiver, chatpush)
+            # Every event answered 201, before or after the kill, is in the transcript.
+            assert await check_transcripts(api, load) == []
+            assert check_coverage(receiver, chats, last_index) == []
+            assert check_duplicates(receiver, crashed=True) == []
+            assert receiver.problems == []
+            assert load.refused == [], load.refused[:5]
+            trail = await gather_limited([api.deliveries(chat.chat_id) for chat in chats])
+            outcomes = {row["outcome"] for rows in trail for row in rows}
+            assert outcomes == {"sent"}, outcomes
+            assert chatpush.problems() == []
 
         # The kill did land mid-load: requests were cut, and both processes did real work.
         assert cut >= 1, "no request was in flight when chatpush was killed"
@@ -89,5 +75,3 @@ async def test_kill9_mid_load_loses_no_event_and_skips_no_position(
             f"({resent_after_crash} sent again after the crash), "
             f"{len(receiver.retrievals)} refreshes, max index {max(last_index.values())}"
         )
-    finally:
-        await receiver.close()
