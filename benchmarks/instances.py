@@ -411,8 +411,9 @@ def keep_logs(rig: Rig, directory: Path, prefix: str) -> None:
         shutil.copy(process.log, directory / f"{prefix}{process.log.name}")
 
 
-async def work_split(database_url: str) -> tuple[dict[str, int], dict[str, int]]:
-    """(deliveries by node, chats pinned by node), over the whole run, from the database."""
+async def work_split(database_url: str, instances: int) -> tuple[dict[str, int], dict[str, int]]:
+    """(deliveries by node, chats pinned by node), over the whole run, from the database; every
+    node of the run is listed, one that got nothing with 0."""
     import asyncpg
 
     parts = urlsplit(database_url)
@@ -426,9 +427,10 @@ async def work_split(database_url: str) -> tuple[dict[str, int], dict[str, int]]
         )
     finally:
         await conn.close()
+    nodes = {f"node-{number}": 0 for number in range(1, instances + 1)}
     return (
-        {row["node"]: int(row["n"]) for row in deliveries},
-        {row["node"]: int(row["n"]) for row in pinned},
+        nodes | {row["node"]: int(row["n"]) for row in deliveries},
+        nodes | {row["node"]: int(row["n"]) for row in pinned},
     )
 
 
@@ -499,7 +501,7 @@ async def run(instances: int, round_no: int, args: argparse.Namespace) -> Result
         if stats is None:
             stats = await receiver.stats()
         duplicated += duplicates(await receiver.samples())
-        deliveries, pinned = await work_split(rig.database_url)
+        deliveries, pinned = await work_split(rig.database_url, instances)
         if args.keep_logs:
             keep_logs(rig, Path(args.keep_logs), f"round{round_no}-x{instances}-")
         return Result(
