@@ -23,6 +23,7 @@ from chatpush.api.keys import (
     COMETD,
     DATABASE,
     DISPATCHER,
+    INSTANCE_ID,
     METRICS,
     PIPELINE,
     ROUTER,
@@ -39,6 +40,7 @@ from chatpush.providers.customhttp import CustomHttpProvider
 from chatpush.push.dispatcher import Dispatcher
 from chatpush.push.pipeline import PushPipeline
 from chatpush.routing.router import Router
+from chatpush.store import chats as chat_store
 from chatpush.store import push as push_store
 from chatpush.store.database import Database
 
@@ -81,8 +83,11 @@ def create_app(
     app[PIPELINE] = pipeline
     app[ROUTER] = router
     app[DISPATCHER] = dispatcher
-    app[CHATS] = ChatService(db, settings, clock, push=pipeline)
+    # On PostgreSQL every commit that changes a chat is announced, for CometD sessions elsewhere.
+    announce_as = None if db.is_sqlite else instance_id
+    app[CHATS] = ChatService(db, settings, clock, push=pipeline, announce_as=announce_as)
     app[COMETD] = cometd
+    app[INSTANCE_ID] = instance_id
     app[HEALTHY] = {}
 
     chat_v2.add_routes(app)
@@ -115,8 +120,14 @@ def create_app(
         ]
         if not db.is_sqlite:
             # Other instances' commits that make work wake this dispatcher (LISTEN/NOTIFY).
-            listen = lambda: db.listen(push_store.WORK_CHANNEL, dispatcher.poke)  # noqa: E731
+            listen = lambda: db.listen(  # noqa: E731
+                push_store.WORK_CHANNEL, lambda _payload: dispatcher.poke()
+            )
             tasks.append(_supervise(app, "listen", listen))
+            # Chats changed by other instances: live events for this instance's CometD sessions.
+            changes = app[chat_cometd.CHAT_COMETD].changed_elsewhere
+            follow = lambda: db.listen(chat_store.CHANGES_CHANNEL, changes)  # noqa: E731
+            tasks.append(_supervise(app, "listen-chats", follow))
         yield
         await dispatcher.stop()
         for task in tasks:

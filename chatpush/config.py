@@ -249,6 +249,9 @@ class CometdSettings(_Strict):
     max_subscriptions: Annotated[int, Field(ge=1, le=10_000)] = 100
     connect_timeout_s: Annotated[float, Field(gt=0, le=600)] = 25.0
     max_interval_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    foreground_lease_s: Annotated[float, Field(ge=3, le=3600)] = 30.0
+    """While a session follows a chat, its push waits; the instance renews this lease every third
+    of it, so a chat whose instance died is pushed again at most this long after."""
 
 
 class DeliverySettings(_Strict):

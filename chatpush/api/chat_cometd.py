@@ -8,14 +8,20 @@ A session that ran ``requestChat`` or ``requestNotifications`` is *attached* to 
 every committed write that adds events to it (either side of the API), the events from the
 session's position are delivered to it as an envelope. Attachments live in memory (chat id →
 sessions, and each session's chats in ``Session.attributes``); a chat without any costs one dict
-look-up per commit. ``/meta/disconnect`` with ``ext.transcriptPosition`` records that position as
-a refresh would (docs/cometd.md, "Chat API v2 over CometD").
+look-up per commit.
+
+While attached, the chat is in the *foreground*: its push subscription sends nothing. The lease
+on that (``cometd.foreground_lease_s``) is renewed for every attached chat each third of it.
+``/meta/disconnect`` is going to background: with ``ext.transcriptPosition`` it records that
+position as a refresh would, and push starts again; a session that vanishes (expired, queue full)
+gives its chats back to push too (docs/cometd.md, "Chat API v2 over CometD").
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,11 +29,13 @@ from aiohttp import web
 
 from chatpush.api import chat_v2
 from chatpush.api.forms import MAX_POSITION, Form
-from chatpush.api.keys import CHATS, COMETD, SETTINGS
+from chatpush.api.keys import CHATS, CLOCK, COMETD, INSTANCE_ID, PIPELINE, SETTINGS
 from chatpush.chat.model import Reply
 from chatpush.chat.service import ChatService
+from chatpush.clock import Clock
 from chatpush.cometd import RemovalReason, Session
 from chatpush.errors import BadRequest, ChatpushError, Code
+from chatpush.push.pipeline import PushPipeline
 
 log = logging.getLogger("chatpush.cometd.chat")
 
@@ -80,13 +88,26 @@ class Attachment:
 
 
 class ChatOverCometd:
-    def __init__(self, chats: ChatService, alias: str) -> None:
+    def __init__(
+        self,
+        chats: ChatService,
+        pipeline: PushPipeline,
+        clock: Clock,
+        alias: str,
+        foreground_lease_ms: int,
+        instance_id: str,
+    ) -> None:
         self._chats = chats
+        self._instance_id = instance_id
+        self._pipeline = pipeline
+        self._clock = clock
         self._alias = alias
+        self._lease_ms = foreground_lease_ms
         self._by_chat: dict[str, dict[Session, Attachment]] = {}
         self._running: set[str] = set()
         self._dirty: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._renewer: asyncio.Task[None] | None = None
 
     # -- hooks of the Bayeux server and the chat service ----------------------------------------
 
@@ -108,20 +129,24 @@ class ChatOverCometd:
         """
         ext = message.get("ext")
         raw = ext.get("transcriptPosition") if isinstance(ext, dict) else None
-        attached: dict[str, Attachment] = session.attributes.get(ATTACHED, {})
-        if raw is None or not attached:
-            return
+        position = None
         try:
-            position = _position(raw)
+            position = _position(raw) if raw is not None else None
         except ChatpushError:
             log.debug("disconnect with a bad transcriptPosition %r", raw)
-            return
-        if position is None:
-            return
+        attached: dict[str, Attachment] = session.attributes.get(ATTACHED, {})
         for chat_id, attachment in list(attached.items()):
+            # Another session of this instance may still follow the chat: it stays in front.
+            others = len(self._by_chat.get(chat_id, ())) > 1
+            if others and position is None:
+                continue
             try:
-                await self._chats.acknowledge(
-                    attachment.service, chat_id, attachment.secure_key, position
+                await self._chats.go_to_background(
+                    attachment.service,
+                    chat_id,
+                    attachment.secure_key,
+                    position,
+                    live_until_ms=self._lease_end() if others else None,
                 )
             except ChatpushError as exc:
                 log.info(
@@ -134,6 +159,8 @@ class ChatOverCometd:
     def session_removed(self, session: Session, reason: RemovalReason) -> None:
         for chat_id in session.attributes.pop(ATTACHED, {}):
             self._detach(session, chat_id)
+            if reason is not RemovalReason.DISCONNECT and chat_id not in self._by_chat:
+                self._spawn(self._leave_foreground(chat_id), f"cometd-background-{chat_id}")
 
     def committed(self, chat_id: str) -> None:
         """Called by ChatService after a commit that changed ``chat_id``."""
@@ -143,14 +170,24 @@ class ChatOverCometd:
             self._dirty.add(chat_id)
             return
         self._running.add(chat_id)
-        task = asyncio.create_task(self._pump(chat_id), name=f"cometd-chat-{chat_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._pump(chat_id), f"cometd-chat-{chat_id}")
+
+    def changed_elsewhere(self, announcement: str | None) -> None:
+        """PostgreSQL: another instance committed a change to a chat (``"<origin> <chat id>"``),
+        or (None) announcements may have been missed: look at every attached chat."""
+        if announcement is None:
+            for chat_id in list(self._by_chat):
+                self.committed(chat_id)
+            return
+        origin, _, chat_id = announcement.rpartition(" ")
+        if origin != self._instance_id:
+            self.committed(chat_id)
 
     async def close(self, app: web.Application | None = None) -> None:
-        for task in list(self._tasks):
+        tasks = [*self._tasks, *([self._renewer] if self._renewer else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def attached_sessions(self, chat_id: str) -> int:
         return len(self._by_chat.get(chat_id, ()))
@@ -165,7 +202,9 @@ class ChatOverCometd:
             raise BadRequest(Code.MISSING_PARAMETER, "operation is required")
         form = _form(data)
         if operation == "requestChat":
-            reply = await chat_v2.request_chat_with(self._chats, service, form)
+            reply = await chat_v2.request_chat_with(
+                self._chats, service, form, live_until_ms=self._lease_end()
+            )
             self._attach(session, channel, service, reply)
             return reply.to_wire()
         run = _OPERATIONS.get(operation)
@@ -179,7 +218,9 @@ class ChatOverCometd:
             raise BadRequest(Code.MISSING_PARAMETER, "chatId is required")
         key = form.get("secureKey")
         if run is None:  # requestNotifications: a refresh that (re)attaches the session
-            reply = await self._chats.refresh(service, chat_id, key, form.position())
+            reply = await self._chats.refresh(
+                service, chat_id, key, form.position(), live_until_ms=self._lease_end()
+            )
             self._attach(session, channel, service, reply)
             return reply.to_wire()
         reply = await run(self._chats, service, chat_id, key, form)
@@ -201,15 +242,52 @@ class ChatOverCometd:
     # -- attachments and live events --------------------------------------------------------------
 
     def _attach(self, session: Session, channel: str, service: str, reply: Reply) -> None:
-        if session.removed is not None or reply.chat_ended:
-            return
-        attached: dict[str, Attachment] = session.attributes.setdefault(ATTACHED, {})
         chat_id = reply.chat.id
-        if chat_id not in attached and len(attached) >= MAX_CHATS_PER_SESSION:
-            return  # the reply still went out; live events for this chat do not
+        attached: dict[str, Attachment] = session.attributes.setdefault(ATTACHED, {})
+        full = chat_id not in attached and len(attached) >= MAX_CHATS_PER_SESSION
+        if session.removed is not None or reply.chat_ended or full:
+            # The reply still goes out; live events for this chat do not, and push goes on.
+            if chat_id not in self._by_chat:
+                self._spawn(self._leave_foreground(chat_id), f"cometd-background-{chat_id}")
+            return
         attachment = Attachment(channel, service, reply.chat.secure_key, reply.next_position)
         attached[chat_id] = attachment
         self._by_chat.setdefault(chat_id, {})[session] = attachment
+        if self._renewer is None:
+            self._renewer = asyncio.create_task(self._renew(), name="cometd-foreground")
+
+    def _lease_end(self) -> int:
+        return self._clock.now_ms() + self._lease_ms
+
+    async def _renew(self) -> None:
+        """Every third of the lease, keep the attached chats in the foreground a lease longer."""
+        never = asyncio.Event()
+        while True:
+            await self._clock.sleep_until(self._clock.now_ms() + self._lease_ms // 3, never)
+            try:
+                await self._pipeline.renew_foreground(list(self._by_chat), self._lease_end())
+            except Exception as exc:  # the database is away: the next turn tries again
+                log.warning(
+                    "foreground lease not renewed: %s",
+                    exc,
+                    extra={"action": "cometd_foreground_renewal_failed"},
+                )
+
+    async def _leave_foreground(self, chat_id: str) -> None:
+        try:
+            await self._chats.leave_foreground(chat_id)
+        except Exception as exc:  # the lease runs out by itself
+            log.warning(
+                "chat %s not handed back to push: %s",
+                chat_id,
+                exc,
+                extra={"action": "cometd_background_failed", "chat_id": chat_id},
+            )
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _detach(self, session: Session, chat_id: str) -> None:
         sessions = self._by_chat.get(chat_id)
@@ -243,11 +321,8 @@ class ChatOverCometd:
                         chat_ended=state.chat.ended,
                     )
                     await session.deliver(attachment.channel, reply.to_wire())
-                if state.chat.ended:
-                    for session in list(self._by_chat.get(chat_id, {})):
-                        session.attributes.get(ATTACHED, {}).pop(chat_id, None)
-                        self._detach(session, chat_id)
-                    return
+                # An ended chat stays attached: its final trigger waits for the session to go
+                # to background (acknowledging it with its position) or to vanish.
                 if chat_id not in self._dirty:
                     return
         except ChatpushError as exc:
@@ -307,7 +382,15 @@ CHAT_COMETD = web.AppKey("chat_cometd", ChatOverCometd)
 
 def install(app: web.Application) -> None:
     """Plug the Chat API v2 into the app's Bayeux server and its chat service."""
-    bridge = ChatOverCometd(app[CHATS], app[SETTINGS].server.alias)
+    settings = app[SETTINGS]
+    bridge = ChatOverCometd(
+        app[CHATS],
+        app[PIPELINE],
+        app[CLOCK],
+        settings.server.alias,
+        int(settings.cometd.foreground_lease_s * 1000),
+        app[INSTANCE_ID],
+    )
     app[CHAT_COMETD] = bridge
     server = app[COMETD]
     server.on_service(PREFIX, bridge.handle)

@@ -89,7 +89,9 @@ OPERATIONS: dict[str, Operation] = {
 }
 
 
-async def request_chat_with(chats: ChatService, service: str, form: Form) -> Reply:
+async def request_chat_with(
+    chats: ChatService, service: str, form: Form, *, live_until_ms: int | None = None
+) -> Reply:
     """Request Chat from its fields, over REST or CometD alike."""
     return await chats.request_chat(
         service,
@@ -99,6 +101,7 @@ async def request_chat_with(chats: ChatService, service: str, form: Form) -> Rep
         subject=form.get("subject") or None,
         email_address=form.get("emailAddress") or None,
         user_data=form.user_data,
+        live_until_ms=live_until_ms,
     )
 
 

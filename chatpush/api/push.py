@@ -37,9 +37,11 @@ def subscription_wire(subscription: store.SubscriptionRecord) -> dict[str, Any]:
                 "notifyPosition": trigger.position,
                 "notifyAttempt": trigger.attempt,
                 "chatEnded": trigger.final,
+                "held": trigger.pending,
             }
         ),
         "nextResendAt": state.wake_at_ms,
+        "foregroundUntil": state.foreground_until_ms,
         "pinnedNode": subscription.pinned_node,
         "createdAt": subscription.created_at_ms,
     }

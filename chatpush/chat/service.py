@@ -60,6 +60,8 @@ class PushTransaction(Protocol):
         self, chat: ChatRecord, *, customer_removed: bool, by_customer: bool
     ) -> None: ...
 
+    def foreground(self, chat: ChatRecord, until_ms: int | None) -> None: ...
+
     def flush(self) -> None: ...
 
     def committed(self) -> None: ...
@@ -86,6 +88,9 @@ class _NoPush:
         return None
 
     def chat_ended(self, chat: ChatRecord, *, customer_removed: bool, by_customer: bool) -> None:
+        return None
+
+    def foreground(self, chat: ChatRecord, until_ms: int | None) -> None:
         return None
 
     def flush(self) -> None:
@@ -118,6 +123,9 @@ class _Changes:
         self._changed.add(chat.id)
         self._push.chat_ended(chat, customer_removed=customer_removed, by_customer=by_customer)
 
+    def foreground(self, chat: ChatRecord, until_ms: int | None) -> None:
+        self._push.foreground(chat, until_ms)
+
     def flush(self) -> None:
         self._push.flush()
 
@@ -141,7 +149,11 @@ class ChatService:
         settings: Settings,
         clock: Clock,
         push: PushObserver | None = None,
+        announce_as: str | None = None,
     ) -> None:
+        """``announce_as``: on PostgreSQL, announce each commit that changes a chat to the other
+        instances, with this instance's id as its origin (``chats.CHANGES_CHANNEL``)."""
+        self._announce_as = announce_as
         self._db = db
         self._settings = settings
         self._limits: ChatSettings = settings.chat
@@ -167,7 +179,10 @@ class ChatService:
         subject: str | None,
         email_address: str | None,
         user_data: Mapping[str, str],
+        live_until_ms: int | None = None,
     ) -> Reply:
+        """``live_until_ms``: the client follows the chat live (CometD) until then, renewed while
+        it stays; its push subscription sends nothing meanwhile (see ``leave_foreground``)."""
         self._require_service(service_name)
         nickname = nickname.strip() if nickname else None
         if not nickname:
@@ -208,16 +223,28 @@ class ChatService:
         def tx(conn: Connection, push: PushTransaction) -> Reply:
             repo.insert_chat(conn, chat, customer)
             push.chat_requested(chat, user_data)
+            if live_until_ms is not None:
+                push.foreground(chat, live_until_ms)
             self._append(conn, push, chat, [NewEvent("ParticipantJoined", customer)], now_ms)
             return self._reply(conn, push, chat, position=None, touch=False)
 
         return await self._run(tx)
 
     async def refresh(
-        self, service_name: str, chat_id: str, secure_key: str | None, position: int | None
+        self,
+        service_name: str,
+        chat_id: str,
+        secure_key: str | None,
+        position: int | None,
+        *,
+        live_until_ms: int | None = None,
     ) -> Reply:
+        """``live_until_ms``: as for ``request_chat`` (CometD's ``requestNotifications``)."""
+
         def tx(conn: Connection, push: PushTransaction) -> Reply:
             chat = self._authenticate(conn, service_name, chat_id, secure_key)
+            if live_until_ms is not None:
+                push.foreground(chat, live_until_ms)
             return self._reply(conn, push, chat, position=position)
 
         return await self._run(tx)
@@ -314,15 +341,26 @@ class ChatService:
 
         return await self._run(tx)
 
-    async def acknowledge(
-        self, service_name: str, chat_id: str, secure_key: str | None, position: int
+    async def go_to_background(
+        self,
+        service_name: str,
+        chat_id: str,
+        secure_key: str | None,
+        position: int | None,
+        *,
+        live_until_ms: int | None = None,
     ) -> None:
-        """Record that the client holds every event before ``position`` (CometD going to
-        background with ``ext.transcriptPosition``): what a refresh returning them would record,
-        for client position and reliable delivery (CONTRACT §8.1), without building a reply."""
+        """The client leaves the foreground (CometD's ``/meta/disconnect``): push may send again,
+        unless ``live_until_ms`` says another of its sessions still follows the chat.
+        With ``ext.transcriptPosition`` (``position``) it holds every event before it: record
+        what a refresh returning them would, for client position and reliable delivery
+        (CONTRACT §8.1), without building a reply."""
 
         def tx(conn: Connection, push: PushTransaction) -> None:
             chat = self._authenticate(conn, service_name, chat_id, secure_key)
+            push.foreground(chat, live_until_ms)
+            if position is None:
+                return
             last = min(position - 1, chat.last_index)
             retrieved = last if last >= 1 else None
             current = repo.record_client_read(
@@ -332,6 +370,17 @@ class ChatService:
                 push.transcript_retrieved(
                     current, 1, retrieved, up_to_date=retrieved >= current.last_index
                 )
+
+        await self._run(tx)
+
+    async def leave_foreground(self, chat_id: str) -> None:
+        """The chat's live client vanished without a word (its CometD session expired or was
+        removed): push may send again, from what the client last acknowledged."""
+
+        def tx(conn: Connection, push: PushTransaction) -> None:
+            chat = repo.get_chat(conn, chat_id, lock=True)
+            if chat is not None:
+                push.foreground(chat, None)
 
         await self._run(tx)
 
@@ -594,16 +643,19 @@ class ChatService:
         just before the commit) and hears of the commit afterwards."""
         push_observer = self._push
         observers = self._committed
+        announce_as = self._announce_as
 
         def transaction(conn: Connection) -> tuple[R, PushTransaction, set[str]]:
             push: PushTransaction = (
                 push_observer.transaction(conn) if push_observer is not None else _NoPush()
             )
             changed: set[str] = set()
-            if observers:
+            if observers or announce_as is not None:
                 push = _Changes(push, changed)
             result = body(conn, push)
             push.flush()
+            if announce_as is not None and changed:
+                repo.announce_changes(conn, announce_as, changed)
             return result, push, changed
 
         result, push, changed = await self._db.write(transaction)

@@ -72,6 +72,11 @@ class PushPipeline:
     def poke(self) -> None:
         self._poke()
 
+    async def renew_foreground(self, chat_ids: Sequence[str], until_ms: int) -> None:
+        """Keep these chats' live clients in the foreground until ``until_ms``."""
+        if chat_ids:
+            await self._db.write(store.renew_foreground, chat_ids, until_ms)
+
     async def fire_due_timers(self) -> int:
         """Apply rule 5 to one batch of subscriptions whose wake-up time has come.
 
@@ -109,7 +114,7 @@ class PushPipeline:
                 policy = policies[chat.service_name] = self.policy(chat.service_name)
             decision = rules.decide(subscription.state, rules.TimerFired(), now_ms, policy)
             _report(self.metrics, chat, decision.outcome, decision.state)
-            state, trigger = rules.sent(decision.state)
+            state, trigger = rules.sent(decision.state, now_ms)
             if trigger is not None or (
                 state.outstanding is None and subscription.state.outstanding is not None
             ):
@@ -191,6 +196,11 @@ class PushTransaction:
         self._chat_id, self._chat = chat.id, chat
         self.inputs.append(_EndMarker(customer_removed=customer_removed, by_customer=by_customer))
 
+    def foreground(self, chat: ChatRecord, until_ms: int | None) -> None:
+        """The chat's client is connected live until ``until_ms`` (CometD), or (None) left."""
+        self._chat_id, self._chat = chat.id, chat
+        self.inputs.append(rules.Foreground(until_ms))
+
     def flush(self, chat_id: str | None = None) -> None:
         chat_id = chat_id or self._chat_id
         if chat_id is None or not self.inputs:
@@ -208,7 +218,7 @@ class PushTransaction:
         def notifiable(event: EventRecord) -> bool:
             return request.notify_requestor or event.participant_id != CUSTOMER_PARTICIPANT_ID
 
-        activity = any(not isinstance(i, rules.TimerFired) for i in self.inputs)
+        activity = any(not isinstance(i, rules.TimerFired | rules.Foreground) for i in self.inputs)
         # New activity: whatever waited for a node gets another chance (CONTRACT §9).
         if activity and store.unpark(conn, chat_id, now_ms):
             self.enqueued = True
@@ -236,7 +246,7 @@ class PushTransaction:
             decision = rules.decide(state, item, now_ms, policy)
             state = decision.state
             _report(pipeline.metrics, chat, decision.outcome, state)
-        state, trigger = rules.sent(state)
+        state, trigger = rules.sent(state, now_ms)
         had_trigger = subscription.state.outstanding is not None
         if trigger is None and state.outstanding is None and had_trigger:
             # The outstanding trigger was acknowledged (or given up): a copy still waiting in the
@@ -258,9 +268,18 @@ class PushTransaction:
     def _flush_unreliable(
         self, chat: ChatRecord, subscription: store.SubscriptionRecord, events: list[EventRecord]
     ) -> None:
-        """Without PushResend: one notification per notifiable event, never resubmitted."""
+        """Without PushResend: one notification per notifiable event, never resubmitted; none
+        while the client is in the foreground (it gets the events live)."""
         pipeline, request = self._pipeline, subscription.request
         now_ms = pipeline._clock.now_ms()
+        state = subscription.state
+        for item in self.inputs:
+            if isinstance(item, rules.Foreground):
+                state = replace(state, foreground_until_ms=item.until_ms)
+        if state != subscription.state:
+            store.save_state(self._conn, chat.id, state)
+        if state.in_foreground(now_ms):
+            return
         for event in events:
             if request.include_payload:
                 body = payload_body(

@@ -13,6 +13,10 @@ Rules, numbered as in the contract:
     unretrieved gets a fresh trigger at once;
  5. the timer resends up to ``attempts`` times, then marks the subscription failed;
  7. the end of the chat replaces the outstanding trigger with a final one (-1 on removal).
+
+While the chat's client is in the foreground (connected over CometD, CONTRACT §10) nothing is
+sent: a trigger decided then stays pending, and resends wait, until the client goes to background
+or its foreground lease (``foreground_until_ms``, renewed while its session lives) runs out.
 """
 
 from __future__ import annotations
@@ -40,6 +44,11 @@ class State:
     notifiable_last: int = 0
     outstanding: Trigger | None = None
     wake_at_ms: int | None = None
+    foreground_until_ms: int | None = None
+    """The client is connected live until then (renewed while it stays): push waits."""
+
+    def in_foreground(self, now_ms: int) -> bool:
+        return self.foreground_until_ms is not None and now_ms < self.foreground_until_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +88,14 @@ class ChatEnded:
     """False for the customer's own disconnect without NotifyRequestor: no final trigger."""
 
 
-Input = EventsAdded | Retrieved | TimerFired | ChatEnded
+@dataclass(frozen=True, slots=True)
+class Foreground:
+    """The client connected live until ``until_ms``, or (None) went to background."""
+
+    until_ms: int | None
+
+
+Input = EventsAdded | Retrieved | TimerFired | ChatEnded | Foreground
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +116,23 @@ class Decision:
 def decide(state: State, event: Input, now_ms: int, policy: Policy) -> Decision:
     if state.status == "done":
         return Decision(state)
+    decision = _decide(state, event, now_ms, policy)
+    if decision.state.in_foreground(now_ms):
+        return replace(decision, state=_hold(decision.state))
+    return decision
+
+
+def _hold(state: State) -> State:
+    """In the foreground: a trigger not yet sent waits for the lease's end, and so does a resend."""
+    trigger, until = state.outstanding, state.foreground_until_ms
+    if trigger is None or until is None:
+        return state
+    if trigger.pending or state.wake_at_ms is None or state.wake_at_ms < until:
+        return replace(state, wake_at_ms=until)
+    return state
+
+
+def _decide(state: State, event: Input, now_ms: int, policy: Policy) -> Decision:
     match event:
         case Retrieved():
             return _retrieved(state, event, now_ms, policy)
@@ -123,13 +156,26 @@ def decide(state: State, event: Input, now_ms: int, policy: Policy) -> Decision:
                     wake_at_ms=now_ms + policy.delay_ms(1),
                 )
             )
+        case Foreground(until_ms=until):
+            held_until = state.foreground_until_ms
+            state = replace(state, foreground_until_ms=until)
+            trigger = state.outstanding
+            if (
+                trigger is not None
+                and not state.in_foreground(now_ms)
+                and (trigger.pending or state.wake_at_ms == held_until)
+            ):
+                # Back in background: a held trigger goes now, a held resend on its timetable.
+                state = replace(state, wake_at_ms=now_ms + policy.delay_ms(trigger.attempt + 1))
+            return Decision(state)
     raise AssertionError(f"unknown input {event!r}")
 
 
-def sent(state: State) -> tuple[State, Trigger | None]:
-    """Take the pending trigger for the outbox, if any; the state then records it as sent."""
+def sent(state: State, now_ms: int) -> tuple[State, Trigger | None]:
+    """Take the pending trigger for the outbox, if any; the state then records it as sent.
+    In the foreground it stays pending (and is stored so)."""
     trigger = state.outstanding
-    if trigger is None or not trigger.pending:
+    if trigger is None or not trigger.pending or state.in_foreground(now_ms):
         return state, None
     return replace(state, outstanding=replace(trigger, pending=False)), trigger
 
@@ -176,6 +222,11 @@ def _timer(state: State, now_ms: int, policy: Policy) -> Decision:
         return Decision(replace(state, wake_at_ms=None))  # nothing to resend: disarm
     if state.wake_at_ms is None or now_ms < state.wake_at_ms:
         return Decision(state)
+    if state.in_foreground(now_ms):
+        return Decision(state)  # the lease was renewed: decide() holds it to the new end
+    if trigger.pending:
+        # Held while the client was in the foreground, whose lease ran out: send it now.
+        return Decision(replace(state, wake_at_ms=now_ms + policy.delay_ms(trigger.attempt + 1)))
     if trigger.attempt < policy.resend_attempts:
         attempt = trigger.attempt + 1
         return Decision(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, case, delete, func, insert, select, update
+from sqlalchemy import Table, and_, case, delete, func, insert, select, text, update
 from sqlalchemy.engine import Connection, Row
 
 from chatpush.chat.model import ChatRecord, EventRecord, NewEvent, PartyRecord
@@ -331,3 +331,18 @@ def idle_subscribed_chats(
         .limit(limit)
     )
     return [(row.id, row.service_name, row.last_client_request_ms) for row in rows]
+
+
+CHANGES_CHANNEL = "chatpush_chats"
+"""PostgreSQL: the LISTEN/NOTIFY channel that announces chats changed (events added, ended), with
+the payload ``"<origin instance> <chat id>"`` (a chat id holds no space)."""
+
+
+def announce_changes(conn: Connection, origin: str, chat_ids: Iterable[str]) -> None:
+    """NOTIFY the other instances, when this transaction commits, that these chats changed."""
+    if conn.dialect.name != "postgresql":
+        return
+    conn.execute(
+        text("SELECT pg_notify(:channel, :payload)"),
+        [{"channel": CHANGES_CHANNEL, "payload": f"{origin} {chat_id}"} for chat_id in chat_ids],
+    )

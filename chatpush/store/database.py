@@ -146,10 +146,10 @@ class Database:
                 raise StorageUnavailable() from exc
             raise
 
-    async def listen(self, channel: str, on_notify: Callable[[], None]) -> None:
-        """PostgreSQL: call ``on_notify`` on every NOTIFY of ``channel``, until cancelled.
+    async def listen(self, channel: str, on_notify: Callable[[str | None], None]) -> None:
+        """PostgreSQL: call ``on_notify(payload)`` on every NOTIFY of ``channel``, until cancelled.
 
-        A lost connection is opened again; ``on_notify`` is also called then, since a notification
+        A lost connection is opened again; ``on_notify(None)`` is called then, since notifications
         may have been missed while it was down."""
         assert self._async is not None, "LISTEN is a PostgreSQL feature"
         url = self._async.url.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -213,12 +213,12 @@ class Database:
 
 
 async def _listen_until_lost(
-    conn: asyncpg.Connection, channel: str, on_notify: Callable[[], None]
+    conn: asyncpg.Connection, channel: str, on_notify: Callable[[str | None], None]
 ) -> None:
     lost = asyncio.Event()
     conn.add_termination_listener(lambda _conn: lost.set())
-    await conn.add_listener(channel, lambda *_args: on_notify())
-    on_notify()  # whatever was notified while no connection listened
+    await conn.add_listener(channel, lambda _conn, _pid, _channel, payload: on_notify(payload))
+    on_notify(None)  # whatever was notified while no connection listened
     await lost.wait()
 
 

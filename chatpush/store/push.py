@@ -75,7 +75,7 @@ def _subscription(row: Row[Any]) -> SubscriptionRecord:
             position=row.out_position,
             attempt=row.out_attempt or 0,
             final=bool(row.out_final),
-            pending=False,
+            pending=bool(row.out_pending),
         )
     return SubscriptionRecord(
         chat_id=row.chat_id,
@@ -96,6 +96,7 @@ def _subscription(row: Row[Any]) -> SubscriptionRecord:
             notifiable_last=row.notifiable_last,
             outstanding=outstanding,
             wake_at_ms=row.wake_at_ms,
+            foreground_until_ms=row.foreground_until_ms,
         ),
         pinned_node=row.pinned_node,
         created_at_ms=row.created_at_ms,
@@ -109,7 +110,9 @@ _STATE_COLUMNS = (
     "out_position",
     "out_attempt",
     "out_final",
+    "out_pending",
     "wake_at_ms",
+    "foreground_until_ms",
 )
 
 
@@ -122,7 +125,9 @@ def _state_values(state: State) -> dict[str, Any]:
         "out_position": trigger.position if trigger else None,
         "out_attempt": trigger.attempt if trigger else None,
         "out_final": trigger.final if trigger else False,
+        "out_pending": trigger.pending if trigger else False,
         "wake_at_ms": state.wake_at_ms,
+        "foreground_until_ms": state.foreground_until_ms,
     }
 
 
@@ -192,6 +197,17 @@ def save_states(conn: Connection, states: Sequence[tuple[str, State]]) -> None:
         conn.execute(
             _save_states,
             [{"key_chat_id": chat_id, **_state_values(state)} for chat_id, state in states],
+        )
+
+
+def renew_foreground(conn: Connection, chat_ids: Sequence[str], until_ms: int) -> None:
+    """Keep the chats' clients in the foreground until ``until_ms`` (their sessions live on)."""
+    for start in range(0, len(chat_ids), 500):
+        chunk = sorted(chat_ids[start : start + 500])  # one lock order for every instance
+        conn.execute(
+            update(_subs)
+            .where(_subs.c.chat_id.in_(chunk), _subs.c.status != "done")
+            .values(foreground_until_ms=until_ms)
         )
 
 

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -98,7 +109,12 @@ class Subscription(Base):
     out_position: Mapped[int | None] = mapped_column(Integer)
     out_attempt: Mapped[int | None] = mapped_column(Integer)
     out_final: Mapped[bool] = mapped_column(Boolean)
+    out_pending: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    """The outstanding trigger is decided but not sent: held while the client is in the
+    foreground."""
     wake_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+    foreground_until_ms: Mapped[int | None] = mapped_column(BigInteger)
+    """The chat's client is connected live (CometD) until then: push waits (rules.State)."""
     pinned_node: Mapped[str | None] = mapped_column(String(128))
     created_at_ms: Mapped[int] = mapped_column(BigInteger)
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from aiocometd_noloop import Client as CometdClient
+from aiocometd_noloop import ConnectionType
 
 from chatpush.api.keys import DISPATCHER
 from chatpush.config import ConfigError, Settings
@@ -163,4 +165,43 @@ async def test_a_dead_instances_leased_notification_is_sent_again_by_another(pai
     assert pair.receiver.triggers() == [("2", "0"), ("2", "0")]
     await settle(pair.b)
     rows = await trail(pair.b, chat.chat_id)
+    assert [(row["node"], row["outcome"]) for row in rows] == [("node-b", "sent")]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # aiocometd's aiohttp arguments
+async def test_a_cometd_client_on_one_instance_follows_a_chat_written_on_the_other(
+    pair: Pair,
+) -> None:
+    """The client's session lives on A; the agent writes through B. B's commits reach the client
+    by NOTIFY (the clock stands still), and B, which sends the chat's pushes, holds them while
+    A's client is in the foreground."""
+    user_data = {
+        key[len("userData[") : -1]: value
+        for key, value in push_form(PushResend="true").items()
+        if key.startswith("userData[")
+    }
+    url = str(pair.a.make_url("/genesys/cometd"))
+    channel = "/service/chatV2/support"
+    async with CometdClient(url, ConnectionType.LONG_POLLING, connection_timeout=0) as cometd:
+
+        async def receive() -> dict[str, Any]:
+            async with asyncio.timeout(5):
+                message: dict[str, Any] = await cometd.receive()
+            return message["data"]  # type: ignore[no-any-return]
+
+        await cometd.publish(
+            channel, {"operation": "requestChat", "nickname": "Ann", "userData": user_data}
+        )
+        started = await receive()
+        on_b = ChatDriver(pair.b)
+        on_b.chat_id, on_b.secure_key = started["chatId"], started["secureKey"]
+        agent = await on_b.agent_joins()
+        await on_b.agent_says(agent, "written on B")
+        seen = [event for _ in range(2) for event in (await receive())["messages"]]
+        assert [(event["index"], event.get("text")) for event in seen][-1] == (3, "written on B")
+        await pair.settle()
+        assert pair.receiver.triggers() == []
+    # The client went to background on A (no position): B sends the trigger, woken by NOTIFY.
+    assert await pair.arrivals(1) == [("2", "0")]
+    rows = await trail(pair.a, on_b.chat_id)
     assert [(row["node"], row["outcome"]) for row in rows] == [("node-b", "sent")]

@@ -71,6 +71,7 @@ async def test_resends_exactly_attempts_times_then_fails_and_the_next_event_rest
         "notifyPosition": 2,
         "notifyAttempt": 0,
         "chatEnded": False,
+        "held": False,
     }
     assert sub["nextResendAt"] == push.clock.now_ms() + 15_000
 
@@ -238,6 +239,7 @@ async def test_event_after_the_refresh_gets_a_new_trigger_at_once(start: Start) 
         "notifyPosition": 4,
         "notifyAttempt": 0,
         "chatEnded": False,
+        "held": False,
     }
     assert sub["nextResendAt"] == push.clock.now_ms() + 15_000
     await push.advance(14.9)
@@ -257,7 +259,12 @@ async def test_server_side_end_sends_a_final_trigger_resent_until_a_refresh(star
     await push.settle()
     assert push.seen_full() == [Seen("2", "0", False), Seen("3", "0", True)]
     sub = await push.subscription()
-    assert sub["outstandingTrigger"] == {"notifyPosition": 3, "notifyAttempt": 0, "chatEnded": True}
+    assert sub["outstandingTrigger"] == {
+        "notifyPosition": 3,
+        "notifyAttempt": 0,
+        "chatEnded": True,
+        "held": False,
+    }
     await push.advance(15)
     await push.advance(15)
     assert push.seen_full()[2:] == [Seen("3", "1", True), Seen("3", "2", True)]
@@ -325,7 +332,12 @@ async def test_final_trigger_not_acknowledged_by_a_refresh_that_skips_events(
     await push.refresh(position)
     await push.settle()
     sub = await push.subscription()
-    assert sub["outstandingTrigger"] == {"notifyPosition": 2, "notifyAttempt": 0, "chatEnded": True}
+    assert sub["outstandingTrigger"] == {
+        "notifyPosition": 2,
+        "notifyAttempt": 0,
+        "chatEnded": True,
+        "held": False,
+    }
     await push.advance(15)
     assert push.seen_full()[2:] == [Seen("2", "1", True)]
     # Reading from the notify-position does acknowledge it.
@@ -366,6 +378,7 @@ async def test_removing_the_customer_sends_minus_one_resent_until_a_refresh(star
         "notifyPosition": -1,
         "notifyAttempt": 0,
         "chatEnded": True,
+        "held": False,
     }
     await push.advance(15)
     assert push.seen_full()[2:] == [Seen("-1", "1", True)]

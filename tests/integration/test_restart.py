@@ -57,6 +57,7 @@ async def test_resends_continue_after_a_restart_with_the_next_attempt_number(
         "notifyPosition": 2,
         "notifyAttempt": 1,
         "chatEnded": False,
+        "held": False,
     }
     await push.advance(9.9)
     assert len(push.seen()) == 2

@@ -113,6 +113,7 @@ async def test_request_chat_creates_the_subscription_with_every_flag(client: Cli
         "acknowledgedPosition": 1,
         "outstandingTrigger": None,
         "nextResendAt": None,
+        "foregroundUntil": None,
         "pinnedNode": None,
         "createdAt": sub["createdAt"],
         "queued": [],

@@ -15,6 +15,7 @@ from chatpush.push.rules import (
     ChatEnded,
     Decision,
     EventsAdded,
+    Foreground,
     Input,
     Outcome,
     Policy,
@@ -125,7 +126,7 @@ def test_first_trigger_points_at_ack_plus_one_with_attempt_0(
         ack + 1, 0, ack=ack, notifiable=notifiable_last, wake=T0 + wake_after_s * S, pending=True
     )
     assert outcome == Outcome()
-    state, trigger = sent(state)
+    state, trigger = sent(state, T0)
     assert trigger == Trigger(ack + 1, 0, pending=True)
     assert state.outstanding == Trigger(ack + 1, 0, pending=False)
 
@@ -142,7 +143,7 @@ def test_no_trigger_without_an_unretrieved_notifiable_event(notifiable_last: int
     before = idle(ack=4, notifiable=3)
     state, _ = run(before, [(EventsAdded(notifiable_last), T0)])
     assert state.outstanding is None and state.wake_at_ms is None
-    assert sent(state) == (state, None)
+    assert sent(state, T0) == (state, None)
 
 
 # -- rule 3: while outstanding -------------------------------------------------------------------
@@ -153,7 +154,7 @@ def test_events_while_outstanding_send_nothing_new_and_keep_the_timer() -> None:
     state, outcomes = run(before, [(EventsAdded(5), T0 + 2 * S), (EventsAdded(6), T0 + 9 * S)])
     assert state == replace(before, notifiable_last=6)
     assert outcomes == [Outcome(), Outcome()]
-    assert sent(state)[1] is None
+    assert sent(state, T0)[1] is None
 
 
 # -- rule 4: acknowledgement ---------------------------------------------------------------------
@@ -190,7 +191,7 @@ def test_fresh_trigger_at_once_when_notifiable_events_remain_after_the_ack() -> 
     state, [outcome] = run(before, [(retrieved(4, 6), now)])
     assert outcome == Outcome(acknowledged=True)
     assert state == waiting(7, 0, ack=6, notifiable=8, wake=now + 15 * S, pending=True)
-    assert sent(state)[1] == Trigger(7, 0)
+    assert sent(state, T0)[1] == Trigger(7, 0)
 
 
 # -- rule 5: resend and exhaustion ---------------------------------------------------------------
@@ -212,7 +213,7 @@ def test_resend_timetable_and_exhaustion(
 ) -> None:
     policy = Policy(delays, attempts)
     state, _ = run(idle(1, 1), [(EventsAdded(3), T0)], policy)
-    state, first = sent(state)
+    state, first = sent(state, T0)
     assert first == Trigger(2, 0)
     handed_out = []
     due_times = [*resends_s, exhausted_s]
@@ -225,7 +226,7 @@ def test_resend_timetable_and_exhaustion(
         state, [outcome] = run(state, [(TimerFired(), T0 + due_s * S)], policy)
         if number <= attempts:
             assert outcome == Outcome(resent=True)
-            state, trigger = sent(state)
+            state, trigger = sent(state, T0)
             assert trigger is not None
             handed_out.append((trigger.position, trigger.attempt))
             assert state.status == "active"
@@ -235,7 +236,7 @@ def test_resend_timetable_and_exhaustion(
         previous = due_s
     assert handed_out == [(2, attempt) for attempt in range(1, attempts + 1)]
     assert state == idle(1, 3, status="failed")
-    assert sent(state)[1] is None
+    assert sent(state, T0)[1] is None
     # A failed subscription stays quiet: the timer has nothing left to fire.
     later, [outcome] = run(state, [(TimerFired(), T0 + 10_000 * S)], policy)
     assert later == state and outcome == Outcome()
@@ -325,9 +326,9 @@ def test_final_trigger_replaces_the_trigger_made_in_the_same_batch() -> None:
         idle(3, 3),
         [(EventsAdded(5), T0), (ChatEnded(customer_removed=False, notify=True), T0)],
     )
-    state, trigger = sent(state)
+    state, trigger = sent(state, T0)
     assert trigger == Trigger(4, 0, final=True)
-    assert sent(state)[1] is None
+    assert sent(state, T0)[1] is None
 
 
 @pytest.mark.parametrize(
@@ -341,7 +342,7 @@ def test_no_final_trigger_when_the_end_is_not_notified(before: State) -> None:
     state, _ = run(before, [(EventsAdded(6), T0), (ChatEnded(False, notify=False), T0)])
     assert state.status == "done"
     assert state.outstanding is None and state.wake_at_ms is None
-    assert sent(state)[1] is None
+    assert sent(state, T0)[1] is None
 
 
 @pytest.mark.parametrize("position", [5, REMOVED_POSITION])
@@ -367,7 +368,7 @@ def test_final_trigger_is_resent_like_any_other() -> None:
     final = waiting(5, 0, ack=4, notifiable=5, wake=T0 + 15 * S, final=True)
     state, [outcome] = run(final, [(TimerFired(), T0 + 15 * S)])
     assert outcome == Outcome(resent=True)
-    assert sent(state)[1] == Trigger(5, 1, final=True)
+    assert sent(state, T0)[1] == Trigger(5, 1, final=True)
     assert state.wake_at_ms == T0 + 30 * S
 
 
@@ -397,7 +398,7 @@ DONE = State(status="done", ack_position=4, notifiable_last=5)
 def test_done_ignores_everything(item: Input) -> None:
     state, [outcome] = run(DONE, [(item, T0 + 10_000 * S)])
     assert state == DONE and outcome == Outcome()
-    assert sent(state)[1] is None
+    assert sent(state, T0)[1] is None
 
 
 def test_trigger_created_and_acknowledged_within_one_batch_is_never_sent() -> None:
@@ -406,28 +407,113 @@ def test_trigger_created_and_acknowledged_within_one_batch_is_never_sent() -> No
     state, outcomes = run(State(), [(EventsAdded(1), T0), (retrieved(1, 1, up_to_date=True), T0)])
     assert outcomes[1] == Outcome(acknowledged=True)
     assert state == idle(1, 1)
-    assert sent(state) == (state, None)
+    assert sent(state, T0) == (state, None)
 
 
 def test_resend_acknowledged_in_the_same_batch_is_never_sent() -> None:
     before = waiting(2, 0, ack=1, notifiable=2, wake=T0)
     state, outcomes = run(before, [(TimerFired(), T0), (retrieved(2, 2), T0)])
     assert outcomes == [Outcome(resent=True), Outcome(acknowledged=True)]
-    assert sent(state)[1] is None
+    assert sent(state, T0)[1] is None
 
 
 def test_a_sent_trigger_is_handed_out_once() -> None:
     state, _ = run(idle(1, 1), [(EventsAdded(2), T0)])
-    state, first = sent(state)
+    state, first = sent(state, T0)
     assert first == Trigger(2, 0)
-    again, second = sent(state)
+    again, second = sent(state, T0)
     assert second is None and again == state
     # A later event in another batch does not hand it out again (rule 3).
     state, _ = run(state, [(EventsAdded(3), T0 + S)])
-    assert sent(state)[1] is None
+    assert sent(state, T0)[1] is None
 
 
 def test_policy_delay_for_each_resend() -> None:
     policy = Policy((5, 15, 60), 10)
     assert [policy.delay_ms(n) for n in range(1, 6)] == [5000, 15000, 60000, 60000, 60000]
     assert Policy((15,), 3).delay_ms(4) == 15000
+
+
+# -- the client in the foreground (CometD, CONTRACT §10) --------------------------------------
+
+LEASE = 30 * S
+
+
+def test_in_the_foreground_a_trigger_is_decided_but_held_until_the_lease_ends() -> None:
+    state, _ = run(idle(1, 1), [(Foreground(T0 + LEASE), T0), (EventsAdded(2), T0 + S)])
+    assert state.outstanding == Trigger(2, 0, pending=True)
+    assert state.wake_at_ms == T0 + LEASE
+    assert sent(state, T0 + S) == (state, None)
+    # More events send nothing new either (rule 3), and the trigger still points at the first.
+    state, _ = run(state, [(EventsAdded(3), T0 + 2 * S)])
+    assert state.outstanding == Trigger(2, 0, pending=True)
+
+
+def test_going_to_background_sends_the_held_trigger_at_once() -> None:
+    state, _ = run(idle(1, 1), [(Foreground(T0 + LEASE), T0), (EventsAdded(2), T0 + S)])
+    state, _ = run(state, [(Foreground(None), T0 + 5 * S)])
+    state, trigger = sent(state, T0 + 5 * S)
+    assert trigger == Trigger(2, 0)
+    assert state.wake_at_ms == T0 + 5 * S + POLICY.delay_ms(1)  # then its resend timetable
+    assert state.foreground_until_ms is None
+
+
+def test_background_with_a_position_acknowledges_what_the_client_saw_live() -> None:
+    # Events 2 and 3 arrived live; the client reports position 3 (it holds 1..2) as it leaves.
+    state, _ = run(idle(1, 1), [(Foreground(T0 + LEASE), T0), (EventsAdded(3), T0 + S)])
+    state, outcomes = run(state, [(Foreground(None), T0 + 5 * S), (retrieved(1, 2), T0 + 5 * S)])
+    assert outcomes[1] == Outcome(acknowledged=True)
+    state, trigger = sent(state, T0 + 5 * S)
+    assert trigger == Trigger(3, 0)  # only what it had not seen is notified
+    # With everything seen, nothing is sent at all.
+    state, _ = run(idle(1, 1), [(Foreground(T0 + LEASE), T0), (EventsAdded(3), T0 + S)])
+    state, _ = run(state, [(Foreground(None), T0 + 5 * S), (retrieved(1, 3), T0 + 5 * S)])
+    assert state.outstanding is None and sent(state, T0 + 5 * S)[1] is None
+
+
+def test_a_renewed_lease_keeps_holding_and_a_lapsed_one_sends() -> None:
+    state, _ = run(idle(1, 1), [(Foreground(T0 + LEASE), T0), (EventsAdded(2), T0 + S)])
+    # The instance renewed the lease (a plain update of foreground_until_ms) before it ran out.
+    state = replace(state, foreground_until_ms=T0 + 2 * LEASE)
+    state, outcomes = run(state, [(TimerFired(), T0 + LEASE)])
+    assert outcomes == [Outcome()] and state.wake_at_ms == T0 + 2 * LEASE
+    assert sent(state, T0 + LEASE)[1] is None
+    # No renewal since (the instance died): the trigger goes when the timer fires, as attempt 0.
+    state, outcomes = run(state, [(TimerFired(), T0 + 2 * LEASE)])
+    assert outcomes == [Outcome()]
+    state, trigger = sent(state, T0 + 2 * LEASE)
+    assert trigger == Trigger(2, 0)
+    assert state.wake_at_ms == T0 + 2 * LEASE + POLICY.delay_ms(1)
+
+
+def test_resends_of_a_trigger_sent_before_pause_in_the_foreground() -> None:
+    before = waiting(2, 1, ack=1, notifiable=2, wake=T0 + 10 * S)
+    state, _ = run(before, [(Foreground(T0 + LEASE), T0)])
+    assert state.wake_at_ms == T0 + LEASE
+    state, outcomes = run(state, [(TimerFired(), T0 + 10 * S)])
+    assert outcomes == [Outcome()] and sent(state, T0 + 10 * S)[1] is None
+    # Back in background: the resend comes on the timetable, as the next attempt.
+    state, _ = run(state, [(Foreground(None), T0 + 20 * S)])
+    assert state.wake_at_ms == T0 + 20 * S + POLICY.delay_ms(2)
+    state, outcomes = run(state, [(TimerFired(), T0 + 35 * S)])
+    assert outcomes == [Outcome(resent=True)]
+    assert sent(state, T0 + 35 * S)[1] == Trigger(2, 2)
+
+
+def test_the_end_of_the_chat_in_the_foreground_is_held_and_acknowledged_on_leaving() -> None:
+    state, _ = run(idle(3, 3), [(Foreground(T0 + LEASE), T0)])
+    state, _ = run(state, [(ChatEnded(customer_removed=False, notify=True), T0 + S)])
+    assert state.outstanding == Trigger(4, 0, final=True, pending=True)
+    assert sent(state, T0 + S)[1] is None
+    # The client saw the end live and leaves with its position past it: nothing is ever sent.
+    state, outcomes = run(
+        state, [(Foreground(None), T0 + 2 * S), (retrieved(1, 4, up_to_date=True), T0 + 2 * S)]
+    )
+    assert outcomes[1] == Outcome(acknowledged=True)
+    assert state.status == "done" and sent(state, T0 + 2 * S)[1] is None
+
+
+def test_leaving_a_foreground_that_held_nothing_changes_no_timer() -> None:
+    before = waiting(2, 0, ack=1, notifiable=2, wake=T0 + 10 * S)
+    state, _ = run(before, [(Foreground(None), T0)])
+    assert state == before
