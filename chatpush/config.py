@@ -71,6 +71,25 @@ class DatabaseSettings(_Strict):
 class SecuritySettings(_Strict):
     api_keys: list[SecretStr] = Field(default_factory=list)
     """Keys accepted in ``X-API-Key`` by the chat-server side and admin APIs."""
+    credentials_key: SecretStr | None = None
+    """Encrypts FCM and APNs credentials at rest (a Fernet key: ``chatpush credentials new-key``).
+    Without it, credentials cannot be stored and the mobile providers have none."""
+
+
+class MobileSettings(_Strict):
+    """Where the mobile providers send (settings, so tests and emulators can point elsewhere)."""
+
+    fcm_token_uri: str = "https://oauth2.googleapis.com/token"
+    """Used when the service account's credentials name no ``token_uri`` of their own."""
+    fcm_api_url: str = "https://fcm.googleapis.com"
+    apns_host: str = "api.push.apple.com"
+    apns_sandbox_host: str = "api.sandbox.push.apple.com"
+    """For subscriptions with ``GCTI_GMS_PushDebug=true``."""
+    apns_port: Annotated[int, Field(ge=1, le=65535)] = 443
+    apns_ca_file: str | None = None
+    """A CA bundle to trust instead of the system's (a test or a private APNs proxy)."""
+    connect_timeout_s: Annotated[float, Field(gt=0, le=300)] = 5.0
+    total_timeout_s: Annotated[float, Field(gt=0, le=600)] = 15.0
 
 
 class ChatSettings(_Strict):
@@ -190,6 +209,11 @@ class ProviderSettings(_Strict):
     debug_customhttp_authorization: SecretStr | None = Field(
         None, alias="debug.customhttp.authorization"
     )
+    fcm_title: str | None = Field(None, alias="fcm.title")
+    """The title of what an Android phone shows (docs/mobile.md)."""
+    fcm_body: str | None = Field(None, alias="fcm.body")
+    apple_title: str | None = Field(None, alias="apple.title")
+    apple_body: str | None = Field(None, alias="apple.alertMessage.body")
 
     @field_validator("customhttp_url", "debug_customhttp_url")
     @classmethod
@@ -295,6 +319,7 @@ class Settings(BaseSettings):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     cometd: CometdSettings = Field(default_factory=CometdSettings)
+    mobile: MobileSettings = Field(default_factory=MobileSettings)
     services: dict[str, dict[str, Any]] = Field(default_factory=dict)
     groups: dict[str, GroupSettings] = Field(default_factory=dict)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -10,6 +11,7 @@ if TYPE_CHECKING:
     from chatpush.routing.router import Target
 
 Outcome = Literal["sent", "rejected", "failed"]
+"""``rejected``: the provider says the device token is dead (it ends the subscription)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +36,22 @@ class Provider(Protocol):
         target: Target,
         body: dict[str, Any],
         *,
+        chat_id: str,
         message_id: str,
         now_s: int,
         node_slot: asyncio.Semaphore | None = None,
     ) -> SendResult: ...
+
+
+CredentialKind = Literal["fcm", "apns"]
+
+
+class CredentialSource(Protocol):
+    """The provider credentials of a node group (and named provider), decrypted; None if unset.
+
+    ``provider`` None means the group's default credentials. A named provider without credentials
+    of its own uses the group's default ones."""
+
+    async def lookup(
+        self, kind: CredentialKind, group: str, provider: str | None
+    ) -> Mapping[str, str] | None: ...

@@ -50,6 +50,7 @@ class CometProvider:
         target: Target,
         body: dict[str, Any],
         *,
+        chat_id: str,
         message_id: str,
         now_s: int,
         node_slot: asyncio.Semaphore | None = None,

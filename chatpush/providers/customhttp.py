@@ -61,6 +61,7 @@ class CustomHttpProvider:
         target: Target,
         body: dict[str, Any],
         *,
+        chat_id: str,
         message_id: str,
         now_s: int,
         node_slot: asyncio.Semaphore | None = None,

@@ -342,6 +342,7 @@ class Dispatcher:
             result = await provider.send(
                 route.target,
                 row.body,
+                chat_id=row.chat_id,
                 message_id=row.message_id,
                 now_s=now_ms // 1000,
                 node_slot=self._per_node[route.node],

@@ -35,6 +35,15 @@ class Target:
     message: str | None
     signing_secret: str | None
     authorization: str | None
+    group_name: str = ""
+    provider: str | None = None
+    """The named provider (``GCTI_GMS_PushProvider``): with the group, the key of credentials."""
+    debug: bool = False
+    """``GCTI_GMS_PushDebug``: the debug receiver, or the APNs sandbox."""
+    fcm_title: str | None = None
+    fcm_body: str | None = None
+    apple_title: str | None = None
+    apple_body: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +67,9 @@ class NodeState:
     available: bool
 
 
-def target_for(group: GroupSettings, provider: str | None, debug: bool) -> Target:
+def target_for(
+    group: GroupSettings, provider: str | None, debug: bool, group_name: str = ""
+) -> Target:
     settings: ProviderSettings = group
     named = group.providers.get(provider) if provider else None
 
@@ -80,6 +91,13 @@ def target_for(group: GroupSettings, provider: str | None, debug: bool) -> Targe
         authorization=(
             authorization.get_secret_value() if authorization is not None else None  # type: ignore[attr-defined]
         ),
+        group_name=group_name,
+        provider=provider,
+        debug=debug,
+        **{
+            name: value if isinstance(value := pick(name), str) else None
+            for name in ("fcm_title", "fcm_body", "apple_title", "apple_body")
+        },
     )
 
 
@@ -216,7 +234,7 @@ class Router:
         return Route(
             node=node,
             group_name=group_name,
-            target=target_for(group, provider, debug),
+            target=target_for(group, provider, debug, group_name),
             failover=group_name != own_group,
             local=node in self._drained,
         )

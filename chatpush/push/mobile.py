@@ -1,0 +1,116 @@
+"""What a phone receives: a CONTRACT §7 body turned into one message for FCM or APNs.
+
+The outbox keeps the §7 body whatever the device type; the mobile providers turn it into a
+``MobileMessage`` at send time with ``mobile_message`` and then into their own wire format.
+docs/mobile.md shows the result for each kind of notification.
+
+- **Trigger** (a), a reliable ``PushUrl``: ``background`` (the app is woken to call ``refresh``);
+  ``data`` holds ``chatId``, ``notify-position``, ``notify-attempt``, ``chatEnded`` and the keys
+  that ``flex-push-content`` names; collapsed per chat, so a resend replaces the one before.
+  With a title or body configured for the group (``fcm.title`` / ``fcm.body``, ``apple.title`` /
+  ``apple.alertMessage.body``) the phone also shows that alert.
+- **Payload** (b), one event: an alert whose title is the configured one or the sender's
+  nickname and whose body is the configured one or the event's text; ``data`` carries the event.
+- **Bare** (c), only the device id: the configured alert, or a background wake-up without data.
+
+FCM's ``data`` values must be strings, so every value here is one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from chatpush.routing.router import Target
+
+Kind = Literal["trigger", "payload", "bare"]
+MAX_TEXT_CHARS = 1000
+"""Alert bodies longer than this are cut (APNs allows 4 KB for the whole payload)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MobileMessage:
+    token: str
+    """The device token (``GCTI_GMS_PushDeviceId``)."""
+    kind: Kind
+    title: str | None
+    body: str | None
+    data: dict[str, str] = field(default_factory=dict)
+    background: bool = False
+    """Wake the app without the user (APNs ``content-available``; FCM high-priority data)."""
+    collapse_id: str | None = None
+    sandbox: bool = False
+    """``GCTI_GMS_PushDebug``: APNs's sandbox (development builds of the app)."""
+
+    @property
+    def alert(self) -> bool:
+        return self.title is not None or self.body is not None
+
+
+def kind_of(body: dict[str, Any]) -> Kind:
+    messages = body.get("message", {}).get("messages") if isinstance(body, dict) else None
+    if not messages:
+        return "bare"
+    return "trigger" if messages[0].get("type") == "PushUrl" else "payload"
+
+
+def mobile_message(
+    body: dict[str, Any], *, chat_id: str, target: Target, platform: Literal["fcm", "ios"]
+) -> MobileMessage:
+    """The message for ``platform`` of a §7 ``body`` of chat ``chat_id``, routed to ``target``."""
+    title, text = (
+        (target.fcm_title, target.fcm_body)
+        if platform == "fcm"
+        else (target.apple_title, target.apple_body)
+    )
+    token = str(body.get("deviceId", ""))
+    kind = kind_of(body)
+    if kind == "bare":
+        return MobileMessage(
+            token,
+            kind,
+            title,
+            text,
+            background=title is None and text is None,
+            sandbox=target.debug,
+        )
+    envelope = body["message"]
+    event = envelope["messages"][0]
+    data = {"chatId": chat_id, "chatEnded": _flag(envelope.get("chatEnded"))}
+    if kind == "trigger":
+        data.update({str(k): str(v) for k, v in (event.get("userData") or {}).items()})
+        return MobileMessage(
+            token,
+            kind,
+            title,
+            text,
+            data,
+            background=True,
+            collapse_id=chat_id,
+            sandbox=target.debug,
+        )
+    sender = event.get("from") or {}
+    data.update(
+        {
+            "index": str(event.get("index", "")),
+            "type": str(event.get("type", "")),
+            "nickname": str(sender.get("nickname", "")),
+            "participantType": str(sender.get("type", "")),
+            "nextPosition": str(envelope.get("nextPosition", "")),
+        }
+    )
+    event_text = event.get("text")
+    if isinstance(event_text, str):
+        data["text"] = event_text[:MAX_TEXT_CHARS]
+    return MobileMessage(
+        token,
+        kind,
+        title if title is not None else (sender.get("nickname") or None),
+        text if text is not None else (data.get("text") or event.get("type")),
+        data,
+        sandbox=target.debug,
+    )
+
+
+def _flag(value: Any) -> str:
+    return "true" if value is True else "false"
