@@ -466,7 +466,8 @@ def sample_with_examples_switched_on() -> str:
 def test_the_sample_loads_and_shows_the_real_defaults() -> None:
     sample = load_settings(SAMPLE)
     defaults = load_settings()
-    for section in ("server", "database", "security", "chat", "logging", "delivery", "cometd"):
+    sections = ("server", "database", "security", "chat", "logging", "delivery", "cometd", "mobile")
+    for section in sections:
         assert getattr(sample, section) == getattr(defaults, section), section
     assert set(Settings.model_fields) - {"services", "groups"} == {
         "cometd",
@@ -476,6 +477,7 @@ def test_the_sample_loads_and_shows_the_real_defaults() -> None:
         "chat",
         "logging",
         "delivery",
+        "mobile",
     }, "a new section: compare it here too"
     assert sample.groups == {}
     assert sample.service_options("default") == defaults.service_options("default")
