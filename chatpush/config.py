@@ -75,6 +75,24 @@ class SecuritySettings(_Strict):
     """Encrypts FCM and APNs credentials at rest (a Fernet key: ``chatpush credentials new-key``).
     Without it, credentials cannot be stored and the mobile providers have none."""
 
+    @field_validator("credentials_key")
+    @classmethod
+    def _fernet_key(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None:
+            import base64
+            import binascii
+
+            try:
+                raw = base64.urlsafe_b64decode(key.get_secret_value().encode())
+            except (binascii.Error, ValueError):
+                raw = b""
+            if len(raw) != 32:
+                raise ValueError(
+                    "must be a Fernet key (32 bytes, url-safe base64); "
+                    "make one with `chatpush credentials new-key`"
+                )
+        return key
+
 
 class MobileSettings(_Strict):
     """Where the mobile providers send (settings, so tests and emulators can point elsewhere)."""

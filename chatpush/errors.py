@@ -36,7 +36,9 @@ class Code:
     UNKNOWN_PARTY = 109
     INVALID_API_KEY = 110
     CONFLICT = 111
+    UNKNOWN_GROUP = 112
     STORAGE_UNAVAILABLE = 200
+    NOT_CONFIGURED = 201
 
 
 class ChatpushError(Exception):
@@ -71,6 +73,16 @@ class ChatEnded(ChatpushError):
 
 class Conflict(ChatpushError):
     http_status = 409
+
+
+class NotConfigured(ChatpushError):
+    """The service lacks a setting this call needs (e.g. ``security.credentials_key``)."""
+
+    http_status = 503
+    status_code = 1
+
+    def __init__(self, advice: str) -> None:
+        super().__init__(Code.NOT_CONFIGURED, advice)
 
 
 class StorageUnavailable(ChatpushError):

@@ -12,6 +12,7 @@ _HELP = {
     "chatpush_no_node_total": "Notifications parked because no node was available.",
     "chatpush_node_failovers_total": "Subscriptions re-pinned to another node.",
     "chatpush_chats_expired_total": "Chats ended by flex-push-timeout.",
+    "chatpush_dead_tokens_total": "Device tokens a provider reported dead, by device type.",
 }
 
 Labels = tuple[tuple[str, str], ...]

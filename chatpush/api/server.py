@@ -107,7 +107,7 @@ async def api_key_middleware(request: web.Request, handler: Handler) -> web.Stre
     return await handler(request)
 
 
-async def _json_body(request: web.Request) -> Any:
+async def json_body(request: web.Request) -> Any:
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -206,7 +206,7 @@ async def read_chat(request: web.Request) -> web.Response:
 
 
 async def add_party(request: web.Request) -> web.Response:
-    body = _validated(AddParty, await _json_body(request))
+    body = _validated(AddParty, await json_body(request))
     party, event = await request.app[CHATS].add_party(
         request.match_info["chat_id"], party_type=body.type, nickname=body.nickname
     )
@@ -221,7 +221,7 @@ async def remove_party(request: web.Request) -> web.Response:
 
 
 async def add_event(request: web.Request) -> web.Response:
-    body = _validated(AddEvent, await _json_body(request))
+    body = _validated(AddEvent, await json_body(request))
     if body.type not in EVENT_TYPES:
         raise BadRequest(
             Code.INVALID_PARAMETER, f"type: must be one of {', '.join(SERVER_EVENT_TYPES)}"

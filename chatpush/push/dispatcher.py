@@ -68,6 +68,8 @@ class _Finished:
     park: bool = False
     pin: str | None = None
     handover: bool = False
+    dead_token: tuple[str, str, int] | None = None
+    """(device type, device id, when): the provider said the token is dead."""
     recorded: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -243,6 +245,7 @@ class Dispatcher:
                     trail=[item.trail for item in batch if item.trail is not None],
                     pins=[(item.chat_id, item.pin) for item in batch if item.pin],
                     handed_over=[item.outbox_id for item in batch if item.handover],
+                    dead_tokens=[item.dead_token for item in batch if item.dead_token],
                 )
             except Exception as exc:
                 # The rows stay leased and are claimed again when the lease runs out.
@@ -353,7 +356,7 @@ class Dispatcher:
             node=route.node,
             device_type=request.device_type,
         )
-        if result.outcome != "sent":
+        if result.outcome == "failed":
             extra = {
                 "action": "delivery_failed",
                 "chat_id": row.chat_id,
@@ -372,6 +375,21 @@ class Dispatcher:
                     result.error,
                     extra=extra,
                 )
+        dead_token = None
+        if result.outcome == "rejected":
+            # The token is dead: this subscription (and any other on the token) ends now.
+            dead_token = (request.device_type, request.device_id, self._clock.now_ms())
+            self._metrics.inc("chatpush_dead_tokens_total", device_type=request.device_type)
+            log.warning(
+                "device token of chat %s is dead, its subscription ends: %s",
+                row.chat_id,
+                result.error,
+                extra={
+                    "action": "dead_token",
+                    "chat_id": row.chat_id,
+                    "device_type": request.device_type,
+                },
+            )
         trail = self._trail(
             row,
             request.device_type,
@@ -381,7 +399,7 @@ class Dispatcher:
             result.outcome,
             result,
         )
-        await self._finish(_Finished(row.chat_id, row.id, trail, pin=pin))
+        await self._finish(_Finished(row.chat_id, row.id, trail, pin=pin, dead_token=dead_token))
 
     @staticmethod
     def _trail(

@@ -105,7 +105,7 @@ class PushPipeline:
         states: list[tuple[str, rules.State]] = []
         for subscription in subscriptions:
             chat, request = chats.get(subscription.chat_id), subscription.request
-            if chat is None or not request.reliable or subscription.state.status == "done":
+            if chat is None or not request.reliable or subscription.state.status in rules.ENDED:
                 # Nothing to resend: disarm, or this timer would fire on every turn.
                 states.append((subscription.chat_id, replace(subscription.state, wake_at_ms=None)))
                 continue
@@ -207,7 +207,7 @@ class PushTransaction:
             return
         conn, pipeline = self._conn, self._pipeline
         subscription = store.get_subscription(conn, chat_id, lock=True)
-        if subscription is None or subscription.state.status == "done":
+        if subscription is None or subscription.state.status in rules.ENDED:
             return
         chat = self._current_chat(chat_id)
         if chat is None:

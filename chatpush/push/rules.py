@@ -24,7 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-Status = Literal["active", "failed", "done"]
+Status = Literal["active", "failed", "done", "rejected"]
+"""``rejected``: the provider reported the device token dead; nothing is ever sent to it again."""
+ENDED: tuple[Status, ...] = ("done", "rejected")
 REMOVED_POSITION = -1
 
 
@@ -114,7 +116,7 @@ class Decision:
 
 
 def decide(state: State, event: Input, now_ms: int, policy: Policy) -> Decision:
-    if state.status == "done":
+    if state.status in ENDED:
         return Decision(state)
     decision = _decide(state, event, now_ms, policy)
     if decision.state.in_foreground(now_ms):

@@ -10,15 +10,16 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.engine import Connection, Row
 
-from chatpush.push.rules import State, Trigger
+from chatpush.push.rules import ENDED, State, Trigger
 from chatpush.push.subscription import SubscriptionRequest
-from chatpush.store.tables import Delivery, Node, Outbox, Secret, Subscription
+from chatpush.store.tables import DeadToken, Delivery, Node, Outbox, Secret, Subscription
 
 _subs = cast(Table, Subscription.__table__)
 _outbox = cast(Table, Outbox.__table__)
 _trail = cast(Table, Delivery.__table__)
 _nodes = cast(Table, Node.__table__)
 _secrets_table = cast(Table, Secret.__table__)
+_dead = cast(Table, DeadToken.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +152,12 @@ def insert_subscription(
             client_channel=request.client_channel,
             pinned_node=None,
             created_at_ms=now_ms,
-            **_state_values(State()),
+            # A token a provider reported dead is never sent to again, by any chat.
+            **_state_values(
+                State(status="rejected")
+                if is_dead(conn, request.device_type, request.device_id)
+                else State()
+            ),
         )
     )
 
@@ -206,7 +212,7 @@ def renew_foreground(conn: Connection, chat_ids: Sequence[str], until_ms: int) -
         chunk = sorted(chat_ids[start : start + 500])  # one lock order for every instance
         conn.execute(
             update(_subs)
-            .where(_subs.c.chat_id.in_(chunk), _subs.c.status != "done")
+            .where(_subs.c.chat_id.in_(chunk), _subs.c.status.not_in(ENDED))
             .values(foreground_until_ms=until_ms)
         )
 
@@ -410,6 +416,7 @@ def complete(
     trail: Sequence[DeliveryRecord],
     pins: Sequence[tuple[str, str]],
     handed_over: Sequence[int] = (),
+    dead_tokens: Sequence[tuple[str, str, int]] = (),
 ) -> None:
     """Record a batch of finished attempts in one transaction (group commit).
 
@@ -451,6 +458,55 @@ def complete(
         conn.execute(delete(_outbox).where(_outbox.c.id.in_(list(finished))))
     for chat_id, outbox_id in parked:
         park(conn, chat_id, outbox_id)
+    for device_type, device_id, at_ms in dead_tokens:
+        reject_device(conn, device_type, device_id, at_ms)
+
+
+def reject_device(conn: Connection, device_type: str, device_id: str, at_ms: int) -> list[str]:
+    """The provider reported this device token dead: remember it, end every subscription still
+    sending to it (status ``rejected``) and drop what waits for them. Returns their chat ids."""
+    known = conn.execute(
+        select(_dead.c.device_id).where(
+            _dead.c.device_type == device_type, _dead.c.device_id == device_id
+        )
+    ).first()
+    if known is None:
+        conn.execute(
+            insert(_dead).values(device_type=device_type, device_id=device_id, at_ms=at_ms)
+        )
+    chats = sorted(
+        conn.execute(
+            select(_subs.c.chat_id).where(
+                _subs.c.device_type == device_type,
+                _subs.c.device_id == device_id,
+                _subs.c.status.not_in(ENDED),
+            )
+        ).scalars()
+    )
+    if chats:
+        conn.execute(
+            update(_subs)
+            .where(_subs.c.chat_id.in_(chats))
+            .values(
+                status="rejected",
+                out_position=None,
+                out_attempt=None,
+                out_final=False,
+                out_pending=False,
+                wake_at_ms=None,
+            )
+        )
+        conn.execute(delete(_outbox).where(_outbox.c.chat_id.in_(chats)))
+    return chats
+
+
+def is_dead(conn: Connection, device_type: str, device_id: str) -> bool:
+    row = conn.execute(
+        select(_dead.c.at_ms).where(
+            _dead.c.device_type == device_type, _dead.c.device_id == device_id
+        )
+    ).first()
+    return row is not None
 
 
 def park(conn: Connection, chat_id: str, outbox_id: int) -> None:

@@ -118,7 +118,11 @@ class Subscription(Base):
     pinned_node: Mapped[str | None] = mapped_column(String(128))
     created_at_ms: Mapped[int] = mapped_column(BigInteger)
 
-    __table_args__ = (Index(None, "wake_at_ms"), Index(None, "pinned_node"))
+    __table_args__ = (
+        Index(None, "wake_at_ms"),
+        Index(None, "pinned_node"),
+        Index(None, "device_id"),
+    )
 
 
 ROW_ID = BigInteger().with_variant(Integer, "sqlite")
@@ -182,6 +186,30 @@ class Node(Base):
     instance_id: Mapped[str] = mapped_column(String(128))
     heartbeat_at_ms: Mapped[int] = mapped_column(BigInteger)
     drained: Mapped[bool] = mapped_column(Boolean)
+
+
+class DeadToken(Base):
+    """Device tokens a provider reported dead (APNs Unregistered, FCM UNREGISTERED): no
+    subscription sends to them again."""
+
+    __tablename__ = "dead_tokens"
+
+    device_type: Mapped[str] = mapped_column(String(16), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class ProviderCredential(Base):
+    """FCM or APNs credentials of a node group (``provider`` '' for the group's own, else a named
+    provider of it), encrypted with ``security.credentials_key`` (Fernet)."""
+
+    __tablename__ = "provider_credentials"
+
+    group_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(200), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+    ciphertext: Mapped[str] = mapped_column(Text)
+    updated_at_ms: Mapped[int] = mapped_column(BigInteger)
 
 
 class Secret(Base):
