@@ -10,7 +10,6 @@ from chatpush.errors import BadRequest, Code
 
 # Device types whose provider this version delivers to. The others are refused at Request Chat
 # with a clear message rather than accepted and silently never delivered.
-DELIVERABLE_DEVICE_TYPES = ("customhttp", "comet")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,12 +86,6 @@ def parse_subscription(
             Code.INVALID_PUSH_KEY,
             f"userData[GCTI_GMS_PushDeviceType]: {device_type} is not enabled in group "
             f"{group_name!r} (pushEnabled = {','.join(group.push_enabled)})",
-        )
-    if device_type not in DELIVERABLE_DEVICE_TYPES:
-        raise BadRequest(
-            Code.INVALID_PUSH_KEY,
-            f"userData[GCTI_GMS_PushDeviceType]: {device_type} delivery is not available in "
-            f"this version of chatpush (available: {', '.join(DELIVERABLE_DEVICE_TYPES)})",
         )
     client_channel = (user_data.get("GCTI_GMS_ClientChannel") or "").strip() or None
     if client_channel is not None and len(client_channel) > 200:

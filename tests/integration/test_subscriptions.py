@@ -213,6 +213,18 @@ async def test_device_type_is_case_insensitive(client: Client) -> None:
     assert (await subscription(client, body["chatId"]))["deviceType"] == "customhttp"
 
 
+@pytest.mark.parametrize(
+    ("given", "canonical"),
+    [("fcm", "fcm"), ("Android", "fcm"), ("gcm", "fcm"), ("ios", "ios"), ("apple", "ios")],
+)
+async def test_mobile_device_types_and_their_aliases_subscribe(
+    client: Client, given: str, canonical: str
+) -> None:
+    form = push_form("token-1", NodeGroup="mobile", PushDeviceType=given)
+    body = await request_chat(client, form)
+    assert (await subscription(client, body["chatId"]))["deviceType"] == canonical
+
+
 # -- refused ---------------------------------------------------------------------------------
 
 BAD_BOOLEANS = ["maybe", "ture", "2", "on"]
@@ -252,26 +264,6 @@ REFUSALS: list[tuple[dict[str, str], str, str, str]] = [
         "GCTI_GMS_PushDeviceType",
         "customhttp is not enabled in group 'fcm-only'",
     ),
-    # The "mobile" group enables them all, so only deliverability refuses them.
-    *[
-        (
-            push_form("dev-1", NodeGroup="mobile", PushDeviceType=kind),
-            "support",
-            "GCTI_GMS_PushDeviceType",
-            f"{kind} delivery is not available",
-        )
-        for kind in ("fcm", "ios")
-    ],
-    # Aliases reach the later checks under their canonical name, never as "unknown".
-    *[
-        (
-            push_form("dev-1", NodeGroup="mobile", PushDeviceType=alias),
-            "support",
-            "GCTI_GMS_PushDeviceType",
-            f"{canonical} delivery is not available",
-        )
-        for alias, canonical in (("android", "fcm"), ("gcm", "fcm"), ("apple", "ios"))
-    ],
     *[
         (
             push_form("dev-1", PushDeviceType=alias),
