@@ -11,6 +11,7 @@ that says ``off``) and drops it again.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +83,17 @@ async def _databases() -> list[str]:
     finally:
         await conn.close()
     return [str(row["datname"]) for row in rows]
+
+
+@pytest.mark.skipif(
+    os.environ.get("CHATPUSH_TEST_NODE", "").lower() == "off",
+    reason="CHATPUSH_TEST_NODE=off: the Node server is left out",
+)
+def test_cometd_smoke_measures_both_servers_with_everything_delivered() -> None:
+    output = run_benchmark("benchmarks.cometd")
+    rows = [line.split("|") for line in output.splitlines() if line.startswith("| ")]
+    by_server = {row[1].strip(): row for row in rows[1:]}
+    assert set(by_server) == {"node", "chatpush"}, output
+    for row in by_server.values():
+        assert row[7].strip() == "100.00" and row[8].strip() == "0", output  # delivered %, dup
+    assert "p99 chatpush / node =" in output

@@ -1,0 +1,285 @@
+"""CometD: chatpush's Bayeux server against the official CometD Node.js server, in one run.
+
+Both servers get the same load from the same generator (benchmarks/cometd_load.py, raw HTTP/1.1
+over asyncio, so that the generator is not what is measured): N long-polling clients, client i
+subscribed to its own channel /bench/i, and a publisher sending R messages a second, message k
+to /bench/(k mod N), for D seconds. For each (N, R) point and each server:
+
+- publish → receive latency p50 / p99 / max (from when the message was due, open loop);
+- delivered %: messages received exactly once (duplicates and losses are counted apart);
+- the server's peak RSS (VmHWM) and CPU, and the generator's CPU (subscribers + publisher), as a
+  share of one core, so that a saturated generator shows.
+
+(a) ``node``: cometd-nodejs-server 1.2.1 from the npm registry (benchmarks/cometd_node_server.mjs),
+    installed at run time into ``$CHATPUSH_NPM_CACHE/bench`` (default ~/.cache/chatpush-npm).
+(b) ``chatpush``: chatpush.cometd.BayeuxServer alone on aiohttp (benchmarks/cometd_server.py).
+Both hold connects up to 30 s, keep sessions 120 s, allow client publishes. Each server process
+is started fresh for each point. Run from the repository root:
+
+    .venv/bin/python -m benchmarks.cometd                        # 1k/5k/10k x 1,000 and 10k x 2,000
+    .venv/bin/python -m benchmarks.cometd --smoke                # a few seconds, for CI
+    .venv/bin/python -m benchmarks.cometd --points 10000x2000 --duration-s 20 --rounds 3
+
+Exit status: 0 when every run completed, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from benchmarks.pushbench import (
+    ROOT,
+    cpu_seconds,
+    machine,
+    machine_cpu_s,
+    print_table,
+    proc_status,
+    progress,
+    stop_process,
+)
+
+NODE_PACKAGE = "cometd-nodejs-server@1.2.1"
+NODE_SCRIPT = Path(__file__).with_name("cometd_node_server.mjs")
+SERVERS = ("node", "chatpush")
+DEFAULT_POINTS = "1000x1000,5000x1000,10000x1000,10000x2000"
+DRAIN_S = 2.0
+
+
+@dataclass
+class Point:
+    clients: int
+    rate: int
+
+
+@dataclass
+class Result:
+    server: str
+    point: Point
+    report: dict[str, Any]
+    sent: int
+    rss_mb: float
+    server_cpu: float
+    generator_cpu: float
+    machine_cpu: float
+
+    @property
+    def delivered_pct(self) -> float:
+        return 100.0 * self.report["received"] / self.sent if self.sent else 0.0
+
+
+def node_folder() -> Path:
+    """A folder with cometd-nodejs-server in node_modules and the server script beside it."""
+    cache = Path(os.environ.get("CHATPUSH_NPM_CACHE", Path.home() / ".cache" / "chatpush-npm"))
+    folder = cache / "bench"
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        raise SystemExit("node and npm are needed for the Node server")
+    if not (folder / "node_modules" / "cometd-nodejs-server").is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        progress(f"installing {NODE_PACKAGE} into {folder}")
+        subprocess.run(
+            ["npm", "install", "--prefix", str(folder), "--no-audit", "--no-fund", NODE_PACKAGE],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+    shutil.copy(NODE_SCRIPT, folder / NODE_SCRIPT.name)
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(kind: str, port: int, uvloop: bool) -> subprocess.Popen[bytes]:
+    if kind == "node":
+        folder = node_folder()
+        command = ["node", str(folder / NODE_SCRIPT.name), str(port)]
+        cwd = folder
+    else:
+        command = [sys.executable, "-m", "benchmarks.cometd_server", "--port", str(port)]
+        command += ["--uvloop"] if uvloop else []
+        cwd = ROOT
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process
+        except OSError:
+            if process.poll() is not None:
+                raise RuntimeError(f"{kind} server exited with {process.returncode}") from None
+            time.sleep(0.05)
+    stop_process(process)
+    raise RuntimeError(f"{kind} server did not listen on {port}")
+
+
+def _generator(command: str, port: int, clients: int, uvloop: bool, *extra: str) -> list[str]:
+    args = [sys.executable, "-m", "benchmarks.cometd_load", command, "--port", str(port)]
+    args += ["--clients", str(clients), *extra]
+    return args + (["--uvloop"] if uvloop else [])
+
+
+def _line(stream: IO[str]) -> dict[str, Any]:
+    raw = stream.readline()
+    if not raw:
+        raise RuntimeError("the load generator ended without a word")
+    line: dict[str, Any] = json.loads(raw)
+    return line
+
+
+def run_point(kind: str, point: Point, duration_s: float, uvloop: bool) -> Result:
+    port = free_port()
+    server = start_server(kind, port, uvloop)
+    subscribers = subprocess.Popen(
+        _generator("subscribe", port, point.clients, uvloop),
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert subscribers.stdout is not None and subscribers.stdin is not None
+        ready = _line(subscribers.stdout)
+        progress(f"{kind}: {point.clients} clients ready in {ready['setup_s']:.1f} s")
+        before = (cpu_seconds(server.pid), cpu_seconds(subscribers.pid), machine_cpu_s())
+        started = time.monotonic()
+        publisher = subprocess.run(
+            _generator(
+                "publish",
+                port,
+                point.clients,
+                uvloop,
+                "--rate",
+                str(point.rate),
+                "--duration-s",
+                str(duration_s),
+            ),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=duration_s + 120,
+        )
+        if publisher.returncode != 0:
+            raise RuntimeError(f"publisher failed: {publisher.stderr[-2000:]}")
+        published = json.loads(publisher.stdout.strip().splitlines()[-1])
+        time.sleep(DRAIN_S)
+        elapsed = time.monotonic() - started
+        after = (cpu_seconds(server.pid), cpu_seconds(subscribers.pid), machine_cpu_s())
+        rss_mb = proc_status(server.pid).get("VmHWM", 0) / 1024
+        subscribers.stdin.write(f"stop {published['sent']}\n")
+        subscribers.stdin.flush()
+        report = _line(subscribers.stdout)
+        report["refused"] = published["refused"]
+    finally:
+        stop_process(subscribers, 10)
+        stop_process(server, 10)
+    return Result(
+        server=kind,
+        point=point,
+        report=report,
+        sent=published["sent"],
+        rss_mb=rss_mb,
+        server_cpu=(after[0] - before[0]) / elapsed,
+        generator_cpu=(after[1] - before[1] + published["cpu_s"]) / elapsed,
+        machine_cpu=(after[2] - before[2]) / elapsed,
+    )
+
+
+def parse_points(text: str) -> list[Point]:
+    points = []
+    for item in text.split(","):
+        clients, _, rate = item.strip().partition("x")
+        points.append(Point(int(clients), int(rate)))
+    return points
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--points", default=DEFAULT_POINTS, help="CLIENTSxRATE,... ")
+    parser.add_argument("--duration-s", type=float, default=15.0)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--servers", default=",".join(SERVERS))
+    parser.add_argument("--uvloop", action="store_true", help="uvloop for server and generator")
+    parser.add_argument("--smoke", action="store_true", help="50 clients x 100 msg/s for 2 s")
+    args = parser.parse_args()
+    if args.smoke:
+        args.points, args.duration_s = "50x100", 2.0
+    points = parse_points(args.points)
+    servers = [name.strip() for name in args.servers.split(",")]
+    info = machine()
+    print(f"machine: {json.dumps(info)}; uvloop: {args.uvloop}")
+    results: list[Result] = []
+    failed = False
+    for round_number in range(1, args.rounds + 1):
+        for point in points:
+            for kind in servers:
+                progress(f"round {round_number}: {kind} {point.clients} x {point.rate}/s")
+                try:
+                    results.append(run_point(kind, point, args.duration_s, args.uvloop))
+                except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                    progress(f"{kind} {point.clients} x {point.rate}: FAILED: {exc}")
+                    failed = True
+    rows: list[tuple[str, ...]] = [
+        (
+            r.server,
+            str(r.point.clients),
+            str(r.point.rate),
+            f"{r.report['p50_ms']:.1f}",
+            f"{r.report['p99_ms']:.1f}",
+            f"{r.report['max_ms']:.0f}",
+            f"{r.delivered_pct:.2f}",
+            str(r.report["duplicates"]),
+            f"{r.rss_mb:.0f}",
+            f"{100 * r.server_cpu:.0f}",
+            f"{100 * r.generator_cpu:.0f}",
+            f"{100 * r.machine_cpu:.0f}",
+        )
+        for r in results
+    ]
+    print_table(
+        f"CometD long-polling, {args.duration_s:g} s per point (latency in ms, CPU in % of a core)",
+        (
+            "server",
+            "clients",
+            "msg/s",
+            "p50",
+            "p99",
+            "max",
+            "delivered %",
+            "dup",
+            "RSS MB",
+            "server CPU",
+            "generator CPU",
+            "machine CPU",
+        ),
+        rows,
+    )
+    for point in points:
+        ours = [r for r in results if r.point == point and r.server == "chatpush"]
+        theirs = [r for r in results if r.point == point and r.server == "node"]
+        for a, b in zip(ours, theirs, strict=False):  # one pair per round
+            print(
+                f"{point.clients} x {point.rate}/s: p99 chatpush / node = "
+                f"{a.report['p99_ms'] / b.report['p99_ms']:.2f} (lower is better), "
+                f"peak RSS chatpush / node = {a.rss_mb / max(b.rss_mb, 1):.2f}"
+            )
+    incomplete = [r for r in results if r.report["missing"] or r.report["duplicates"]]
+    for r in incomplete:
+        print(f"{r.server} {r.point}: {r.report['missing']} missing, {r.report['duplicates']} dup")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

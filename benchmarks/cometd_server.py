@@ -1,0 +1,44 @@
+"""chatpush's Bayeux server alone, for benchmarks/cometd.py: ``/cometd`` on 127.0.0.1:PORT.
+
+The same settings as benchmarks/cometd_node_server.mjs gives the Node server: connects held up to
+30 s, sessions kept 120 s without a connect, and client publishes to broadcast channels allowed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+
+from aiohttp import web
+
+from chatpush.clock import SystemClock
+from chatpush.cometd import BayeuxServer, CometdLimits, Session
+
+LIMITS = CometdLimits(max_sessions=50_000, connect_timeout_ms=30_000, max_interval_ms=120_000)
+
+
+def allow(session: Session, channel: str) -> bool:
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--uvloop", action="store_true")
+    args = parser.parse_args()
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    server = BayeuxServer(SystemClock(), LIMITS)
+    server.authorize_publish(allow)
+    app = web.Application()
+    server.add_routes(app, "/cometd")
+    loop = None
+    if args.uvloop:
+        import uvloop  # type: ignore[import-not-found]
+
+        loop = uvloop.new_event_loop()
+    web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None, loop=loop)
+
+
+if __name__ == "__main__":
+    main()
