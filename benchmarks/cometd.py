@@ -53,6 +53,7 @@ NODE_SCRIPT = Path(__file__).with_name("cometd_node_server.mjs")
 SERVERS = ("node", "chatpush")
 DEFAULT_POINTS = "1000x1000,5000x1000,10000x1000,10000x2000"
 DRAIN_S = 2.0
+DRAIN_MAX_S = 60.0
 
 
 @dataclass
@@ -174,7 +175,16 @@ def run_point(kind: str, point: Point, duration_s: float, uvloop: bool) -> Resul
         if publisher.returncode != 0:
             raise RuntimeError(f"publisher failed: {publisher.stderr[-2000:]}")
         published = json.loads(publisher.stdout.strip().splitlines()[-1])
-        time.sleep(DRAIN_S)
+        # Late messages are late, not lost: wait while they keep coming (up to DRAIN_MAX_S).
+        received, deadline = -1, time.monotonic() + DRAIN_MAX_S
+        while time.monotonic() < deadline:
+            time.sleep(DRAIN_S)
+            subscribers.stdin.write("count\n")
+            subscribers.stdin.flush()
+            now_received = _line(subscribers.stdout)["received"]
+            if now_received in (received, published["sent"]):
+                break
+            received = now_received
         elapsed = time.monotonic() - started
         after = (cpu_seconds(server.pid), cpu_seconds(subscribers.pid), machine_cpu_s())
         rss_mb = proc_status(server.pid).get("VmHWM", 0) / 1024

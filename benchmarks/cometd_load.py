@@ -8,8 +8,9 @@ their bodies parsed as JSON.
     python -m benchmarks.cometd_load subscribe --port P --clients N
         Handshakes N clients, subscribes client i to /bench/i, prints {"ready": ...}, then keeps a
         /meta/connect pending per client. Each message {"s": seq, "t": ns} received is counted
-        (by seq, to find losses and duplicates) with its latency now - t. A line "stop" on stdin
-        ends it; it prints the figures as one JSON line.
+        (by seq, to find losses and duplicates) with its latency now - t. A line "count" on
+        stdin prints how many arrived so far; "stop SENT" prints the figures as one JSON line
+        and ends it.
     python -m benchmarks.cometd_load publish --port P --clients N --rate R --duration-s D
         Publishes R messages a second for D seconds, message k to /bench/(k mod N), in batches
         every 5 ms over a few connections; t is the time the message was due (open loop: a slow
@@ -31,6 +32,8 @@ PATH = "/cometd"
 SETUP_CONCURRENCY = 200
 PUBLISH_CONNECTIONS = 4
 BATCH_INTERVAL_S = 0.005
+MAX_BATCH = 200
+"""Messages per publish request at most (about 18 KB), under chatpush's 64 KiB message limit."""
 
 
 def _raise_file_limit() -> None:
@@ -259,6 +262,7 @@ class Subscribers:
             "wrong_channel": self.wrong_channel,
             "failures": self.failures,
             "connects": self.connects,
+            "connections_lost": sum(1 for c in self.connections if c.closed.done()),
             "p50_ms": pct(0.50),
             "p99_ms": pct(0.99),
             "max_ms": latencies[-1] / 1000 if latencies else float("nan"),
@@ -271,9 +275,14 @@ async def subscribe_main(port: int, clients: int) -> None:
     await subscribers.start()
     print(json.dumps({"ready": clients, "setup_s": time.monotonic() - started}), flush=True)
     loop = asyncio.get_running_loop()
-    line = await loop.run_in_executor(None, sys.stdin.readline)
-    sent = int(line.split()[1]) if line.startswith("stop") else 0
-    print(json.dumps(subscribers.report(sent)), flush=True)
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if line.startswith("count"):  # how many so far (the orchestrator waits for stragglers)
+            print(json.dumps({"received": len(subscribers.latencies_us)}), flush=True)
+            continue
+        sent = int(line.split()[1]) if line.startswith("stop") else 0
+        print(json.dumps(subscribers.report(sent)), flush=True)
+        break
     for connection in subscribers.connections:
         if connection.transport is not None:
             connection.transport.abort()
@@ -302,7 +311,7 @@ async def publish_main(port: int, clients: int, rate: int, duration_s: float) ->
         ready.set()
 
     while sent < total:
-        due = min(total, int((time.time_ns() - started_ns) / interval_ns) + 1)
+        due = min(total, int((time.time_ns() - started_ns) / interval_ns) + 1, sent + MAX_BATCH)
         if due > sent:
             while not idle:
                 ready.clear()
@@ -321,6 +330,8 @@ async def publish_main(port: int, clients: int, rate: int, duration_s: float) ->
             task = asyncio.create_task(post(slot, json.dumps(batch).encode(), cookie))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
+            if sent < int((time.time_ns() - started_ns) / interval_ns):
+                continue  # behind: the next batch as soon as a connection is free
         await asyncio.sleep(BATCH_INTERVAL_S)
     await asyncio.gather(*tasks)
     usage = resource.getrusage(resource.RUSAGE_SELF)

@@ -7,7 +7,10 @@ The same settings as benchmarks/cometd_node_server.mjs gives the Node server: co
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import resource
+import sys
 
 from aiohttp import web
 
@@ -32,6 +35,12 @@ def main() -> None:
     server.authorize_publish(allow)
     app = web.Application()
     server.add_routes(app, "/cometd")
+
+    async def report(app: web.Application) -> None:  # bad_requests > 0 would void the run
+        stats = {f.name: getattr(server.stats, f.name) for f in dataclasses.fields(server.stats)}
+        print(json.dumps({"stats": stats}, default=str), file=sys.stderr, flush=True)
+
+    app.on_cleanup.append(report)
     loop = None
     if args.uvloop:
         import uvloop  # type: ignore[import-not-found]

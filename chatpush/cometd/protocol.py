@@ -124,8 +124,12 @@ def reply_to(message: Mapping[str, Any], channel: str, **fields: Any) -> dict[st
     return reply
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+"""One encoder for every message: json.dumps with options builds a new one per call."""
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODE(value)
 
 
 def error_batch(error: str) -> str:

@@ -184,3 +184,85 @@ async def proxy(
     proxy = await PausableProxy(server.port).start()
     yield proxy
     await proxy.close()
+
+
+class DroppingProxy:
+    """A TCP proxy that loses one reply: the first time ``marker`` comes from the server, it
+    closes the client's connection instead of passing it on (a connect response lost on the way,
+    or a websocket cut as the frame passes). WebSocket compression is taken out of the upgrade
+    request, so that the marker can be seen in the frames."""
+
+    def __init__(self, upstream_port: int, marker: bytes) -> None:
+        self.upstream_port = upstream_port
+        self.marker = marker
+        self.port = 0
+        self.dropped = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> DroppingProxy:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+            self._writers.add(up_writer)
+            await asyncio.gather(
+                self._to_server(reader, up_writer),
+                self._to_client(up_reader, writer, up_writer),
+                return_exceptions=True,
+            )
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+
+    async def _to_server(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65_536):
+                if b"upgrade: websocket" in data.lower():
+                    lines = data.split(b"\r\n")
+                    kept = [
+                        line
+                        for line in lines
+                        if not line.lower().startswith(b"sec-websocket-extensions:")
+                    ]
+                    data = b"\r\n".join(kept)
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def _to_client(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        upstream: asyncio.StreamWriter,
+    ) -> None:
+        try:
+            while data := await reader.read(65_536):
+                if not self.dropped and self.marker in data:
+                    self.dropped += 1
+                    writer.transport.abort()
+                    upstream.transport.abort()
+                    return
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        """Cut every connection and let the pumps end by themselves (no task cancelled)."""
+        if self._server is not None:
+            self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2):
+                await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 from aiocometd_noloop import Client, ConnectionType
 from aiocometd_noloop.exceptions import ServerError
+from aiocometd_noloop.extensions import Extension
+from aiocometd_noloop.typing import Headers, Payload
 
 from chatpush.cometd import RemovalReason, Session
 from chatpush.testing import FakeClock
-from tests.cometd.conftest import LIMITS, PATH, Bayeux, PausableProxy, until
+from tests.cometd.conftest import LIMITS, PATH, Bayeux, DroppingProxy, PausableProxy, until
 
 CONNECTION_TYPES = [ConnectionType.LONG_POLLING, ConnectionType.WEBSOCKET]
 RECEIVE_TIMEOUT_S = 5.0
@@ -149,3 +151,54 @@ async def test_expired_session_makes_the_client_handshake_again(
         await until(lambda: "/chat/room" in second.subscriptions)
         await bayeux.server.publish("/chat/room", "after the outage")
         assert (await receive(alice))["data"] == "after the outage"
+
+
+class AckExtension(Extension):
+    """CometD's acknowledge extension for aiocometd, which has none: ``ext.ack: true`` in the
+    handshake, then each connect carries the number of the last batch received."""
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self.last_batch: int | None = None
+
+    async def outgoing(self, payload: Payload, headers: Headers) -> None:
+        for message in payload:
+            if message.get("channel") == "/meta/handshake":
+                message.setdefault("ext", {})["ack"] = True
+                self.last_batch = None
+            elif message.get("channel") == "/meta/connect" and self.last_batch is not None:
+                message.setdefault("ext", {})["ack"] = self.last_batch
+
+    async def incoming(self, payload: Payload, headers: Headers | None = None) -> None:
+        for message in payload:
+            ext = message.get("ext") or {}
+            if message.get("channel") == "/meta/handshake":
+                self.enabled = ext.get("ack") is True
+            elif message.get("channel") == "/meta/connect" and isinstance(ext.get("ack"), int):
+                self.last_batch = ext["ack"]
+
+
+async def test_the_ack_extension_redelivers_what_a_dropped_connect_response_carried(
+    connection_type: ConnectionType,
+    bayeux: Bayeux,
+    aiohttp_server: Callable[..., Any],
+) -> None:
+    server = await aiohttp_server(bayeux.app)
+    proxy = await DroppingProxy(server.port, marker=b"lost-once").start()
+    ack = AckExtension()
+    url = f"http://127.0.0.1:{proxy.port}{PATH}"
+    try:
+        async with Client(url, connection_type, connection_timeout=0, extensions=[ack]) as alice:
+            await alice.subscribe("/chat/room")
+            assert ack.enabled
+            session = session_of(bayeux, alice)
+            await until(lambda: session.connect_held)
+            await bayeux.server.publish("/chat/room", "lost-once")
+            assert (await receive(alice))["data"] == "lost-once"
+            assert proxy.dropped == 1
+            await bayeux.server.publish("/chat/room", "next")
+            assert (await receive(alice))["data"] == "next"
+            await asyncio.sleep(0.1)
+            assert not alice.has_pending_messages  # nothing twice
+    finally:
+        await proxy.close()

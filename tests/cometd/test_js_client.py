@@ -2,52 +2,29 @@
 cometd-nodejs-client 2.0.0 under Node, against the full app: request the chat, receive the agent's
 message live, send a reply that the agent side sees in the transcript.
 
-The npm packages are installed once into ``CHATPUSH_NPM_CACHE`` (``.ci/run`` sets it; default
-``.cache/npm`` in the repository). Node and npm are on these machines; without them the test
-fails, it does not skip, unless ``CHATPUSH_TEST_NODE=off`` says to leave it out on purpose.
+The npm packages are installed once (tests/cometd/js_client.py says where).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.cometd.js_client import needs_node, prepare_node_dir
 from tests.conftest import API_KEY
 
-ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("js") / "chat_client.mjs"
-PACKAGES = ("cometd@9.0.0", "cometd-nodejs-client@2.0.0")
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("CHATPUSH_TEST_NODE", "").lower() == "off",
-    reason="CHATPUSH_TEST_NODE=off",
-)
+pytestmark = needs_node
 
 
 @pytest.fixture(scope="session")
 def node_dir() -> Path:
-    """A folder with the client packages in node_modules and the test's script beside them (an
-    ES module resolves its imports from its own folder)."""
-    folder = Path(os.environ.get("CHATPUSH_NPM_CACHE", ROOT / ".cache" / "npm"))
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.fail("node and npm are needed (or set CHATPUSH_TEST_NODE=off)", pytrace=False)
-    if not all((folder / "node_modules" / p.split("@")[0]).is_dir() for p in PACKAGES):
-        folder.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            ["npm", "install", "--prefix", str(folder), "--no-audit", "--no-fund", *PACKAGES],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-    shutil.copy(SCRIPT, folder / SCRIPT.name)
-    return folder
+    return prepare_node_dir()
 
 
 async def _line(stream: asyncio.StreamReader) -> dict[str, Any]:
