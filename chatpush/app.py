@@ -14,20 +14,23 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
-from chatpush.api import chat_cometd, chat_v2, push, server
+from chatpush.api import chat_cometd, chat_v2, credentials, push, server
 from chatpush.api.comet_push import install_push_authorizer
 from chatpush.api.errors import error_middleware
 from chatpush.api.keys import (
+    APNS,
     CHATS,
     CLOCK,
     COMETD,
     DATABASE,
     DISPATCHER,
+    FCM,
     INSTANCE_ID,
     METRICS,
     PIPELINE,
     ROUTER,
     SETTINGS,
+    VAULT,
 )
 from chatpush.chat.service import ChatService
 from chatpush.clock import Clock, SystemClock
@@ -35,8 +38,12 @@ from chatpush.cometd import BayeuxServer, CometdLimits
 from chatpush.config import Settings
 from chatpush.errors import ChatpushError
 from chatpush.metrics import Metrics
+from chatpush.providers.apns import ApnsProvider
+from chatpush.providers.base import Provider
 from chatpush.providers.comet import CometProvider
 from chatpush.providers.customhttp import CustomHttpProvider
+from chatpush.providers.fcm import FcmProvider
+from chatpush.push.credentials import CredentialVault
 from chatpush.push.dispatcher import Dispatcher
 from chatpush.push.pipeline import PushPipeline
 from chatpush.routing.router import Router
@@ -73,8 +80,12 @@ def create_app(
     provider = provider or CustomHttpProvider(settings.delivery)
     cometd = BayeuxServer(clock, _cometd_limits(settings))
     comet = CometProvider(cometd)  # device type comet: /_genesys/push/{deviceId}
+    vault = CredentialVault(db, clock, settings.security.credentials_key)
+    fcm = FcmProvider(settings.mobile, clock, vault)
+    apns = ApnsProvider(settings.mobile, clock, vault)
+    providers: dict[str, Provider] = {"comet": comet, "fcm": fcm, "ios": apns}
     dispatcher = Dispatcher(
-        db, settings, clock, pipeline, router, provider, metrics, providers={"comet": comet}
+        db, settings, clock, pipeline, router, provider, metrics, providers=providers
     )
     app[SETTINGS] = settings
     app[CLOCK] = clock
@@ -88,11 +99,13 @@ def create_app(
     app[CHATS] = ChatService(db, settings, clock, push=pipeline, announce_as=announce_as)
     app[COMETD] = cometd
     app[INSTANCE_ID] = instance_id
+    app[VAULT], app[FCM], app[APNS] = vault, fcm, apns
     app[HEALTHY] = {}
 
     chat_v2.add_routes(app)
     server.add_routes(app)
     push.add_routes(app)
+    credentials.add_routes(app)
     install_push_authorizer(app)
     app[COMETD].add_routes(app, "/genesys/cometd")
     chat_cometd.install(app)
@@ -105,9 +118,11 @@ def create_app(
             await db.close()
 
     async def provider_ctx(app: web.Application) -> AsyncIterator[None]:
-        await provider.start()
+        for each in (provider, *providers.values()):
+            await each.start()
         yield
-        await provider.close()
+        for each in (provider, *providers.values()):
+            await each.close()
 
     async def delivery_ctx(app: web.Application) -> AsyncIterator[None]:
         # One SQLite file has one instance; on PostgreSQL only our own leases are void.

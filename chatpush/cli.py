@@ -1,4 +1,4 @@
-"""The command line: ``chatpush serve | migrate | check``."""
+"""The command line: ``chatpush serve | migrate | check | nodes | credentials``."""
 
 from __future__ import annotations
 
@@ -8,11 +8,16 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from chatpush.config import ConfigError, Settings, load_settings
 from chatpush.logs import configure_logging
+
+if TYPE_CHECKING:
+    from chatpush.push.credentials import CredentialVault
 
 log = logging.getLogger("chatpush")
 
@@ -36,6 +41,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     nodes.add_argument("action", choices=["list", "drain", "undrain"], nargs="?", default="list")
     nodes.add_argument("node", nargs="?", help="the node to drain or undrain")
+    credentials = commands.add_parser(
+        "credentials",
+        help="FCM and APNs credentials of node groups, stored encrypted (docs/mobile.md)",
+    )
+    actions = credentials.add_subparsers(dest="action", required=True)
+    actions.add_parser("new-key", help="print a new key for security.credentials_key")
+    actions.add_parser("list", help="every stored set, masked")
+    for name, text in (
+        ("set", "store (replace) a group's credentials from a JSON file"),
+        ("show", "show a group's credentials, masked"),
+        ("delete", "delete a group's credentials"),
+        ("test", "send one test notification to a device token"),
+    ):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("group", help="the node group")
+        action.add_argument("kind", choices=["fcm", "apns"])
+        action.add_argument("--provider", help="a named provider of the group")
+        if name == "set":
+            action.add_argument(
+                "file",
+                help="JSON: a Firebase service-account file for fcm; key_id, team_id, "
+                "private_key (.p8) and topic for apns; - reads stdin",
+            )
+        if name == "test":
+            action.add_argument("device_token")
+            action.add_argument("--sandbox", action="store_true", help="APNs sandbox")
     return parser
 
 
@@ -64,6 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"chatpush: nodes {args.action} needs a node name", file=sys.stderr)
             return 2
         return asyncio.run(nodes(settings, args.action, args.node))
+    if args.command == "credentials":
+        if args.action == "set":
+            try:
+                args.text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+            except OSError as exc:
+                print(f"chatpush: {exc}", file=sys.stderr)
+                return 2
+        return asyncio.run(credentials(settings, args))
     return asyncio.run(check(settings))
 
 
@@ -157,6 +196,92 @@ async def nodes(settings: Settings, action: str, node: str | None) -> int:
         chats = pinned.get(record.name, [])
         print(f"{record.name:<20} {record.group_name:<20} {state:<10} {when:<20} {len(chats)}")
     return 0
+
+
+async def credentials(settings: Settings, args: argparse.Namespace) -> int:
+    """The admin API's credentials calls, straight on the database (docs/mobile.md)."""
+    import json
+
+    from chatpush.clock import SystemClock
+    from chatpush.errors import ChatpushError
+    from chatpush.push.credentials import CredentialVault, credential_fields, new_key
+    from chatpush.store.database import Database
+
+    if args.action == "new-key":
+        print(new_key())
+        return 0
+    group: str = getattr(args, "group", "")
+    if args.action != "list" and group not in settings.groups:
+        print(f"chatpush: unknown node group {group!r}", file=sys.stderr)
+        return 2
+    db = Database.from_settings(settings.database)
+    vault = CredentialVault(db, SystemClock(), settings.security.credentials_key)
+    try:
+        if args.action == "list":
+            shown = [item.to_wire() for item in await vault.show_all()]
+            print(json.dumps({"credentials": shown}, indent=2))
+            return 0
+        if args.action == "set":
+            try:
+                fields = credential_fields(args.kind, json.loads(args.text))
+            except ValueError as exc:  # json.JSONDecodeError is one too
+                print(f"chatpush: {args.kind} credentials: {exc}", file=sys.stderr)
+                return 2
+            stored = await vault.put(args.kind, group, args.provider, fields)
+            print(json.dumps(stored.to_wire(), indent=2))
+            return 0
+        if args.action == "show":
+            found = await vault.show(args.kind, group, args.provider)
+            if found is None:
+                print(f"chatpush: no {args.kind} credentials for {group}", file=sys.stderr)
+                return 1
+            print(json.dumps(found.to_wire(), indent=2))
+            return 0
+        if args.action == "delete":
+            if not await vault.remove(args.kind, group, args.provider):
+                print(f"chatpush: no {args.kind} credentials for {group}", file=sys.stderr)
+                return 1
+            print(f"{args.kind} credentials of {group} deleted")
+            return 0
+        verdict = await _test_credentials(settings, vault, args)
+        print(json.dumps(verdict, indent=2))
+        return 0 if verdict["ok"] else 1
+    except ChatpushError as exc:
+        print(f"chatpush: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await db.close()
+
+
+async def _test_credentials(
+    settings: Settings, vault: CredentialVault, args: argparse.Namespace
+) -> dict[str, object]:
+    from chatpush.clock import SystemClock
+    from chatpush.providers.apns import ApnsProvider
+    from chatpush.providers.fcm import FcmCredentials, FcmProvider
+    from chatpush.push.credentials import parse, test_message
+
+    fields = await vault.lookup(args.kind, args.group, args.provider)
+    if fields is None:
+        return {"ok": False, "error": f"no {args.kind} credentials for {args.group}"}
+    credentials = parse(args.kind, fields)
+    message = test_message(args.device_token, sandbox=args.sandbox)
+    provider: FcmProvider | ApnsProvider
+    if isinstance(credentials, FcmCredentials):
+        provider = FcmProvider(settings.mobile, SystemClock(), vault)
+        await provider.start()
+        try:
+            result = await provider.send_message(credentials, message)
+        finally:
+            await provider.close()
+    else:
+        provider = ApnsProvider(settings.mobile, SystemClock(), vault)
+        await provider.start()
+        try:
+            result = await provider.send_message(credentials, message)
+        finally:
+            await provider.close()
+    return {"ok": result.outcome == "sent", "outcome": result.outcome, "error": result.error}
 
 
 async def _schema_problem(settings: Settings) -> str | None:

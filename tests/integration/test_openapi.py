@@ -20,6 +20,7 @@ from urllib.parse import unquote
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from cryptography.fernet import Fernet
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import OpenAPIV31SpecValidator
 from referencing import Registry
@@ -33,6 +34,7 @@ from chatpush.config import Settings
 from chatpush.errors import Code
 from chatpush.testing import FakeClock
 from tests.conftest import API_KEY, ChatDriver
+from tests.providers.fake_fcm import rsa_private_pem
 from tests.receivers import RELIABLE_PUSH, Receiver
 
 Client = TestClient[web.Request, web.Application]
@@ -379,6 +381,8 @@ async def test_a_realistic_session_conforms_to_the_document(
     settings = make_settings(
         database={"url": f"sqlite+aiosqlite:///{data_dir / 'chatpush.db'}"},
         groups={"g1": {"default": True, "nodes": ["n1"], "customhttp.url": receiver.url}},
+        security={"api_keys": [API_KEY], "credentials_key": Fernet.generate_key().decode()},
+        mobile={"fcm_api_url": "http://127.0.0.1:9", "fcm_token_uri": "http://127.0.0.1:9/t"},
     )
     client: Client = await make_client(settings)
     dispatcher = client.app[DISPATCHER]
@@ -478,7 +482,26 @@ async def test_a_realistic_session_conforms_to_the_document(
     await api.call("GET", f"/api/v1/chats/{cid}", 200)
 
     def path_of(template: str) -> str:
-        return template.format(chatId=cid, participantId=agent, node="n1")
+        return template.format(chatId=cid, participantId=agent, node="n1", group="g1", kind="fcm")
+
+    # FCM credentials: stored, shown masked, tested (FCM is unreachable here), deleted.
+    creds = "/api/v1/groups/g1/credentials"
+    put = {"operationId": "putCredentials", "requestBody": {}}
+    await api.call("PUT", f"{creds}/fcm", 200, json=_example(put))
+    await api.call("PUT", f"{creds}/fcm", 400, json={"project_id": "p"})
+    await api.call("PUT", "/api/v1/groups/nowhere/credentials/fcm", 404, json={})
+    await api.call("GET", f"{creds}/fcm", 200)
+    await api.call("GET", f"{creds}/fcm", 404, params={"provider": "acme"})  # none of its own
+    await api.call("GET", f"{creds}/bogus", 400)
+    await api.call("GET", f"{creds}/apns", 404)
+    await api.call("GET", "/api/v1/credentials", 200)
+    tried = await api.call("POST", f"{creds}/fcm/test", 200, json={"deviceToken": "phone-1"})
+    assert tried["ok"] is False and tried["error"].startswith("token endpoint:")
+    await api.call("POST", f"{creds}/fcm/test", 400, json={"sandbox": True})
+    await api.call("POST", f"{creds}/apns/test", 404, json={"deviceToken": "phone-1"})
+    await api.call("DELETE", f"{creds}/bogus", 400)
+    await api.call("DELETE", f"{creds}/fcm", 200)
+    await api.call("DELETE", f"{creds}/fcm", 404)
 
     # Every secured operation refuses a missing and a wrong key.
     for template, method, operation in conformance.operations():
@@ -553,11 +576,20 @@ async def test_a_realistic_session_conforms_to_the_document(
     assert not missing, f"documented but never observed: {sorted(missing)}"
 
 
+_RSA_KEY = rsa_private_pem()
+
+
 def _example(operation: dict[str, Any]) -> Any:
     """A valid body for the operations that take one."""
     examples: dict[str, Any] = {
         "addParty": {"type": "Agent", "nickname": "Zed"},
         "addEvent": _agent_event(2, text="x"),
+        "putCredentials": {
+            "project_id": "acme-app",
+            "client_email": "push@acme-app.iam.gserviceaccount.com",
+            "private_key": _RSA_KEY,
+        },
+        "testCredentials": {"deviceToken": "phone-1"},
     }
     if "requestBody" in operation:
         assert operation["operationId"] in examples, (
@@ -622,7 +654,8 @@ async def test_parameter_bounds_are_what_the_document_says(
     refused: bool,
 ) -> None:
     await chat.request_chat()
-    values = {"chatId": chat.chat_id, "participantId": "2"}
+    # An unknown group: a credentials call stops at its 404 once the kind is accepted.
+    values = {"chatId": chat.chat_id, "participantId": "2", "group": "no-such-group"}
     params = None
     if location == "path":
         values[name] = value

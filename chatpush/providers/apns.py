@@ -1,0 +1,256 @@
+"""Apple Push Notification service over HTTP/2, token auth (device types ``ios``, ``apple``).
+
+The provider token is an ES256 JWT (header ``kid`` = key id, claims ``iss`` = team id and
+``iat``) signed with the ``.p8`` key; APNs wants it renewed between 20 and 60 minutes, so it is
+kept 50 minutes, by the injected clock, and made again at once (one retry) if APNs answers
+``ExpiredProviderToken`` (unless another send already did). One HTTP/2 connection per host
+(httpx), to
+``mobile.apns_host`` or, for ``GCTI_GMS_PushDebug`` subscriptions, ``mobile.apns_sandbox_host``.
+docs/mobile.md shows the payload and headers.
+
+Errors (APNs's ``reason``): 410 (``Unregistered``, ``ExpiredToken``) and 400 ``BadDeviceToken`` /
+``DeviceTokenNotForTopic`` mean a dead token (``rejected``); 429, 5xx and network errors are
+temporary; other answers (403 ``InvalidProviderToken``, 400 ``BadTopic``, 413
+``PayloadTooLarge``, ...) permanent. A payload over 4,096 bytes is refused before sending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import ssl
+import time
+import urllib.parse
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurvePrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from chatpush.clock import Clock
+from chatpush.config import MobileSettings
+from chatpush.providers.base import CredentialSource, SendResult
+from chatpush.push.mobile import MobileMessage, mobile_message
+from chatpush.routing.router import Target
+
+MAX_PAYLOAD_BYTES = 4096
+TOKEN_MAX_AGE_S = 50 * 60
+EXPIRATION_S = 3600
+MAX_COLLAPSE_ID_BYTES = 64
+DEAD_REASONS = frozenset({"BadDeviceToken", "DeviceTokenNotForTopic"})
+"""With 400; any 410 (``Unregistered``, ``ExpiredToken``) is a dead token too."""
+MAX_ERROR_CHARS = 300
+
+
+@dataclass(frozen=True, slots=True)
+class ApnsCredentials:
+    key_id: str
+    team_id: str
+    private_key: str
+    topic: str
+
+    @classmethod
+    def from_mapping(cls, fields: Mapping[str, str]) -> ApnsCredentials:
+        """From ``key_id``, ``team_id``, ``private_key`` (.p8 PEM) and ``topic``; ValueError
+        says what is missing or wrong."""
+        names = ("key_id", "team_id", "private_key", "topic")
+        missing = [name for name in names if not fields.get(name)]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)}")
+        try:
+            key = load_pem_private_key(fields["private_key"].encode(), password=None)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"private_key is not a readable PEM private key ({exc})") from None
+        if not (isinstance(key, EllipticCurvePrivateKey) and isinstance(key.curve, SECP256R1)):
+            raise ValueError("private_key must be an EC P-256 key (an APNs .p8 key)")
+        return cls(fields["key_id"], fields["team_id"], fields["private_key"], fields["topic"])
+
+
+def apns_request(message: MobileMessage, topic: str, now_s: int) -> tuple[dict[str, str], bytes]:
+    """Headers (without authorization) and JSON payload of one notification: ``aps`` and the
+    data keys beside it (a data key ``aps`` cannot replace it)."""
+    aps: dict[str, Any] = {}
+    if message.alert:
+        alert = {"title": message.title, "body": message.body}
+        aps["alert"] = {k: v for k, v in alert.items() if v is not None}
+    if message.background:
+        aps["content-available"] = 1
+    document: dict[str, Any] = {"aps": aps}
+    document.update((k, v) for k, v in message.data.items() if k != "aps")
+    payload = json.dumps(document, separators=(",", ":")).encode()
+    background_only = message.background and not message.alert
+    headers = {
+        "apns-topic": topic,
+        "apns-push-type": "background" if background_only else "alert",
+        "apns-priority": "5" if background_only else "10",
+        "apns-expiration": str(now_s + EXPIRATION_S),
+        "apns-id": str(uuid.uuid4()),
+    }
+    if message.collapse_id and len(message.collapse_id.encode()) <= MAX_COLLAPSE_ID_BYTES:
+        headers["apns-collapse-id"] = message.collapse_id
+    return headers, payload
+
+
+class ApnsProvider:
+    """Device types ``ios`` / ``apple``: credentials per node group (and named provider) from
+    the vault, one HTTP/2 client for all of them, provider tokens cached per key."""
+
+    def __init__(self, settings: MobileSettings, clock: Clock, credentials: CredentialSource):
+        self._settings = settings
+        self._clock = clock
+        self._credentials = credentials
+        self._client: httpx.AsyncClient | None = None
+        self._tokens: dict[tuple[str, str, str], tuple[str, int]] = {}
+        """(team, key id, key digest) → (JWT, made at, in ms)."""
+        self.tokens_made = 0
+
+    async def start(self) -> None:
+        verify: ssl.SSLContext | bool = True
+        if self._settings.apns_ca_file:
+            verify = ssl.create_default_context(cafile=self._settings.apns_ca_file)
+        self._client = httpx.AsyncClient(
+            http1=False,
+            http2=True,
+            verify=verify,
+            timeout=httpx.Timeout(
+                self._settings.total_timeout_s, connect=self._settings.connect_timeout_s
+            ),
+        )
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def send(
+        self,
+        target: Target,
+        body: dict[str, Any],
+        *,
+        chat_id: str,
+        message_id: str,
+        now_s: int,
+        node_slot: asyncio.Semaphore | None = None,
+    ) -> SendResult:
+        fields = await self._credentials.lookup("apns", target.group_name, target.provider)
+        if fields is None:
+            return SendResult(
+                "failed",
+                0,
+                error=f"no APNs credentials for group {target.group_name!r}"
+                + (f" provider {target.provider!r}" if target.provider else ""),
+                temporary=False,
+            )
+        try:
+            credentials = ApnsCredentials.from_mapping(fields)
+        except ValueError as exc:
+            return SendResult("failed", 0, error=f"APNs credentials: {exc}", temporary=False)
+        message = mobile_message(body, chat_id=chat_id, target=target, platform="ios")
+        if node_slot is None:
+            return await self.send_message(credentials, message)
+        async with node_slot:
+            return await self.send_message(credentials, message)
+
+    async def send_message(
+        self, credentials: ApnsCredentials, message: MobileMessage
+    ) -> SendResult:
+        """One notification, with these credentials; the verdict carries APNs's own reason."""
+        assert self._client is not None, "provider not started"
+        headers, payload = apns_request(message, credentials.topic, self._clock.now_ms() // 1000)
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            return SendResult(
+                "failed",
+                0,
+                error=f"payload of {len(payload)} bytes is over APNs's {MAX_PAYLOAD_BYTES}",
+                temporary=False,
+            )
+        host = self._settings.apns_sandbox_host if message.sandbox else self._settings.apns_host
+        token = urllib.parse.quote(message.token, safe="")
+        url = f"https://{host}:{self._settings.apns_port}/3/device/{token}"
+        started = time.monotonic()
+        expired: str | None = None
+        for attempt in (1, 2):
+            bearer = self._token(credentials, expired=expired)
+            headers["authorization"] = f"bearer {bearer}"
+            try:
+                reply = await self._client.post(url, content=payload, headers=headers)
+            except httpx.TimeoutException as exc:
+                latency_ms = int((time.monotonic() - started) * 1000)
+                limit_s = (
+                    self._settings.connect_timeout_s
+                    if isinstance(exc, httpx.ConnectTimeout)
+                    else self._settings.total_timeout_s
+                )
+                error = f"APNs: {type(exc).__name__} after {limit_s:g} s"
+                return SendResult("failed", latency_ms, error=error)
+            except (httpx.HTTPError, OSError) as exc:
+                latency_ms = int((time.monotonic() - started) * 1000)
+                error = f"APNs: {type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+                return SendResult("failed", latency_ms, error=error)
+            latency_ms = int((time.monotonic() - started) * 1000)
+            if reply.status_code == 200:
+                return SendResult("sent", latency_ms, http_status=200)
+            reason = _reason(reply)
+            if reason == "ExpiredProviderToken" and attempt == 1:
+                expired = bearer  # made again (unless another send did already), once
+                continue
+            return _refusal(reply, reason, latency_ms)
+        raise AssertionError("unreachable")
+
+    def _token(self, credentials: ApnsCredentials, *, expired: str | None = None) -> str:
+        """The cached provider token of these credentials, or a new one when it is 50 minutes
+        old or is ``expired`` (the one APNs just refused as ``ExpiredProviderToken``)."""
+        digest = hashlib.sha256(credentials.private_key.encode()).hexdigest()
+        key = (credentials.team_id, credentials.key_id, digest)
+        now_ms = self._clock.now_ms()
+        cached = self._tokens.get(key)
+        if (
+            cached is not None
+            and cached[0] != expired
+            and now_ms - cached[1] < TOKEN_MAX_AGE_S * 1000
+        ):
+            return cached[0]
+        token = jwt.encode(
+            {"iss": credentials.team_id, "iat": now_ms // 1000},
+            credentials.private_key,
+            algorithm="ES256",
+            headers={"kid": credentials.key_id},
+        )
+        self.tokens_made += 1
+        self._tokens[key] = (token, now_ms)
+        return token
+
+
+def _reason(reply: httpx.Response) -> str:
+    try:
+        answer = reply.json()
+    except ValueError:
+        return reply.text.strip()[:200] or "no reason"
+    reason = answer.get("reason") if isinstance(answer, dict) else None
+    return str(reason) if reason else "no reason"
+
+
+def _refusal(reply: httpx.Response, reason: str, latency_ms: int) -> SendResult:
+    status = reply.status_code
+    error = f"APNs {status} {reason}"[:MAX_ERROR_CHARS]
+    if status == 410 or (status == 400 and reason in DEAD_REASONS):
+        return SendResult("rejected", latency_ms, http_status=status, error=error)
+    temporary = status == 429 or status >= 500
+    retry_after = reply.headers.get("retry-after")
+    try:
+        retry_after_s = float(retry_after) if retry_after and temporary else None
+    except ValueError:
+        retry_after_s = None
+    return SendResult(
+        "failed",
+        latency_ms,
+        http_status=status,
+        error=error,
+        temporary=temporary,
+        retry_after_s=retry_after_s,
+    )
