@@ -72,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "credentials" and args.action == "new-key":  # needs no settings
+        from chatpush.push.credentials import new_key
+
+        print(new_key())
+        return 0
     try:
         overrides = {}
         if args.command == "serve" and (args.host or args.port is not None):
@@ -204,12 +209,9 @@ async def credentials(settings: Settings, args: argparse.Namespace) -> int:
 
     from chatpush.clock import SystemClock
     from chatpush.errors import ChatpushError
-    from chatpush.push.credentials import CredentialVault, credential_fields, new_key
+    from chatpush.push.credentials import CredentialVault, credential_fields
     from chatpush.store.database import Database
 
-    if args.action == "new-key":
-        print(new_key())
-        return 0
     group: str = getattr(args, "group", "")
     if args.action != "list" and group not in settings.groups:
         print(f"chatpush: unknown node group {group!r}", file=sys.stderr)

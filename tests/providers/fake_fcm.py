@@ -114,7 +114,8 @@ class FakeFcm:
             self.refused_assertions.append(str(exc))
             return _oauth_error("invalid_grant", "Invalid JWT Signature.")
         now_s = self.clock.now_ms() // 1000
-        if claims.get("scope") != SCOPE or not claims["iat"] <= now_s < claims["exp"]:
+        # Up to a minute of clock skew, as Google allows.
+        if claims.get("scope") != SCOPE or not claims["iat"] - 60 <= now_s < claims["exp"]:
             self.refused_assertions.append(f"claims {claims}")
             return _oauth_error("invalid_scope", "bad scope or times")
         token = "ya29." + secrets.token_urlsafe(16)
