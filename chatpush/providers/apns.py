@@ -16,7 +16,6 @@ temporary; other answers (403 ``InvalidProviderToken``, 400 ``BadTopic``, 413
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import ssl
@@ -35,8 +34,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from chatpush.clock import Clock
 from chatpush.config import MobileSettings
 from chatpush.providers.base import CredentialSource, SendResult
-from chatpush.push.mobile import MobileMessage, mobile_message
-from chatpush.routing.router import Target
+from chatpush.providers.mobile import MobileProvider
+from chatpush.push.mobile import MobileMessage
 
 MAX_PAYLOAD_BYTES = 4096
 TOKEN_MAX_AGE_S = 50 * 60
@@ -96,14 +95,16 @@ def apns_request(message: MobileMessage, topic: str, now_s: int) -> tuple[dict[s
     return headers, payload
 
 
-class ApnsProvider:
+class ApnsProvider(MobileProvider[ApnsCredentials]):
     """Device types ``ios`` / ``apple``: credentials per node group (and named provider) from
     the vault, one HTTP/2 client for all of them, provider tokens cached per key."""
 
+    kind = "apns"
+    platform = "ios"
+    label = "APNs"
+
     def __init__(self, settings: MobileSettings, clock: Clock, credentials: CredentialSource):
-        self._settings = settings
-        self._clock = clock
-        self._credentials = credentials
+        super().__init__(settings, clock, credentials)
         self._client: httpx.AsyncClient | None = None
         self._tokens: dict[tuple[str, str, str], tuple[str, int]] = {}
         """(team, key id, key digest) → (JWT, made at, in ms)."""
@@ -127,34 +128,8 @@ class ApnsProvider:
             await self._client.aclose()
             self._client = None
 
-    async def send(
-        self,
-        target: Target,
-        body: dict[str, Any],
-        *,
-        chat_id: str,
-        message_id: str,
-        now_s: int,
-        node_slot: asyncio.Semaphore | None = None,
-    ) -> SendResult:
-        fields = await self._credentials.lookup("apns", target.group_name, target.provider)
-        if fields is None:
-            return SendResult(
-                "failed",
-                0,
-                error=f"no APNs credentials for group {target.group_name!r}"
-                + (f" provider {target.provider!r}" if target.provider else ""),
-                temporary=False,
-            )
-        try:
-            credentials = ApnsCredentials.from_mapping(fields)
-        except ValueError as exc:
-            return SendResult("failed", 0, error=f"APNs credentials: {exc}", temporary=False)
-        message = mobile_message(body, chat_id=chat_id, target=target, platform="ios")
-        if node_slot is None:
-            return await self.send_message(credentials, message)
-        async with node_slot:
-            return await self.send_message(credentials, message)
+    def parse(self, fields: Mapping[str, str]) -> ApnsCredentials:
+        return ApnsCredentials.from_mapping(fields)
 
     async def send_message(
         self, credentials: ApnsCredentials, message: MobileMessage

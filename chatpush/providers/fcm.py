@@ -35,8 +35,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from chatpush.clock import Clock
 from chatpush.config import MobileSettings
 from chatpush.providers.base import CredentialSource, SendResult
-from chatpush.push.mobile import MobileMessage, mobile_message
-from chatpush.routing.router import Target
+from chatpush.providers.mobile import MobileProvider
+from chatpush.push.mobile import MobileMessage
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -85,11 +85,13 @@ class TokenRefused(Exception):
     """The token endpoint refused the assertion (a wrong key, a disabled account)."""
 
 
-class FcmProvider:
+class FcmProvider(MobileProvider[FcmCredentials]):
+    kind = "fcm"
+    platform = "fcm"
+    label = "FCM"
+
     def __init__(self, settings: MobileSettings, clock: Clock, credentials: CredentialSource):
-        self._settings = settings
-        self._clock = clock
-        self._credentials = credentials
+        super().__init__(settings, clock, credentials)
         self._session: aiohttp.ClientSession | None = None
         self._tokens: dict[tuple[str, str, str], _Token] = {}
         self._token_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
@@ -108,34 +110,8 @@ class FcmProvider:
             await self._session.close()
             self._session = None
 
-    async def send(
-        self,
-        target: Target,
-        body: dict[str, Any],
-        *,
-        chat_id: str,
-        message_id: str,
-        now_s: int,
-        node_slot: asyncio.Semaphore | None = None,
-    ) -> SendResult:
-        fields = await self._credentials.lookup("fcm", target.group_name, target.provider)
-        if fields is None:
-            return SendResult(
-                "failed",
-                0,
-                error=f"no FCM credentials for group {target.group_name!r}"
-                + (f" provider {target.provider!r}" if target.provider else ""),
-                temporary=False,
-            )
-        try:
-            credentials = FcmCredentials.from_mapping(fields)
-        except ValueError as exc:
-            return SendResult("failed", 0, error=f"FCM credentials: {exc}", temporary=False)
-        message = mobile_message(body, chat_id=chat_id, target=target, platform="fcm")
-        if node_slot is None:
-            return await self.send_message(credentials, message)
-        async with node_slot:
-            return await self.send_message(credentials, message)
+    def parse(self, fields: Mapping[str, str]) -> FcmCredentials:
+        return FcmCredentials.from_mapping(fields)
 
     async def send_message(self, credentials: FcmCredentials, message: MobileMessage) -> SendResult:
         """One message, with these credentials; the verdict carries FCM's own error."""
