@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -260,29 +260,23 @@ async def _test_credentials(
 ) -> dict[str, object]:
     from chatpush.clock import SystemClock
     from chatpush.providers.apns import ApnsProvider
-    from chatpush.providers.fcm import FcmCredentials, FcmProvider
-    from chatpush.push.credentials import parse, test_message
+    from chatpush.providers.fcm import FcmProvider
+    from chatpush.providers.mobile import MobileProvider
+    from chatpush.push.credentials import test_message
 
     fields = await vault.lookup(args.kind, args.group, args.provider)
     if fields is None:
         return {"ok": False, "error": f"no {args.kind} credentials for {args.group}"}
-    credentials = parse(args.kind, fields)
-    message = test_message(args.device_token, sandbox=args.sandbox)
-    provider: FcmProvider | ApnsProvider
-    if isinstance(credentials, FcmCredentials):
-        provider = FcmProvider(settings.mobile, SystemClock(), vault)
-        await provider.start()
-        try:
-            result = await provider.send_message(credentials, message)
-        finally:
-            await provider.close()
-    else:
-        provider = ApnsProvider(settings.mobile, SystemClock(), vault)
-        await provider.start()
-        try:
-            result = await provider.send_message(credentials, message)
-        finally:
-            await provider.close()
+    kind = FcmProvider if args.kind == "fcm" else ApnsProvider
+    provider: MobileProvider[Any] = kind(settings.mobile, SystemClock(), vault)
+    credentials = provider.parse(fields)
+    await provider.start()
+    try:
+        result = await provider.send_message(
+            credentials, test_message(args.device_token, sandbox=args.sandbox)
+        )
+    finally:
+        await provider.close()
     return {"ok": result.outcome == "sent", "outcome": result.outcome, "error": result.error}
 
 

@@ -27,7 +27,14 @@ class MobileProvider(Generic[C]):
         self._clock = clock
         self._credentials = credentials
 
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
     def parse(self, fields: Mapping[str, str]) -> C:
+        """The credentials from their stored fields (ValueError says what is wrong)."""
         raise NotImplementedError
 
     async def send_message(self, credentials: C, message: MobileMessage) -> SendResult:
