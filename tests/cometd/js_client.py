@@ -137,7 +137,8 @@ class JsClient:
     async def close(self) -> None:
         if self._process.returncode is None:
             self._process.kill()
-            await self._process.wait()
+            async with asyncio.timeout(EVENT_TIMEOUT_S):  # a hang here would stall the run
+                await self._process.wait()
         self._reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader

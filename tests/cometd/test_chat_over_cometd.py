@@ -19,6 +19,7 @@ from aiocometd_noloop.typing import Headers, Payload
 from chatpush.api.chat_cometd import CHAT_COMETD
 from chatpush.api.keys import DISPATCHER
 from chatpush.config import Settings
+from chatpush.testing import FakeClock
 from tests.cometd.conftest import until
 from tests.conftest import ChatDriver
 from tests.receivers import Receiver
@@ -26,6 +27,10 @@ from tests.receivers import Receiver
 CONNECTION_TYPES = [ConnectionType.LONG_POLLING, ConnectionType.WEBSOCKET]
 CHANNEL = "/service/chatV2/support"
 RECEIVE_TIMEOUT_S = 5.0
+RESEND_DELAY_S = 15
+# Past the first resend of an unacknowledged trigger, and below a CometD session's max interval
+# (30 s), so that a connected client is not expired by the jump of the fake clock.
+RESENDS_OVER_S = RESEND_DELAY_S + 5
 RELIABLE_USER_DATA = {
     "GCTI_Chat_PushSubscribe": "true",
     "GCTI_GMS_PushDeviceId": "device-1",
@@ -236,9 +241,11 @@ async def test_background_push_and_resume(
     make_client: MakeClient,
     open_client: Callable[..., Any],
     receiver: Receiver,
+    clock: FakeClock,
 ) -> None:
     settings = make_settings(
         groups={"g1": {"default": True, "nodes": ["n1"], "customhttp.url": receiver.url}},
+        services={"default": {"flex-push-resend-delay": RESEND_DELAY_S}},
     )
     client = await make_client(settings)
     chat = ChatDriver(client)
@@ -259,20 +266,23 @@ async def test_background_push_and_resume(
         agent = await chat.agent_joins()
         joined = await receive(cometd)
         assert indexes(joined) == [2]
-        await settle()
-        assert receiver.triggers() == []  # in the foreground, push waits
+        # What push does in the foreground is not this test's business: only what arrives
+        # after the app goes to background counts.
         background.position = joined["nextPosition"]  # the app goes to background
     # The session has left; its position acknowledged the trigger, as a refresh would.
     assert client.app[CHAT_COMETD].attached_sessions(chat.chat_id) == 0
     sub = await subscription()
     assert sub["acknowledgedPosition"] == 2 and sub["outstandingTrigger"] is None
 
-    await chat.agent_says(agent, "Are you still there?")  # index 3
     await settle()
-    assert receiver.triggers() == [("3", "0")]
+    earlier = len(receiver.triggers())
+    await chat.agent_says(agent, "Are you still there?")  # index 3
+    await chat.agent_says(agent, "I will wait")  # index 4
+    await settle()
+    assert receiver.triggers()[earlier:] == [("3", "0")]  # notify-position = its position
     assert (await subscription())["outstandingTrigger"]["notifyPosition"] == 3
 
-    async with open_client(cometd_url(client)) as cometd:
+    async with open_client(cometd_url(client)) as cometd:  # a new handshake
         resumed = await call(
             cometd,
             operation="requestNotifications",
@@ -282,15 +292,20 @@ async def test_background_push_and_resume(
         )
         assert resumed["statusCode"] == 0
         assert [(e["index"], e["text"]) for e in resumed["messages"]] == [
-            (3, "Are you still there?")
+            (3, "Are you still there?"),
+            (4, "I will wait"),
         ]
-        assert resumed["nextPosition"] == 4
+        assert resumed["nextPosition"] == 5
+        # That acknowledged the trigger: past its first resend, nothing more is sent.
         sub = await subscription()
-        assert sub["acknowledgedPosition"] == 3 and sub["outstandingTrigger"] is None
+        assert sub["acknowledgedPosition"] == 4 and sub["outstandingTrigger"] is None
+        clock.advance(RESENDS_OVER_S)
+        await settle()
+        assert len(receiver.triggers()) == earlier + 1
         # Attached again: the next agent event arrives live.
         await chat.agent_says(agent, "Welcome back")
         live = await receive(cometd)
-        assert indexes(live) == [4] and live["messages"][0]["text"] == "Welcome back"
+        assert indexes(live) == [5] and live["messages"][0]["text"] == "Welcome back"
         await until(lambda: client.app[CHAT_COMETD].attached_sessions(chat.chat_id) == 1)
     await until(lambda: client.app[CHAT_COMETD].attached_sessions(chat.chat_id) == 0)
 

@@ -201,7 +201,9 @@ async def test_unreliable_notification_without_subscriber_is_dropped(
 
 
 @pytest.mark.parametrize("transport", ["long-polling", "websocket"])
-async def test_sample_bridge_receives_and_acknowledges(app: AppClient, transport: str) -> None:
+async def test_sample_bridge_receives_and_acknowledges(
+    app: AppClient, clock: FakeClock, transport: str
+) -> None:
     chatpush = str(app.server.make_url("/")).rstrip("/")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -239,6 +241,12 @@ async def test_sample_bridge_receives_and_acknowledges(app: AppClient, transport
         subscription = await chat.api("GET", f"/chats/{chat.chat_id}/subscription")
         assert subscription["outstandingTrigger"] is None
         assert subscription["acknowledgedPosition"] == 2
+        # Acknowledged: past the first resend (and below the bridge session's max interval, so
+        # that it stays connected), nothing is sent again.
+        clock.advance(RESEND_DELAY_S + 5)
+        await settle(app)
+        deliveries = (await chat.api("GET", f"/chats/{chat.chat_id}/deliveries"))["deliveries"]
+        assert [(d["deviceType"], d["outcome"]) for d in deliveries] == [("comet", "sent")]
     finally:
         process.terminate()
-        await process.wait()
+        await asyncio.wait_for(process.wait(), 20)

@@ -72,7 +72,7 @@ async def test_a_chat_with_the_official_javascript_client(
     finally:
         if node.returncode is None:
             node.kill()
-            await node.wait()
+            await asyncio.wait_for(node.wait(), 20)
     transcript = (await (await client.get(base, headers=headers)).json())["transcript"]
     assert [(e["type"], e.get("text")) for e in transcript if e["type"] == "Message"] == [
         ("Message", "hello from the agent"),
