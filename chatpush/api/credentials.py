@@ -21,8 +21,8 @@ from chatpush.api.keys import APNS, FCM, SETTINGS, VAULT
 from chatpush.api.server import json_body
 from chatpush.errors import BadRequest, Code, NotFound
 from chatpush.providers.base import CredentialKind, SendResult
-from chatpush.providers.fcm import FcmCredentials
-from chatpush.push.credentials import FIELDS, credential_fields, parse, test_message
+from chatpush.providers.mobile import MobileProvider
+from chatpush.push.credentials import FIELDS, credential_fields, test_message
 
 MAX_NAME_CHARS = 200
 
@@ -96,11 +96,9 @@ async def test_credentials(request: web.Request) -> web.Response:
     if fields is None:
         raise NotFound(Code.INVALID_PARAMETER, f"no {kind} credentials for this group/provider")
     message = test_message(token, sandbox=sandbox)
-    credentials = parse(kind, fields)
-    if isinstance(credentials, FcmCredentials):
-        result = await request.app[FCM].send_message(credentials, message)
-    else:
-        result = await request.app[APNS].send_message(credentials, message)
+    fcm, apns = request.app[FCM], request.app[APNS]
+    mobile: MobileProvider[Any] = fcm if kind == "fcm" else apns
+    result = await mobile.send_message(mobile.parse(fields), message)
     return web.json_response(_verdict(result))
 
 

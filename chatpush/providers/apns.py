@@ -29,12 +29,11 @@ from typing import Any
 import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurvePrivateKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from chatpush.clock import Clock
 from chatpush.config import MobileSettings
 from chatpush.providers.base import CredentialSource, SendResult
-from chatpush.providers.mobile import MobileProvider
+from chatpush.providers.mobile import MobileProvider, read_credentials
 from chatpush.push.mobile import MobileMessage
 
 MAX_PAYLOAD_BYTES = 4096
@@ -57,14 +56,7 @@ class ApnsCredentials:
     def from_mapping(cls, fields: Mapping[str, str]) -> ApnsCredentials:
         """From ``key_id``, ``team_id``, ``private_key`` (.p8 PEM) and ``topic``; ValueError
         says what is missing or wrong."""
-        names = ("key_id", "team_id", "private_key", "topic")
-        missing = [name for name in names if not fields.get(name)]
-        if missing:
-            raise ValueError(f"missing {', '.join(missing)}")
-        try:
-            key = load_pem_private_key(fields["private_key"].encode(), password=None)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"private_key is not a readable PEM private key ({exc})") from None
+        key = read_credentials(fields, ("key_id", "team_id", "private_key", "topic"))
         if not (isinstance(key, EllipticCurvePrivateKey) and isinstance(key.curve, SECP256R1)):
             raise ValueError("private_key must be an EC P-256 key (an APNs .p8 key)")
         return cls(fields["key_id"], fields["team_id"], fields["private_key"], fields["topic"])

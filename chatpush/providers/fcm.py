@@ -30,12 +30,11 @@ from typing import Any
 import aiohttp
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from chatpush.clock import Clock
 from chatpush.config import MobileSettings
 from chatpush.providers.base import CredentialSource, SendResult
-from chatpush.providers.mobile import MobileProvider
+from chatpush.providers.mobile import MobileProvider, read_credentials
 from chatpush.push.mobile import MobileMessage
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -57,13 +56,7 @@ class FcmCredentials:
     @classmethod
     def from_mapping(cls, fields: Mapping[str, str]) -> FcmCredentials:
         """From a service-account JSON's fields; ValueError says what is missing or wrong."""
-        missing = [n for n in ("project_id", "client_email", "private_key") if not fields.get(n)]
-        if missing:
-            raise ValueError(f"missing {', '.join(missing)}")
-        try:
-            key = load_pem_private_key(fields["private_key"].encode(), password=None)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"private_key is not a readable PEM private key ({exc})") from None
+        key = read_credentials(fields, ("project_id", "client_email", "private_key"))
         if not isinstance(key, RSAPrivateKey):
             raise ValueError("private_key must be an RSA key (a Firebase service account's)")
         return cls(

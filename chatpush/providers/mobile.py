@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Generic, Literal, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from chatpush.clock import Clock
 from chatpush.config import MobileSettings
@@ -16,7 +20,19 @@ from chatpush.routing.router import Target
 C = TypeVar("C")
 
 
-class MobileProvider(Generic[C]):
+def read_credentials(fields: Mapping[str, str], required: Sequence[str]) -> PrivateKeyTypes:
+    """Check that ``required`` fields are there and read ``private_key`` (PEM): the key, or a
+    ValueError that says what is missing or unreadable."""
+    missing = [name for name in required if not fields.get(name)]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}")
+    try:
+        return load_pem_private_key(fields["private_key"].encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"private_key is not a readable PEM private key ({exc})") from None
+
+
+class MobileProvider(ABC, Generic[C]):
     kind: ClassVar[CredentialKind]
     platform: ClassVar[Literal["fcm", "ios"]]
     label: ClassVar[str]
@@ -27,18 +43,19 @@ class MobileProvider(Generic[C]):
         self._clock = clock
         self._credentials = credentials
 
-    async def start(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    async def start(self) -> None: ...
 
-    async def close(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    async def close(self) -> None: ...
 
+    @abstractmethod
     def parse(self, fields: Mapping[str, str]) -> C:
         """The credentials from their stored fields (ValueError says what is wrong)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def send_message(self, credentials: C, message: MobileMessage) -> SendResult:
-        raise NotImplementedError
+        """One message with these credentials; the verdict carries the provider's own error."""
 
     async def send(
         self,
