@@ -48,7 +48,22 @@ class ServerSettings(_Strict):
     nodes: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = None
     """The nodes of ``[groups.*]`` this instance hosts; default: all of them (one instance)."""
     max_body_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65536
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Reverse proxies (addresses or networks) whose ``X-Forwarded-For`` names the client that
+    per-address limits count against (chatpush/addresses.py); empty: the peer's address."""
     shutdown_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, entries: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return entries
 
 
 class DatabaseSettings(_Strict):

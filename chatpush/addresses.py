@@ -1,0 +1,56 @@
+"""Who is asking: the client address that per-address limits count against.
+
+Behind a reverse proxy or load balancer every request arrives from the proxy's address, so
+``server.trusted_proxies`` names the proxies whose ``X-Forwarded-For`` is believed. The client
+is then the right-most address in that header that is not itself a trusted proxy (anything to
+its left was written by the client and proves nothing). Without trusted proxies the header is
+ignored: a client cannot choose its own address by sending one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from aiohttp import web
+
+UNKNOWN = "unknown"
+
+
+class TrustedProxies:
+    """Addresses and networks (``10.0.0.0/8``) whose ``X-Forwarded-For`` is believed."""
+
+    def __init__(self, entries: Iterable[str] = ()) -> None:
+        self._networks = tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+
+    def __bool__(self) -> bool:
+        return bool(self._networks)
+
+    def trusts(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._networks)
+
+    def client_address(self, request: web.BaseRequest) -> str:
+        """The client's address: the peer's, or the nearest untrusted hop it forwarded for."""
+        peer = request.remote or UNKNOWN
+        if not self._networks or not self.trusts(peer):
+            return peer
+        hops = [
+            hop.strip()
+            for header in request.headers.getall("X-Forwarded-For", ())
+            for hop in header.split(",")
+        ]
+        for hop in reversed(hops):
+            if hop and not self.trusts(hop):
+                return _normalized(hop)
+        return peer
+
+
+def _normalized(hop: str) -> str:
+    try:
+        return str(ipaddress.ip_address(hop))
+    except ValueError:
+        return hop[:64]  # not an address: still one bucket, and a short one
