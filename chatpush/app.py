@@ -15,6 +15,7 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
 from chatpush.api import chat_cometd, chat_v2, credentials, push, server
+from chatpush.api.access import KeyRing
 from chatpush.api.comet_push import install_push_authorizer
 from chatpush.api.errors import error_middleware
 from chatpush.api.keys import (
@@ -26,6 +27,7 @@ from chatpush.api.keys import (
     DISPATCHER,
     FCM,
     INSTANCE_ID,
+    KEYS,
     METRICS,
     PIPELINE,
     ROUTER,
@@ -88,6 +90,7 @@ def create_app(
         db, settings, clock, pipeline, router, provider, metrics, providers=providers
     )
     app[SETTINGS] = settings
+    app[KEYS] = KeyRing(settings.security)
     app[CLOCK] = clock
     app[DATABASE] = db
     app[METRICS] = metrics

@@ -83,9 +83,33 @@ class DatabaseSettings(_Strict):
         return self.url.startswith("sqlite")
 
 
+SCOPES = ("chat-server", "admin", "bridge", "metrics")
+Scope = Literal["chat-server", "admin", "bridge", "metrics"]
+
+
+class ApiKeySettings(_Strict):
+    """One key of ``[[security.keys]]`` and what it may do (docs/security.md)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    """Names the key in logs (never the key itself)."""
+    key: SecretStr
+    scopes: Annotated[list[Scope], Field(min_length=1)]
+
+    @field_validator("key")
+    @classmethod
+    def _long_enough(cls, key: SecretStr) -> SecretStr:
+        if len(key.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (e.g. secrets.token_urlsafe(32))")
+        return key
+
+
 class SecuritySettings(_Strict):
+    keys: list[ApiKeySettings] = Field(default_factory=list)
+    """API keys with scopes: ``chat-server``, ``admin``, ``bridge``, ``metrics``."""
     api_keys: list[SecretStr] = Field(default_factory=list)
-    """Keys accepted in ``X-API-Key`` by the chat-server side and admin APIs."""
+    """Keys with every scope (the older form; a warning at start says it is broad)."""
+    public_metrics: bool = False
+    """``/metrics`` without a key (only where the port is reachable by the scraper alone)."""
     credentials_key: SecretStr | None = None
     """Encrypts FCM and APNs credentials at rest (a Fernet key: ``chatpush credentials new-key``).
     Without it, credentials cannot be stored and the mobile providers have none."""

@@ -1,12 +1,12 @@
 """The chat-server side API (CONTRACT §11): JSON over HTTP for agents, bots and chat servers.
 
-Every call but the OpenAPI document needs a configured key in ``X-API-Key``. The document itself is
+Every call but the OpenAPI document needs a key in ``X-API-Key`` with the scope of its route
+(chatpush/api/access.py). The document itself is
 ``chatpush/api/openapi.json``; tests check that live responses match it.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -16,9 +16,10 @@ from typing import Annotated, Any, Literal, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from chatpush.api.keys import CHATS, SETTINGS
+from chatpush.api import access
+from chatpush.api.keys import CHATS, KEYS
 from chatpush.chat.model import EVENT_TYPES, ChatRecord, PartyRecord
-from chatpush.errors import BadRequest, Code, Forbidden
+from chatpush.errors import BadRequest, Code
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -92,18 +93,8 @@ def party_wire(party: PartyRecord) -> dict[str, Any]:
 
 @web.middleware
 async def api_key_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path.startswith("/api/") and request.path != "/api/v1/openapi.json":
-        given = request.headers.get("X-API-Key", "")
-        # aiohttp keeps the bytes of a header that is not UTF-8 as surrogate escapes: compare the
-        # bytes as received (a strict encode() of them would raise, a 500).
-        given_bytes = given.encode("utf-8", "surrogateescape")
-        configured = request.app[SETTINGS].security.api_keys
-        # Compare against every key so the time taken says nothing about which one is close.
-        matched = False
-        for key in configured:
-            matched |= hmac.compare_digest(key.get_secret_value().encode(), given_bytes)
-        if not given or not matched:
-            raise Forbidden(Code.INVALID_API_KEY, "missing or wrong X-API-Key")
+    """Refuse a call whose key lacks the scope of its route (chatpush/api/access.py)."""
+    access.authorize(request.app[KEYS], request)
     return await handler(request)
 
 

@@ -165,9 +165,14 @@ class BayeuxServer:
 
     # --- the application's side ----------------------------------------------------------------
 
-    async def publish(self, channel: str, data: Any) -> int:
-        """Queue ``{channel, data}`` for every subscriber; the number of sessions reached.
+    async def publish(
+        self, channel: str, data: Any, *, audience: Callable[[Session], bool] | None = None
+    ) -> int:
+        """Queue ``{channel, data}`` for every subscriber (that ``audience``, if given, admits);
+        the number of sessions reached.
 
+        A subscription says which channel a session listens to, not what it may read: the
+        application passes ``audience`` when one channel carries messages for several readers.
         Raises ValueError for a channel that is not a broadcast channel, or for data that has
         no UTF-8 form (a lone surrogate).
         """
@@ -175,7 +180,7 @@ class BayeuxServer:
             channels.is_meta(channel) or channels.is_service(channel)
         ):
             raise ValueError(f"not a broadcast channel: {channel!r}")
-        return self._fan_out(channel, protocol.message_json(channel, data))
+        return self._fan_out(channel, protocol.message_json(channel, data), audience)
 
     def get_session(self, client_id: str) -> Session | None:
         return self._sessions.get(client_id)
@@ -525,12 +530,19 @@ class BayeuxServer:
 
     # --- delivery, idleness, removal -----------------------------------------------------------
 
-    def _fan_out(self, channel: str, message_json: str) -> int:
-        """Queue one serialized message for every subscriber of ``channel``."""
+    def _fan_out(
+        self,
+        channel: str,
+        message_json: str,
+        audience: Callable[[Session], bool] | None = None,
+    ) -> int:
+        """Queue one serialized message for every subscriber of ``channel`` in ``audience``."""
         self.stats.broadcasts += 1
         reached = 0
         full: list[Session] = []
         for session in self._index.match(channel):
+            if audience is not None and not audience(session):
+                continue
             if session.enqueue(message_json):
                 reached += 1
             else:
