@@ -167,10 +167,30 @@ class ServiceOptions(_Strict):
     push_notification_include_payload: bool = Field(
         False, alias="push_notification_include_payload"
     )
+    push_customer_notify_requestor: bool = Field(True, alias="push-customer-notify-requestor")
+    """False: a customer's ``GCTI_GMS_NotifyRequestor=true`` is refused (400)."""
+    push_customer_include_payload: bool = Field(True, alias="push-customer-include-payload")
+    """False: a customer's ``GCTI_GMS_PushIncludePayload=true`` is refused (400) unless
+    ``push_notification_include_payload`` turns the payload on anyway."""
+    push_device_id_secret: SecretStr | None = Field(None, alias="push-device-id-secret")
+    """Set: a subscription must prove its device id (HMAC-SHA256, docs/push.md)."""
 
     _bools = field_validator(
-        "flex_push_enabled", "flex_push_on_join", "push_notification_include_payload", mode="before"
+        "flex_push_enabled",
+        "flex_push_on_join",
+        "push_notification_include_payload",
+        "push_customer_notify_requestor",
+        "push_customer_include_payload",
+        mode="before",
     )(_parse_bool)
+
+    @field_validator("push_device_id_secret")
+    @classmethod
+    def _device_id_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        # The message never quotes the value: it is a secret.
+        if secret is not None and not 32 <= len(secret.get_secret_value()) <= 1024:
+            raise ValueError("must be 32 to 1024 characters (make one with `openssl rand -hex 32`)")
+        return secret
 
     @field_validator("flex_push_resend_delays_s", mode="before")
     @classmethod
