@@ -71,8 +71,12 @@ def parse_subscription(
             f"known: customhttp, comet, fcm (android, gcm), ios (apple)",
         )
     if options.push_device_id_secret is not None:
+        secrets = [options.push_device_id_secret, options.push_device_id_previous_secret]
         _check_proof(
-            user_data, options.push_device_id_secret.get_secret_value(), device_type, device_id
+            user_data,
+            [secret.get_secret_value() for secret in secrets if secret is not None],
+            device_type,
+            device_id,
         )
     group_name = (user_data.get("GCTI_GMS_NodeGroup") or "").strip() or settings.default_group
     if group_name is None:
@@ -146,7 +150,7 @@ def device_id_proof(secret: str, device_type: str, device_id: str) -> str:
 
 
 def _check_proof(
-    user_data: Mapping[str, str], secret: str, device_type: str, device_id: str
+    user_data: Mapping[str, str], secrets: list[str], device_type: str, device_id: str
 ) -> None:
     proof = (user_data.get(PROOF_KEY) or "").strip()
     if not proof:
@@ -156,9 +160,14 @@ def _check_proof(
             f'"{device_type}:<GCTI_GMS_PushDeviceId>" made with the service\'s '
             "push-device-id-secret",
         )
-    expected = device_id_proof(secret, device_type, device_id)
-    # Bytes, so any text compares (compare_digest refuses non-ASCII str) in constant time.
-    if not hmac.compare_digest(proof.lower().encode(), expected.encode()):
+    given = proof.lower().encode()
+    # Bytes, so any text compares (compare_digest refuses non-ASCII str) in constant time; every
+    # secret is tried, so the time does not tell which one matched.
+    matches = [
+        hmac.compare_digest(given, device_id_proof(secret, device_type, device_id).encode())
+        for secret in secrets
+    ]
+    if not any(matches):
         raise BadRequest(
             Code.INVALID_PUSH_KEY,
             f"userData[{PROOF_KEY}] does not prove GCTI_GMS_PushDeviceId for device type "

@@ -27,12 +27,14 @@ from tests.receivers import Receiver
 MakeClient = Callable[[Settings], Any]
 
 SECRET = "5f3c1e0b8a7d46e29c0f1b2a3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6"
+NEW_SECRET = "new-" + SECRET[4:]
 PHISH = "Your bank account is locked: log in at http://evil.example/"
 LOCKED = {"push-customer-notify-requestor": False, "push-customer-include-payload": "false"}
 SERVICES: dict[str, Any] = {
     "locked": LOCKED,
     "locked-payload": {**LOCKED, "push_notification_include_payload": True},
     "proven": {"push-device-id-secret": SECRET},
+    "rotating": {"push-device-id-secret": NEW_SECRET, "push-device-id-previous-secret": SECRET},
     "default-explicit": {
         "push-customer-notify-requestor": "true",
         "push-customer-include-payload": True,
@@ -252,6 +254,23 @@ async def test_the_right_proof_subscribes_and_notifications_arrive(
     assert [item.raw for item in receiver.received] == [b'{"deviceId":"my-device"}'] * 2
 
 
+async def test_while_rotating_proofs_under_either_secret_are_accepted(client: Client) -> None:
+    for device_id, secret in (("old-app", SECRET), ("new-app", NEW_SECRET)):
+        form = push_form(device_id)
+        form[f"userData[{PROOF_KEY}]"] = proof(device_id, secret=secret)
+        body = await request_chat(client, form, "rotating")
+        sub = await api(client, "GET", f"/chats/{body['chatId']}/subscription")
+        assert sub["deviceId"] == device_id
+    stale = push_form("stale-app")
+    stale[f"userData[{PROOF_KEY}]"] = proof("stale-app", secret=SECRET[::-1])
+    body = await request_chat(client, stale, "rotating", expect=400)
+    assert PROOF_KEY in body["errors"][0]["advice"]
+    # Each service checks its own secrets only.
+    other = push_form("new-app")
+    other[f"userData[{PROOF_KEY}]"] = proof("new-app", secret=NEW_SECRET)
+    await request_chat(client, other, "proven", expect=400)
+
+
 async def test_a_service_without_a_secret_ignores_the_proof_key(client: Client) -> None:
     form = push_form("dev-1")
     form[f"userData[{PROOF_KEY}]"] = "anything"
@@ -273,3 +292,5 @@ def test_the_secret_is_never_shown() -> None:
     message = str(caught.value)
     assert "services.default.push-device-id-secret: must be 32 to 1024 characters" in message
     assert short not in message
+    with pytest.raises(ConfigError, match="push-device-id-previous-secret is set without"):
+        load_settings(None, services={"default": {"push-device-id-previous-secret": SECRET}})
