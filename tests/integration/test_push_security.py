@@ -9,6 +9,7 @@ outside: the 400 names the ``userData`` key and the chat-server side lists no ch
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -16,6 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from aiocometd_noloop import Client as CometdClient
+from aiocometd_noloop import ConnectionType
 
 from chatpush.config import ConfigError, Settings, load_settings
 from chatpush.errors import Code
@@ -50,8 +53,9 @@ def proof(device_id: str, device_type: str = "customhttp", secret: str = SECRET)
 
 @pytest.fixture
 async def client(
-    make_settings: Callable[..., Settings], make_client: MakeClient, receiver: Receiver
+    receiver: Receiver, make_settings: Callable[..., Settings], make_client: MakeClient
 ) -> Client:
+    """The app, started after (and so stopped before) the receiver it delivers to."""
     groups = {
         "main": {
             "default": True,
@@ -276,6 +280,33 @@ async def test_a_service_without_a_secret_ignores_the_proof_key(client: Client) 
     form[f"userData[{PROOF_KEY}]"] = "anything"
     body = await request_chat(client, form, "support")
     assert await chat_ids(client) == [body["chatId"]]
+
+
+# -- the same rules over CometD --------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # aiocometd-noloop's aiohttp arguments
+async def test_request_chat_over_cometd_follows_the_same_rules(client: Client) -> None:
+    user_data = {
+        key.removeprefix("userData[").removesuffix("]"): value
+        for key, value in push_form("victim-device", NotifyRequestor="true").items()
+        if key.startswith("userData[")
+    }
+    url = str(client.make_url("/genesys/cometd"))
+    async with CometdClient(url, ConnectionType.LONG_POLLING, connection_timeout=0) as cometd:
+        for service, key in (("locked", "GCTI_GMS_NotifyRequestor"), ("proven", PROOF_KEY)):
+            channel = f"/service/chatV2/{service}"
+            reply = await cometd.publish(
+                channel, {"operation": "requestChat", "nickname": "A", "userData": user_data}
+            )
+            assert reply["successful"] is True
+            async with asyncio.timeout(5):
+                message = await cometd.receive()
+            assert message["channel"] == channel
+            [error] = message["data"]["errors"]
+            assert error["code"] == Code.INVALID_PUSH_KEY
+            assert f"userData[{key}]" in error["advice"]
+    assert await chat_ids(client) == []
 
 
 # -- the secret setting ------------------------------------------------------------------------
