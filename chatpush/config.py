@@ -191,10 +191,34 @@ class ServiceOptions(_Strict):
     push_notification_include_payload: bool = Field(
         False, alias="push_notification_include_payload"
     )
+    push_customer_notify_requestor: bool = Field(True, alias="push-customer-notify-requestor")
+    """False: a customer's ``GCTI_GMS_NotifyRequestor=true`` is refused (400)."""
+    push_customer_include_payload: bool = Field(True, alias="push-customer-include-payload")
+    """False: a customer's ``GCTI_GMS_PushIncludePayload=true`` is refused (400) unless
+    ``push_notification_include_payload`` turns the payload on anyway."""
+    push_device_id_secret: SecretStr | None = Field(None, alias="push-device-id-secret")
+    """Set: a subscription must prove its device id (HMAC-SHA256, docs/push.md)."""
+    push_device_id_previous_secret: SecretStr | None = Field(
+        None, alias="push-device-id-previous-secret"
+    )
+    """Also accepted while the mobile backend moves to a new ``push-device-id-secret``."""
 
     _bools = field_validator(
-        "flex_push_enabled", "flex_push_on_join", "push_notification_include_payload", mode="before"
+        "flex_push_enabled",
+        "flex_push_on_join",
+        "push_notification_include_payload",
+        "push_customer_notify_requestor",
+        "push_customer_include_payload",
+        mode="before",
     )(_parse_bool)
+
+    @field_validator("push_device_id_secret", "push_device_id_previous_secret")
+    @classmethod
+    def _device_id_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        # The message never quotes the value: it is a secret.
+        if secret is not None and not 32 <= len(secret.get_secret_value()) <= 1024:
+            raise ValueError("must be 32 to 1024 characters (make one with `openssl rand -hex 32`)")
+        return secret
 
     @field_validator("flex_push_resend_delays_s", mode="before")
     @classmethod
@@ -237,6 +261,15 @@ class ServiceOptions(_Strict):
                 f"unknown keys {unknown}; allowed: {', '.join(FLEX_PUSH_CONTENT_KEYS)}"
             )
         return keys
+
+    @model_validator(mode="after")
+    def _previous_secret_needs_a_secret(self) -> ServiceOptions:
+        if self.push_device_id_previous_secret is not None and self.push_device_id_secret is None:
+            raise ValueError(
+                "push-device-id-previous-secret is set without push-device-id-secret: "
+                "set the new secret too, or remove the previous one"
+            )
+        return self
 
     def resend_delay_s(self, resend_number: int) -> int:
         """Delay before resend number ``resend_number`` (1-based); the last value repeats."""
