@@ -668,10 +668,18 @@ class BayeuxServer:
         level = logging.WARNING if reason is RemovalReason.QUEUE_FULL else logging.INFO
         log.log(
             level,
-            "cometd session %s removed: %s",
+            "cometd session %s removed: %s (%d messages, %d bytes queued)",
             session.ref,
             reason,
-            extra={"action": "cometd_session_removed", "session": session.ref, "reason": reason},
+            session.queued,
+            session.queued_bytes,
+            extra={
+                "action": "cometd_session_removed",
+                "session": session.ref,
+                "reason": reason,
+                "queued": session.queued,
+                "queued_bytes": session.queued_bytes,
+            },
         )
         for listener in self._removal_listeners:
             try:
