@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
+from chatpush.addresses import TrustedProxies
 from chatpush.api import chat_cometd, chat_v2, credentials, push, server
 from chatpush.api.access import KeyRing
 from chatpush.api.comet_push import install_push_authorizer
@@ -36,7 +37,7 @@ from chatpush.api.keys import (
 )
 from chatpush.chat.service import ChatService
 from chatpush.clock import Clock, SystemClock
-from chatpush.cometd import BayeuxServer, CometdLimits
+from chatpush.cometd import BayeuxServer, CometdLimits, CometdStats
 from chatpush.config import Settings
 from chatpush.errors import ChatpushError
 from chatpush.metrics import Metrics
@@ -80,7 +81,9 @@ def create_app(
     pipeline = PushPipeline(db, settings, clock, metrics)
     router = Router(settings, db, clock, instance_id)
     provider = provider or CustomHttpProvider(settings.delivery)
-    cometd = BayeuxServer(clock, _cometd_limits(settings))
+    client_address = TrustedProxies(settings.server.trusted_proxies).client_address
+    cometd = BayeuxServer(clock, _cometd_limits(settings), client_address=client_address)
+    metrics.add_collector(lambda: _cometd_samples(cometd.stats))
     comet = CometProvider(cometd)  # device type comet: /_genesys/push/{deviceId}
     vault = CredentialVault(db, clock, settings.security.credentials_key)
     fcm = FcmProvider(settings.mobile, clock, vault)
@@ -162,12 +165,25 @@ def _cometd_limits(settings: Settings) -> CometdLimits:
     cometd = settings.cometd
     return CometdLimits(
         max_sessions=cometd.max_sessions,
+        max_sessions_per_address=cometd.max_sessions_per_address,
+        max_ext_bytes=cometd.max_ext_bytes,
+        max_ext_depth=cometd.max_ext_depth,
         max_queued_messages=cometd.max_queued_messages,
+        max_queued_bytes=cometd.max_queued_bytes,
         max_message_bytes=cometd.max_message_bytes,
         max_subscriptions=cometd.max_subscriptions,
         connect_timeout_ms=int(cometd.connect_timeout_s * 1000),
         max_interval_ms=int(cometd.max_interval_s * 1000),
     )
+
+
+def _cometd_samples(stats: CometdStats) -> Iterator[tuple[str, dict[str, str], float]]:
+    """The Bayeux server's counters, for /metrics (read at each scrape)."""
+    for reason, count in stats.refused.items():
+        yield "chatpush_cometd_refused_total", {"reason": reason}, count
+    for reason, count in stats.sessions_removed.items():
+        yield "chatpush_cometd_sessions_removed_total", {"reason": str(reason)}, count
+    yield "chatpush_cometd_bad_requests_total", {}, stats.bad_requests
 
 
 def _supervise(

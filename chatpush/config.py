@@ -358,7 +358,15 @@ class CometdSettings(_Strict):
     """The Bayeux server at ``/genesys/cometd`` (chatpush.cometd.CometdLimits)."""
 
     max_sessions: Annotated[int, Field(ge=1, le=1_000_000)] = 20_000
+    max_sessions_per_address: Annotated[int, Field(ge=1, le=1_000_000)] = 100
+    """Per client address (server.trusted_proxies decides which; IPv6: per /64). A NAT'd office
+    shares one address: raise it (up to max_sessions) if many clients sit behind one."""
+    max_ext_bytes: Annotated[int, Field(ge=256, le=65_536)] = 4_096
+    """The handshake's ``ext`` (credentials) as JSON; a session keeps it for its life."""
+    max_ext_depth: Annotated[int, Field(ge=2, le=64)] = 8
     max_queued_messages: Annotated[int, Field(ge=1, le=1_000_000)] = 1_000
+    max_queued_bytes: Annotated[int, Field(ge=65_536, le=1024 * 1024 * 1024)] = 1_048_576
+    """Per session, unacknowledged messages included; beyond it the session is removed."""
     max_message_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65_536
     max_subscriptions: Annotated[int, Field(ge=1, le=10_000)] = 100
     connect_timeout_s: Annotated[float, Field(gt=0, le=600)] = 25.0
