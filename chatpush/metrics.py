@@ -13,6 +13,8 @@ _HELP = {
     "chatpush_node_failovers_total": "Subscriptions re-pinned to another node.",
     "chatpush_chats_expired_total": "Chats ended by flex-push-timeout.",
     "chatpush_dead_tokens_total": "Device tokens a provider reported dead, by device type.",
+    "chatpush_rate_limited_total": "Requests refused by a per-address rate limit, by limit.",
+    "chatpush_chats_idle_ended_total": "Chats without push ended by chat.idle_chat_timeout_s.",
 }
 
 Labels = tuple[tuple[str, str], ...]
