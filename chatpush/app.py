@@ -15,7 +15,7 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
 from chatpush.addresses import TrustedProxies
-from chatpush.api import chat_cometd, chat_v2, credentials, push, server
+from chatpush.api import chat_cometd, chat_v2, credentials, push, ratelimit, server
 from chatpush.api.access import KeyRing
 from chatpush.api.comet_push import install_push_authorizer
 from chatpush.api.errors import error_middleware
@@ -69,8 +69,13 @@ def create_app(
     housekeeping: bool = True,
 ) -> web.Application:
     """Build the service. Tests pass a fake ``clock`` and may share a ``database``."""
+    proxies = TrustedProxies(settings.server.trusted_proxies)
     app = web.Application(
-        middlewares=[error_middleware, server.api_key_middleware],
+        middlewares=[
+            error_middleware,
+            ratelimit.address_middleware(proxies),
+            server.api_key_middleware,
+        ],
         client_max_size=settings.server.max_body_bytes,
     )
     clock = clock or SystemClock()
@@ -107,6 +112,17 @@ def create_app(
     app[INSTANCE_ID] = instance_id
     app[VAULT], app[FCM], app[APNS] = vault, fcm, apns
     app[HEALTHY] = {}
+    app[ratelimit.CHAT_CREATE_LIMIT] = ratelimit.ClientLimit(
+        "chat_create",
+        "chats requested",
+        ratelimit.TokenBuckets(
+            clock,
+            per_minute=settings.chat.chats_per_address_per_minute,
+            burst=settings.chat.chats_per_address_burst,
+            max_keys=settings.chat.max_tracked_addresses,
+        ),
+        metrics,
+    )
 
     chat_v2.add_routes(app)
     server.add_routes(app)
@@ -231,6 +247,7 @@ async def _housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
         ("purge-ended-chats", _purge_ended_chats, settings.chat.purge_interval_s),
         ("purge-delivery-trail", _purge_trail, settings.delivery.sweep_interval_s),
         ("expire-idle-push-chats", _expire_idle_chats, settings.delivery.sweep_interval_s),
+        ("end-idle-chats", _end_idle_chats, settings.delivery.sweep_interval_s),
     ]
     for job_id, job, interval_s in jobs:
         scheduler.add_job(
@@ -276,6 +293,16 @@ async def _expire_idle_chats(app: web.Application) -> None:
         return
     if expired:
         app[METRICS].inc("chatpush_chats_expired_total", expired)
+
+
+async def _end_idle_chats(app: web.Application) -> None:
+    try:
+        ended = await app[CHATS].expire_idle_chats()
+    except ChatpushError as exc:
+        log.warning("idle chat sweep failed: %s", exc, extra={"action": "expiry_failed"})
+        return
+    if ended:
+        app[METRICS].inc("chatpush_chats_idle_ended_total", ended)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -158,6 +158,21 @@ class ChatSettings(_Strict):
     max_user_data_value_chars: Annotated[int, Field(ge=1, le=1_000_000)] = 4096
     ended_chat_retention_s: Annotated[int, Field(ge=0, le=366 * 86400)] = 86400
     purge_interval_s: Annotated[int, Field(ge=1, le=86400)] = 300
+    chats_per_address_per_minute: Annotated[int, Field(ge=0, le=1_000_000)] = 30
+    """Request Chat (REST and CometD) per client address and minute, per instance; 0: no limit."""
+    chats_per_address_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 10
+    """How many of those one address may make at once before the per-minute rate applies."""
+    max_tracked_addresses: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
+    """The most client addresses a per-address limit remembers (least recently seen go first)."""
+    max_events_per_chat: Annotated[int, Field(ge=10, le=1_000_000)] = 1000
+    """Transcript events one chat may hold; beyond it new events are refused (ending still
+    adds the leave events)."""
+    max_refresh_events: Annotated[int, Field(ge=1, le=100_000)] = 100
+    """The most events one Chat API reply (refresh, send, CometD envelope) carries; the client
+    continues from ``nextPosition``."""
+    idle_chat_timeout_s: Annotated[int, Field(ge=0, le=366 * 86400)] = 3600
+    """A chat without a push subscription and with no client request for this long is ended
+    (chats with one end by flex-push-timeout); 0: never."""
 
 
 class LoggingSettings(_Strict):

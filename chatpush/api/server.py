@@ -24,6 +24,7 @@ from chatpush.errors import BadRequest, Code
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MAX_LIST_LIMIT = 1000
+MAX_TRANSCRIPT_PAGE = 1000
 MAX_INT32 = 2**31 - 1
 MAX_TIME_MS = 2**62
 
@@ -186,12 +187,16 @@ async def list_chats(request: web.Request) -> web.Response:
 async def read_chat(request: web.Request) -> web.Response:
     from_position = _int_param(request, "fromPosition", 1, 0, MAX_INT32)
     assert from_position is not None
-    state = await request.app[CHATS].read_chat(request.match_info["chat_id"], from_position)
+    limit = _int_param(request, "limit", MAX_TRANSCRIPT_PAGE, 1, MAX_TRANSCRIPT_PAGE)
+    state = await request.app[CHATS].read_chat(request.match_info["chat_id"], from_position, limit)
+    events = state.events
+    more = bool(events) and events[-1].index < state.chat.last_index
     return web.json_response(
         {
             "chat": chat_summary(state.chat),
             "parties": [party_wire(party) for party in state.parties],
-            "transcript": [event.to_wire() for event in state.events],
+            "transcript": [event.to_wire() for event in events],
+            "nextPosition": events[-1].index + 1 if more else None,
         }
     )
 
