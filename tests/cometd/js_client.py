@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -37,16 +38,19 @@ def prepare_node_dir() -> Path:
     folder = Path(os.environ.get("CHATPUSH_NPM_CACHE", ROOT / ".cache" / "npm"))
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.fail("node and npm are needed (or set CHATPUSH_TEST_NODE=off)", pytrace=False)
-    if not all((folder / "node_modules" / p.split("@")[0]).is_dir() for p in PACKAGES):
-        folder.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            ["npm", "install", "--prefix", str(folder), "--no-audit", "--no-fund", *PACKAGES],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-    for script in SCRIPTS.glob("*.mjs"):
-        shutil.copy(script, folder / script.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    # Test workers (pytest-xdist) may get here at once: one installs, the others wait for it.
+    with (folder / ".install.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not all((folder / "node_modules" / p.split("@")[0]).is_dir() for p in PACKAGES):
+            subprocess.run(
+                ["npm", "install", "--prefix", str(folder), "--no-audit", "--no-fund", *PACKAGES],
+                check=True,
+                capture_output=True,
+                timeout=300,
+            )
+        for script in SCRIPTS.glob("*.mjs"):
+            shutil.copy(script, folder / script.name)
     return folder
 
 
