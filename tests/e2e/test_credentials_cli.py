@@ -42,7 +42,7 @@ async def test_an_operator_stores_shows_tests_and_deletes_fcm_credentials(
         assert code == 0
         (tmp_path / "chatpush.toml").write_text(
             f'[security]\ncredentials_key = "{key.strip()}"\n'
-            f'[mobile]\nfcm_api_url = "{fcm.base_url}"\n'
+            f'[mobile]\nfcm_api_url = "{fcm.base_url}"\nallowed_hosts = ["{fcm.base_url}"]\n'
             '[groups.main]\nnodes = ["n1"]\npushEnabled = "fcm"\n'
         )
         assert (await chatpush(tmp_path, "migrate"))[0] == 0

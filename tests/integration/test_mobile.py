@@ -41,7 +41,7 @@ def mobile_settings(
     def make(**security: Any) -> Settings:
         return make_settings(
             security={"api_keys": [API_KEY], "credentials_key": CREDENTIALS_KEY, **security},
-            mobile={"fcm_api_url": fcm.base_url},
+            mobile={"fcm_api_url": fcm.base_url, "allowed_hosts": [fcm.base_url]},
             groups={"mobile": {"default": True, "nodes": ["n1"], "pushEnabled": "fcm,ios"}},
             services={
                 "default": {
