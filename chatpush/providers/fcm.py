@@ -136,10 +136,12 @@ class FcmProvider(MobileProvider[FcmCredentials]):
             f"{self._settings.fcm_api_url.rstrip('/')}/v1/projects/"
             f"{urllib.parse.quote(credentials.project_id, safe='')}/messages:send"
         )
+        token_uri = credentials.token_uri or self._settings.fcm_token_uri
         try:
-            refused = disallowed(url, self._settings.allowed_hosts)
-            if refused is not None:
-                raise OutboundError(f"FCM: {refused}", temporary=False)
+            for where, address in (("token endpoint", token_uri), ("FCM", url)):
+                refused = disallowed(address, self._settings.allowed_hosts)
+                if refused is not None:  # before any request, in the order they are made
+                    raise OutboundError(f"{where}: {refused}", temporary=False)
             token = await self._access_token(credentials)
             return await self._post(credentials, url, token, message, started)
         except OutboundError as exc:

@@ -277,3 +277,16 @@ async def test_the_test_call_answers_a_verdict_not_the_endpoints_words_nor_a_500
     assert (verdict["ok"], verdict["error"]) == (False, error)
     assert SECRET not in str(verdict)
     assert hostile.hits == ["/token"]
+
+
+async def test_stored_credentials_that_no_longer_parse_get_a_verdict_not_a_500(
+    app: Client, fcm: FakeFcm
+) -> None:
+    broken = {"key_id": "K", "team_id": "T", "private_key": rsa_private_pem(), "topic": "com.x"}
+    await app.app[VAULT].put("apns", "mobile", None, broken)  # as an older version could
+    path = "/groups/mobile/credentials/apns/test"
+    verdict = await api(app, "POST", path, json={"deviceToken": "phone-1"})
+    assert (verdict["ok"], verdict["outcome"]) == (False, "failed")
+    assert verdict["error"] == (
+        "APNs credentials: private_key must be an EC P-256 key (an APNs .p8 key)"
+    )

@@ -287,8 +287,21 @@ async def test_plain_http_needs_an_http_entry_and_the_default_list_allows_only_g
     fake: FakeFcm, clock: FakeClock
 ) -> None:
     port = fake.base_url.rsplit(":", 1)[1]
-    for allowed in [("127.0.0.1",), (f"https://127.0.0.1:{port}",), MobileSettings().allowed_hosts]:
-        settings = MobileSettings(fcm_api_url=fake.base_url, allowed_hosts=allowed)
+    not_listed = "is not in mobile.allowed_hosts"
+    token_refused = f"token endpoint: http://127.0.0.1:{port} {not_listed}"
+    cases = [
+        ((fake.base_url,), "https://127.0.0.1", f"FCM: https://127.0.0.1:443 {not_listed}"),
+        (
+            (fake.base_url,),
+            "https://fcm.googleapis.com",
+            f"FCM: https://fcm.googleapis.com:443 {not_listed}",
+        ),
+        (("127.0.0.1",), fake.base_url, token_refused),
+        ((f"https://127.0.0.1:{port}",), fake.base_url, token_refused),
+        (MobileSettings().allowed_hosts, fake.base_url, token_refused),
+    ]
+    for allowed, api_url, error in cases:
+        settings = MobileSettings(fcm_api_url=api_url, allowed_hosts=allowed)
         credentials = Credentials({("fcm", "mobile", None): fake.credentials()})
         fcm = FcmProvider(settings, clock, credentials)
         await fcm.start()
@@ -296,8 +309,8 @@ async def test_plain_http_needs_an_http_entry_and_the_default_list_allows_only_g
             result = await send(fcm, trigger())
         finally:
             await fcm.close()
-        assert result.error == f"FCM: http://127.0.0.1:{port} is not in mobile.allowed_hosts"
-    assert fake.token_requests == 0 and fake.sent == []
+        assert (result.outcome, result.temporary, result.error) == ("failed", False, error)
+    assert fake.token_requests == 0 and fake.sent == []  # checked before any request
     assert MobileSettings().allowed_hosts == (
         "https://oauth2.googleapis.com",
         "https://fcm.googleapis.com",
