@@ -129,13 +129,15 @@ class MobileSettings(_Strict):
             "oauth2.googleapis.com",
             "fcm.googleapis.com",
             "api.push.apple.com",
+            "api.push.apple.com:2197",
             "api.sandbox.push.apple.com",
+            "api.sandbox.push.apple.com:2197",
         ),
         validate_default=True,
     )
-    """The only hosts FCM and APNs requests go to (the token endpoint of stored credentials
-    included): a host name (https, any port), or ``https://host[:port]`` / ``http://host[:port]``
-    (plain http only for an entry written so, a test or an emulator)."""
+    """The only places FCM and APNs requests go to (the token endpoint of stored credentials
+    included): ``host`` (https, port 443), ``host:port`` (https), or ``https://host[:port]`` /
+    ``http://host[:port]`` (plain http only for an entry written so: a test or an emulator)."""
     max_answer_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65_536
     """The most of an answer read from FCM, its token endpoint or APNs; a longer one fails."""
 
@@ -146,7 +148,7 @@ class MobileSettings(_Strict):
 
 
 def _allowed_origin(entry: str) -> str:
-    """``entry`` of ``mobile.allowed_hosts`` as ``scheme://host[:port]``, lower case."""
+    """``entry`` of ``mobile.allowed_hosts`` as ``scheme://host:port``, lower case."""
     text = entry.strip().lower()
     if "://" not in text:
         text = "https://" + text
@@ -171,7 +173,9 @@ def _allowed_origin(entry: str) -> str:
     host = parts.hostname.rstrip(".")
     if ":" in host:
         host = f"[{host}]"
-    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+    if port is None:
+        port = 443 if parts.scheme == "https" else 80
+    return f"{parts.scheme}://{host}:{port}"
 
 
 class ChatSettings(_Strict):

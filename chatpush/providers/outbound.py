@@ -37,8 +37,8 @@ class OutboundError(Exception):
 def disallowed(url: str | yarl.URL | httpx.URL, allowed: Sequence[str]) -> str | None:
     """Why ``url`` may not be requested (``scheme://host:port is not allowed ...``), or None.
 
-    ``allowed`` holds ``scheme://host[:port]`` entries (``mobile.allowed_hosts``, normalised); an
-    entry without a port allows any port of its host."""
+    ``allowed`` holds ``scheme://host:port`` entries (``mobile.allowed_hosts``, normalised): the
+    scheme, host and port must all be one entry's."""
     try:
         target = yarl.URL(str(url))
     except (ValueError, TypeError):
@@ -52,11 +52,7 @@ def disallowed(url: str | yarl.URL | httpx.URL, allowed: Sequence[str]) -> str |
     port = target.port
     for entry in allowed:
         origin = yarl.URL(entry)
-        if (
-            origin.scheme == scheme
-            and origin.host == host
-            and (origin.explicit_port is None or origin.explicit_port == port)
-        ):
+        if (origin.scheme, origin.host, origin.port) == (scheme, host, port):
             return None
     shown = f"[{host}]" if ":" in host else host
     return f"{scheme}://{shown}:{port} is not in mobile.allowed_hosts"

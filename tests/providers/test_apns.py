@@ -52,7 +52,7 @@ def settings(fake: FakeApns, certificate: tuple[Path, Path], **changes: Any) -> 
         "apns_sandbox_host": "localhost",
         "apns_port": fake.port,
         "apns_ca_file": str(certificate[0]),
-        "allowed_hosts": ("127.0.0.1", "localhost"),  # https only
+        "allowed_hosts": (f"127.0.0.1:{fake.port}", f"localhost:{fake.port}"),  # https
     }
     return MobileSettings(**{**fields, **changes})
 
@@ -455,8 +455,11 @@ async def test_apns_down_or_silent_is_temporary(
     fake: FakeApns, clock: FakeClock, certificate: tuple[Path, Path]
 ) -> None:
     present = Credentials({("apns", "mobile", None): fake.credentials()})
+    port = free_port()
     down = ApnsProvider(
-        settings(fake, certificate).model_copy(update={"apns_port": free_port()}), clock, present
+        settings(fake, certificate, apns_port=port, allowed_hosts=(f"127.0.0.1:{port}",)),
+        clock,
+        present,
     )
     await down.start()
     try:
@@ -559,7 +562,11 @@ async def test_hosts_outside_the_allowed_hosts_are_never_connected_to(
     fake: FakeApns, clock: FakeClock, certificate: tuple[Path, Path]
 ) -> None:
     present = Credentials({("apns", "mobile", None): fake.credentials()})
-    for allowed in [MobileSettings().allowed_hosts, ("http://127.0.0.1", "127.0.0.2")]:
+    refused = [
+        MobileSettings().allowed_hosts,
+        ("127.0.0.1", f"http://127.0.0.1:{fake.port}", f"127.0.0.2:{fake.port}"),
+    ]
+    for allowed in refused:
         apns = ApnsProvider(settings(fake, certificate, allowed_hosts=allowed), clock, present)
         await apns.start()
         try:

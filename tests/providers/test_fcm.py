@@ -296,7 +296,7 @@ async def test_plain_http_needs_an_http_entry_and_the_default_list_allows_only_g
             "https://fcm.googleapis.com",
             f"FCM: https://fcm.googleapis.com:443 {not_listed}",
         ),
-        (("127.0.0.1",), fake.base_url, token_refused),
+        (("127.0.0.1", f"127.0.0.1:{port}"), fake.base_url, token_refused),
         ((f"https://127.0.0.1:{port}",), fake.base_url, token_refused),
         (MobileSettings().allowed_hosts, fake.base_url, token_refused),
     ]
@@ -312,10 +312,12 @@ async def test_plain_http_needs_an_http_entry_and_the_default_list_allows_only_g
         assert (result.outcome, result.temporary, result.error) == ("failed", False, error)
     assert fake.token_requests == 0 and fake.sent == []  # checked before any request
     assert MobileSettings().allowed_hosts == (
-        "https://oauth2.googleapis.com",
-        "https://fcm.googleapis.com",
-        "https://api.push.apple.com",
-        "https://api.sandbox.push.apple.com",
+        "https://oauth2.googleapis.com:443",
+        "https://fcm.googleapis.com:443",
+        "https://api.push.apple.com:443",
+        "https://api.push.apple.com:2197",
+        "https://api.sandbox.push.apple.com:443",
+        "https://api.sandbox.push.apple.com:2197",
     )
 
 
