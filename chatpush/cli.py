@@ -231,7 +231,7 @@ async def credentials(settings: Settings, args: argparse.Namespace) -> int:
             return 0
         if args.action == "set":
             try:
-                fields = credential_fields(args.kind, json.loads(args.text))
+                fields = credential_fields(args.kind, json.loads(args.text), settings.mobile)
             except ValueError as exc:  # json.JSONDecodeError is one too
                 print(f"chatpush: {args.kind} credentials: {exc}", file=sys.stderr)
                 return 2

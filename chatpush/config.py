@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -147,6 +148,58 @@ class MobileSettings(_Strict):
     """A CA bundle to trust instead of the system's (a test or a private APNs proxy)."""
     connect_timeout_s: Annotated[float, Field(gt=0, le=300)] = 5.0
     total_timeout_s: Annotated[float, Field(gt=0, le=600)] = 15.0
+    allowed_hosts: tuple[str, ...] = Field(
+        (
+            "oauth2.googleapis.com",
+            "fcm.googleapis.com",
+            "api.push.apple.com",
+            "api.push.apple.com:2197",
+            "api.sandbox.push.apple.com",
+            "api.sandbox.push.apple.com:2197",
+        ),
+        validate_default=True,
+    )
+    """The only places FCM and APNs requests go to (the token endpoint of stored credentials
+    included): ``host`` (https, port 443), ``host:port`` (https), or ``https://host[:port]`` /
+    ``http://host[:port]`` (plain http only for an entry written so: a test or an emulator)."""
+    max_answer_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65_536
+    """The most of an answer read from FCM, its token endpoint or APNs; a longer one fails."""
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _allowed_hosts(cls, entries: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_allowed_origin(entry) for entry in entries)
+
+
+def _allowed_origin(entry: str) -> str:
+    """``entry`` of ``mobile.allowed_hosts`` as ``scheme://host:port``, lower case."""
+    text = entry.strip().lower()
+    if "://" not in text:
+        text = "https://" + text
+    try:
+        parts = urllib.parse.urlsplit(text)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username is not None
+        or parts.password is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
+        raise ValueError(
+            f"{entry!r}: a host name, or https://host[:port] or http://host[:port], nothing more"
+        )
+    host = parts.hostname.rstrip(".")
+    if ":" in host:
+        host = f"[{host}]"
+    if port is None:
+        port = 443 if parts.scheme == "https" else 80
+    return f"{parts.scheme}://{host}:{port}"
 
 
 class ChatSettings(_Strict):
@@ -396,6 +449,8 @@ class DeliverySettings(_Strict):
     total_timeout_s: Annotated[float, Field(gt=0, le=600)] = 15.0
     concurrency_per_node: Annotated[int, Field(ge=1, le=10_000)] = 64
     concurrency_per_receiver: Annotated[int, Field(ge=1, le=10_000)] = 32
+    max_answer_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65_536
+    """Custom HTTP: the most of a receiver's answer read; a longer answer is a failed send."""
     heartbeat_interval_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
     node_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 15.0
     lease_s: Annotated[float, Field(gt=0, le=3600)] = 60.0

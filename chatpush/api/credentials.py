@@ -9,6 +9,10 @@
 - ``POST /api/v1/groups/{group}/credentials/{kind}/test``: send one test notification to
   ``deviceToken`` with the stored credentials (or with ``credentials`` given in the body, to try
   them before storing) and answer the provider's verdict, its exact error included.
+
+An FCM ``token_uri`` outside ``mobile.allowed_hosts`` is refused (400) when given, and never
+requested when stored; a verdict's error carries only the provider's own error fields, and a
+failed connection reads the same whatever the cause (the detail is logged).
 """
 
 from __future__ import annotations
@@ -42,16 +46,16 @@ def _address(request: web.Request) -> tuple[CredentialKind, str, str | None]:
     return kind, group, provider
 
 
-def _fields(kind: CredentialKind, body: Any) -> dict[str, str]:
+def _fields(request: web.Request, kind: CredentialKind, body: Any) -> dict[str, str]:
     try:
-        return credential_fields(kind, body)
+        return credential_fields(kind, body, request.app[SETTINGS].mobile)
     except ValueError as exc:
         raise BadRequest(Code.INVALID_PARAMETER, f"{kind} credentials: {exc}") from None
 
 
 async def put_credentials(request: web.Request) -> web.Response:
     kind, group, provider = _address(request)
-    fields = _fields(kind, await json_body(request))
+    fields = _fields(request, kind, await json_body(request))
     stored = await request.app[VAULT].put(kind, group, provider, fields)
     return web.json_response(stored.to_wire())
 
@@ -89,7 +93,7 @@ async def test_credentials(request: web.Request) -> web.Response:
         raise BadRequest(Code.INVALID_PARAMETER, "sandbox must be true or false")
     given = body.get("credentials")
     fields = (
-        _fields(kind, given)
+        _fields(request, kind, given)
         if given is not None
         else await request.app[VAULT].lookup(kind, group, provider)
     )
@@ -98,7 +102,12 @@ async def test_credentials(request: web.Request) -> web.Response:
     message = test_message(token, sandbox=sandbox)
     fcm, apns = request.app[FCM], request.app[APNS]
     mobile: MobileProvider[Any] = fcm if kind == "fcm" else apns
-    result = await mobile.send_message(mobile.parse(fields), message)
+    try:
+        credentials = mobile.parse(fields)
+    except ValueError as exc:  # stored before a check that now refuses them
+        result = SendResult("failed", 0, error=f"{mobile.label} credentials: {exc}")
+    else:
+        result = await mobile.send_message(credentials, message)
     return web.json_response(_verdict(result))
 
 

@@ -12,10 +12,15 @@ Errors (APNs's ``reason``): 410 (``Unregistered``, ``ExpiredToken``) and 400 ``B
 ``DeviceTokenNotForTopic`` mean a dead token (``rejected``); 429, 5xx and network errors are
 temporary; other answers (403 ``InvalidProviderToken``, 400 ``BadTopic``, 413
 ``PayloadTooLarge``, ...) permanent. A payload over 4,096 bytes is refused before sending.
+
+The hosts must be in ``mobile.allowed_hosts`` (chatpush/providers/outbound.py); redirects are not
+followed (a 3xx is a permanent failure) and answers are read up to ``mobile.max_answer_bytes``
+within ``mobile.total_timeout_s`` in all.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import ssl
@@ -34,6 +39,14 @@ from chatpush.clock import Clock
 from chatpush.config import MobileSettings
 from chatpush.providers.base import CredentialSource, SendResult
 from chatpush.providers.mobile import MobileProvider, read_credentials
+from chatpush.providers.outbound import (
+    NO_COMPRESSION,
+    OutboundError,
+    disallowed,
+    error_field,
+    read_capped_httpx,
+    unreachable,
+)
 from chatpush.push.mobile import MobileMessage
 
 MAX_PAYLOAD_BYTES = 4096
@@ -110,6 +123,8 @@ class ApnsProvider(MobileProvider[ApnsCredentials]):
             http1=False,
             http2=True,
             verify=verify,
+            follow_redirects=False,
+            headers=NO_COMPRESSION,
             timeout=httpx.Timeout(
                 self._settings.total_timeout_s, connect=self._settings.connect_timeout_s
             ),
@@ -138,36 +153,60 @@ class ApnsProvider(MobileProvider[ApnsCredentials]):
             )
         host = self._settings.apns_sandbox_host if message.sandbox else self._settings.apns_host
         token = urllib.parse.quote(message.token, safe="")
-        url = f"https://{host}:{self._settings.apns_port}/3/device/{token}"
+        url = httpx.URL(f"https://{host}:{self._settings.apns_port}/3/device/{token}")
         started = time.monotonic()
+        refused = disallowed(url, self._settings.allowed_hosts)
+        if refused is not None:
+            return SendResult("failed", 0, error=f"APNs: {refused}", temporary=False)
         expired: str | None = None
         for attempt in (1, 2):
             bearer = self._token(credentials, expired=expired)
             headers["authorization"] = f"bearer {bearer}"
             try:
-                reply = await self._client.post(url, content=payload, headers=headers)
-            except httpx.TimeoutException as exc:
+                reply, body = await self._post(url, payload, headers)
+            except OutboundError as exc:
                 latency_ms = int((time.monotonic() - started) * 1000)
-                limit_s = (
-                    self._settings.connect_timeout_s
-                    if isinstance(exc, httpx.ConnectTimeout)
-                    else self._settings.total_timeout_s
+                return SendResult(
+                    "failed",
+                    latency_ms,
+                    http_status=exc.http_status,
+                    error=str(exc)[:MAX_ERROR_CHARS],
+                    temporary=exc.temporary,
                 )
-                error = f"APNs: {type(exc).__name__} after {limit_s:g} s"
-                return SendResult("failed", latency_ms, error=error)
-            except (httpx.HTTPError, OSError) as exc:
-                latency_ms = int((time.monotonic() - started) * 1000)
-                error = f"APNs: {type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
-                return SendResult("failed", latency_ms, error=error)
             latency_ms = int((time.monotonic() - started) * 1000)
             if reply.status_code == 200:
                 return SendResult("sent", latency_ms, http_status=200)
-            reason = _reason(reply)
+            if 300 <= reply.status_code < 400:
+                return SendResult(
+                    "failed",
+                    latency_ms,
+                    http_status=reply.status_code,
+                    error=f"APNs {reply.status_code}: a redirect, not followed",
+                    temporary=False,
+                )
+            reason = _reason(body)
             if reason == "ExpiredProviderToken" and attempt == 1:
                 expired = bearer  # made again (unless another send did already), once
                 continue
             return _refusal(reply, reason, latency_ms)
         raise AssertionError("unreachable")
+
+    async def _post(
+        self, url: httpx.URL, payload: bytes, headers: dict[str, str]
+    ) -> tuple[httpx.Response, bytes]:
+        """The answer and its body (at most ``max_answer_bytes``), within ``total_timeout_s``."""
+        assert self._client is not None
+        try:
+            async with asyncio.timeout(self._settings.total_timeout_s):
+                request = self._client.build_request("POST", url, content=payload, headers=headers)
+                reply = await self._client.send(request, stream=True)
+                try:
+                    body = await read_capped_httpx(reply, self._settings.max_answer_bytes, "APNs")
+                finally:
+                    await reply.aclose()
+        except (httpx.HTTPError, TimeoutError, OSError) as exc:
+            raise OutboundError(unreachable("APNs", url, exc), temporary=True) from None
+        return reply, body
 
     def _token(self, credentials: ApnsCredentials, *, expired: str | None = None) -> str:
         """The cached provider token of these credentials, or a new one when it is 50 minutes
@@ -193,13 +232,14 @@ class ApnsProvider(MobileProvider[ApnsCredentials]):
         return token
 
 
-def _reason(reply: httpx.Response) -> str:
+def _reason(body: bytes) -> str:
+    """APNs's ``reason`` (truncated), the only part of an error answer that is shown."""
     try:
-        answer = reply.json()
-    except ValueError:
-        return reply.text.strip()[:200] or "no reason"
+        answer = json.loads(body)
+    except (ValueError, RecursionError):
+        return "no reason"
     reason = answer.get("reason") if isinstance(answer, dict) else None
-    return str(reason) if reason else "no reason"
+    return error_field(reason)[:100] if reason else "no reason"
 
 
 def _refusal(reply: httpx.Response, reason: str, latency_ms: int) -> SendResult:

@@ -2,7 +2,9 @@
 
 One shared ``ClientSession``; connect and total timeouts; a bounded number of requests in flight
 per receiver URL, so a slow receiver holds only its own slots. Standard Webhooks signature headers
-when a signing secret is configured, ``Authorization`` when credentials are.
+when a signing secret is configured, ``Authorization`` when credentials are. Redirects are not
+followed (a 3xx is a permanent failure); an answer is read, undecoded, up to
+``delivery.max_answer_bytes``, and a longer one is a permanent failure.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import hmac
 import json
 import time
 from collections import defaultdict
+from http import HTTPStatus
 from typing import Any
 
 import aiohttp
 
 from chatpush.config import DeliverySettings
 from chatpush.providers.base import SendResult
+from chatpush.providers.outbound import NO_COMPRESSION, OutboundError, read_capped
 from chatpush.routing.router import Target
 
 MAX_ERROR_CHARS = 300
@@ -49,6 +53,8 @@ class CustomHttpProvider:
             ),
             connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
             json_serialize=json.dumps,
+            headers=NO_COMPRESSION,
+            auto_decompress=False,
         )
 
     async def close(self) -> None:
@@ -85,8 +91,10 @@ class CustomHttpProvider:
         async with self._per_receiver[target.url], node_slot or contextlib.nullcontext():
             started = time.monotonic()
             try:
-                async with self._session.post(target.url, data=payload, headers=headers) as reply:
-                    await reply.read()
+                async with self._session.post(
+                    target.url, data=payload, headers=headers, allow_redirects=False
+                ) as reply:
+                    await read_capped(reply, self._settings.max_answer_bytes, "receiver")
                     latency_ms = int((time.monotonic() - started) * 1000)
                     if 200 <= reply.status < 300:
                         return SendResult("sent", latency_ms, http_status=reply.status)
@@ -94,9 +102,18 @@ class CustomHttpProvider:
                         "failed",
                         latency_ms,
                         http_status=reply.status,
-                        error=f"receiver answered {reply.status} {reply.reason or ''}".strip(),
+                        error=f"receiver answered {reply.status} {_phrase(reply.status)}".strip(),
                         temporary=reply.status >= 500 or reply.status in (408, 429),
                     )
+            except OutboundError as exc:
+                latency_ms = int((time.monotonic() - started) * 1000)
+                return SendResult(
+                    "failed",
+                    latency_ms,
+                    http_status=exc.http_status,
+                    error=str(exc),
+                    temporary=exc.temporary,
+                )
             except TimeoutError:
                 error = f"timed out after {self._settings.total_timeout_s:g} s"
             except aiohttp.ClientError as exc:
@@ -104,3 +121,11 @@ class CustomHttpProvider:
             except OSError as exc:
                 error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
             return SendResult("failed", int((time.monotonic() - started) * 1000), error=error)
+
+
+def _phrase(status: int) -> str:
+    """The standard reason phrase of ``status`` (not the receiver's own words)."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""

@@ -15,6 +15,11 @@ Errors (FCM's ``error.details[].errorCode``, else ``error.status``):
 - 500 ``INTERNAL``, 503 ``UNAVAILABLE``: temporary (``Retry-After`` kept when given);
 - 401 / 403 (``THIRD_PARTY_AUTH_ERROR``, ``SENDER_ID_MISMATCH``, ``PERMISSION_DENIED``) and other
   4xx: permanent; so is a token endpoint that refuses the assertion (a wrong key).
+
+The token endpoint and the API must be in ``mobile.allowed_hosts`` (chatpush/providers/outbound.py):
+a ``token_uri`` outside it is never requested. Redirects are not followed (a 3xx is a permanent
+failure), answers are read up to ``mobile.max_answer_bytes``, and a 200 that is not the expected
+JSON is a temporary failure.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import asyncio
 import hashlib
 import json
 import time
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +41,14 @@ from chatpush.clock import Clock
 from chatpush.config import MobileSettings
 from chatpush.providers.base import CredentialSource, SendResult
 from chatpush.providers.mobile import MobileProvider, read_credentials
+from chatpush.providers.outbound import (
+    NO_COMPRESSION,
+    OutboundError,
+    disallowed,
+    error_field,
+    read_capped,
+    unreachable,
+)
 from chatpush.push.mobile import MobileMessage
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -74,10 +88,6 @@ class _Token:
     expires_at_ms: int
 
 
-class TokenRefused(Exception):
-    """The token endpoint refused the assertion (a wrong key, a disabled account)."""
-
-
 class FcmProvider(MobileProvider[FcmCredentials]):
     kind = "fcm"
     platform = "fcm"
@@ -95,7 +105,9 @@ class FcmProvider(MobileProvider[FcmCredentials]):
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(
                 total=self._settings.total_timeout_s, connect=self._settings.connect_timeout_s
-            )
+            ),
+            headers=NO_COMPRESSION,
+            auto_decompress=False,
         )
 
     async def close(self) -> None:
@@ -120,43 +132,75 @@ class FcmProvider(MobileProvider[FcmCredentials]):
                 retry_after_s=(until_ms - now_ms) / 1000,
             )
         started = time.monotonic()
-        try:
-            token = await self._access_token(credentials)
-        except TokenRefused as exc:
-            latency_ms = int((time.monotonic() - started) * 1000)
-            return SendResult("failed", latency_ms, error=str(exc), temporary=False)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            latency_ms = int((time.monotonic() - started) * 1000)
-            return SendResult("failed", latency_ms, error=_network_error("token endpoint", exc))
         url = (
             f"{self._settings.fcm_api_url.rstrip('/')}/v1/projects/"
-            f"{credentials.project_id}/messages:send"
+            f"{urllib.parse.quote(credentials.project_id, safe='')}/messages:send"
         )
+        token_uri = credentials.token_uri or self._settings.fcm_token_uri
+        try:
+            for where, address in (("token endpoint", token_uri), ("FCM", url)):
+                refused = disallowed(address, self._settings.allowed_hosts)
+                if refused is not None:  # before any request, in the order they are made
+                    raise OutboundError(f"{where}: {refused}", temporary=False)
+            token = await self._access_token(credentials)
+            return await self._post(credentials, url, token, message, started)
+        except OutboundError as exc:
+            latency_ms = int((time.monotonic() - started) * 1000)
+            return SendResult(
+                "failed",
+                latency_ms,
+                http_status=exc.http_status,
+                error=str(exc)[:MAX_ERROR_CHARS],
+                temporary=exc.temporary,
+            )
+
+    async def _post(
+        self,
+        credentials: FcmCredentials,
+        url: str,
+        token: str,
+        message: MobileMessage,
+        started: float,
+    ) -> SendResult:
+        assert self._session is not None
         payload = {"message": fcm_message(message)}
+        limit = self._settings.max_answer_bytes
         try:
             async with self._session.post(
-                url, json=payload, headers={"Authorization": f"Bearer {token}"}
+                url,
+                json=payload,
+                headers={"Authorization": f"Bearer {token}"},
+                allow_redirects=False,
             ) as reply:
-                text = await reply.text()
-                latency_ms = int((time.monotonic() - started) * 1000)
-                if reply.status == 200:
-                    return SendResult("sent", latency_ms, http_status=200)
-                return self._refusal(
-                    credentials, reply.status, text, reply.headers.get("Retry-After"), latency_ms
-                )
+                body = await read_capped(reply, limit, "FCM")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            latency_ms = int((time.monotonic() - started) * 1000)
-            return SendResult("failed", latency_ms, error=_network_error("FCM", exc))
+            raise OutboundError(unreachable("FCM", url, exc), temporary=True) from None
+        latency_ms = int((time.monotonic() - started) * 1000)
+        if reply.status == 200:
+            if not isinstance(_json(body), dict):
+                raise OutboundError(
+                    "FCM 200: the answer is not FCM's JSON", temporary=True, http_status=200
+                )
+            return SendResult("sent", latency_ms, http_status=200)
+        if 300 <= reply.status < 400:
+            raise OutboundError(
+                f"FCM {reply.status}: a redirect, not followed",
+                temporary=False,
+                http_status=reply.status,
+            )
+        return self._refusal(
+            credentials, reply.status, body, reply.headers.get("Retry-After"), latency_ms
+        )
 
     def _refusal(
         self,
         credentials: FcmCredentials,
         status: int,
-        text: str,
+        body: bytes,
         retry_after: str | None,
         latency_ms: int,
     ) -> SendResult:
-        code, detail = _fcm_error(text)
+        code, detail = _fcm_error(body)
         error = f"FCM {status} {code}: {detail}"[:MAX_ERROR_CHARS]
         dead = code == "UNREGISTERED" or (
             code == "INVALID_ARGUMENT" and "registration token" in detail.lower()
@@ -181,6 +225,9 @@ class FcmProvider(MobileProvider[FcmCredentials]):
 
     async def _access_token(self, credentials: FcmCredentials) -> str:
         token_uri = credentials.token_uri or self._settings.fcm_token_uri
+        refused = disallowed(token_uri, self._settings.allowed_hosts)
+        if refused is not None:
+            raise OutboundError(f"token endpoint: {refused}", temporary=False)
         # The key itself is part of the cache key: credentials being tested with another key
         # for the same account must not borrow the stored key's token.
         fingerprint = hashlib.sha256(credentials.private_key.encode()).hexdigest()
@@ -211,16 +258,36 @@ class FcmProvider(MobileProvider[FcmCredentials]):
             headers=headers,
         )
         self.token_requests += 1
-        async with self._session.post(
-            token_uri, data={"grant_type": GRANT_TYPE, "assertion": assertion}
-        ) as reply:
-            text = await reply.text()
-            if reply.status != 200:
-                raise TokenRefused(f"FCM token endpoint {reply.status}: {_oauth_error(text)}")
-            answer = json.loads(text)
-        lifetime_s = int(answer.get("expires_in", 3600))
-        renew_at_s = now_s + max(lifetime_s - RENEW_BEFORE_S, lifetime_s // 2)
-        return _Token(str(answer["access_token"]), renew_at_s * 1000)
+        where = "FCM token endpoint"
+        try:
+            async with self._session.post(
+                token_uri,
+                data={"grant_type": GRANT_TYPE, "assertion": assertion},
+                allow_redirects=False,
+            ) as reply:
+                body = await read_capped(reply, self._settings.max_answer_bytes, where)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise OutboundError(
+                unreachable("token endpoint", token_uri, exc), temporary=True
+            ) from None
+        if reply.status != 200:
+            problem = (
+                "a redirect, not followed" if 300 <= reply.status < 400 else _oauth_error(body)
+            )
+            raise OutboundError(
+                f"{where} {reply.status}: {problem}", temporary=False, http_status=reply.status
+            )
+        answer = _json(body)
+        token = answer.get("access_token") if isinstance(answer, dict) else None
+        lifetime = answer.get("expires_in", 3600) if isinstance(answer, dict) else None
+        if not (isinstance(token, str) and token) or not (
+            isinstance(lifetime, int) and 0 < lifetime <= 86400
+        ):
+            raise OutboundError(
+                f"{where} 200: the answer is not an access token", temporary=True, http_status=200
+            )
+        renew_at_s = now_s + max(lifetime - RENEW_BEFORE_S, lifetime // 2)
+        return _Token(token, renew_at_s * 1000)
 
 
 def fcm_message(message: MobileMessage) -> dict[str, Any]:
@@ -238,26 +305,37 @@ def fcm_message(message: MobileMessage) -> dict[str, Any]:
     return out
 
 
-def _fcm_error(text: str) -> tuple[str, str]:
-    """(error code, message) of an FCM error body; the details' errorCode first."""
+def _json(body: bytes) -> Any:
+    """The JSON document of an answer, or None when it is not one."""
     try:
-        error = json.loads(text)["error"]
-    except (ValueError, KeyError, TypeError):
-        return "UNKNOWN", text.strip()[:200] or "no error body"
+        return json.loads(body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+
+
+def _fcm_error(body: bytes) -> tuple[str, str]:
+    """(error code, message) of an FCM error answer, the details' errorCode first; only those
+    fields, truncated (never the rest of the answer)."""
+    answer = _json(body)
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if not isinstance(error, dict):
+        return "UNKNOWN", "no FCM error in the answer"
     code = error.get("status") or "UNKNOWN"
-    for detail in error.get("details") or []:
+    details = error.get("details")
+    for detail in details if isinstance(details, list) else []:
         if isinstance(detail, dict) and detail.get("errorCode"):
             code = detail["errorCode"]
             break
-    return str(code), str(error.get("message", ""))
+    return error_field(code)[:64], error_field(error.get("message", ""))
 
 
-def _oauth_error(text: str) -> str:
-    try:
-        answer = json.loads(text)
-    except ValueError:
-        return text.strip()[:200] or "no error body"
-    return f"{answer.get('error', 'error')}: {answer.get('error_description', '')}".strip()
+def _oauth_error(body: bytes) -> str:
+    """``error: error_description`` of an OAuth error answer (RFC 6749 §5.2), truncated."""
+    answer = _json(body)
+    if not isinstance(answer, dict) or "error" not in answer:
+        return "no OAuth error in the answer"
+    error, description = answer.get("error"), answer.get("error_description", "")
+    return f"{error_field(error)[:64]}: {error_field(description)}".strip()
 
 
 def _seconds(value: str | None) -> float | None:
@@ -267,9 +345,3 @@ def _seconds(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
-
-
-def _network_error(where: str, exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return f"{where}: timed out"
-    return f"{where}: {type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]

@@ -19,10 +19,12 @@ from cryptography.fernet import Fernet, InvalidToken
 from pydantic import SecretStr
 
 from chatpush.clock import Clock
+from chatpush.config import MobileSettings
 from chatpush.errors import NotConfigured
 from chatpush.providers.apns import ApnsCredentials
 from chatpush.providers.base import CredentialKind
 from chatpush.providers.fcm import FcmCredentials
+from chatpush.providers.outbound import disallowed
 from chatpush.push.mobile import MobileMessage
 from chatpush.store import credentials as rows
 from chatpush.store.database import Database
@@ -41,8 +43,11 @@ TEST_TITLE = "chatpush"
 TEST_BODY = "Test notification: these credentials work."
 
 
-def credential_fields(kind: CredentialKind, given: object) -> dict[str, str]:
-    """The fields of ``kind`` in ``given``, checked by the provider's own parser (ValueError)."""
+def credential_fields(
+    kind: CredentialKind, given: object, mobile: MobileSettings
+) -> dict[str, str]:
+    """The fields of ``kind`` in ``given``, checked by the provider's own parser, and an FCM
+    ``token_uri`` against ``mobile.allowed_hosts`` (ValueError)."""
     if not isinstance(given, dict):
         raise ValueError("credentials must be a JSON object")
     fields = {name: given[name] for name in FIELDS[kind] if given.get(name) is not None}
@@ -50,6 +55,11 @@ def credential_fields(kind: CredentialKind, given: object) -> dict[str, str]:
     if wrong:
         raise ValueError(f"{', '.join(wrong)}: must be strings")
     parse(kind, fields)
+    token_uri = fields.get("token_uri")
+    if token_uri:
+        refused = disallowed(token_uri, mobile.allowed_hosts)
+        if refused is not None:
+            raise ValueError(f"token_uri: {refused}")
     return fields
 
 

@@ -42,7 +42,7 @@ async def test_an_operator_stores_shows_tests_and_deletes_fcm_credentials(
         assert code == 0
         (tmp_path / "chatpush.toml").write_text(
             f'[security]\ncredentials_key = "{key.strip()}"\n'
-            f'[mobile]\nfcm_api_url = "{fcm.base_url}"\n'
+            f'[mobile]\nfcm_api_url = "{fcm.base_url}"\nallowed_hosts = ["{fcm.base_url}"]\n'
             '[groups.main]\nnodes = ["n1"]\npushEnabled = "fcm"\n'
         )
         assert (await chatpush(tmp_path, "migrate"))[0] == 0
@@ -65,6 +65,13 @@ async def test_an_operator_stores_shows_tests_and_deletes_fcm_credentials(
 
         code, _, err = await chatpush(tmp_path, "credentials", "set", "main", "apns", str(account))
         assert code == 2 and "apns credentials: missing key_id, team_id, topic" in err
+        foreign = tmp_path / "foreign.json"
+        foreign.write_text(json.dumps(fcm.credentials(token_uri="http://169.254.169.254/")))
+        code, _, err = await chatpush(tmp_path, "credentials", "set", "main", "fcm", str(foreign))
+        refusal = "token_uri: http://169.254.169.254:80 is not in mobile.allowed_hosts"
+        assert code == 2 and f"fcm credentials: {refusal}" in err
+        code, out, _ = await chatpush(tmp_path, "credentials", "show", "main", "fcm")
+        assert code == 0 and json.loads(out)["fields"] == stored["fields"]  # unchanged
         code, _, err = await chatpush(tmp_path, "credentials", "set", "elsewhere", "fcm", "-")
         assert code == 2 and "unknown node group 'elsewhere'" in err
 

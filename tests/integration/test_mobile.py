@@ -14,12 +14,13 @@ from aiohttp.test_utils import TestClient
 from cryptography.fernet import Fernet
 from sqlalchemy import text
 
-from chatpush.api.keys import DATABASE, METRICS
+from chatpush.api.keys import DATABASE, METRICS, VAULT
 from chatpush.config import Settings
 from chatpush.testing import FakeClock
 from tests.conftest import API_KEY, ChatDriver
 from tests.integration._push_support import api, push_form, settle, trail
 from tests.providers.fake_fcm import FakeFcm, rsa_private_pem
+from tests.providers.hostile import SECRET, Hostile, Mode
 
 Client = TestClient[web.Request, web.Application]
 CREDENTIALS_KEY = Fernet.generate_key().decode()
@@ -38,10 +39,10 @@ async def fcm(clock: FakeClock) -> AsyncIterator[FakeFcm]:
 def mobile_settings(
     make_settings: Callable[..., Settings], fcm: FakeFcm
 ) -> Callable[..., Settings]:
-    def make(**security: Any) -> Settings:
+    def make(*allowed: str, **security: Any) -> Settings:
         return make_settings(
             security={"api_keys": [API_KEY], "credentials_key": CREDENTIALS_KEY, **security},
-            mobile={"fcm_api_url": fcm.base_url},
+            mobile={"fcm_api_url": fcm.base_url, "allowed_hosts": [fcm.base_url, *allowed]},
             groups={"mobile": {"default": True, "nodes": ["n1"], "pushEnabled": "fcm,ios"}},
             services={
                 "default": {
@@ -52,6 +53,13 @@ def mobile_settings(
         )
 
     return make
+
+
+@pytest.fixture
+async def hostile() -> AsyncIterator[Hostile]:
+    server = await Hostile().start()
+    yield server
+    await server.close()
 
 
 @pytest.fixture
@@ -204,3 +212,81 @@ async def test_a_dead_token_ends_the_subscription_and_is_never_sent_to_again(
     assert (await api(app, "GET", f"/chats/{later.chat_id}/subscription"))["status"] == "rejected"
     assert await trail(app, later.chat_id) == []
     assert fcm.sent == []
+
+
+# -- outbound safety: the credentials API is no way to reach other hosts ----------------------
+
+
+async def test_a_token_uri_outside_the_allowed_hosts_is_refused_and_never_requested(
+    app: Client, fcm: FakeFcm, hostile: Hostile
+) -> None:
+    given = fcm.credentials(token_uri=f"{hostile.base_url}/latest/meta-data")
+    refused = await api(app, "PUT", FCM_PATH, expect=400, json=given)
+    assert refused["errors"][0]["advice"] == (
+        f"fcm credentials: token_uri: {hostile.base_url} is not in mobile.allowed_hosts"
+    )
+    await api(app, "GET", FCM_PATH, expect=404)  # nothing stored
+    body = {"deviceToken": "phone-1", "credentials": given}
+    tried = await api(app, "POST", FCM_PATH + "/test", expect=400, json=body)
+    assert tried["errors"][0]["advice"] == refused["errors"][0]["advice"]
+    for https_only in (fcm.token_uri.replace("http://", "https://"), "https://10.0.0.1/token"):
+        await api(app, "PUT", FCM_PATH, expect=400, json=fcm.credentials(token_uri=https_only))
+    # Stored before the check (or before mobile.allowed_hosts changed): never used either.
+    await app.app[VAULT].put("fcm", "mobile", None, given)
+    verdict = await api(app, "POST", FCM_PATH + "/test", json={"deviceToken": "phone-1"})
+    assert (verdict["ok"], verdict["outcome"]) == (False, "failed")
+    assert verdict["error"] == (
+        f"token endpoint: {hostile.base_url} is not in mobile.allowed_hosts"
+    )
+    chat = ChatDriver(app)
+    await chat.request_chat(**push_form("phone-1", PushDeviceType="fcm", PushResend="true"))
+    await chat.agent_joins()
+    await settle(app)
+    [row] = await trail(app, chat.chat_id)
+    assert (row["outcome"], row["error"]) == ("failed", verdict["error"])
+    assert hostile.hits == [] and fcm.sent == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "error"),
+    [
+        ("html", "FCM token endpoint 200: the answer is not an access token"),
+        ("html-error", "FCM token endpoint 500: no OAuth error in the answer"),
+        ("redirect", "FCM token endpoint 302: a redirect, not followed"),
+        ("huge", "FCM token endpoint: answer (200) over 65536 bytes, not read"),
+        ("hang", "token endpoint: unreachable (no connection, or no answer in time)"),
+    ],
+)
+async def test_the_test_call_answers_a_verdict_not_the_endpoints_words_nor_a_500(
+    make_client: Callable[..., Any],
+    mobile_settings: Callable[..., Settings],
+    fcm: FakeFcm,
+    hostile: Hostile,
+    mode: Mode,
+    error: str,
+) -> None:
+    settings = mobile_settings(hostile.base_url)
+    settings = settings.model_copy(
+        update={"mobile": settings.mobile.model_copy(update={"total_timeout_s": 0.5})}
+    )
+    app: Client = await make_client(settings)
+    hostile.mode = mode
+    given = fcm.credentials(token_uri=f"{hostile.base_url}/token")
+    body = {"deviceToken": "phone-1", "credentials": given}
+    verdict = await api(app, "POST", FCM_PATH + "/test", json=body)
+    assert (verdict["ok"], verdict["error"]) == (False, error)
+    assert SECRET not in str(verdict)
+    assert hostile.hits == ["/token"]
+
+
+async def test_stored_credentials_that_no_longer_parse_get_a_verdict_not_a_500(
+    app: Client, fcm: FakeFcm
+) -> None:
+    broken = {"key_id": "K", "team_id": "T", "private_key": rsa_private_pem(), "topic": "com.x"}
+    await app.app[VAULT].put("apns", "mobile", None, broken)  # as an older version could
+    path = "/groups/mobile/credentials/apns/test"
+    verdict = await api(app, "POST", path, json={"deviceToken": "phone-1"})
+    assert (verdict["ok"], verdict["outcome"]) == (False, "failed")
+    assert verdict["error"] == (
+        "APNs credentials: private_key must be an EC P-256 key (an APNs .p8 key)"
+    )

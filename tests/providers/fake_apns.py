@@ -95,6 +95,7 @@ class FakeApns:
     """Every request that reached the fake: token, authority, headers, payload, status, reason."""
     failures: dict[str, tuple[int, str | None]] = field(default_factory=dict)
     hanging: set[str] = field(default_factory=set)
+    raw: dict[str, tuple[int, list[tuple[str, str]], bytes]] = field(default_factory=dict)
     tokens_seen: list[str] = field(default_factory=list)
     """The distinct provider tokens accepted, in order."""
     expired_before_iat: int = 0
@@ -118,6 +119,13 @@ class FakeApns:
         """Answer requests for ``token`` (once they pass the checks) with ``status`` and
         ``{"reason": reason}`` (410s also carry a ``timestamp``; ``None``: no body)."""
         self.failures[token] = (status, reason)
+
+    def answer_raw(
+        self, token: str, status: int, headers: list[tuple[str, str]], body: bytes
+    ) -> None:
+        """Answer requests for ``token`` (once they pass the checks) with exactly this; the
+        body in one DATA frame, so at most 16,384 bytes."""
+        self.raw[token] = (status, headers, body)
 
     def hang(self, token: str) -> None:
         """Never answer requests for ``token``."""
@@ -313,7 +321,10 @@ class _H2Server(asyncio.Protocol):
             (":status", str(status)),
             ("apns-id", headers.get("apns-id", str(uuid.uuid4()))),
         ]
-        if reply:
+        if status == 200 and token in self.fake.raw:
+            raw_status, extra, reply = self.fake.raw[token]
+            response_headers = [(":status", str(raw_status)), *extra]
+        elif reply:
             response_headers += [
                 ("content-type", "application/json"),
                 ("content-length", str(len(reply))),

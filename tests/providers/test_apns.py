@@ -47,13 +47,14 @@ async def fake(clock: FakeClock, certificate: tuple[Path, Path]) -> AsyncIterato
 
 
 def settings(fake: FakeApns, certificate: tuple[Path, Path], **changes: Any) -> MobileSettings:
-    return MobileSettings(
-        apns_host="127.0.0.1",
-        apns_sandbox_host="localhost",
-        apns_port=fake.port,
-        apns_ca_file=str(certificate[0]),
-        **changes,
-    )
+    fields: dict[str, Any] = {
+        "apns_host": "127.0.0.1",
+        "apns_sandbox_host": "localhost",
+        "apns_port": fake.port,
+        "apns_ca_file": str(certificate[0]),
+        "allowed_hosts": (f"127.0.0.1:{fake.port}", f"localhost:{fake.port}"),  # https
+    }
+    return MobileSettings(**{**fields, **changes})
 
 
 @pytest.fixture
@@ -454,8 +455,11 @@ async def test_apns_down_or_silent_is_temporary(
     fake: FakeApns, clock: FakeClock, certificate: tuple[Path, Path]
 ) -> None:
     present = Credentials({("apns", "mobile", None): fake.credentials()})
+    port = free_port()
     down = ApnsProvider(
-        settings(fake, certificate).model_copy(update={"apns_port": free_port()}), clock, present
+        settings(fake, certificate, apns_port=port, allowed_hosts=(f"127.0.0.1:{port}",)),
+        clock,
+        present,
     )
     await down.start()
     try:
@@ -463,7 +467,7 @@ async def test_apns_down_or_silent_is_temporary(
     finally:
         await down.close()
     assert (refused.outcome, refused.temporary, refused.http_status) == ("failed", True, None)
-    assert (refused.error or "").startswith("APNs: ConnectError")
+    assert refused.error == "APNs: unreachable (no connection, or no answer in time)"
 
     fake.hang(TOKEN)
     slow = ApnsProvider(settings(fake, certificate, total_timeout_s=0.3), clock, present)
@@ -473,7 +477,7 @@ async def test_apns_down_or_silent_is_temporary(
     finally:
         await slow.close()
     assert (silent.outcome, silent.temporary) == ("failed", True)
-    assert silent.error == "APNs: ReadTimeout after 0.3 s"
+    assert silent.error == refused.error  # a timeout reads as a refused connection does
     assert 300 <= silent.latency_ms < 3000
 
 
@@ -549,3 +553,75 @@ async def test_the_fake_refuses_what_apns_refuses(
         get = await client.get(f"https://127.0.0.1:{fake.port}/3/device/{TOKEN}")
         assert (get.status_code, get.json()["reason"]) == (405, "MethodNotAllowed")
     assert len(fake.requests) == len(cases) + 1
+
+
+# --- outbound safety: allowed hosts, no redirects, bounded answers, no foreign text ----------
+
+
+async def test_hosts_outside_the_allowed_hosts_are_never_connected_to(
+    fake: FakeApns, clock: FakeClock, certificate: tuple[Path, Path]
+) -> None:
+    present = Credentials({("apns", "mobile", None): fake.credentials()})
+    refused = [
+        MobileSettings().allowed_hosts,
+        ("127.0.0.1", f"http://127.0.0.1:{fake.port}", f"127.0.0.2:{fake.port}"),
+    ]
+    for allowed in refused:
+        apns = ApnsProvider(settings(fake, certificate, allowed_hosts=allowed), clock, present)
+        await apns.start()
+        try:
+            result = await send(apns, trigger())
+        finally:
+            await apns.close()
+        assert (result.outcome, result.temporary) == ("failed", False)
+        assert result.error == f"APNs: https://127.0.0.1:{fake.port} is not in mobile.allowed_hosts"
+    only_production = settings(fake, certificate, allowed_hosts=(f"127.0.0.1:{fake.port}",))
+    apns = ApnsProvider(only_production, clock, present)
+    await apns.start()
+    try:
+        assert (await send(apns, trigger())).outcome == "sent"
+        debug = await send(apns, trigger(), debug=True)
+    finally:
+        await apns.close()
+    assert debug.error == f"APNs: https://localhost:{fake.port} is not in mobile.allowed_hosts"
+    assert [request["authority"] for request in fake.requests] == [f"127.0.0.1:{fake.port}"]
+
+
+async def test_an_apns_redirect_is_a_permanent_failure_not_followed(
+    apns: ApnsProvider, fake: FakeApns
+) -> None:
+    fake.answer_raw(TOKEN, 307, [("location", f"https://127.0.0.1:{fake.port}/3/device/x")], b"")
+    result = await send(apns, trigger())
+    assert (result.outcome, result.http_status, result.temporary) == ("failed", 307, False)
+    assert result.error == "APNs 307: a redirect, not followed"
+    assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize("declared", [True, False])
+async def test_an_apns_answer_over_max_answer_bytes_is_a_failure(
+    fake: FakeApns, clock: FakeClock, certificate: tuple[Path, Path], declared: bool
+) -> None:
+    body = b'{"reason": "' + b"x" * 4000 + b'"}'
+    length = [("content-length", str(len(body)))] if declared else []
+    fake.answer_raw(TOKEN, 200, length, body)
+    present = Credentials({("apns", "mobile", None): fake.credentials()})
+    apns = ApnsProvider(settings(fake, certificate, max_answer_bytes=1024), clock, present)
+    await apns.start()
+    try:
+        result = await send(apns, trigger())
+    finally:
+        await apns.close()
+    assert (result.outcome, result.http_status, result.temporary) == ("failed", 200, False)
+    assert result.error == "APNs: answer (200) over 1024 bytes, not read"
+
+
+async def test_only_apns_own_reason_is_shown_and_truncated(
+    apns: ApnsProvider, fake: FakeApns
+) -> None:
+    page = b"<html>INTERNAL-ADMIN-PAGE</html>"
+    fake.answer_raw(TOKEN, 500, [("content-type", "text/html")], page)
+    html = await send(apns, trigger())
+    assert (html.outcome, html.error, html.temporary) == ("failed", "APNs 500 no reason", True)
+    fake.answer_raw(TOKEN, 400, [], b'{"reason": "' + b"Bad\\nTopic" * 50 + b'", "x": "secret"}')
+    long = await send(apns, trigger())
+    assert long.error == "APNs 400 " + ("Bad Topic" * 50)[:100]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,8 +16,16 @@ from chatpush.push.bodies import trigger_body
 from chatpush.testing import FakeClock
 from tests.providers.conftest import Credentials, target
 from tests.providers.fake_fcm import FakeFcm, rsa_private_pem
+from tests.providers.hostile import SECRET, Hostile, Mode
 
 TOKEN = "device-token-1"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 @pytest.fixture
@@ -30,7 +40,11 @@ async def provider(
     fake: FakeFcm, clock: FakeClock
 ) -> AsyncIterator[tuple[FcmProvider, Credentials]]:
     credentials = Credentials({("fcm", "mobile", None): fake.credentials()})
-    settings = MobileSettings(fcm_api_url=fake.base_url, fcm_token_uri="http://127.0.0.1:9/unused")
+    settings = MobileSettings(
+        fcm_api_url=fake.base_url,
+        fcm_token_uri="http://127.0.0.1:9/unused",
+        allowed_hosts=(fake.base_url,),
+    )
     fcm = FcmProvider(settings, clock, credentials)
     await fcm.start()
     yield fcm, credentials
@@ -188,7 +202,8 @@ async def test_a_wrong_private_key_is_a_permanent_failure_saying_so(
     fake: FakeFcm, clock: FakeClock
 ) -> None:
     wrong = Credentials({("fcm", "mobile", None): fake.credentials(private_key=rsa_private_pem())})
-    fcm = FcmProvider(MobileSettings(fcm_api_url=fake.base_url), clock, wrong)
+    settings = MobileSettings(fcm_api_url=fake.base_url, allowed_hosts=(fake.base_url,))
+    fcm = FcmProvider(settings, clock, wrong)
     await fcm.start()
     try:
         result = await send(fcm, trigger())
@@ -200,7 +215,8 @@ async def test_a_wrong_private_key_is_a_permanent_failure_saying_so(
 
 
 async def test_no_credentials_and_an_unreachable_fcm(fake: FakeFcm, clock: FakeClock) -> None:
-    fcm = FcmProvider(MobileSettings(fcm_api_url=fake.base_url), clock, Credentials())
+    settings = MobileSettings(fcm_api_url=fake.base_url, allowed_hosts=(fake.base_url,))
+    fcm = FcmProvider(settings, clock, Credentials())
     await fcm.start()
     try:
         none = await send(fcm, trigger())
@@ -211,14 +227,17 @@ async def test_no_credentials_and_an_unreachable_fcm(fake: FakeFcm, clock: FakeC
     gone = Credentials(
         {("fcm", "mobile", None): fake.credentials(token_uri="http://127.0.0.1:9/t")}
     )
-    fcm = FcmProvider(MobileSettings(fcm_api_url="http://127.0.0.1:9"), clock, gone)
+    settings = MobileSettings(
+        fcm_api_url="http://127.0.0.1:9", allowed_hosts=("http://127.0.0.1:9",)
+    )
+    fcm = FcmProvider(settings, clock, gone)
     await fcm.start()
     try:
         down = await send(fcm, trigger())
     finally:
         await fcm.close()
     assert (down.outcome, down.temporary) == ("failed", True)
-    assert down.error.startswith("token endpoint: ClientConnectorError")
+    assert down.error == "token endpoint: unreachable (no connection, or no answer in time)"
 
 
 def test_credentials_are_checked_when_read() -> None:
@@ -228,3 +247,155 @@ def test_credentials_are_checked_when_read() -> None:
         FcmCredentials.from_mapping({**good, "client_email": ""})
     with pytest.raises(ValueError, match="not a readable PEM"):
         FcmCredentials.from_mapping({**good, "private_key": "-----BEGIN PRIVATE KEY-----\nxx"})
+
+
+# -- outbound safety: allowed hosts, no redirects, bounded answers, no foreign text -------------
+
+
+@pytest.fixture
+async def hostile() -> AsyncIterator[Hostile]:
+    server = await Hostile().start()
+    yield server
+    await server.close()
+
+
+async def fcm_against(
+    fake: FakeFcm, clock: FakeClock, *allowed: str, **fields: str
+) -> tuple[FcmProvider, Credentials]:
+    """A started provider whose API is the fake and whose credentials carry ``fields``."""
+    credentials = Credentials({("fcm", "mobile", None): fake.credentials(**fields)})
+    settings = MobileSettings(fcm_api_url=fake.base_url, allowed_hosts=(fake.base_url, *allowed))
+    fcm = FcmProvider(settings, clock, credentials)
+    await fcm.start()
+    return fcm, credentials
+
+
+async def test_a_token_uri_outside_the_allowed_hosts_is_never_requested(
+    fake: FakeFcm, hostile: Hostile, clock: FakeClock
+) -> None:
+    fcm, _ = await fcm_against(fake, clock, token_uri=f"{hostile.base_url}/internal")
+    try:
+        result = await send(fcm, trigger())
+    finally:
+        await fcm.close()
+    assert (result.outcome, result.temporary) == ("failed", False)
+    assert result.error == f"token endpoint: {hostile.base_url} is not in mobile.allowed_hosts"
+    assert hostile.hits == [] and fake.sent == []
+
+
+async def test_plain_http_needs_an_http_entry_and_the_default_list_allows_only_google(
+    fake: FakeFcm, clock: FakeClock
+) -> None:
+    port = fake.base_url.rsplit(":", 1)[1]
+    not_listed = "is not in mobile.allowed_hosts"
+    token_refused = f"token endpoint: http://127.0.0.1:{port} {not_listed}"
+    cases = [
+        ((fake.base_url,), "https://127.0.0.1", f"FCM: https://127.0.0.1:443 {not_listed}"),
+        (
+            (fake.base_url,),
+            "https://fcm.googleapis.com",
+            f"FCM: https://fcm.googleapis.com:443 {not_listed}",
+        ),
+        (("127.0.0.1", f"127.0.0.1:{port}"), fake.base_url, token_refused),
+        ((f"https://127.0.0.1:{port}",), fake.base_url, token_refused),
+        (MobileSettings().allowed_hosts, fake.base_url, token_refused),
+    ]
+    for allowed, api_url, error in cases:
+        settings = MobileSettings(fcm_api_url=api_url, allowed_hosts=allowed)
+        credentials = Credentials({("fcm", "mobile", None): fake.credentials()})
+        fcm = FcmProvider(settings, clock, credentials)
+        await fcm.start()
+        try:
+            result = await send(fcm, trigger())
+        finally:
+            await fcm.close()
+        assert (result.outcome, result.temporary, result.error) == ("failed", False, error)
+    assert fake.token_requests == 0 and fake.sent == []  # checked before any request
+    assert MobileSettings().allowed_hosts == (
+        "https://oauth2.googleapis.com:443",
+        "https://fcm.googleapis.com:443",
+        "https://api.push.apple.com:443",
+        "https://api.push.apple.com:2197",
+        "https://api.sandbox.push.apple.com:443",
+        "https://api.sandbox.push.apple.com:2197",
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "error", "temporary"),
+    [
+        ("redirect", "FCM token endpoint 302: a redirect, not followed", False),
+        ("huge", "FCM token endpoint: answer (200) over 65536 bytes, not read", False),
+        ("huge-declared", "FCM token endpoint: answer (200) over 65536 bytes, not read", False),
+        ("html", "FCM token endpoint 200: the answer is not an access token", True),
+        ("html-error", "FCM token endpoint 500: no OAuth error in the answer", False),
+    ],
+)
+async def test_a_token_endpoint_that_redirects_floods_or_answers_html_is_a_clean_failure(
+    fake: FakeFcm, hostile: Hostile, clock: FakeClock, mode: Mode, error: str, temporary: bool
+) -> None:
+    hostile.mode = mode
+    token_uri = f"{hostile.base_url}/token"
+    fcm, _ = await fcm_against(fake, clock, hostile.base_url, token_uri=token_uri)
+    try:
+        result = await send(fcm, trigger())
+    finally:
+        await fcm.close()
+    assert (result.outcome, result.error, result.temporary) == ("failed", error, temporary)
+    assert hostile.hits == ["/token"]  # the redirect's target is not requested
+    assert fake.sent == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "error", "temporary"),
+    [
+        ("redirect", "FCM 302: a redirect, not followed", False),
+        ("huge", "FCM: answer (200) over 65536 bytes, not read", False),
+        ("html", "FCM 200: the answer is not FCM's JSON", True),
+        ("html-error", "FCM 500 UNKNOWN: no FCM error in the answer", True),
+    ],
+)
+async def test_an_fcm_api_that_redirects_floods_or_answers_html_is_a_clean_failure(
+    fake: FakeFcm, hostile: Hostile, clock: FakeClock, mode: Mode, error: str, temporary: bool
+) -> None:
+    hostile.mode = mode
+    credentials = Credentials({("fcm", "mobile", None): fake.credentials()})
+    settings = MobileSettings(
+        fcm_api_url=hostile.base_url, allowed_hosts=(fake.base_url, hostile.base_url)
+    )
+    fcm = FcmProvider(settings, clock, credentials)
+    await fcm.start()
+    try:
+        result = await send(fcm, trigger())
+    finally:
+        await fcm.close()
+    assert (result.outcome, result.error, result.temporary) == ("failed", error, temporary)
+    assert SECRET not in repr(result)
+    assert hostile.hits == ["/v1/projects/acme-app/messages:send"]
+
+
+async def test_refused_and_silent_endpoints_read_the_same_and_the_detail_is_logged(
+    fake: FakeFcm, hostile: Hostile, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    hostile.mode = "hang"
+    closed = f"http://127.0.0.1:{free_port()}"
+    errors = []
+    for token_uri in (f"{closed}/token", f"{hostile.base_url}/token"):
+        credentials = Credentials({("fcm", "mobile", None): fake.credentials(token_uri=token_uri)})
+        settings = MobileSettings(
+            fcm_api_url=fake.base_url,
+            allowed_hosts=(fake.base_url, closed, hostile.base_url),
+            total_timeout_s=0.3,
+        )
+        fcm = FcmProvider(settings, clock, credentials)
+        await fcm.start()
+        try:
+            with caplog.at_level(logging.WARNING, logger="chatpush.outbound"):
+                result = await send(fcm, trigger())
+        finally:
+            await fcm.close()
+        assert (result.outcome, result.temporary) == ("failed", True)
+        errors.append(result.error)
+    assert errors == ["token endpoint: unreachable (no connection, or no answer in time)"] * 2
+    logged = [record.getMessage() for record in caplog.records]
+    assert "ClientConnectorError" in logged[0] and "TimeoutError" in logged[1], logged

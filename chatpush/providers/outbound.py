@@ -1,0 +1,113 @@
+"""What every outbound request of the providers obeys: allowed destinations, bounded answers.
+
+FCM and APNs requests (the token endpoint of stored credentials included) go only to
+``mobile.allowed_hosts``: https, or plain http to a host listed as ``http://``. No request follows
+a redirect, and no answer is read past a size limit (``mobile.max_answer_bytes``,
+``delivery.max_answer_bytes``), undecoded (``Accept-Encoding: identity``), so a large or
+compressed answer costs no memory. What goes back to an API caller is the provider's own error
+fields, truncated; the detail of a connection failure is logged here, not returned.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import aiohttp
+import httpx
+import yarl
+
+log = logging.getLogger("chatpush.outbound")
+
+NO_COMPRESSION = {"Accept-Encoding": "identity"}
+MAX_FIELD_CHARS = 200
+"""The most of one error field of a provider's answer (FCM ``error.message``, APNs ``reason``)."""
+UNREACHABLE = "unreachable (no connection, or no answer in time)"
+
+
+class OutboundError(Exception):
+    """A request that could not be made, or an answer that cannot be used: a failed send."""
+
+    def __init__(self, message: str, *, temporary: bool, http_status: int | None = None):
+        super().__init__(message)
+        self.temporary = temporary
+        self.http_status = http_status
+
+
+def disallowed(url: str | yarl.URL | httpx.URL, allowed: Sequence[str]) -> str | None:
+    """Why ``url`` may not be requested (``scheme://host:port is not allowed ...``), or None.
+
+    ``allowed`` holds ``scheme://host:port`` entries (``mobile.allowed_hosts``, normalised): the
+    scheme, host and port must all be one entry's."""
+    try:
+        target = yarl.URL(str(url))
+    except (ValueError, TypeError):
+        return "not a URL"
+    scheme = target.scheme.lower()
+    host = (target.host or "").lower().rstrip(".")
+    if scheme not in ("http", "https") or not host:
+        return "not an http(s) URL"
+    if target.user is not None or target.password is not None:
+        return "a URL with a user name or password is not allowed"
+    port = target.port
+    for entry in allowed:
+        origin = yarl.URL(entry)
+        if (origin.scheme, origin.host, origin.port) == (scheme, host, port):
+            return None
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}:{port} is not in mobile.allowed_hosts"
+
+
+def error_field(value: object) -> str:
+    """One error field of a provider's answer as it may be shown: text, printable, truncated."""
+    text = "".join(ch if ch.isprintable() else " " for ch in str(value)).strip()
+    return text[:MAX_FIELD_CHARS]
+
+
+async def read_capped(reply: aiohttp.ClientResponse, limit: int, where: str) -> bytes:
+    """The answer's body, or OutboundError (permanent) once it is over ``limit`` bytes."""
+    if reply.content_length is not None and reply.content_length > limit:
+        raise _too_large(where, limit, reply.status)
+    body = bytearray()
+    async for chunk in reply.content.iter_chunked(16384):
+        body += chunk
+        if len(body) > limit:
+            raise _too_large(where, limit, reply.status)
+    return bytes(body)
+
+
+async def read_capped_httpx(reply: httpx.Response, limit: int, where: str) -> bytes:
+    """As :func:`read_capped`, for a streamed httpx answer (read raw: never decompressed)."""
+    length = reply.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise _too_large(where, limit, reply.status_code)
+    body = bytearray()
+    async for chunk in reply.aiter_raw():
+        body += chunk
+        if len(body) > limit:
+            raise _too_large(where, limit, reply.status_code)
+    return bytes(body)
+
+
+def _too_large(where: str, limit: int, status: int) -> OutboundError:
+    return OutboundError(
+        f"{where}: answer ({status}) over {limit} bytes, not read",
+        temporary=False,
+        http_status=status,
+    )
+
+
+def unreachable(where: str, url: str | yarl.URL | httpx.URL, exc: BaseException) -> str:
+    """The error shown for a failed connection or a timeout (the same for both, so that it
+    tells nothing of a port); the detail goes to the log."""
+    target = yarl.URL(str(url))
+    log.warning(
+        "%s: %s:%s unreachable: %s: %s",
+        where,
+        target.host,
+        target.port,
+        type(exc).__name__,
+        exc,
+        extra={"action": "provider_unreachable", "host": target.host},
+    )
+    return f"{where}: {UNREACHABLE}"
