@@ -15,6 +15,7 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
 from chatpush.api import chat_cometd, chat_v2, credentials, push, server
+from chatpush.api.body_timeout import body_timeout_middleware
 from chatpush.api.comet_push import install_push_authorizer
 from chatpush.api.errors import error_middleware
 from chatpush.api.keys import (
@@ -67,7 +68,7 @@ def create_app(
 ) -> web.Application:
     """Build the service. Tests pass a fake ``clock`` and may share a ``database``."""
     app = web.Application(
-        middlewares=[error_middleware, server.api_key_middleware],
+        middlewares=[error_middleware, body_timeout_middleware, server.api_key_middleware],
         client_max_size=settings.server.max_body_bytes,
     )
     clock = clock or SystemClock()

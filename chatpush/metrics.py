@@ -13,6 +13,7 @@ _HELP = {
     "chatpush_node_failovers_total": "Subscriptions re-pinned to another node.",
     "chatpush_chats_expired_total": "Chats ended by flex-push-timeout.",
     "chatpush_dead_tokens_total": "Device tokens a provider reported dead, by device type.",
+    "chatpush_body_read_timeouts_total": "Requests refused: the body did not arrive in time.",
 }
 
 Labels = tuple[tuple[str, str], ...]

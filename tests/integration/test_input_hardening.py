@@ -1,0 +1,194 @@
+"""Input hardening: slow bodies, huge numbers, long names, control characters in logs, and the
+SQLite file's permissions.
+
+Each test runs the real app on 127.0.0.1 and talks to it as a client would (a raw socket for the
+slow bodies). These checks do not depend on the store, so they run on the SQLite file only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from chatpush.config import Settings
+from tests.conftest import API_KEY, ChatDriver
+
+Client = TestClient[web.Request, web.Application]
+MakeClient = Callable[[Settings], Any]
+
+BODY_TIMEOUT_S = 0.5
+TRICKLE_EVERY_S = 0.1
+HUGE = "9" * 5000  # past Python's 4,300-digit limit on int(str)
+CHAT_CHANNEL = "/service/chatV2/support"
+HANDSHAKE = {
+    "channel": "/meta/handshake",
+    "version": "1.0",
+    "supportedConnectionTypes": ["long-polling"],
+}
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'chatpush.db'}"
+
+
+@pytest.fixture
+async def slow_client(make_client: MakeClient, make_settings: Callable[..., Settings]) -> Client:
+    client: Client = await make_client(
+        make_settings(server={"body_read_timeout_s": BODY_TIMEOUT_S})
+    )
+    return client
+
+
+class Answer:
+    def __init__(self, raw: bytes, elapsed_s: float) -> None:
+        head, _, body = raw.partition(b"\r\n\r\n")
+        self.status = int(head.split(b" ", 2)[1]) if head else 0
+        self.body: Any = json.loads(body) if body else None
+        self.elapsed_s = elapsed_s
+
+
+async def trickle(
+    client: Client, path: str, body: bytes, headers: dict[str, str] | None = None
+) -> Answer:
+    """POST ``body`` one byte every TRICKLE_EVERY_S, never its last byte; return what the server
+    answers before it closes the connection (a test failure if it has not within 5 s)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+
+    async def send() -> None:
+        try:
+            for index in range(len(body) - 1):
+                writer.write(body[index : index + 1])
+                await writer.drain()
+                await asyncio.sleep(TRICKLE_EVERY_S)
+        except ConnectionError:
+            pass
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    sender = asyncio.create_task(send())
+    try:
+        async with asyncio.timeout(5):
+            raw = await reader.read()  # to EOF: the server closes the connection
+    finally:
+        sender.cancel()
+        writer.close()
+    return Answer(raw, loop.time() - started)
+
+
+async def bayeux(client: Client, *messages: dict[str, Any]) -> list[dict[str, Any]]:
+    """One long-polling exchange with the app's CometD endpoint."""
+    response = await client.post("/genesys/cometd", json=list(messages))
+    assert response.status == 200, await response.text()
+    reply: list[dict[str, Any]] = await response.json()
+    return reply
+
+
+def assert_timed_out(answer: Answer) -> None:
+    assert answer.status == 408, answer.body
+    [error] = answer.body["errors"]
+    assert "body" in error["advice"] and f"{BODY_TIMEOUT_S:g} s" in error["advice"], error
+    assert answer.elapsed_s < BODY_TIMEOUT_S + 1.5
+
+
+async def test_slow_chat_api_body_is_cut_off_and_changes_nothing(slow_client: Client) -> None:
+    form = b"nickname=Slow+Loris&subject=" + b"x" * 200
+    answer = await trickle(
+        slow_client,
+        "/genesys/2/chat/support",
+        form,
+        {"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert_timed_out(answer)
+    assert answer.body["statusCode"] == 2 and answer.body["messages"] == []
+    chats = await ChatDriver(slow_client).api("GET", "/chats")
+    assert chats["chats"] == []
+
+
+async def test_slow_server_api_body_is_cut_off_and_changes_nothing(slow_client: Client) -> None:
+    chat = ChatDriver(slow_client)
+    await chat.request_chat()
+    agent = await chat.agent_joins()
+    before = await chat.api("GET", f"/chats/{chat.chat_id}")
+    event = {"participantId": agent, "type": "Message", "text": "x" * 200}
+    answer = await trickle(
+        slow_client,
+        f"/api/v1/chats/{chat.chat_id}/events",
+        json.dumps(event).encode(),
+        {"Content-Type": "application/json", "X-API-Key": API_KEY},
+    )
+    assert_timed_out(answer)
+    assert await chat.api("GET", f"/chats/{chat.chat_id}") == before
+
+
+async def test_slow_cometd_long_polling_body_is_cut_off(slow_client: Client) -> None:
+    [handshake] = await bayeux(slow_client, HANDSHAKE)
+    publish = [
+        {
+            "channel": CHAT_CHANNEL,
+            "clientId": handshake["clientId"],
+            "data": {"operation": "requestChat", "nickname": "Slow Loris", "subject": "x" * 200},
+        }
+    ]
+    answer = await trickle(
+        slow_client,
+        "/genesys/cometd",
+        json.dumps(publish).encode(),
+        {"Content-Type": "application/json"},
+    )
+    assert_timed_out(answer)
+    chats = await ChatDriver(slow_client).api("GET", "/chats")
+    assert chats["chats"] == []
+
+
+async def test_a_body_within_the_deadline_and_a_long_handler_are_not_cut(
+    slow_client: Client,
+) -> None:
+    """The deadline is on receiving the body: a slow but complete body is served, and so is a
+    request whose handler runs longer than the deadline after the body arrived."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", slow_client.port)
+    form = b"nickname=Quick"
+    writer.write(
+        b"POST /genesys/2/chat/support HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        + f"Content-Length: {len(form)}\r\n\r\n".encode()
+        + form[:5]
+    )
+    await asyncio.sleep(BODY_TIMEOUT_S / 2)
+    writer.write(form[5:])
+    status_line = await asyncio.wait_for(reader.readline(), 5)
+    writer.close()
+    assert status_line.startswith(b"HTTP/1.1 200"), status_line
+
+    # A held /meta/connect (its body long complete) outlives the deadline and is answered.
+    [handshake] = await bayeux(slow_client, HANDSHAKE)
+    client_id = handshake["clientId"]
+    connect = {"channel": "/meta/connect", "clientId": client_id, "connectionType": "long-polling"}
+    request_chat = {
+        "channel": CHAT_CHANNEL,
+        "clientId": client_id,
+        "data": {"operation": "requestChat", "nickname": "Ann"},
+    }
+    replies = await bayeux(slow_client, request_chat, connect)
+    [started] = [r["data"] for r in replies if r["channel"] == CHAT_CHANNEL and "data" in r]
+    chat = ChatDriver(slow_client)
+    chat.chat_id, chat.secure_key = started["chatId"], started["secureKey"]
+    held = asyncio.create_task(bayeux(slow_client, connect))
+    await asyncio.sleep(BODY_TIMEOUT_S * 2)
+    assert not held.done()
+    await chat.agent_joins()
+    async with asyncio.timeout(5):
+        replies = await held
+    assert [reply["data"]["messages"][0]["type"] for reply in replies if "data" in reply] == [
+        "ParticipantJoined"
+    ]
