@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -192,3 +193,96 @@ async def test_a_body_within_the_deadline_and_a_long_handler_are_not_cut(
     assert [reply["data"]["messages"][0]["type"] for reply in replies if "data" in reply] == [
         "ParticipantJoined"
     ]
+
+
+# -- huge numbers ----------------------------------------------------------------------------------
+
+
+async def test_huge_transcript_positions_are_400s(client: Client) -> None:
+    chat = ChatDriver(client)
+    await chat.request_chat()
+    before = await chat.api("GET", f"/chats/{chat.chat_id}")
+    for position in (HUGE, "1" + "0" * 4400, "1" + "0" * 10):
+        for operation, form in (("refresh", {}), ("send", {"message": "hi"})):
+            body = await chat.op(operation, 400, transcriptPosition=position, **form)
+            [error] = body["errors"]
+            assert error["code"] == 101 and "transcriptPosition" in error["advice"], error
+            assert len(error["advice"]) < 200
+    assert await chat.api("GET", f"/chats/{chat.chat_id}") == before
+
+
+async def test_huge_integers_in_server_api_bodies_are_400s(client: Client) -> None:
+    chat = ChatDriver(client)
+    await chat.request_chat()
+    before = await chat.api("GET", f"/chats/{chat.chat_id}")
+    bodies = [
+        f'{{"participantId": {HUGE}, "type": "Message", "text": "hi"}}',
+        f'{{"participantId": -{HUGE}, "type": "Message", "text": "hi"}}',
+        f'{{"type": "Agent", "nickname": "A", "extra": [{HUGE}]}}',
+    ]
+    for path, raw in zip(("events", "events", "parties"), bodies, strict=True):
+        response = await client.post(
+            f"/api/v1/chats/{chat.chat_id}/{path}",
+            data=raw,
+            headers={"X-API-Key": API_KEY, "Content-Type": "application/json"},
+        )
+        body = await response.json()
+        assert response.status == 400, body
+        [error] = body["errors"]
+        assert error["code"] == 101 and "digits" in error["advice"], error
+    assert await chat.api("GET", f"/chats/{chat.chat_id}") == before
+
+
+async def test_huge_integers_in_server_api_queries_are_400s(client: Client) -> None:
+    chat = ChatDriver(client)
+    await chat.request_chat()
+    for path in (
+        f"/chats/{chat.chat_id}/deliveries?after={HUGE}",
+        f"/chats/{chat.chat_id}?fromPosition={HUGE}",
+        f"/chats?limit={HUGE}",
+    ):
+        body = await chat.api("GET", path, 400)
+        assert body["errors"][0]["code"] == 101, body
+
+
+async def test_huge_transcript_positions_over_cometd(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    chat = ChatDriver(client)
+    await chat.request_chat()
+    before = await chat.api("GET", f"/chats/{chat.chat_id}")
+    [handshake] = await bayeux(client, HANDSHAKE)
+    client_id = handshake["clientId"]
+    channel = CHAT_CHANNEL
+    data = {"chatId": chat.chat_id, "secureKey": chat.secure_key, "transcriptPosition": HUGE}
+    await bayeux(
+        client,
+        {"channel": channel, "clientId": client_id, "data": {**data, "operation": "sendMessage"}},
+        {
+            "channel": channel,
+            "clientId": client_id,
+            "data": {**data, "operation": "requestNotifications"},
+        },
+    )
+    replies = await bayeux(
+        client,
+        {"channel": "/meta/connect", "clientId": client_id, "connectionType": "long-polling"},
+    )
+    envelopes = [r["data"] for r in replies if r["channel"] == channel and "data" in r]
+    assert len(envelopes) == 2, replies
+    for envelope in envelopes:
+        assert envelope["statusCode"] == 2, envelope
+        assert envelope["errors"][0]["code"] == 101, envelope
+
+    # Going to background with a huge position: the session still leaves cleanly.
+    [left] = await bayeux(
+        client,
+        {
+            "channel": "/meta/disconnect",
+            "clientId": client_id,
+            "ext": {"transcriptPosition": HUGE},
+        },
+    )
+    assert left["successful"] is True, left
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert await chat.api("GET", f"/chats/{chat.chat_id}") == before
