@@ -286,3 +286,40 @@ async def test_huge_transcript_positions_over_cometd(
     assert left["successful"] is True, left
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert await chat.api("GET", f"/chats/{chat.chat_id}") == before
+
+
+# -- text lengths ----------------------------------------------------------------------------------
+
+
+async def test_every_customer_text_field_is_bounded(client: Client) -> None:
+    long_name = "n" * 129  # chat.max_nickname_chars is 128
+    for fields, named in (
+        ({"nickname": "Ann", "firstName": long_name}, "firstName"),
+        ({"nickname": "Ann", "lastName": long_name}, "lastName"),
+        ({"firstName": long_name, "lastName": "B"}, "firstName"),
+        ({"nickname": long_name}, "nickname"),
+        ({"nickname": "Ann", "emailAddress": "e" * 321}, "emailAddress"),
+        ({"nickname": "Ann", "subject": "s" * 16385}, "subject"),
+        ({"nickname": "Ann", f"userData[{'k' * 257}]": "v"}, "userData"),
+        ({"nickname": "Ann", "userData[k]": "v" * 4097}, "userData[k]"),
+    ):
+        response = await client.post("/genesys/2/chat/support", data=fields)
+        body = await response.json()
+        assert response.status == 400, (named, body)
+        assert body["errors"][0]["advice"].startswith(named), (named, body)
+    assert (await ChatDriver(client).api("GET", "/chats"))["chats"] == []
+
+    chat = ChatDriver(client)
+    await chat.request_chat(firstName="f" * 128, lastName="l" * 128)  # at the limit: accepted
+    for operation, fields, named in (
+        ("send", {"message": "m" * 16385}, "message"),
+        ("send", {"message": "m", "messageType": "t" * 129}, "messageType"),
+        ("startTyping", {"message": "m" * 16385}, "message"),
+        ("stopTyping", {"message": "m" * 16385}, "message"),
+        ("customNotice", {"message": "m" * 16385}, "message"),
+        ("pushUrl", {"pushUrl": "https://example.com/" + "p" * 16385}, "pushUrl"),
+        ("updateNickname", {"nickname": long_name}, "nickname"),
+        ("updateData", {"userData[k]": "v" * 4097}, "userData[k]"),
+    ):
+        body = await chat.op(operation, 400, **fields)
+        assert body["errors"][0]["advice"].startswith(named), (operation, body)
