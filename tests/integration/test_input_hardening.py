@@ -8,9 +8,10 @@ slow bodies). These checks do not depend on the store, so they run on the SQLite
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from chatpush.config import Settings
+from chatpush.logs import configure_logging
 from tests.conftest import API_KEY, ChatDriver
 
 Client = TestClient[web.Request, web.Application]
@@ -323,3 +325,59 @@ async def test_every_customer_text_field_is_bounded(client: Client) -> None:
     ):
         body = await chat.op(operation, 400, **fields)
         assert body["errors"][0]["advice"].startswith(named), (operation, body)
+
+
+# -- logs ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def log_output(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], io.StringIO]]:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+
+    def configure(fmt: str) -> io.StringIO:
+        stream = io.StringIO()
+        monkeypatch.setattr("sys.stderr", stream)
+        configure_logging("INFO", fmt)
+        return stream
+
+    yield configure
+    root.handlers[:], level = saved
+    root.setLevel(level)
+
+
+FORGED = "x\n2026-01-01 00:00:00,000 ERROR chatpush.api forged\r\x1b[2J\u2028y"
+
+
+def _log_everything() -> None:
+    log = logging.getLogger("chatpush.api")
+    log.warning("refused %s", FORGED, extra={"action": "test", "path": FORGED})
+    try:
+        raise ValueError(FORGED)
+    except ValueError:
+        log.exception("failed", extra={"action": "test_failed"})
+
+
+def test_text_logs_escape_control_characters(log_output: Callable[[str], io.StringIO]) -> None:
+    stream = log_output("text")
+    _log_everything()
+    lines = stream.getvalue().splitlines()
+    # Every line is a record's first line or an indented line of its traceback: nothing a client
+    # sends starts a line of its own.
+    starts = [line for line in lines if not line.startswith(" ")]
+    assert len(starts) == 2, lines
+    assert "refused x\\n2026-01-01 00:00:00,000 ERROR chatpush.api forged\\r" in starts[0]
+    text = stream.getvalue()
+    for raw in ("\r", "\x1b", "\u2028"):
+        assert raw not in text
+    assert "\\x1b[2J" in starts[0] and "path=" in starts[0]
+
+
+def test_json_logs_stay_one_line_per_record(log_output: Callable[[str], io.StringIO]) -> None:
+    stream = log_output("json")
+    _log_everything()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2, lines
+    records = [json.loads(line) for line in lines]
+    assert records[0]["path"] == FORGED and FORGED in records[0]["message"]
+    assert FORGED in records[1]["exception"]
