@@ -11,6 +11,8 @@ import asyncio
 import io
 import json
 import logging
+import os
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from chatpush.config import Settings
+from chatpush.config import DatabaseSettings, Settings
 from chatpush.logs import configure_logging
+from chatpush.store import migrate
+from chatpush.store.database import Database
 from tests.conftest import API_KEY, ChatDriver
 
 Client = TestClient[web.Request, web.Application]
@@ -381,3 +385,55 @@ def test_json_logs_stay_one_line_per_record(log_output: Callable[[str], io.Strin
     records = [json.loads(line) for line in lines]
     assert records[0]["path"] == FORGED and FORGED in records[0]["message"]
     assert FORGED in records[1]["exception"]
+
+
+# -- the SQLite file -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def loose_umask() -> Iterator[None]:
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.usefixtures("loose_umask")
+async def test_new_sqlite_files_are_private(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    await asyncio.to_thread(migrate.upgrade, url)  # `chatpush migrate` creates the file
+    assert _mode(path) == 0o600
+
+    served = tmp_path / "served.db"  # `chatpush serve` on a file that is not there yet
+    db = Database(DatabaseSettings(url=f"sqlite+aiosqlite:///{served}"))
+    try:
+        await db.write(lambda conn: conn.exec_driver_sql("CREATE TABLE t (x TEXT)"))
+        await db.write(lambda conn: conn.exec_driver_sql("INSERT INTO t VALUES ('secret')"))
+        for each in (served, tmp_path / "served.db-wal", tmp_path / "served.db-shm"):
+            assert each.exists() and _mode(each) == 0o600, each
+    finally:
+        await db.close()
+
+
+@pytest.mark.usefixtures("loose_umask")
+async def test_an_existing_readable_sqlite_file_is_kept_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "old.db"
+    path.touch(mode=0o644)
+    os.chmod(path, 0o644)
+    db = Database(DatabaseSettings(url=f"sqlite+aiosqlite:///{path}"))
+    await db.close()
+    assert _mode(path) == 0o644
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert str(path) in warning.getMessage() and "0644" in warning.getMessage()
+
+    caplog.clear()
+    os.chmod(path, 0o600)
+    db = Database(DatabaseSettings(url=f"sqlite+aiosqlite:///{path}"))
+    await db.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
