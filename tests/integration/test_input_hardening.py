@@ -54,28 +54,44 @@ async def slow_client(make_client: MakeClient, make_settings: Callable[..., Sett
     return client
 
 
+@pytest.fixture(autouse=True)
+def no_error_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Bad input is the client's mistake: nothing in these tests may log an error."""
+    yield
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
+
+
 class Answer:
-    def __init__(self, raw: bytes, elapsed_s: float) -> None:
-        head, _, body = raw.partition(b"\r\n\r\n")
-        self.status = int(head.split(b" ", 2)[1]) if head else 0
-        self.body: Any = json.loads(body) if body else None
+    def __init__(self, status: int, headers: dict[str, str], body: Any, elapsed_s: float):
+        self.status = status
+        self.headers = headers
+        self.body = body
         self.elapsed_s = elapsed_s
 
 
 async def trickle(
-    client: Client, path: str, body: bytes, headers: dict[str, str] | None = None
+    client: Client,
+    path: str,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    *,
+    chunked: bool = False,
 ) -> Answer:
-    """POST ``body`` one byte every TRICKLE_EVERY_S, never its last byte; return what the server
-    answers before it closes the connection (a test failure if it has not within 5 s)."""
+    """POST ``body`` one byte every TRICKLE_EVERY_S, never its end (a Content-Length, or chunks
+    of one byte); return the server's answer, a test failure if none comes within 5 s. Status 0:
+    the server closed the connection without an answer the client could read."""
     reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
-    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {len(body)}"]
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}"
+    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", framing]
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
 
     async def send() -> None:
         try:
             for index in range(len(body) - 1):
-                writer.write(body[index : index + 1])
+                byte = body[index : index + 1]
+                writer.write(b"1\r\n" + byte + b"\r\n" if chunked else byte)
                 await writer.drain()
                 await asyncio.sleep(TRICKLE_EVERY_S)
         except ConnectionError:
@@ -86,11 +102,23 @@ async def trickle(
     sender = asyncio.create_task(send())
     try:
         async with asyncio.timeout(5):
-            raw = await reader.read()  # to EOF: the server closes the connection
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (ConnectionError, asyncio.IncompleteReadError):
+                return Answer(0, {}, None, loop.time() - started)
+            status_line, *header_lines = head.decode("latin-1").split("\r\n")
+            fields = dict(line.split(": ", 1) for line in header_lines if line)
+            answer_headers = {name.lower(): value for name, value in fields.items()}
+            raw = await reader.readexactly(int(answer_headers["content-length"]))
+            return Answer(
+                int(status_line.split(" ")[1]),
+                answer_headers,
+                json.loads(raw),
+                loop.time() - started,
+            )
     finally:
         sender.cancel()
         writer.close()
-    return Answer(raw, loop.time() - started)
 
 
 async def bayeux(client: Client, *messages: dict[str, Any]) -> list[dict[str, Any]]:
@@ -103,6 +131,7 @@ async def bayeux(client: Client, *messages: dict[str, Any]) -> list[dict[str, An
 
 def assert_timed_out(answer: Answer) -> None:
     assert answer.status == 408, answer.body
+    assert answer.headers["connection"] == "close"
     [error] = answer.body["errors"]
     assert "body" in error["advice"] and f"{BODY_TIMEOUT_S:g} s" in error["advice"], error
     assert answer.elapsed_s < BODY_TIMEOUT_S + 1.5
@@ -156,6 +185,42 @@ async def test_slow_cometd_long_polling_body_is_cut_off(slow_client: Client) -> 
     assert_timed_out(answer)
     chats = await ChatDriver(slow_client).api("GET", "/chats")
     assert chats["chats"] == []
+
+
+async def test_slow_chunked_bodies_are_cut_off_too(slow_client: Client) -> None:
+    """A chunked body (or a compressed or large one) is read by its handler as it comes: its read
+    fails at the deadline. The server closes the connection at once: a client still sending may
+    see that as a reset rather than the 408."""
+    chat = ChatDriver(slow_client)
+    await chat.request_chat()
+    agent = await chat.agent_joins()
+    before = await chat.api("GET", f"/chats/{chat.chat_id}")
+    cases = [
+        (
+            "/genesys/2/chat/support",
+            b"nickname=Slow+Loris&subject=" + b"x" * 200,
+            {"Content-Type": "application/x-www-form-urlencoded"},
+        ),
+        (
+            f"/genesys/2/chat/support/{chat.chat_id}/send",
+            f"secureKey={chat.secure_key}&message=".encode() + b"x" * 200,
+            {"Content-Type": "application/x-www-form-urlencoded"},
+        ),
+        (
+            f"/api/v1/chats/{chat.chat_id}/events",
+            json.dumps({"participantId": agent, "type": "Message", "text": "x" * 200}).encode(),
+            {"Content-Type": "application/json", "X-API-Key": API_KEY},
+        ),
+        ("/genesys/cometd", b"[" + b" " * 200 + b"]", {"Content-Type": "application/json"}),
+    ]
+    for path, body, headers in cases:
+        answer = await trickle(slow_client, path, body, headers, chunked=True)
+        assert answer.status in (0, 408), (path, answer.body)
+        if answer.status:
+            assert_timed_out(answer)
+        assert answer.elapsed_s < BODY_TIMEOUT_S + 1.5
+    assert await chat.api("GET", f"/chats/{chat.chat_id}") == before
+    assert [c["chatId"] for c in (await chat.api("GET", "/chats"))["chats"]] == [chat.chat_id]
 
 
 async def test_a_body_within_the_deadline_and_a_long_handler_are_not_cut(
