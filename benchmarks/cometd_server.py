@@ -17,7 +17,12 @@ from aiohttp import web
 from chatpush.clock import SystemClock
 from chatpush.cometd import BayeuxServer, CometdLimits, Session
 
-LIMITS = CometdLimits(max_sessions=50_000, connect_timeout_ms=30_000, max_interval_ms=120_000)
+LIMITS = CometdLimits(
+    max_sessions=50_000,
+    max_sessions_per_address=50_000,  # every benchmark client comes from 127.0.0.1
+    connect_timeout_ms=30_000,
+    max_interval_ms=120_000,
+)
 
 
 def allow(session: Session, channel: str) -> bool:

@@ -276,6 +276,12 @@ api_keys = ["{API_KEY}"]
 [logging]
 format = "json"
 
+[chat]
+# Benchmarks make hundreds of chats from one address and long transcripts: limits out of the way.
+chats_per_address_per_minute = 0
+max_events_per_chat = 1000000
+max_refresh_events = 100000
+
 [delivery]
 {delivery}
 

@@ -63,6 +63,11 @@ api_keys = ["{api_key}"]
 [logging]
 level = "INFO"
 format = "json"
+[chat]
+# Benchmarks make hundreds of chats from one address and long transcripts: limits out of the way.
+chats_per_address_per_minute = 0
+max_events_per_chat = 1000000
+max_refresh_events = 100000
 [services.default]
 # Long enough that a receiver which acknowledges promptly never sees a resend.
 flex-push-resend-delay = 60
@@ -89,6 +94,11 @@ api_keys = ["{api_key}"]
 [logging]
 level = "INFO"
 format = "json"
+[chat]
+# Benchmarks make hundreds of chats from one address and long transcripts: limits out of the way.
+chats_per_address_per_minute = 0
+max_events_per_chat = 1000000
+max_refresh_events = 100000
 [services.default]
 flex-push-resend-delay = 60
 flex-push-resend-attempts = 3

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
-from chatpush.api import chat_cometd, chat_v2, credentials, push, server
+from chatpush.addresses import TrustedProxies
+from chatpush.api import chat_cometd, chat_v2, credentials, push, ratelimit, server
+from chatpush.api.access import KeyRing
 from chatpush.api.body_timeout import body_timeout_middleware
 from chatpush.api.comet_push import install_push_authorizer
 from chatpush.api.errors import error_middleware
@@ -27,6 +29,7 @@ from chatpush.api.keys import (
     DISPATCHER,
     FCM,
     INSTANCE_ID,
+    KEYS,
     METRICS,
     PIPELINE,
     ROUTER,
@@ -35,7 +38,7 @@ from chatpush.api.keys import (
 )
 from chatpush.chat.service import ChatService
 from chatpush.clock import Clock, SystemClock
-from chatpush.cometd import BayeuxServer, CometdLimits
+from chatpush.cometd import BayeuxServer, CometdLimits, CometdStats
 from chatpush.config import Settings
 from chatpush.errors import ChatpushError
 from chatpush.metrics import Metrics
@@ -67,8 +70,14 @@ def create_app(
     housekeeping: bool = True,
 ) -> web.Application:
     """Build the service. Tests pass a fake ``clock`` and may share a ``database``."""
+    proxies = TrustedProxies(settings.server.trusted_proxies)
     app = web.Application(
-        middlewares=[error_middleware, body_timeout_middleware, server.api_key_middleware],
+        middlewares=[
+            error_middleware,
+            ratelimit.address_middleware(proxies),
+            server.api_key_middleware,
+            body_timeout_middleware,
+        ],
         client_max_size=settings.server.max_body_bytes,
     )
     clock = clock or SystemClock()
@@ -79,7 +88,9 @@ def create_app(
     pipeline = PushPipeline(db, settings, clock, metrics)
     router = Router(settings, db, clock, instance_id)
     provider = provider or CustomHttpProvider(settings.delivery)
-    cometd = BayeuxServer(clock, _cometd_limits(settings))
+    client_address = TrustedProxies(settings.server.trusted_proxies).client_address
+    cometd = BayeuxServer(clock, _cometd_limits(settings), client_address=client_address)
+    metrics.add_collector(lambda: _cometd_samples(cometd.stats))
     comet = CometProvider(cometd)  # device type comet: /_genesys/push/{deviceId}
     vault = CredentialVault(db, clock, settings.security.credentials_key)
     fcm = FcmProvider(settings.mobile, clock, vault)
@@ -89,6 +100,7 @@ def create_app(
         db, settings, clock, pipeline, router, provider, metrics, providers=providers
     )
     app[SETTINGS] = settings
+    app[KEYS] = KeyRing(settings.security)
     app[CLOCK] = clock
     app[DATABASE] = db
     app[METRICS] = metrics
@@ -102,6 +114,17 @@ def create_app(
     app[INSTANCE_ID] = instance_id
     app[VAULT], app[FCM], app[APNS] = vault, fcm, apns
     app[HEALTHY] = {}
+    app[ratelimit.CHAT_CREATE_LIMIT] = ratelimit.ClientLimit(
+        "chat_create",
+        "chats requested",
+        ratelimit.TokenBuckets(
+            clock,
+            per_minute=settings.chat.chats_per_address_per_minute,
+            burst=settings.chat.chats_per_address_burst,
+            max_keys=settings.chat.max_tracked_addresses,
+        ),
+        metrics,
+    )
 
     chat_v2.add_routes(app)
     server.add_routes(app)
@@ -160,12 +183,25 @@ def _cometd_limits(settings: Settings) -> CometdLimits:
     cometd = settings.cometd
     return CometdLimits(
         max_sessions=cometd.max_sessions,
+        max_sessions_per_address=cometd.max_sessions_per_address,
+        max_ext_bytes=cometd.max_ext_bytes,
+        max_ext_depth=cometd.max_ext_depth,
         max_queued_messages=cometd.max_queued_messages,
+        max_queued_bytes=cometd.max_queued_bytes,
         max_message_bytes=cometd.max_message_bytes,
         max_subscriptions=cometd.max_subscriptions,
         connect_timeout_ms=int(cometd.connect_timeout_s * 1000),
         max_interval_ms=int(cometd.max_interval_s * 1000),
     )
+
+
+def _cometd_samples(stats: CometdStats) -> Iterator[tuple[str, dict[str, str], float]]:
+    """The Bayeux server's counters, for /metrics (read at each scrape)."""
+    for reason, count in stats.refused.items():
+        yield "chatpush_cometd_refused_total", {"reason": reason}, count
+    for reason, count in stats.sessions_removed.items():
+        yield "chatpush_cometd_sessions_removed_total", {"reason": str(reason)}, count
+    yield "chatpush_cometd_bad_requests_total", {}, stats.bad_requests
 
 
 def _supervise(
@@ -213,6 +249,7 @@ async def _housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
         ("purge-ended-chats", _purge_ended_chats, settings.chat.purge_interval_s),
         ("purge-delivery-trail", _purge_trail, settings.delivery.sweep_interval_s),
         ("expire-idle-push-chats", _expire_idle_chats, settings.delivery.sweep_interval_s),
+        ("end-idle-chats", _end_idle_chats, settings.delivery.sweep_interval_s),
     ]
     for job_id, job, interval_s in jobs:
         scheduler.add_job(
@@ -258,6 +295,16 @@ async def _expire_idle_chats(app: web.Application) -> None:
         return
     if expired:
         app[METRICS].inc("chatpush_chats_expired_total", expired)
+
+
+async def _end_idle_chats(app: web.Application) -> None:
+    try:
+        ended = await app[CHATS].expire_idle_chats()
+    except ChatpushError as exc:
+        log.warning("idle chat sweep failed: %s", exc, extra={"action": "expiry_failed"})
+        return
+    if ended:
+        app[METRICS].inc("chatpush_chats_idle_ended_total", ended)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -127,10 +127,16 @@ def serve(settings: Settings) -> int:
         if problem:
             print(f"chatpush: {problem}", file=sys.stderr)
             return 1
-    if not settings.security.api_keys:
+    if not settings.security.api_keys and not settings.security.keys:
         log.warning(
-            "no security.api_keys configured: the chat-server side API refuses every call",
+            "no API keys configured (security.keys): the chat-server side API refuses every call",
             extra={"action": "no_api_keys"},
+        )
+    elif settings.security.api_keys:
+        log.warning(
+            "security.api_keys grant every scope (chat-server, admin, bridge, metrics) to each "
+            "key; prefer [[security.keys]] with only the scopes each caller needs",
+            extra={"action": "broad_api_keys"},
         )
     log.info(
         "chatpush serving on http://%s:%d",

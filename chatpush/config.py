@@ -86,9 +86,33 @@ class DatabaseSettings(_Strict):
         return self.url.startswith("sqlite")
 
 
+SCOPES = ("chat-server", "admin", "bridge", "metrics")
+Scope = Literal["chat-server", "admin", "bridge", "metrics"]
+
+
+class ApiKeySettings(_Strict):
+    """One key of ``[[security.keys]]`` and what it may do (docs/security.md)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    """Names the key in logs (never the key itself)."""
+    key: SecretStr
+    scopes: Annotated[list[Scope], Field(min_length=1)]
+
+    @field_validator("key")
+    @classmethod
+    def _long_enough(cls, key: SecretStr) -> SecretStr:
+        if len(key.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (e.g. secrets.token_urlsafe(32))")
+        return key
+
+
 class SecuritySettings(_Strict):
+    keys: list[ApiKeySettings] = Field(default_factory=list)
+    """API keys with scopes: ``chat-server``, ``admin``, ``bridge``, ``metrics``."""
     api_keys: list[SecretStr] = Field(default_factory=list)
-    """Keys accepted in ``X-API-Key`` by the chat-server side and admin APIs."""
+    """Keys with every scope (the older form; a warning at start says it is broad)."""
+    public_metrics: bool = False
+    """``/metrics`` without a key (only where the port is reachable by the scraper alone)."""
     credentials_key: SecretStr | None = None
     """Encrypts FCM and APNs credentials at rest (a Fernet key: ``chatpush credentials new-key``).
     Without it, credentials cannot be stored and the mobile providers have none."""
@@ -137,6 +161,21 @@ class ChatSettings(_Strict):
     max_user_data_value_chars: Annotated[int, Field(ge=1, le=1_000_000)] = 4096
     ended_chat_retention_s: Annotated[int, Field(ge=0, le=366 * 86400)] = 86400
     purge_interval_s: Annotated[int, Field(ge=1, le=86400)] = 300
+    chats_per_address_per_minute: Annotated[int, Field(ge=0, le=1_000_000)] = 30
+    """Request Chat (REST and CometD) per client address and minute, per instance; 0: no limit."""
+    chats_per_address_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 10
+    """How many of those one address may make at once before the per-minute rate applies."""
+    max_tracked_addresses: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
+    """The most client addresses a per-address limit remembers (least recently seen go first)."""
+    max_events_per_chat: Annotated[int, Field(ge=10, le=1_000_000)] = 1000
+    """Transcript events one chat may hold; beyond it new events are refused (ending still
+    adds the leave events)."""
+    max_refresh_events: Annotated[int, Field(ge=1, le=100_000)] = 100
+    """The most events one Chat API reply (refresh, send, CometD envelope) carries; the client
+    continues from ``nextPosition``."""
+    idle_chat_timeout_s: Annotated[int, Field(ge=0, le=366 * 86400)] = 3600
+    """A chat without a push subscription and with no client request for this long is ended
+    (chats with one end by flex-push-timeout); 0: never."""
 
 
 class LoggingSettings(_Strict):
@@ -170,10 +209,34 @@ class ServiceOptions(_Strict):
     push_notification_include_payload: bool = Field(
         False, alias="push_notification_include_payload"
     )
+    push_customer_notify_requestor: bool = Field(True, alias="push-customer-notify-requestor")
+    """False: a customer's ``GCTI_GMS_NotifyRequestor=true`` is refused (400)."""
+    push_customer_include_payload: bool = Field(True, alias="push-customer-include-payload")
+    """False: a customer's ``GCTI_GMS_PushIncludePayload=true`` is refused (400) unless
+    ``push_notification_include_payload`` turns the payload on anyway."""
+    push_device_id_secret: SecretStr | None = Field(None, alias="push-device-id-secret")
+    """Set: a subscription must prove its device id (HMAC-SHA256, docs/push.md)."""
+    push_device_id_previous_secret: SecretStr | None = Field(
+        None, alias="push-device-id-previous-secret"
+    )
+    """Also accepted while the mobile backend moves to a new ``push-device-id-secret``."""
 
     _bools = field_validator(
-        "flex_push_enabled", "flex_push_on_join", "push_notification_include_payload", mode="before"
+        "flex_push_enabled",
+        "flex_push_on_join",
+        "push_notification_include_payload",
+        "push_customer_notify_requestor",
+        "push_customer_include_payload",
+        mode="before",
     )(_parse_bool)
+
+    @field_validator("push_device_id_secret", "push_device_id_previous_secret")
+    @classmethod
+    def _device_id_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        # The message never quotes the value: it is a secret.
+        if secret is not None and not 32 <= len(secret.get_secret_value()) <= 1024:
+            raise ValueError("must be 32 to 1024 characters (make one with `openssl rand -hex 32`)")
+        return secret
 
     @field_validator("flex_push_resend_delays_s", mode="before")
     @classmethod
@@ -216,6 +279,15 @@ class ServiceOptions(_Strict):
                 f"unknown keys {unknown}; allowed: {', '.join(FLEX_PUSH_CONTENT_KEYS)}"
             )
         return keys
+
+    @model_validator(mode="after")
+    def _previous_secret_needs_a_secret(self) -> ServiceOptions:
+        if self.push_device_id_previous_secret is not None and self.push_device_id_secret is None:
+            raise ValueError(
+                "push-device-id-previous-secret is set without push-device-id-secret: "
+                "set the new secret too, or remove the previous one"
+            )
+        return self
 
     def resend_delay_s(self, resend_number: int) -> int:
         """Delay before resend number ``resend_number`` (1-based); the last value repeats."""
@@ -304,7 +376,15 @@ class CometdSettings(_Strict):
     """The Bayeux server at ``/genesys/cometd`` (chatpush.cometd.CometdLimits)."""
 
     max_sessions: Annotated[int, Field(ge=1, le=1_000_000)] = 20_000
+    max_sessions_per_address: Annotated[int, Field(ge=1, le=1_000_000)] = 100
+    """Per client address (server.trusted_proxies decides which; IPv6: per /64). A NAT'd office
+    shares one address: raise it (up to max_sessions) if many clients sit behind one."""
+    max_ext_bytes: Annotated[int, Field(ge=256, le=65_536)] = 4_096
+    """The handshake's ``ext`` (credentials) as JSON; a session keeps it for its life."""
+    max_ext_depth: Annotated[int, Field(ge=2, le=64)] = 8
     max_queued_messages: Annotated[int, Field(ge=1, le=1_000_000)] = 1_000
+    max_queued_bytes: Annotated[int, Field(ge=65_536, le=1024 * 1024 * 1024)] = 1_048_576
+    """Per session, unacknowledged messages included; beyond it the session is removed."""
     max_message_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65_536
     max_subscriptions: Annotated[int, Field(ge=1, le=10_000)] = 100
     connect_timeout_s: Annotated[float, Field(gt=0, le=600)] = 25.0

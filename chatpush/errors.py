@@ -6,6 +6,8 @@
     ├── NotFound                  404, statusCode 2: unknown chat, party or service
     ├── ChatEnded                 409, statusCode 2, chatEnded true: a change to an ended chat
     ├── Conflict                  409, statusCode 2: the request contradicts the chat's state
+    │   └── TranscriptFull        409, statusCode 2: the chat holds its most events
+    ├── RateLimited               429, statusCode 1: too many requests from one client; retry later
     └── StorageUnavailable        503, statusCode 1: the database cannot be reached; retry
 
 Foreign exceptions (SQLAlchemy, aiohttp) are mapped to these at one boundary, the API edge.
@@ -37,6 +39,9 @@ class Code:
     INVALID_API_KEY = 110
     CONFLICT = 111
     UNKNOWN_GROUP = 112
+    MISSING_SCOPE = 113
+    RATE_LIMITED = 114
+    TRANSCRIPT_FULL = 115
     STORAGE_UNAVAILABLE = 200
     NOT_CONFIGURED = 201
 
@@ -73,6 +78,28 @@ class ChatEnded(ChatpushError):
 
 class Conflict(ChatpushError):
     http_status = 409
+
+
+class TranscriptFull(Conflict):
+    """The chat holds ``chat.max_events_per_chat`` events: nothing more is added to it."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            Code.TRANSCRIPT_FULL,
+            f"this chat holds its most events ({limit}); end it and start a new chat",
+        )
+
+
+class RateLimited(ChatpushError):
+    """Too many requests of one kind from one client address; ``retry_after_s`` says when to
+    retry (the ``Retry-After`` header over REST)."""
+
+    http_status = 429
+    status_code = 1
+
+    def __init__(self, advice: str, retry_after_s: int) -> None:
+        super().__init__(Code.RATE_LIMITED, f"{advice}; retry in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
 
 
 class NotConfigured(ChatpushError):

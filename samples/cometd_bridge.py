@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--api-key",
         default=os.environ.get("CHATPUSH_API_KEY"),
-        help="one of chatpush's security.api_keys (default: $CHATPUSH_API_KEY)",
+        help="a chatpush API key with the bridge scope (default: $CHATPUSH_API_KEY)",
     )
     parser.add_argument(
         "--service",

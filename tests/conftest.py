@@ -23,6 +23,11 @@ from tests.receivers import Receiver
 
 API_KEY = "test-api-key"
 
+# Every test's chats come from 127.0.0.1, many to a test and with a clock that does not move: the
+# per-address Request Chat limit is off unless a test sets it (tests/integration/test_limits.py).
+# An environment variable, so that `chatpush serve` processes started by tests inherit it too.
+os.environ.setdefault("CHATPUSH_CHAT__CHATS_PER_ADDRESS_PER_MINUTE", "0")
+
 # In CI every hypothesis test (the property tests and the fuzzers) replays the same examples, so a
 # run is repeatable and a red CI means a change broke something; locally each run explores anew.
 hypothesis.settings.register_profile("ci", derandomize=True, database=None)

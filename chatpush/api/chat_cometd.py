@@ -15,6 +15,10 @@ on that (``cometd.foreground_lease_s``) is renewed for every attached chat each 
 ``/meta/disconnect`` is going to background: with ``ext.transcriptPosition`` it records that
 position as a refresh would, and push starts again; a session that vanishes (expired, queue full)
 gives its chats back to push too (docs/cometd.md, "Chat API v2 over CometD").
+
+A reply carries at most ``chat.max_refresh_events`` events; an attached session then gets the
+rest as live envelopes of that size, in order. ``requestChat`` counts against the client
+address's Request Chat limit (chatpush/api/ratelimit.py), as over REST.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from aiohttp import web
 from chatpush.api import chat_v2
 from chatpush.api.forms import MAX_POSITION, Form
 from chatpush.api.keys import CHATS, CLOCK, COMETD, INSTANCE_ID, PIPELINE, SETTINGS
+from chatpush.api.ratelimit import CHAT_CREATE_LIMIT, ClientLimit
 from chatpush.chat.model import Reply
 from chatpush.chat.service import ChatService
 from chatpush.clock import Clock
@@ -96,8 +101,10 @@ class ChatOverCometd:
         alias: str,
         foreground_lease_ms: int,
         instance_id: str,
+        create_limit: ClientLimit,
     ) -> None:
         self._chats = chats
+        self._create_limit = create_limit
         self._instance_id = instance_id
         self._pipeline = pipeline
         self._clock = clock
@@ -115,11 +122,17 @@ class ChatOverCometd:
         channel: str = message["channel"]
         service = channel[len(PREFIX) :]
         data = message.get("data")
+        reply: Reply | None = None
         try:
-            body = await self._operate(session, channel, service, data)
+            reply = await self._operate(session, channel, service, data)
+            body = reply.to_wire()
         except ChatpushError as exc:
             body = self._error_envelope(exc, data)
         await session.deliver(channel, body)
+        if reply is not None and reply.messages and reply.next_position <= reply.chat.last_index:
+            # The reply held chat.max_refresh_events events: an attached session gets the rest of
+            # the transcript at once as live envelopes, from the attachment's position.
+            self.committed(reply.chat.id)
 
     async def going_to_background(self, session: Session, message: dict[str, Any]) -> None:
         """``/meta/disconnect``: record ``ext.transcriptPosition`` for each chat of the session.
@@ -194,7 +207,7 @@ class ChatOverCometd:
 
     # -- operations -------------------------------------------------------------------------------
 
-    async def _operate(self, session: Session, channel: str, service: str, data: Any) -> Any:
+    async def _operate(self, session: Session, channel: str, service: str, data: Any) -> Reply:
         if not isinstance(data, dict):
             raise BadRequest(Code.INVALID_PARAMETER, "data must be a JSON object")
         operation = data.get("operation")
@@ -202,11 +215,12 @@ class ChatOverCometd:
             raise BadRequest(Code.MISSING_PARAMETER, "operation is required")
         form = _form(data)
         if operation == "requestChat":
+            self._create_limit.check()
             reply = await chat_v2.request_chat_with(
                 self._chats, service, form, live_until_ms=self._lease_end()
             )
             self._attach(session, channel, service, reply)
-            return reply.to_wire()
+            return reply
         run = _OPERATIONS.get(operation)
         if operation != "requestNotifications" and run is None:
             raise BadRequest(
@@ -222,9 +236,8 @@ class ChatOverCometd:
                 service, chat_id, key, form.position(), live_until_ms=self._lease_end()
             )
             self._attach(session, channel, service, reply)
-            return reply.to_wire()
-        reply = await run(self._chats, service, chat_id, key, form)
-        return reply.to_wire()
+            return reply
+        return await run(self._chats, service, chat_id, key, form)
 
     def _error_envelope(self, exc: ChatpushError, data: Any) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -265,6 +278,8 @@ class ChatOverCometd:
         while True:
             await self._clock.sleep_until(self._clock.now_ms() + self._lease_ms // 3, never)
             try:
+                # A chat followed live is not idle (chat.idle_chat_timeout_s).
+                await self._chats.touch_live(list(self._by_chat))
                 await self._pipeline.renew_foreground(list(self._by_chat), self._lease_end())
             except Exception as exc:  # the database is away: the next turn tries again
                 log.warning(
@@ -307,6 +322,8 @@ class ChatOverCometd:
                     return
                 first = min(attachment.position for attachment in sessions.values())
                 state = await self._chats.read_chat(chat_id, first)
+                if state.events and state.events[-1].index < state.chat.last_index:
+                    self._dirty.add(chat_id)  # a page of max_refresh_events: read on after it
                 for session, attachment in list(self._by_chat.get(chat_id, {}).items()):
                     events = [e for e in state.events if e.index >= attachment.position]
                     if not events and not state.chat.ended:
@@ -390,6 +407,7 @@ def install(app: web.Application) -> None:
         settings.server.alias,
         int(settings.cometd.foreground_lease_s * 1000),
         app[INSTANCE_ID],
+        app[CHAT_CREATE_LIMIT],
     )
     app[CHAT_COMETD] = bridge
     server = app[COMETD]

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from chatpush.api.forms import Form, read_form
 from chatpush.api.keys import CHATS
+from chatpush.api.ratelimit import CHAT_CREATE_LIMIT
 from chatpush.chat.model import Reply
 from chatpush.chat.service import ChatService
 from chatpush.errors import Code, NotFound
@@ -106,6 +107,8 @@ async def request_chat_with(
 
 
 async def request_chat(request: web.Request) -> web.Response:
+    # Counted before the body is read: every attempt takes a token, a refused one reads nothing.
+    request.app[CHAT_CREATE_LIMIT].check()
     form = await read_form(request)
     reply = await request_chat_with(request.app[CHATS], request.match_info["service"], form)
     return web.json_response(reply.to_wire())

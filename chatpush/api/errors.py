@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from chatpush.api.keys import SETTINGS
-from chatpush.errors import ChatpushError, Code, StorageUnavailable
+from chatpush.errors import ChatpushError, Code, RateLimited, StorageUnavailable
 
 log = logging.getLogger("chatpush.api")
 
@@ -47,6 +47,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ChatpushError as exc:
         response = web.json_response(error_body(exc, request), status=exc.http_status)
+        if isinstance(exc, RateLimited):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
         if request.content.exception() is not None:
             # The body did not decode to its end (a broken Content-Encoding): aiohttp closes this
             # connection after the answer, so say so, or the client's next request on it fails.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from chatpush.api.access import KeyRing
 from chatpush.chat.service import ChatService
 from chatpush.clock import Clock
 from chatpush.cometd import BayeuxServer
@@ -18,6 +19,7 @@ from chatpush.routing.router import Router
 from chatpush.store.database import Database
 
 SETTINGS = web.AppKey("settings", Settings)
+KEYS = web.AppKey("keys", KeyRing)
 DATABASE = web.AppKey("database", Database)
 CLOCK = web.AppKey("clock", Clock)
 CHATS = web.AppKey("chats", ChatService)

@@ -1,12 +1,12 @@
 """The chat-server side API (CONTRACT §11): JSON over HTTP for agents, bots and chat servers.
 
-Every call but the OpenAPI document needs a configured key in ``X-API-Key``. The document itself is
+Every call but the OpenAPI document needs a key in ``X-API-Key`` with the scope of its route
+(chatpush/api/access.py). The document itself is
 ``chatpush/api/openapi.json``; tests check that live responses match it.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -16,13 +16,15 @@ from typing import Annotated, Any, Literal, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from chatpush.api.keys import CHATS, SETTINGS
+from chatpush.api import access
+from chatpush.api.keys import CHATS, KEYS
 from chatpush.chat.model import EVENT_TYPES, ChatRecord, PartyRecord
-from chatpush.errors import BadRequest, Code, Forbidden
+from chatpush.errors import BadRequest, Code
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MAX_LIST_LIMIT = 1000
+MAX_TRANSCRIPT_PAGE = 1000
 MAX_INT32 = 2**31 - 1
 MAX_TIME_MS = 2**62
 
@@ -92,18 +94,8 @@ def party_wire(party: PartyRecord) -> dict[str, Any]:
 
 @web.middleware
 async def api_key_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path.startswith("/api/") and request.path != "/api/v1/openapi.json":
-        given = request.headers.get("X-API-Key", "")
-        # aiohttp keeps the bytes of a header that is not UTF-8 as surrogate escapes: compare the
-        # bytes as received (a strict encode() of them would raise, a 500).
-        given_bytes = given.encode("utf-8", "surrogateescape")
-        configured = request.app[SETTINGS].security.api_keys
-        # Compare against every key so the time taken says nothing about which one is close.
-        matched = False
-        for key in configured:
-            matched |= hmac.compare_digest(key.get_secret_value().encode(), given_bytes)
-        if not given or not matched:
-            raise Forbidden(Code.INVALID_API_KEY, "missing or wrong X-API-Key")
+    """Refuse a call whose key lacks the scope of its route (chatpush/api/access.py)."""
+    access.authorize(request.app[KEYS], request)
     return await handler(request)
 
 
@@ -201,12 +193,16 @@ async def list_chats(request: web.Request) -> web.Response:
 async def read_chat(request: web.Request) -> web.Response:
     from_position = _int_param(request, "fromPosition", 1, 0, MAX_INT32)
     assert from_position is not None
-    state = await request.app[CHATS].read_chat(request.match_info["chat_id"], from_position)
+    limit = _int_param(request, "limit", MAX_TRANSCRIPT_PAGE, 1, MAX_TRANSCRIPT_PAGE)
+    state = await request.app[CHATS].read_chat(request.match_info["chat_id"], from_position, limit)
+    events = state.events
+    more = bool(events) and events[-1].index < state.chat.last_index
     return web.json_response(
         {
             "chat": chat_summary(state.chat),
             "parties": [party_wire(party) for party in state.parties],
-            "transcript": [event.to_wire() for event in state.events],
+            "transcript": [event.to_wire() for event in events],
+            "nextPosition": events[-1].index + 1 if more else None,
         }
     )
 

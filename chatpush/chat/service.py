@@ -31,7 +31,15 @@ from chatpush.chat.model import (
 )
 from chatpush.clock import Clock
 from chatpush.config import ChatSettings, Settings
-from chatpush.errors import BadRequest, ChatEnded, Code, Conflict, Forbidden, NotFound
+from chatpush.errors import (
+    BadRequest,
+    ChatEnded,
+    Code,
+    Conflict,
+    Forbidden,
+    NotFound,
+    TranscriptFull,
+)
 from chatpush.store import chats as repo
 from chatpush.store.database import Database
 
@@ -320,6 +328,7 @@ class ChatService:
         def tx(conn: Connection, push: PushTransaction) -> Reply:
             chat = self._authenticate(conn, service_name, chat_id, secure_key)
             self._require_active(chat)
+            self._require_room(chat)
             repo.update_party(conn, chat.id, CUSTOMER_PARTICIPANT_ID, nickname=nickname)
             customer = self._customer(conn, chat)
             self._append(conn, push, chat, [NewEvent("NicknameUpdated", customer, text=nickname)])
@@ -413,6 +422,7 @@ class ChatService:
         def tx(conn: Connection, push: PushTransaction) -> tuple[PartyRecord, EventRecord]:
             chat = self._server_chat(conn, chat_id)
             self._require_active(chat)
+            self._require_room(chat)
             now_ms = self._clock.now_ms()
             party = PartyRecord(
                 participant_id=repo.next_participant_id(conn, chat.id),
@@ -458,6 +468,7 @@ class ChatService:
                 )
             if not party.present:
                 raise Conflict(Code.CONFLICT, f"party {participant_id} has left the chat")
+            self._require_room(chat)
             [event] = self._append(
                 conn,
                 push,
@@ -508,13 +519,19 @@ class ChatService:
 
         return await self._run(tx)
 
-    async def read_chat(self, chat_id: str, from_position: int = 1) -> ChatState:
+    async def read_chat(
+        self, chat_id: str, from_position: int = 1, limit: int | None = None
+    ) -> ChatState:
+        """The chat, its parties and up to ``limit`` events (default ``max_refresh_events``)
+        from ``from_position``."""
+        limit = self._limits.max_refresh_events if limit is None else limit
+
         def tx(conn: Connection) -> ChatState:
             chat = self._server_chat(conn, chat_id, lock=False)
             return ChatState(
                 chat=chat,
                 parties=repo.list_parties(conn, chat.id),
-                events=repo.events_from(conn, chat.id, max(from_position, 1)),
+                events=repo.events_from(conn, chat.id, max(from_position, 1), limit),
             )
 
         return await self._db.read(tx)
@@ -578,6 +595,44 @@ class ChatService:
             )
         return expired
 
+    async def expire_idle_chats(self) -> int:
+        """End chats without a push subscription and with no client request for longer than
+        ``idle_chat_timeout_s``, through the normal end-chat path; returns how many."""
+        timeout_s = self._limits.idle_chat_timeout_s
+        if timeout_s == 0:
+            return 0
+        idle_before_ms = self._clock.now_ms() - timeout_s * 1000
+        candidates = await self._db.read(repo.idle_unsubscribed_chats, idle_before_ms, 1000)
+        expired = 0
+        for chat_id in candidates:
+
+            def tx(conn: Connection, push: PushTransaction, chat_id: str = chat_id) -> bool:
+                chat = repo.get_chat(conn, chat_id, lock=True)
+                # Looked at again under the lock: the client may have come back meanwhile.
+                if chat is None or chat.ended or chat.last_client_request_ms >= idle_before_ms:
+                    return False
+                now_ms = self._clock.now_ms()
+                self._end(conn, push, chat, now_ms, customer_removed=False, by_customer=False)
+                return True
+
+            if not await self._run(tx):
+                continue
+            expired += 1
+            log.info(
+                "chat %s ended: no client request for %d s (chat.idle_chat_timeout_s)",
+                chat_id,
+                timeout_s,
+                extra={"action": "chat_idle_ended", "chat_id": chat_id},
+            )
+        return expired
+
+    async def touch_live(self, chat_ids: Sequence[str]) -> None:
+        """Chats followed live (CometD) count as requested now, for ``idle_chat_timeout_s``;
+        chats with a push subscription are left alone (their flex-push-timeout is unchanged)."""
+        now_ms = self._clock.now_ms()
+        for start in range(0, len(chat_ids), 500):
+            await self._db.write(repo.touch_unsubscribed, chat_ids[start : start + 500], now_ms)
+
     # -- shared steps ---------------------------------------------------------------------------
 
     def _require_service(self, service_name: str) -> None:
@@ -609,6 +664,11 @@ class ChatService:
         if chat.ended:
             raise ChatEnded()
 
+    def _require_room(self, chat: ChatRecord, count: int = 1) -> None:
+        """Refuse new events past ``max_events_per_chat`` (ending a chat is never refused)."""
+        if chat.last_index + count > self._limits.max_events_per_chat:
+            raise TranscriptFull(self._limits.max_events_per_chat)
+
     def _customer(self, conn: Connection, chat: ChatRecord) -> PartyRecord:
         customer = repo.get_party(conn, chat.id, CUSTOMER_PARTICIPANT_ID)
         assert customer is not None, "every chat has its customer party"
@@ -628,6 +688,7 @@ class ChatService:
         def tx(conn: Connection, push: PushTransaction) -> Reply:
             chat = self._authenticate(conn, service_name, chat_id, secure_key)
             self._require_active(chat)
+            self._require_room(chat)
             customer = self._customer(conn, chat)
             self._append(
                 conn,
@@ -721,12 +782,15 @@ class ChatService:
     ) -> Reply:
         """Build the envelope: events from ``position`` (None = all, 0 = none), nextPosition.
 
+        At most ``max_refresh_events`` events: the client continues from ``nextPosition``, and
+        only what was returned counts as retrieved (so push keeps notifying the rest).
         Records, in the same statement, the time of the client's request (``touch``) and what it
         has now retrieved.
         """
         messages: list[EventRecord] = []
         if position != 0:
-            messages = repo.events_from(conn, chat.id, 1 if position is None else position)
+            first = 1 if position is None else position
+            messages = repo.events_from(conn, chat.id, first, self._limits.max_refresh_events)
         current = repo.record_client_read(
             conn,
             chat.id,

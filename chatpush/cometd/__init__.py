@@ -23,6 +23,7 @@ docs/cometd.md records the decisions.
 from chatpush.cometd.server import (
     Authorizer,
     BayeuxServer,
+    ClientAddress,
     CometdLimits,
     CometdStats,
     DisconnectHandler,
@@ -34,6 +35,7 @@ from chatpush.cometd.session import RemovalReason, Session
 __all__ = [
     "Authorizer",
     "BayeuxServer",
+    "ClientAddress",
     "CometdLimits",
     "CometdStats",
     "DisconnectHandler",

@@ -12,6 +12,8 @@ Errors are Bayeux ``error`` strings ``code::slug``; clients read only the three-
     400::handshake_not_alone           a handshake must be the only message of its batch
     400::invalid_connection_types      ``supportedConnectionTypes`` is not a list of strings
     400::invalid_subscription          ``subscription`` missing or malformed
+    400::ext_too_large                 a handshake ``ext`` over ``max_ext_bytes`` as JSON, or nested
+                                       deeper than ``max_ext_depth`` (no session is created)
     400::missing_data                  a publish without ``data``
     400::websocket_upgrade_required    ``GET`` on the endpoint without ``Upgrade: websocket``
     402::session_unknown               no live session has that ``clientId`` (or none was sent)
@@ -22,8 +24,11 @@ Errors are Bayeux ``error`` strings ``code::slug``; clients read only the three-
     404::unknown_service               no service handler for that ``/service/`` channel
     406::unsupported_connection_types  none of the client's connection types is served here
     413::message_too_large             body or frame longer than ``max_message_bytes``
+    429::too_many_sessions_from_address  ``max_sessions_per_address`` sessions from this client
+                                       address (IPv6: /64) already; advice: handshake again
     500::internal_error                an application hook raised (a bug: logged with traceback)
-    503::too_many_sessions             ``max_sessions`` reached, or the server is stopping
+    503::too_many_sessions             ``max_sessions`` reached, or the server is stopping; advice:
+                                       handshake again
 """
 
 from __future__ import annotations
@@ -48,6 +53,10 @@ ERROR_CHANNEL: Final = "/meta/error"
 """The channel of an error reply that has no valid channel to echo (a body that is not JSON)."""
 
 SESSION_UNKNOWN: Final = "402::session_unknown"
+EXT_TOO_LARGE: Final = "400::ext_too_large"
+MESSAGE_TOO_LARGE: Final = "413::message_too_large"
+TOO_MANY_SESSIONS_FROM_ADDRESS: Final = "429::too_many_sessions_from_address"
+TOO_MANY_SESSIONS: Final = "503::too_many_sessions"
 
 HANDSHAKE_ADVICE: Final[Mapping[str, Any]] = {"reconnect": "handshake", "interval": 0}
 """``interval`` is always 0: aiocometd reads it as seconds, the JavaScript client as ms."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import ipaddress
 import logging
 import secrets
 from collections import Counter
@@ -45,6 +46,8 @@ Authorizer = Callable[[Session, str], bool | Awaitable[bool]]
 DisconnectHandler = Callable[[Session, dict[str, Any]], Awaitable[None]]
 RemovalListener = Callable[[Session, RemovalReason], None]
 """Called synchronously for every removed session; schedule slow work elsewhere."""
+ClientAddress = Callable[[web.BaseRequest], str]
+"""The client address of a request, which ``max_sessions_per_address`` counts against."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +55,16 @@ class CometdLimits:
     """What one instance accepts. Durations are in milliseconds, sizes in bytes."""
 
     max_sessions: int = 20_000
+    max_sessions_per_address: int = 100
+    """Per client address (IPv6: per /64), so that one client cannot take every session."""
+    max_ext_bytes: int = 4_096
+    """The handshake's ``ext`` in UTF-8 JSON; a session keeps it for its life."""
+    max_ext_depth: int = 8
+    """How deeply the handshake's ``ext`` may nest (``{"a": {}}`` is 2)."""
     max_queued_messages: int = 1_000
     """Per session, unacknowledged ones included; beyond it the session is removed."""
+    max_queued_bytes: int = 1_048_576
+    """Per session, the size in memory of those messages; beyond it the session is removed."""
     max_message_bytes: int = 65_536
     """The largest long-polling body or websocket frame (the Chat API's body limit)."""
     max_subscriptions: int = 100
@@ -75,6 +86,10 @@ class CometdStats:
 
     handshakes: int = 0
     handshakes_refused: int = 0
+    refused: Counter[str] = field(default_factory=Counter)
+    """Requests refused by a limit, by reason: ``too_many_sessions``,
+    ``too_many_sessions_from_address``, ``stopping``, ``ext_too_large``,
+    ``too_many_subscriptions``, ``message_too_large``."""
     sessions_removed: Counter[str] = field(default_factory=Counter)
     bad_requests: int = 0
     """Bodies or frames that were not Bayeux at all (replied with a 4xx error batch)."""
@@ -102,16 +117,67 @@ class _Refused(Exception):
         self.advice = advice
 
 
+def peer_address(request: web.BaseRequest) -> str:
+    """The default :data:`ClientAddress`: the TCP peer (behind a proxy, the proxy's)."""
+    return request.remote or "unknown"
+
+
+def address_bucket(address: str) -> str:
+    """What ``max_sessions_per_address`` counts against: an IPv4 address (IPv4-mapped IPv6
+    included), an IPv6 /64 (one host commonly has a whole /64), or the string itself."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+def _ext_json(ext: Any, max_bytes: int, max_depth: int) -> str | None:
+    """The ``ext`` object as JSON text, or None when it is too large or too deep."""
+    try:
+        text = protocol.dumps(ext)
+    except RecursionError:  # deeper than the decoder managed at this stack depth
+        return None
+    if len(text) > max_bytes or len(text.encode("utf-8")) > max_bytes:
+        return None
+    pending = [(ext, 1)]  # at most a few thousand values, within max_bytes
+    while pending:
+        value, depth = pending.pop()
+        if depth > max_depth:
+            return None
+        if isinstance(value, dict):
+            pending.extend((child, depth + 1) for child in value.values())
+        elif isinstance(value, list):
+            pending.extend((child, depth + 1) for child in value)
+    return text
+
+
 def _unknown_session() -> _Refused:
     return _Refused(protocol.SESSION_UNKNOWN, protocol.HANDSHAKE_ADVICE)
 
 
 class BayeuxServer:
-    def __init__(self, clock: Clock, limits: CometdLimits | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        limits: CometdLimits | None = None,
+        *,
+        client_address: ClientAddress = peer_address,
+    ) -> None:
         self.clock = clock
         self.limits = limits or CometdLimits()
+        self.client_address = client_address
+        """Maps a request to its client's address (the application's proxy rules)."""
         self.stats = CometdStats()
         self._sessions: dict[str, Session] = {}
+        self._per_address: Counter[str] = Counter()
+        """Live sessions by :func:`address_bucket`; an address at zero is deleted."""
+        self._refusing_addresses: set[str] = set()
+        """Addresses whose handshakes are being refused (logged once, when it starts)."""
         self._index: SubscriptionIndex[Session] = SubscriptionIndex()
         self._idle: dict[Session, int] = {}
         """Sessions without a held connect, by when that began, oldest first (insertion order)."""
@@ -165,9 +231,14 @@ class BayeuxServer:
 
     # --- the application's side ----------------------------------------------------------------
 
-    async def publish(self, channel: str, data: Any) -> int:
-        """Queue ``{channel, data}`` for every subscriber; the number of sessions reached.
+    async def publish(
+        self, channel: str, data: Any, *, audience: Callable[[Session], bool] | None = None
+    ) -> int:
+        """Queue ``{channel, data}`` for every subscriber (that ``audience``, if given, admits);
+        the number of sessions reached.
 
+        A subscription says which channel a session listens to, not what it may read: the
+        application passes ``audience`` when one channel carries messages for several readers.
         Raises ValueError for a channel that is not a broadcast channel, or for data that has
         no UTF-8 form (a lone surrogate).
         """
@@ -175,7 +246,7 @@ class BayeuxServer:
             channels.is_meta(channel) or channels.is_service(channel)
         ):
             raise ValueError(f"not a broadcast channel: {channel!r}")
-        return self._fan_out(channel, protocol.message_json(channel, data))
+        return self._fan_out(channel, protocol.message_json(channel, data), audience)
 
     def get_session(self, client_id: str) -> Session | None:
         return self._sessions.get(client_id)
@@ -220,12 +291,16 @@ class BayeuxServer:
 
     # --- the transports' side ------------------------------------------------------------------
 
-    async def process(self, messages: list[Any], transport: str) -> Exchange:
-        """Handle every message of a batch, in order; never raises for bad input."""
+    async def process(self, messages: list[Any], transport: str, address: str) -> Exchange:
+        """Handle every message of a batch, in order; never raises for bad input.
+
+        ``address`` is the client's (:attr:`client_address` of the request or websocket).
+        """
         exchange = Exchange()
         alone = len(messages) == 1
         for message in messages:
-            exchange.replies.append(await self._handle(message, exchange, alone, transport))
+            reply = await self._handle(message, exchange, alone, transport, address)
+            exchange.replies.append(reply)
         return exchange
 
     async def wait(self, exchange: Exchange) -> None:
@@ -260,6 +335,8 @@ class BayeuxServer:
 
     def count_bad_request(self, error: str, transport: str) -> None:
         self.stats.bad_requests += 1
+        if error == protocol.MESSAGE_TOO_LARGE:
+            self.stats.refused["message_too_large"] += 1
         log.debug(
             "bad cometd request: %s",
             error,
@@ -269,7 +346,7 @@ class BayeuxServer:
     # --- messages ------------------------------------------------------------------------------
 
     async def _handle(
-        self, message: Any, exchange: Exchange, alone: bool, transport: str
+        self, message: Any, exchange: Exchange, alone: bool, transport: str, address: str
     ) -> dict[str, Any]:
         if not isinstance(message, dict):
             return _error({}, protocol.ERROR_CHANNEL, "400::invalid_message")
@@ -287,7 +364,7 @@ class BayeuxServer:
             if not channels.is_meta(channel):
                 return await self._publish(message, channel, transport)
             if channel == protocol.HANDSHAKE:
-                return self._handshake(message, alone)
+                return self._handshake(message, alone, address)
             if channel == protocol.CONNECT:
                 return self._connect(message, exchange, alone, transport)
             if channel == protocol.SUBSCRIBE:
@@ -313,7 +390,7 @@ class BayeuxServer:
         session.transport = transport
         return session
 
-    def _handshake(self, message: dict[str, Any], alone: bool) -> dict[str, Any]:
+    def _handshake(self, message: dict[str, Any], alone: bool, address: str) -> dict[str, Any]:
         if not alone:
             raise _Refused("400::handshake_not_alone")
         offered = message.get("supportedConnectionTypes")
@@ -325,29 +402,51 @@ class BayeuxServer:
             reply["supportedConnectionTypes"] = list(protocol.CONNECTION_TYPES)
             reply["advice"] = dict(protocol.NO_RECONNECT_ADVICE)
             return reply
-        if self._closing or len(self._sessions) >= self.limits.max_sessions:
-            self.stats.handshakes_refused += 1
-            if not self._refusing and not self._closing:  # once per episode, not per client
+        ext = message.get("ext")
+        ext = ext if isinstance(ext, dict) else {}
+        ext_json = _ext_json(ext, self.limits.max_ext_bytes, self.limits.max_ext_depth)
+        if ext_json is None:
+            self._refuse_handshake("ext_too_large")
+            raise _Refused(protocol.EXT_TOO_LARGE)
+        if self._closing:
+            self._refuse_handshake("stopping")
+            raise _Refused(protocol.TOO_MANY_SESSIONS, protocol.HANDSHAKE_ADVICE)
+        if len(self._sessions) >= self.limits.max_sessions:
+            self._refuse_handshake("too_many_sessions")
+            if not self._refusing:  # once per episode, not per client
                 log.warning(
                     "cometd handshakes refused: %d sessions, the most allowed",
                     len(self._sessions),
                     extra={"action": "cometd_sessions_full", "sessions": len(self._sessions)},
                 )
             self._refusing = True
-            raise _Refused("503::too_many_sessions", protocol.HANDSHAKE_ADVICE)
+            raise _Refused(protocol.TOO_MANY_SESSIONS, protocol.HANDSHAKE_ADVICE)
         self._refusing = False
-        ext = message.get("ext")
-        ext = dict(ext) if isinstance(ext, dict) else {}
+        bucket = address_bucket(address)
+        if self._per_address[bucket] >= self.limits.max_sessions_per_address:
+            self._refuse_handshake("too_many_sessions_from_address")
+            if bucket not in self._refusing_addresses:  # once per episode and address
+                self._refusing_addresses.add(bucket)
+                log.warning(
+                    "cometd handshakes refused from %s: %d sessions, the most per address",
+                    bucket,
+                    self._per_address[bucket],
+                    extra={"action": "cometd_address_full", "address": bucket},
+                )
+            raise _Refused(protocol.TOO_MANY_SESSIONS_FROM_ADDRESS, protocol.HANDSHAKE_ADVICE)
         ack_enabled = ext.get("ack") is True
         session = Session(
             secrets.token_hex(16),  # 128 random bits
-            ext,
+            ext_json,
+            address=bucket,
             created_ms=self.clock.now_ms(),
             ack_enabled=ack_enabled,
             max_queued_messages=self.limits.max_queued_messages,
+            max_queued_bytes=self.limits.max_queued_bytes,
             remove=self._remove,
         )
         self._sessions[session.client_id] = session
+        self._per_address[bucket] += 1
         self._mark_idle(session)
         self.stats.handshakes += 1
         log.debug("cometd session %s created", session.ref, extra={"action": "cometd_handshake"})
@@ -439,6 +538,7 @@ class BayeuxServer:
             raise _unknown_session()
         new = set(recorded) - session.subscriptions
         if len(session.subscriptions) + len(new) > self.limits.max_subscriptions:
+            self.stats.refused["too_many_subscriptions"] += 1
             raise _Refused("403::too_many_subscriptions")
         for pattern in recorded:
             session.subscriptions.add(pattern)
@@ -525,12 +625,19 @@ class BayeuxServer:
 
     # --- delivery, idleness, removal -----------------------------------------------------------
 
-    def _fan_out(self, channel: str, message_json: str) -> int:
-        """Queue one serialized message for every subscriber of ``channel``."""
+    def _fan_out(
+        self,
+        channel: str,
+        message_json: str,
+        audience: Callable[[Session], bool] | None = None,
+    ) -> int:
+        """Queue one serialized message for every subscriber of ``channel`` in ``audience``."""
         self.stats.broadcasts += 1
         reached = 0
         full: list[Session] = []
         for session in self._index.match(channel):
+            if audience is not None and not audience(session):
+                continue
             if session.enqueue(message_json):
                 reached += 1
             else:
@@ -539,6 +646,10 @@ class BayeuxServer:
         for session in full:  # after the loop: removal changes the index being iterated
             self._remove(session, RemovalReason.QUEUE_FULL)
         return reached
+
+    def _refuse_handshake(self, reason: str) -> None:
+        self.stats.handshakes_refused += 1
+        self.stats.refused[reason] += 1
 
     def _mark_idle(self, session: Session) -> None:
         if session.removed is not None:
@@ -554,6 +665,13 @@ class BayeuxServer:
         session.removed = reason
         self._sessions.pop(session.client_id, None)
         self._idle.pop(session, None)
+        left = self._per_address[session.address] - 1
+        if left > 0:
+            self._per_address[session.address] = left
+        else:
+            del self._per_address[session.address]
+        if left < self.limits.max_sessions_per_address:
+            self._refusing_addresses.discard(session.address)
         for pattern in session.subscriptions:
             self._index.remove(pattern, session)
         if session.held is not None:
@@ -562,10 +680,18 @@ class BayeuxServer:
         level = logging.WARNING if reason is RemovalReason.QUEUE_FULL else logging.INFO
         log.log(
             level,
-            "cometd session %s removed: %s",
+            "cometd session %s removed: %s (%d messages, %d bytes queued)",
             session.ref,
             reason,
-            extra={"action": "cometd_session_removed", "session": session.ref, "reason": reason},
+            session.queued,
+            session.queued_bytes,
+            extra={
+                "action": "cometd_session_removed",
+                "session": session.ref,
+                "reason": reason,
+                "queued": session.queued,
+                "queued_bytes": session.queued_bytes,
+            },
         )
         for listener in self._removal_listeners:
             try:

@@ -7,10 +7,15 @@ a later connect acknowledges its number (``ext.ack``). Unacknowledged messages a
 folded into the next batch, so a client may see a message twice, never zero times, while the
 session lives.
 
-The queue is bounded (``max_queued_messages``, unacknowledged messages included). A session that
-would exceed it is removed (reason ``queue_full``): its client gets ``402`` on its next request,
+The queue is bounded twice, unacknowledged messages included: in messages
+(``max_queued_messages``) and in bytes (``max_queued_bytes``, the size in memory of the
+serialized messages, since one chat reply can be hundreds of kilobytes). A session that would
+exceed either is removed (reason ``queue_full``): its client gets ``402`` on its next request,
 handshakes again and catches up from its chat transcript position. Dropping messages silently
 instead would leave gaps that the client cannot see.
+
+The handshake's ``ext`` is kept as its JSON text (at most ``max_ext_bytes``) and decoded when
+read: decoded, a few kilobytes of ``[[],[],...]`` take twenty times as much memory.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import hashlib
+import json
+import sys
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,7 +39,7 @@ class RemovalReason(enum.StrEnum):
     EXPIRED = "expired"
     """No connect for ``max_interval_ms`` after the last connect reply."""
     QUEUE_FULL = "queue_full"
-    """A message would have exceeded ``max_queued_messages``."""
+    """A message would have exceeded ``max_queued_messages`` or ``max_queued_bytes``."""
 
 
 @dataclass(slots=True, eq=False)
@@ -51,20 +58,25 @@ class Session:
 
     ``handshake_ext`` is the handshake's ``ext`` object (for example credentials that an
     authorizer checks); ``attributes`` is free for the application's own per-session state.
+    ``address`` is the client address (or IPv6 /64) whose ``max_sessions_per_address`` slot the
+    session takes.
     """
 
     __slots__ = (
         "_batch",
         "_connects",
+        "_ext_json",
         "_queue",
+        "_queued_bytes",
         "_remove",
         "_unacked",
         "ack_enabled",
+        "address",
         "attributes",
         "client_id",
         "created_ms",
-        "handshake_ext",
         "held",
+        "max_queued_bytes",
         "max_queued_messages",
         "removed",
         "subscriptions",
@@ -74,19 +86,24 @@ class Session:
     def __init__(
         self,
         client_id: str,
-        handshake_ext: Mapping[str, Any],
+        ext_json: str,
         *,
+        address: str,
         created_ms: int,
         ack_enabled: bool,
         max_queued_messages: int,
+        max_queued_bytes: int,
         remove: Callable[[Session, RemovalReason], None],
     ) -> None:
         self.client_id = client_id
-        self.handshake_ext: Mapping[str, Any] = handshake_ext
+        self._ext_json = ext_json
+        """The handshake's ``ext`` as JSON text: the server checked its size and depth."""
+        self.address = address
         self.attributes: dict[str, Any] = {}
         self.created_ms = created_ms
         self.ack_enabled = ack_enabled
         self.max_queued_messages = max_queued_messages
+        self.max_queued_bytes = max_queued_bytes
         self.transport: str | None = None
         """The connection type of the last request that named this session."""
         self.subscriptions: set[str] = set()
@@ -97,6 +114,8 @@ class Session:
         self._queue: deque[str] = deque()
         self._unacked: list[str] = []
         """The messages of batch ``_batch``, which include any earlier unacknowledged ones."""
+        self._queued_bytes = 0
+        """The size in memory of the messages in ``_queue`` and ``_unacked``."""
         self._batch = 0
         self._connects = 0
 
@@ -109,6 +128,12 @@ class Session:
         return hashlib.sha256(self.client_id.encode()).hexdigest()[:12]
 
     @property
+    def handshake_ext(self) -> Mapping[str, Any]:
+        """The handshake's ``ext`` object (a new dict at each read; ``{}`` if it had none)."""
+        ext: dict[str, Any] = json.loads(self._ext_json)
+        return ext
+
+    @property
     def connect_held(self) -> bool:
         return self.held is not None
 
@@ -116,6 +141,11 @@ class Session:
     def queued(self) -> int:
         """Messages waiting for a connect reply or for their acknowledgement."""
         return len(self._queue) + len(self._unacked)
+
+    @property
+    def queued_bytes(self) -> int:
+        """The size in memory of those messages (``sys.getsizeof`` of their JSON text)."""
+        return self._queued_bytes
 
     async def deliver(self, channel: str, data: Any) -> bool:
         """Queue ``{channel, data}`` for this session only (a reply to a service request).
@@ -136,9 +166,14 @@ class Session:
 
     def enqueue(self, message_json: str) -> bool:
         """Queue serialized message; False if the queue is full (the caller removes us)."""
-        if self.queued >= self.max_queued_messages:
+        size = sys.getsizeof(message_json)
+        if (
+            self.queued >= self.max_queued_messages
+            or self._queued_bytes + size > self.max_queued_bytes
+        ):
             return False
         self._queue.append(message_json)
+        self._queued_bytes += size
         if self.held is not None:
             self.held.wake.set()
         return True
@@ -151,6 +186,7 @@ class Session:
     def acknowledge(self, batch: int) -> None:
         """The client received every batch up to ``batch``."""
         if batch >= self._batch:
+            self._queued_bytes -= sum(map(sys.getsizeof, self._unacked))
             self._unacked.clear()
 
     def has_pending(self) -> bool:
@@ -161,6 +197,7 @@ class Session:
         if not self.ack_enabled:
             taken = list(self._queue)
             self._queue.clear()
+            self._queued_bytes = 0
             return taken, None
         self._unacked.extend(self._queue)
         self._queue.clear()

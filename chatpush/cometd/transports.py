@@ -52,9 +52,11 @@ def _json(text: str, status: int = 200) -> web.Response:
 class _Socket:
     """One websocket: serialized sends, and the tasks of its held connects."""
 
-    def __init__(self, server: BayeuxServer, ws: web.WebSocketResponse) -> None:
+    def __init__(self, server: BayeuxServer, ws: web.WebSocketResponse, address: str) -> None:
         self._server = server
         self.ws = ws
+        self.address = address
+        """The client's address, taken once at the upgrade."""
         self._send_lock = asyncio.Lock()
         self._held: dict[asyncio.Task[None], Exchange] = {}
 
@@ -106,12 +108,13 @@ class _Transports:
     async def long_polling(self, request: web.Request) -> web.Response:
         body = await self._read_body(request)
         if body is None:
-            return _json(self._refuse("413::message_too_large", protocol.LONG_POLLING), 400)
+            return _json(self._refuse(protocol.MESSAGE_TOO_LARGE, protocol.LONG_POLLING), 400)
         try:
             messages = protocol.decode_batch(body)
         except protocol.BatchError as exc:
             return _json(self._refuse(exc.error, protocol.LONG_POLLING), 400)
-        exchange = await self._server.process(messages, protocol.LONG_POLLING)
+        address = self._server.client_address(request)
+        exchange = await self._server.process(messages, protocol.LONG_POLLING, address)
         if exchange.hold:
             await self._server.wait(exchange)
             if request.transport is None or request.transport.is_closing():
@@ -141,7 +144,7 @@ class _Transports:
             error = "400::websocket_upgrade_required"
             return _json(self._refuse(error, protocol.WEBSOCKET), 400)
         await ws.prepare(request)
-        socket = _Socket(self._server, ws)
+        socket = _Socket(self._server, ws, self._server.client_address(request))
         self._sockets.add(socket)
         try:
             async for frame in ws:
@@ -160,14 +163,14 @@ class _Transports:
             len(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data)
             > self._limit
         ):
-            await socket.send(self._refuse("413::message_too_large", protocol.WEBSOCKET))
+            await socket.send(self._refuse(protocol.MESSAGE_TOO_LARGE, protocol.WEBSOCKET))
             return
         try:
             messages = protocol.decode_batch(data)
         except protocol.BatchError as exc:
             await socket.send(self._refuse(exc.error, protocol.WEBSOCKET))
             return
-        exchange = await self._server.process(messages, protocol.WEBSOCKET)
+        exchange = await self._server.process(messages, protocol.WEBSOCKET, socket.address)
         if exchange.hold:
             socket.hold(exchange)
         else:

@@ -11,6 +11,12 @@ trigger stays outstanding and is resent on its timetable (so a bridge that subsc
 it at the next resend); a notification without ``PushResend`` is dropped, logged and counted.
 A device id that cannot be one segment of a channel name is a permanent failure.
 
+A subscription to a device channel is not a right to read it: several chats may name one device
+id (anyone may name any), so every notification goes only to the sessions allowed to read *its
+chat* — a bridge (:data:`EVERY_CHAT`), or the client that authenticated with that chat's id and
+secure key. The subscription authorizer (chatpush/api/comet_push.py) records who a session reads
+for in ``session.attributes[READER]``; a session without a reader gets nothing.
+
 Sessions live in this process's memory: the instance that hosts the chat's node publishes, so
 with several instances bridges subscribe to every instance (docs/cometd.md).
 """
@@ -19,13 +25,34 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from chatpush.cometd import BayeuxServer
+from chatpush.cometd import BayeuxServer, Session
 from chatpush.providers.base import SendResult
 from chatpush.routing.router import Target
 
 PUSH_PREFIX = "/_genesys/push/"
+READER = "chatpush.push_reader"
+"""The session attribute naming whose notifications a session may read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """Reads the notifications of ``chat_id``, or of every chat when it is None (a bridge)."""
+
+    chat_id: str | None
+
+    def reads(self, chat_id: str) -> bool:
+        return self.chat_id is None or self.chat_id == chat_id
+
+
+EVERY_CHAT = Reader(None)
+
+
+def may_read(session: Session, chat_id: str) -> bool:
+    reader = session.attributes.get(READER)
+    return isinstance(reader, Reader) and reader.reads(chat_id)
 
 
 def push_channel(device_id: str) -> str | None:
@@ -67,12 +94,16 @@ class CometProvider:
                 temporary=False,
             )
         try:
-            reached = await self._server.publish(channel, body)
+            reached = await self._server.publish(
+                channel, body, audience=lambda session: may_read(session, chat_id)
+            )
         except ValueError as exc:  # a channel name the server refuses (too long, not printable)
             return SendResult("failed", 0, error=str(exc)[:300], temporary=False)
         latency_ms = int((time.monotonic() - started) * 1000)
         if reached == 0:
             return SendResult(
-                "failed", latency_ms, error=f"no CometD session subscribed to {channel}"
+                "failed",
+                latency_ms,
+                error=f"no CometD session subscribed to {channel} may read this chat",
             )
         return SendResult("sent", latency_ms)

@@ -1,15 +1,22 @@
-"""Reading a push subscription out of Request Chat's ``userData`` (CONTRACT §5)."""
+"""Reading a push subscription out of Request Chat's ``userData`` (CONTRACT §5).
+
+Besides the GMS keys, a service may lock customer choices (``push-customer-notify-requestor``,
+``push-customer-include-payload``) and require a proof of the device id
+(``push-device-id-secret``); docs/push.md, "Who may push to a device".
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from chatpush.config import DEVICE_TYPE_ALIASES, DEVICE_TYPES, ServiceOptions, Settings
 from chatpush.errors import BadRequest, Code
 
-# Device types whose provider this version delivers to. The others are refused at Request Chat
-# with a clear message rather than accepted and silently never delivered.
+PROOF_KEY = "chatpush_PushDeviceIdProof"
+"""The userData key of the device-id proof: outside the ``GCTI_`` names, so no GMS key collides."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +70,14 @@ def parse_subscription(
             f"userData[GCTI_GMS_PushDeviceType]: unknown device type {raw_type!r}; "
             f"known: customhttp, comet, fcm (android, gcm), ios (apple)",
         )
+    if options.push_device_id_secret is not None:
+        secrets = [options.push_device_id_secret, options.push_device_id_previous_secret]
+        _check_proof(
+            user_data,
+            [secret.get_secret_value() for secret in secrets if secret is not None],
+            device_type,
+            device_id,
+        )
     group_name = (user_data.get("GCTI_GMS_NodeGroup") or "").strip() or settings.default_group
     if group_name is None:
         raise BadRequest(
@@ -98,10 +113,64 @@ def parse_subscription(
         group_name=group_name,
         provider=provider,
         debug=_flag(user_data, "GCTI_GMS_PushDebug"),
-        notify_requestor=_flag(user_data, "GCTI_GMS_NotifyRequestor"),
-        include_payload=_flag(
-            user_data, "GCTI_GMS_PushIncludePayload", options.push_notification_include_payload
+        notify_requestor=_customer_flag(
+            user_data, "GCTI_GMS_NotifyRequestor", False, options.push_customer_notify_requestor
+        ),
+        include_payload=_customer_flag(
+            user_data,
+            "GCTI_GMS_PushIncludePayload",
+            options.push_notification_include_payload,
+            options.push_customer_include_payload,
         ),
         reliable=_flag(user_data, "GCTI_GMS_PushResend"),
         client_channel=client_channel,
     )
+
+
+def _customer_flag(user_data: Mapping[str, str], key: str, default: bool, unlocked: bool) -> bool:
+    """A flag the customer may turn on only when ``unlocked``; turning it off is always allowed."""
+    value = _flag(user_data, key, default)
+    if value and not default and not unlocked:
+        raise BadRequest(
+            Code.INVALID_PUSH_KEY,
+            f"userData[{key}]: this service does not let the customer turn it on; "
+            "leave it out or set it to false",
+        )
+    return value
+
+
+def device_id_proof(secret: str, device_type: str, device_id: str) -> str:
+    """The proof of ``device_id``: HMAC-SHA256 of ``"{device_type}:{device_id}"``, lower-case hex.
+
+    ``device_type`` is the canonical name (``fcm`` for ``android`` and ``gcm``, ``ios`` for
+    ``apple``), so a proof for one kind of device does not open a namesake of another kind.
+    """
+    message = f"{device_type}:{device_id}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def _check_proof(
+    user_data: Mapping[str, str], secrets: list[str], device_type: str, device_id: str
+) -> None:
+    proof = (user_data.get(PROOF_KEY) or "").strip()
+    if not proof:
+        raise BadRequest(
+            Code.INVALID_PUSH_KEY,
+            f"userData[{PROOF_KEY}] is required by this service: the hex HMAC-SHA256 of "
+            f'"{device_type}:<GCTI_GMS_PushDeviceId>" made with the service\'s '
+            "push-device-id-secret",
+        )
+    given = proof.lower().encode()
+    # Bytes, so any text compares (compare_digest refuses non-ASCII str) in constant time; every
+    # secret is tried, so the time does not tell which one matched.
+    matches = [
+        hmac.compare_digest(given, device_id_proof(secret, device_type, device_id).encode())
+        for secret in secrets
+    ]
+    if not any(matches):
+        raise BadRequest(
+            Code.INVALID_PUSH_KEY,
+            f"userData[{PROOF_KEY}] does not prove GCTI_GMS_PushDeviceId for device type "
+            f'{device_type}: expected the hex HMAC-SHA256 of "{device_type}:<device id>" made '
+            "with the service's push-device-id-secret",
+        )

@@ -333,6 +333,35 @@ def idle_subscribed_chats(
     return [(row.id, row.service_name, row.last_client_request_ms) for row in rows]
 
 
+def idle_unsubscribed_chats(conn: Connection, idle_before_ms: int, limit: int) -> list[str]:
+    """Active chats without a push subscription and with no client request since
+    ``idle_before_ms``, longest idle first."""
+    subscribed = select(_subscriptions.c.chat_id).where(_subscriptions.c.chat_id == _chats.c.id)
+    rows = conn.execute(
+        select(_chats.c.id)
+        .where(
+            and_(
+                _chats.c.ended_at_ms.is_(None),
+                _chats.c.last_client_request_ms < idle_before_ms,
+                ~subscribed.exists(),
+            )
+        )
+        .order_by(_chats.c.last_client_request_ms)
+        .limit(limit)
+    )
+    return [row.id for row in rows]
+
+
+def touch_unsubscribed(conn: Connection, chat_ids: Sequence[str], now_ms: int) -> None:
+    """Record a client request now for those of ``chat_ids`` without a push subscription."""
+    subscribed = select(_subscriptions.c.chat_id).where(_subscriptions.c.chat_id == _chats.c.id)
+    conn.execute(
+        update(_chats)
+        .where(and_(_chats.c.id.in_(list(chat_ids)), ~subscribed.exists()))
+        .values(last_client_request_ms=now_ms)
+    )
+
+
 CHANGES_CHANNEL = "chatpush_chats"
 """PostgreSQL: the LISTEN/NOTIFY channel that announces chats changed (events added, ended), with
 the payload ``"<origin instance> <chat id>"`` (a chat id holds no space)."""

@@ -20,6 +20,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from chatpush.addresses import TrustedProxies
 from chatpush.cometd import BayeuxServer, CometdLimits, RemovalReason, Session
 from chatpush.testing import FakeClock
 
@@ -54,9 +55,13 @@ async def may_publish(session: Session, channel: str) -> bool:
     return channel.startswith("/chat/")
 
 
-def make_bayeux(clock: FakeClock, limits: CometdLimits = LIMITS) -> Bayeux:
+def make_bayeux(
+    clock: FakeClock, limits: CometdLimits = LIMITS, *, trusted_proxies: tuple[str, ...] = ()
+) -> Bayeux:
+    """The test app; with ``trusted_proxies``, their ``X-Forwarded-For`` names the client."""
     app = web.Application()
-    server = BayeuxServer(clock, limits)
+    client_address = TrustedProxies(trusted_proxies).client_address
+    server = BayeuxServer(clock, limits, client_address=client_address)
     bayeux = Bayeux(server, app)
 
     async def echo(session: Session, message: dict[str, Any]) -> None:

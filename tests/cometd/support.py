@@ -15,10 +15,18 @@ Client = TestClient[web.Request, web.Application]
 Reply = list[dict[str, Any]]
 
 
-async def post(http: Client, body: Any, *, path: str = PATH, status: int = 200) -> Reply:
+async def post(
+    http: Client,
+    body: Any,
+    *,
+    path: str = PATH,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Reply:
     """POST a batch (or raw bytes); check the invariants every reply must keep."""
     data = body if isinstance(body, bytes | str) else json.dumps(body)
-    response = await http.post(path, data=data, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", **(headers or {})}
+    response = await http.post(path, data=data, headers=headers)
     assert response.status == status, await response.text()
     assert response.content_type == "application/json"
     assert "Set-Cookie" not in response.headers

@@ -160,6 +160,47 @@ async def test_unauthorized_subscriptions_are_refused(app: AppClient) -> None:
         await own.subscribe("/_genesys/push/phone-a")  # its own device only
 
 
+async def test_another_chat_naming_the_same_device_reads_nothing_of_the_victims(
+    app: AppClient, clock: FakeClock
+) -> None:
+    """The takeover: an attacker's own chat names the victim's device id, its client subscribes
+    to that device channel with the attacker's own credentials, and must receive none of the
+    victim's triggers (which carry the victim's chat id and secure key), before or after the
+    attacker's chat ends; the victim's own client and a bridge still get them."""
+    victim = await comet_chat(app, "victim-phone-42", PushResend="true")
+    attacker = await comet_chat(app, "victim-phone-42", PushResend="true")
+    attacker_ext = {"chatId": attacker.chat_id, "secureKey": attacker.secure_key}
+    victim_ext = {"chatId": victim.chat_id, "secureKey": victim.secure_key}
+    async with bayeux(app, attacker_ext) as spy, bayeux(app, victim_ext) as own:
+        await spy.subscribe("/_genesys/push/victim-phone-42")
+        await own.subscribe("/_genesys/push/victim-phone-42")
+        await victim.agent_joins()
+        await settle(app)
+        message = await receive(own)
+        assert message["data"]["message"]["messages"][0]["userData"]["session-id"] == (
+            victim.chat_id
+        )
+        await attacker.agent_joins()
+        await settle(app)
+        own_notice = await receive(spy)  # its own chat's notification is its own to read
+        assert own_notice["data"]["message"]["messages"][0]["userData"]["session-id"] == (
+            attacker.chat_id
+        )
+        await attacker.op("disconnect")
+        clock.advance(RESEND_DELAY_S)  # the victim's trigger is resent after that
+        await settle(app)
+        resent = (await receive(own))["data"]
+        assert resent["message"]["messages"][0]["userData"]["session-id"] == victim.chat_id
+        assert trigger_of(resent) == ("2", "1")
+        with pytest.raises(TimeoutError):  # nothing of the victim's, ever
+            async with asyncio.timeout(0.3):
+                await spy.receive()
+    async with bayeux(app, attacker_ext) as late:  # an ended chat grants no new subscription
+        with pytest.raises(ServerError) as refused:
+            await late.subscribe("/_genesys/push/victim-phone-42")
+        assert refused.value.error == "403::subscription_denied"
+
+
 async def test_trigger_without_subscriber_is_resent_until_a_bridge_takes_it(
     app: AppClient, clock: FakeClock
 ) -> None:

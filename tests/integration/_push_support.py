@@ -76,7 +76,7 @@ async def settle(client: Client) -> None:
 
 async def metric(client: Client, name: str, **labels: str) -> float:
     """The sum of the /metrics series of ``name`` whose labels include ``labels``."""
-    response = await client.get("/metrics")
+    response = await client.get("/metrics", headers={"X-API-Key": API_KEY})
     assert response.status == 200
     total = 0.0
     for line in (await response.text()).splitlines():

@@ -319,7 +319,8 @@ def test_operations_are_named_and_secured(conformance: Conformance) -> None:
     scheme = conformance.document["components"]["securitySchemes"]["apiKey"]
     assert scheme == {**scheme, "type": "apiKey", "in": "header", "name": "X-API-Key"}
     for template, method, operation in conformance.operations():
-        public = not template.startswith("/api/") or template == "/api/v1/openapi.json"
+        keyed = template.startswith("/api/") or template == "/metrics"
+        public = not keyed or template == "/api/v1/openapi.json"
         assert ("security" in operation and operation["security"] == []) == public, template
         if not public:
             assert "403" in operation["responses"], f"{method} {template}"
@@ -445,7 +446,8 @@ async def test_a_realistic_session_conforms_to_the_document(
     )
     assert [d["outcome"] for d in later["deliveries"]] == ["no_node"]
     await api.call("POST", "/api/v1/nodes/n1/undrain", 200)
-    await api.call("GET", "/metrics", 200, api_key=None)
+    await api.call("GET", "/metrics", 200)
+    await api.call("GET", "/metrics", 403, api_key=None)
 
     # Another chat, later, on another service, without push, for the filters and paging.
     clock.advance(60)

@@ -1,0 +1,99 @@
+"""The chat limits over CometD: paged replies whose rest follows as live envelopes, and a chat
+followed live that does not count as idle (chat.max_refresh_events, chat.idle_chat_timeout_s).
+
+The full app on a real SQLite file and a FakeClock that the tests move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiocometd_noloop import Client, ConnectionType
+
+from chatpush.api.chat_cometd import CHAT_COMETD
+from chatpush.api.keys import CLOCK
+from chatpush.app import _end_idle_chats
+from chatpush.config import Settings
+from chatpush.testing import FakeClock
+from tests.cometd.conftest import until
+from tests.cometd.support import connect, events, handshake, publish
+from tests.conftest import ChatDriver
+
+CHANNEL = "/service/chatV2/support"
+LEASE_S = 30
+
+MakeClient = Callable[[Settings], Any]
+MakeSettings = Callable[..., Settings]
+
+
+async def test_a_paged_reply_is_followed_by_the_rest_of_the_transcript_once_in_order(
+    make_settings: MakeSettings, make_client: MakeClient
+) -> None:
+    http = await make_client(make_settings(chat={"max_refresh_events": 5}))
+    chat = ChatDriver(http)
+    await chat.request_chat()
+    agent = await chat.agent_joins()
+    for n in range(21):  # indexes 3-23
+        await chat.agent_says(agent, f"m{n}")
+
+    client_id = await handshake(http)
+    data = {
+        "operation": "requestNotifications",
+        "chatId": chat.chat_id,
+        "secureKey": chat.secure_key,
+        "transcriptPosition": "1",
+    }
+    await publish(http, client_id, CHANNEL, data)
+    envelopes: list[dict[str, Any]] = []
+    async with asyncio.timeout(5):
+        while sum(len(e["messages"]) for e in envelopes) < 23:
+            envelopes += [m["data"] for m in events(await connect(http, client_id))]
+    first = envelopes[0]
+    assert [e["index"] for e in first["messages"]] == [1, 2, 3, 4, 5]
+    assert first["nextPosition"] == 6
+    assert all(len(e["messages"]) <= 5 for e in envelopes)
+    seen = [event["index"] for envelope in envelopes for event in envelope["messages"]]
+    assert seen == list(range(1, 24))
+    assert envelopes[-1]["nextPosition"] == 24
+
+    # Live events go on from there.
+    await chat.agent_says(agent, "one more")
+    [live] = [m["data"] for m in events(await connect(http, client_id))]
+    assert [e["index"] for e in live["messages"]] == [24]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # aiocometd's aiohttp arguments
+async def test_a_chat_followed_live_is_not_idle_and_ends_once_its_client_is_gone(
+    make_settings: MakeSettings, make_client: MakeClient
+) -> None:
+    settings = make_settings(
+        chat={"idle_chat_timeout_s": 60},
+        cometd={"foreground_lease_s": LEASE_S, "max_interval_s": 30.0},
+    )
+    app_client = await make_client(settings)
+    clock: FakeClock = app_client.app[CLOCK]
+    url = str(app_client.make_url("/genesys/cometd"))
+    async with Client(url, ConnectionType.LONG_POLLING, connection_timeout=0) as cometd:
+        await cometd.publish(CHANNEL, {"operation": "requestChat", "nickname": "Ann"})
+        started = (await cometd.receive())["data"]
+        chat = ChatDriver(app_client)
+        chat.chat_id, chat.secure_key = started["chatId"], started["secureKey"]
+        for _ in range(9):  # 90 s, with no request of the client but its connects
+            clock.advance(10)
+            expected = clock.now_ms()
+            for _ in range(200):
+                state = await chat.api("GET", f"/chats/{chat.chat_id}")
+                if state["chat"]["lastClientRequestAt"] == expected:
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                pytest.fail("the chat followed live was not counted as requested")
+            await _end_idle_chats(app_client.app)
+            assert (await chat.api("GET", f"/chats/{chat.chat_id}"))["chat"]["status"] == "active"
+    await until(lambda: app_client.app[CHAT_COMETD].attached_sessions(chat.chat_id) == 0)
+    clock.advance(61)
+    await _end_idle_chats(app_client.app)
+    assert (await chat.api("GET", f"/chats/{chat.chat_id}"))["chat"]["status"] == "ended"
