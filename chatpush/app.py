@@ -17,6 +17,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[impo
 from chatpush.addresses import TrustedProxies
 from chatpush.api import chat_cometd, chat_v2, credentials, push, ratelimit, server
 from chatpush.api.access import KeyRing
+from chatpush.api.body_timeout import body_timeout_middleware
 from chatpush.api.comet_push import install_push_authorizer
 from chatpush.api.errors import error_middleware
 from chatpush.api.keys import (
@@ -75,6 +76,7 @@ def create_app(
             error_middleware,
             ratelimit.address_middleware(proxies),
             server.api_key_middleware,
+            body_timeout_middleware,
         ],
         client_max_size=settings.server.max_body_bytes,
     )

@@ -49,6 +49,9 @@ class ServerSettings(_Strict):
     nodes: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = None
     """The nodes of ``[groups.*]`` this instance hosts; default: all of them (one instance)."""
     max_body_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65536
+    body_read_timeout_s: Annotated[float, Field(gt=0, le=600)] = 15.0
+    """A request body (any route, CometD long-polling included) must arrive whole within this long
+    of its headers; otherwise 408 and the connection closes (chatpush/api/body_timeout.py)."""
     trusted_proxies: list[str] = Field(default_factory=list)
     """Reverse proxies (addresses or networks) whose ``X-Forwarded-For`` names the client that
     per-address limits count against (chatpush/addresses.py); empty: the peer's address."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from typing import Any
 
@@ -24,12 +25,59 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+# What a client sends can reach a log line (a path, a channel, a name): in the text format these
+# characters are written escaped, so that no value can start a line of its own or drive the
+# terminal. C0 and C1 controls, DEL, the Unicode line and paragraph separators, and the bidi
+# overrides and isolates (which reorder what a terminal shows).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# An extra's value is quoted when it holds these (or is empty), so it cannot pass for more pairs.
+_NEEDS_QUOTES = re.compile(r'[\s="]|^$')
+
+
+def escape(text: str) -> str:
+    """``text`` with every control character written as a Python escape (``\\n``, ``\\x1b``)."""
+    return _UNSAFE.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _value(value: Any) -> str:
+    text = str(value)
+    if _NEEDS_QUOTES.search(text):
+        return '"' + escape(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
+    return escape(text)
+
+
 class TextFormatter(logging.Formatter):
+    """One line per record, ``key=value`` extras after the message; a traceback follows on
+    lines indented by two spaces. Control characters in the message, the extras and the
+    traceback are escaped (``escape``), so a record never shows as more records."""
+
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        record.message = escape(record.getMessage())
+        record.asctime = self.formatTime(record, self.datefmt)
+        line = self.formatMessage(record)
         extras = {k: v for k, v in vars(record).items() if k not in _STANDARD}
         if extras:
-            line += " " + " ".join(f"{key}={value}" for key, value in extras.items())
+            line += " " + " ".join(
+                f"{escape(key)}={_value(value)}" for key, value in extras.items()
+            )
+        details = []
+        if record.exc_info:
+            details.append(self.formatException(record.exc_info))
+        elif record.exc_text:
+            details.append(record.exc_text)
+        if record.stack_info:
+            details.append(self.formatStack(record.stack_info))
+        for detail in details:
+            line += "".join(f"\n  {escape(part)}" for part in detail.split("\n"))
         return line
 
 

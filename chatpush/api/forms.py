@@ -40,12 +40,19 @@ class Form:
         raw = self._values.get("transcriptPosition")
         if raw is None or raw == "":
             return None
-        if not raw.isascii() or not raw.isdigit() or int(raw) > MAX_POSITION:
+        # At most 10 digits once leading zeros are gone: int() of more than 4,300 digits is a
+        # ValueError (Python's int_max_str_digits), not a number to compare.
+        digits = raw.lstrip("0") or "0"
+        if (
+            not (raw.isascii() and raw.isdigit())
+            or len(digits) > len(str(MAX_POSITION))
+            or int(digits) > MAX_POSITION
+        ):
             raise BadRequest(
                 Code.INVALID_PARAMETER,
                 f"transcriptPosition must be an integer from 0 to {MAX_POSITION}, got {raw[:40]!r}",
             )
-        return int(raw)
+        return int(digits)
 
     @property
     def values(self) -> Mapping[str, str]:

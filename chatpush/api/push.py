@@ -77,7 +77,10 @@ async def read_subscription(request: web.Request) -> web.Response:
 async def read_deliveries(request: web.Request) -> web.Response:
     chat_id = request.match_info["chat_id"]
     raw_after = request.query.get("after") or "0"
-    if not (raw_after.isascii() and raw_after.isdigit()) or int(raw_after) > MAX_ID:
+    # At most 19 digits before int(): a string of more than 4,300 is a ValueError.
+    if not (raw_after.isascii() and raw_after.isdigit() and len(raw_after) <= 19) or (
+        int(raw_after) > MAX_ID
+    ):
         raise BadRequest(Code.INVALID_PARAMETER, f"after must be an integer from 0 to {MAX_ID}")
 
     def read(conn: Connection) -> list[tuple[int, store.DeliveryRecord]]:

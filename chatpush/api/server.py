@@ -112,6 +112,12 @@ async def json_body(request: web.Request) -> Any:
         raise BadRequest(Code.INVALID_PARAMETER, f"body is not valid JSON: {exc}") from None
     except RecursionError:
         raise BadRequest(Code.INVALID_PARAMETER, "body is nested too deeply") from None
+    except ValueError:
+        # json turns a number of more than 4,300 digits into this (Python's int_max_str_digits);
+        # its message is not passed on, as it may quote the body.
+        raise BadRequest(
+            Code.INVALID_PARAMETER, "body holds a number with too many digits"
+        ) from None
     _check_strings(payload)
     return payload
 

@@ -192,6 +192,8 @@ class ChatService:
         """``live_until_ms``: the client follows the chat live (CometD) until then, renewed while
         it stays; its push subscription sends nothing meanwhile (see ``leave_foreground``)."""
         self._require_service(service_name)
+        self._check_text("firstName", first_name, self._limits.max_nickname_chars)
+        self._check_text("lastName", last_name, self._limits.max_nickname_chars)
         nickname = nickname.strip() if nickname else None
         if not nickname:
             if not (first_name and last_name):

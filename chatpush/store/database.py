@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import stat
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -45,9 +47,42 @@ T = TypeVar("T")
 Transaction = Callable[Concatenate[Connection, P], T]
 
 
+def _private_sqlite_file(url: str) -> None:
+    """Create the SQLite file readable by its owner only (0600) before SQLite opens it; it holds
+    every chat's secure key. SQLite gives the -wal and -shm files the database file's mode.
+
+    An existing file keeps its mode (an operator may have chosen it), with a warning when its
+    group or others may read or write it.
+    """
+    parsed = make_url(url)
+    path = parsed.database
+    if not path or path == ":memory:" or path.startswith("file:") or "uri" in parsed.query:
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return
+    except FileExistsError:
+        pass
+    except OSError:
+        return  # no such directory, no permission: SQLite's own error will say so
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warning(
+            "database file %s has mode %04o: others than its owner may read the secure keys "
+            "in it; chmod 600 it",
+            path,
+            mode,
+            extra={"action": "database_file_readable", "mode": f"{mode:04o}"},
+        )
+
+
 def make_engine(settings: DatabaseSettings) -> AsyncEngine:
     """An async engine, for the tools that want one (Alembic's environment, ``chatpush check``)."""
     if settings.is_sqlite:
+        _private_sqlite_file(settings.url)
         engine = create_async_engine(
             settings.url, connect_args={"timeout": settings.connect_timeout_s}
         )
@@ -64,6 +99,7 @@ def make_engine(settings: DatabaseSettings) -> AsyncEngine:
 
 
 def _sqlite_engine(settings: DatabaseSettings) -> Engine:
+    _private_sqlite_file(settings.url)
     url = make_url(settings.url).set(drivername="sqlite+pysqlite")
     engine = create_engine(
         url,

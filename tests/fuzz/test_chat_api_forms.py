@@ -186,6 +186,8 @@ POSITIONS = st.one_of(
             "\u00b2",
             "\u0661",
             "99999999999999999999",
+            "9" * 5000,  # past Python's 4,300-digit limit on int(str)
+            "0" * 20 + "1",
             "NaN",
         ]
     ),
@@ -648,7 +650,9 @@ def user_data_refused(user_data: dict[str, str]) -> bool:
 def bad_position(raw: str | None) -> bool:
     if raw is None or raw == "":
         return False
-    return not (raw.isascii() and raw.isdigit() and int(raw) <= 2**31 - 1)
+    return not (
+        raw.isascii() and raw.isdigit() and len(raw.lstrip("0")) <= 10 and int(raw) <= 2**31 - 1
+    )
 
 
 def predict_request_chat(service: str, form: Form) -> set[int]:
@@ -656,6 +660,8 @@ def predict_request_chat(service: str, form: Form) -> set[int]:
         return {404}
     nickname = (form.get("nickname") or "").strip()
     first, last = form.get("firstName") or None, form.get("lastName") or None
+    if too_long(first, LIMITS["nickname"]) or too_long(last, LIMITS["nickname"]):
+        return {400}
     if not nickname:
         if not (first and last):
             return {400}
