@@ -46,7 +46,7 @@ class BodyTimeout(ChatpushError, TimeoutError):
 
     def __init__(self, timeout_s: float) -> None:
         super().__init__(
-            Code.INVALID_PARAMETER, f"the request body did not arrive within {timeout_s:g} s"
+            Code.BODY_TIMEOUT, f"the request body did not arrive within {timeout_s:g} s"
         )
 
 

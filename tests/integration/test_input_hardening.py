@@ -22,6 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from chatpush.config import DatabaseSettings, Settings
+from chatpush.errors import Code
 from chatpush.logs import configure_logging
 from chatpush.store import migrate
 from chatpush.store.database import Database
@@ -133,6 +134,7 @@ def assert_timed_out(answer: Answer) -> None:
     assert answer.status == 408, answer.body
     assert answer.headers["connection"] == "close"
     [error] = answer.body["errors"]
+    assert error["code"] == Code.BODY_TIMEOUT
     assert "body" in error["advice"] and f"{BODY_TIMEOUT_S:g} s" in error["advice"], error
     assert answer.elapsed_s < BODY_TIMEOUT_S + 1.5
 
