@@ -17,6 +17,7 @@ _HELP = {
     "chatpush_cometd_refused_total": "CometD requests refused by a limit, by reason.",
     "chatpush_cometd_sessions_removed_total": "CometD sessions removed, by reason.",
     "chatpush_cometd_bad_requests_total": "CometD bodies or frames that were not Bayeux at all.",
+    "chatpush_requests_refused_total": "Client requests refused (4xx), by error code.",
     "chatpush_rate_limited_total": "Requests refused by a per-address rate limit, by limit.",
     "chatpush_chats_idle_ended_total": "Chats without push ended by chat.idle_chat_timeout_s.",
     "chatpush_body_read_timeouts_total": "Requests refused: the body did not arrive in time.",

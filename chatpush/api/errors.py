@@ -8,8 +8,9 @@ from typing import Any
 
 from aiohttp import web
 
-from chatpush.api.keys import SETTINGS
+from chatpush.api.keys import METRICS, SETTINGS
 from chatpush.errors import ChatpushError, Code, RateLimited, StorageUnavailable
+from chatpush.metrics import Metrics
 
 log = logging.getLogger("chatpush.api")
 
@@ -41,12 +42,21 @@ def _from_http(exc: web.HTTPException) -> ChatpushError:
     return error
 
 
+def count_refusal(metrics: Metrics, exc: ChatpushError) -> None:
+    """A client's request refused (4xx), by error code: wrong secure keys, rate limits, full
+    chats, refused device proofs... show at ``/metrics`` as they happen."""
+    if exc.http_status < 500:
+        for entry in exc.errors:
+            metrics.inc("chatpush_requests_refused_total", code=str(entry.code))
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ChatpushError as exc:
         response = web.json_response(error_body(exc, request), status=exc.http_status)
+        count_refusal(request.app[METRICS], exc)
         if isinstance(exc, RateLimited):
             response.headers["Retry-After"] = str(exc.retry_after_s)
         if request.content.exception() is not None:

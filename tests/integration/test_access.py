@@ -142,3 +142,13 @@ def test_every_keyed_route_names_its_scopes(settings: Settings) -> None:
 def test_bad_keys_stop_start_up_with_the_key_named(key: dict[str, Any], problem: str) -> None:
     with pytest.raises(ConfigError, match=problem):
         load_settings(None, security={"keys": [key]})
+
+
+async def test_refusals_are_counted_by_error_code(app: AppClient) -> None:
+    for _ in range(3):
+        assert await status(app, "GET", "/api/v1/nodes", "wrong-key-0123456789") == 403
+    assert await status(app, "GET", "/api/v1/nodes", KEYS["chat-server"]) == 403
+    answer = await app.get("/metrics", headers={"X-API-Key": KEYS["metrics"]})
+    text = await answer.text()
+    assert 'chatpush_requests_refused_total{code="110"} 3' in text
+    assert f'chatpush_requests_refused_total{{code="{Code.MISSING_SCOPE}"}} 1' in text
