@@ -8,6 +8,8 @@ import re
 import sys
 from typing import Any
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
@@ -81,6 +83,30 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a request it cannot parse (a line too long, a bad header) at ERROR with a
+    traceback, though it is the client's doing and answered 400: anyone could flood the log and
+    set off error alerts. Such records become one INFO line without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg = "malformed HTTP request from %s: %s"
+            peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.args = (peer, f"{type(exc).__name__}: {exc.message}")
+            record.exc_info = record.exc_text = None
+            record.action = "malformed_request"
+        return True
+
+
+def install_filters() -> None:
+    """Filters that hold whatever handlers are configured (idempotent)."""
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequestFilter) for f in server_log.filters):
+        server_log.addFilter(MalformedRequestFilter())
+
+
 def configure_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
@@ -92,5 +118,6 @@ def configure_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    install_filters()
     for noisy in ("aiohttp.access", "alembic", "apscheduler"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

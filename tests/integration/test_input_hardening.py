@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient
 
 from chatpush.config import DatabaseSettings, Settings
 from chatpush.errors import Code
-from chatpush.logs import configure_logging
+from chatpush.logs import configure_logging, install_filters
 from chatpush.store import migrate
 from chatpush.store.database import Database
 from tests.conftest import API_KEY, ChatDriver
@@ -504,3 +504,23 @@ async def test_an_existing_readable_sqlite_file_is_kept_with_a_warning(
     db = Database(DatabaseSettings(url=f"sqlite+aiosqlite:///{path}"))
     await db.close()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_a_request_aiohttp_cannot_parse_is_one_info_line_not_an_error(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 10,000-character request line is the client's doing: answered 400, logged once at
+    INFO without a traceback, so nobody can flood the log with ERRORs or set off alerts."""
+    install_filters()
+    host, port = client.server.host, client.server.port
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(f"GET /api/v1/chats?status={'x' * 10_000} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    status_line = await reader.readline()
+    writer.close()
+    assert b" 400 " in status_line
+    server_records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert server_records, "aiohttp said nothing: the test no longer provokes its error"
+    assert all(r.levelno == logging.INFO and r.exc_info is None for r in server_records)
+    assert "malformed HTTP request" in server_records[0].getMessage()
+    assert "LineTooLong" in server_records[0].getMessage()
