@@ -58,6 +58,10 @@ def parse_subscription(
     device_id = (user_data.get("GCTI_GMS_PushDeviceId") or "").strip()
     if not device_id:
         raise BadRequest(Code.INVALID_PUSH_KEY, "userData[GCTI_GMS_PushDeviceId] is required")
+    if not device_id.isprintable():  # a newline, a tab, an escape: no device id holds one
+        raise BadRequest(
+            Code.INVALID_PUSH_KEY, "userData[GCTI_GMS_PushDeviceId] holds a control character"
+        )
     if len(device_id) > 256:
         raise BadRequest(
             Code.INVALID_PUSH_KEY, "userData[GCTI_GMS_PushDeviceId] is longer than 256 characters"

@@ -313,6 +313,14 @@ async def test_a_bad_flag_is_refused_even_when_the_rest_is_valid(client: Client)
     await refused(client, form, "GCTI_GMS_PushResend")
 
 
+@pytest.mark.parametrize("device_id", ["phone\n1", "phone\t1", "phone\x1b[31m", "a\u2028b"])
+async def test_a_device_id_with_a_control_character_is_refused(
+    client: Client, device_id: str
+) -> None:
+    """It could never name a CometD channel, and it would reach logs and receivers as is."""
+    await refused(client, push_form(device_id), "GCTI_GMS_PushDeviceId")
+
+
 async def test_a_device_id_of_256_characters_is_accepted(client: Client) -> None:
     body = await request_chat(client, push_form("d" * 256))
     assert (await subscription(client, body["chatId"]))["deviceId"] == "d" * 256
