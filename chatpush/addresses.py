@@ -5,6 +5,11 @@ Behind a reverse proxy or load balancer every request arrives from the proxy's a
 is then the right-most address in that header that is not itself a trusted proxy (anything to
 its left was written by the client and proves nothing). Without trusted proxies the header is
 ignored: a client cannot choose its own address by sending one.
+
+An IPv6 client counts as its network of ``server.ipv6_prefix_length`` bits (64: one host
+commonly holds a whole /64 and could otherwise take a fresh address for every request); an
+IPv4-mapped IPv6 address counts as its IPv4 address. Every per-address limit counts against the
+same key, so they agree.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ UNKNOWN = "unknown"
 class TrustedProxies:
     """Addresses and networks (``10.0.0.0/8``) whose ``X-Forwarded-For`` is believed."""
 
-    def __init__(self, entries: Iterable[str] = ()) -> None:
+    def __init__(self, entries: Iterable[str] = (), *, ipv6_prefix_length: int = 64) -> None:
         self._networks = tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+        self._ipv6_prefix_length = ipv6_prefix_length
 
     def __bool__(self) -> bool:
         return bool(self._networks)
@@ -34,7 +40,11 @@ class TrustedProxies:
         return any(ip in network for network in self._networks)
 
     def client_address(self, request: web.BaseRequest) -> str:
-        """The client's address: the peer's, or the nearest untrusted hop it forwarded for."""
+        """The client the limits count: the peer's address, or the nearest untrusted hop it
+        forwarded for; an IPv6 one as its network (``2001:db8:1:1::/64``)."""
+        return self._key(self._address(request))
+
+    def _address(self, request: web.BaseRequest) -> str:
         peer = request.remote or UNKNOWN
         if not self._networks or not self.trusts(peer):
             return peer
@@ -47,6 +57,17 @@ class TrustedProxies:
             if hop and not self.trusts(hop):
                 return _normalized(hop)
         return peer
+
+    def _key(self, address: str) -> str:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return address[:64]  # not an address (a unix socket, "unknown"): one short bucket
+        if isinstance(ip, ipaddress.IPv6Address):
+            if ip.ipv4_mapped is not None:
+                return str(ip.ipv4_mapped)
+            return str(ipaddress.IPv6Network((ip, self._ipv6_prefix_length), strict=False))
+        return str(ip)
 
 
 def _normalized(hop: str) -> str:

@@ -70,7 +70,9 @@ def create_app(
     housekeeping: bool = True,
 ) -> web.Application:
     """Build the service. Tests pass a fake ``clock`` and may share a ``database``."""
-    proxies = TrustedProxies(settings.server.trusted_proxies)
+    proxies = TrustedProxies(
+        settings.server.trusted_proxies, ipv6_prefix_length=settings.server.ipv6_prefix_length
+    )
     app = web.Application(
         middlewares=[
             error_middleware,
@@ -88,8 +90,7 @@ def create_app(
     pipeline = PushPipeline(db, settings, clock, metrics)
     router = Router(settings, db, clock, instance_id)
     provider = provider or CustomHttpProvider(settings.delivery)
-    client_address = TrustedProxies(settings.server.trusted_proxies).client_address
-    cometd = BayeuxServer(clock, _cometd_limits(settings), client_address=client_address)
+    cometd = BayeuxServer(clock, _cometd_limits(settings), client_address=proxies.client_address)
     metrics.add_collector(lambda: _cometd_samples(cometd.stats))
     comet = CometProvider(cometd)  # device type comet: /_genesys/push/{deviceId}
     vault = CredentialVault(db, clock, settings.security.credentials_key)

@@ -55,6 +55,9 @@ class ServerSettings(_Strict):
     trusted_proxies: list[str] = Field(default_factory=list)
     """Reverse proxies (addresses or networks) whose ``X-Forwarded-For`` names the client that
     per-address limits count against (chatpush/addresses.py); empty: the peer's address."""
+    ipv6_prefix_length: Annotated[int, Field(ge=32, le=128)] = 64
+    """Per-address limits count an IPv6 client as its network of this many bits (56 or 48 where
+    customers' sites hold a whole /56 or /48 and one of them abuses it)."""
     shutdown_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
 
     @field_validator("trusted_proxies")

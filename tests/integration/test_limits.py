@@ -111,6 +111,24 @@ async def test_the_limit_counts_per_client_address_behind_a_trusted_proxy(
     assert (await request_chat(client, spoofed)).status == 429
 
 
+async def test_an_ipv6_client_cannot_take_a_fresh_address_for_every_chat(
+    make_settings: MakeSettings, make_client: MakeClient
+) -> None:
+    """One host holds a whole /64: every address in it shares one bucket (so do the CometD
+    sessions per address: both limits count the same key)."""
+    settings = make_settings(
+        chat=limited(per_minute=1, burst=2), server={"trusted_proxies": ["127.0.0.1"]}
+    )
+    client = await make_client(settings)
+    statuses = [
+        (await request_chat(client, {"X-Forwarded-For": f"2001:db8:1:1::{n:x}"})).status
+        for n in range(1, 6)
+    ]
+    assert statuses == [200, 200, 429, 429, 429]
+    other_network = {"X-Forwarded-For": "2001:db8:1:2::1"}
+    assert (await request_chat(client, other_network)).status == 200
+
+
 async def test_a_cometd_batch_of_request_chats_creates_no_more_than_the_limit(
     make_settings: MakeSettings, make_client: MakeClient
 ) -> None:

@@ -30,3 +30,16 @@ def test_an_untrusted_peer_cannot_choose_its_address() -> None:
 def test_only_proxies_in_the_header_leaves_the_peer() -> None:
     proxies = TrustedProxies(["10.0.0.0/8"])
     assert proxies.client_address(request("10.0.0.2", "10.0.0.3")) == "10.0.0.2"
+
+
+def test_ipv6_clients_count_as_their_network_and_mapped_ipv4_as_ipv4() -> None:
+    proxies = TrustedProxies()
+    assert proxies.client_address(request("2001:db8:1:1::7")) == "2001:db8:1:1::/64"
+    assert proxies.client_address(request("2001:db8:1:1:ffff::1")) == "2001:db8:1:1::/64"
+    assert proxies.client_address(request("::ffff:198.51.100.7")) == "198.51.100.7"
+    wider = TrustedProxies(ipv6_prefix_length=56)
+    assert wider.client_address(request("2001:db8:1:ff::7")) == "2001:db8:1::/56"
+    forwarded = TrustedProxies(["10.0.0.0/8"]).client_address(
+        request("10.0.0.2", "2001:db8:1:1::9")
+    )
+    assert forwarded == "2001:db8:1:1::/64"
