@@ -14,6 +14,7 @@ import pytest
 from aiocometd_noloop import Client as CometdClient
 from aiocometd_noloop import ConnectionType
 
+from chatpush.app import _cometd_samples
 from chatpush.cometd import RemovalReason
 from chatpush.cometd.server import address_bucket
 from chatpush.config import Settings
@@ -389,6 +390,8 @@ async def test_past_the_total_budget_the_largest_queue_goes_not_the_receiver(
         assert [m["data"] for m in events(await connect(http, reader, f"c{n}"))] == [PIECE]
     assert bayeux.removed == [(sessions[0], RemovalReason.TOTAL_QUEUE_FULL)]
     assert bayeux.server.stats.sessions_removed["total_queue_full"] == 1
+    removals = ("chatpush_cometd_sessions_removed_total", {"reason": "total_queue_full"}, 1)
+    assert removals in list(_cometd_samples(bayeux.server.stats))  # what /metrics shows
     assert bayeux.server.queued_bytes <= TOTAL_LIMITS.max_total_queued_bytes
     assert bayeux.server.queued_bytes == sum(
         session.queued_bytes for session in sessions[1:] if session is not None

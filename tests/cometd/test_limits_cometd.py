@@ -15,7 +15,7 @@ import pytest
 from aiocometd_noloop import Client, ConnectionType
 
 from chatpush.api.chat_cometd import CHAT_COMETD
-from chatpush.api.keys import CLOCK
+from chatpush.api.keys import CLOCK, COMETD
 from chatpush.app import _end_idle_chats
 from chatpush.config import Settings
 from chatpush.testing import FakeClock
@@ -140,6 +140,70 @@ async def test_a_long_transcript_follows_as_the_queue_drains_once_and_in_order(
             seen += [e["index"] for m in events(reply) for e in m["data"]["messages"]]
     assert seen == list(range(1, 63))  # every event once, in order
     assert await removed(http, "queue_full") == 0
+
+
+async def follow(http: Any, client_id: str, count: int) -> list[int]:
+    """Connect until ``count`` events arrived; their indexes."""
+    seen: list[int] = []
+    async with asyncio.timeout(10):
+        while len(seen) < count:
+            reply = await connect(http, client_id)
+            assert meta(reply, "/meta/connect")["successful"] is True, reply
+            seen += [e["index"] for m in events(reply) for e in m["data"]["messages"]]
+    return seen
+
+
+async def test_a_slow_session_waits_without_holding_back_a_fast_one(
+    make_settings: MakeSettings, make_client: MakeClient
+) -> None:
+    http = await make_client(make_settings())
+    chat = await chat_of_big_messages(http, 40)  # indexes 1-42
+    data = {
+        "operation": "requestNotifications",
+        "chatId": chat.chat_id,
+        "secureKey": chat.secure_key,
+        "transcriptPosition": "1",
+    }
+    slow, fast = await handshake(http), await handshake(http)
+    await publish(http, slow, CHANNEL, data)
+    await publish(http, fast, CHANNEL, data)
+    assert await follow(http, fast, 42) == list(range(1, 43))
+    cometd = http.app[COMETD]
+    session = cometd.get_session(slow)
+    assert session is not None and session.removed is None
+    assert session.queued_bytes < 600_000  # about one page of the 2.6 MB transcript
+    # The slow client comes back: the rest follows from where its queue stopped.
+    assert await follow(http, slow, 42) == list(range(1, 43))
+    assert await removed(http, "queue_full") == 0
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # aiocometd's aiohttp arguments
+@pytest.mark.parametrize(
+    "transport",
+    [ConnectionType.LONG_POLLING, ConnectionType.WEBSOCKET],
+    ids=["long-polling", "websocket"],
+)
+async def test_a_real_client_gets_a_long_transcript_of_big_messages_once_in_order(
+    make_settings: MakeSettings, make_client: MakeClient, transport: ConnectionType
+) -> None:
+    app_client = await make_client(make_settings())
+    chat = await chat_of_big_messages(app_client, 60)  # indexes 1-62, 3.8 MB in a queue
+    url = str(app_client.make_url("/genesys/cometd"))
+    seen: list[int] = []
+    async with Client(url, transport, connection_timeout=0) as cometd:
+        data = {
+            "operation": "requestNotifications",
+            "chatId": chat.chat_id,
+            "secureKey": chat.secure_key,
+            "transcriptPosition": "1",
+        }
+        await cometd.publish(CHANNEL, data)
+        async with asyncio.timeout(10):
+            while len(seen) < 62:
+                envelope = (await cometd.receive())["data"]
+                seen += [event["index"] for event in envelope["messages"]]
+    assert seen == list(range(1, 63))
+    assert await removed(app_client, "queue_full") == 0
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # aiocometd's aiohttp arguments
