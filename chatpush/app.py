@@ -38,7 +38,7 @@ from chatpush.api.keys import (
 from chatpush.chat.service import ChatService
 from chatpush.clock import Clock, SystemClock
 from chatpush.cometd import BayeuxServer, CometdLimits, CometdStats
-from chatpush.config import Settings
+from chatpush.config import ConfigError, Settings
 from chatpush.errors import ChatpushError
 from chatpush.metrics import Metrics
 from chatpush.providers.apns import ApnsProvider
@@ -183,7 +183,7 @@ def _cometd_limits(settings: Settings) -> CometdLimits:
     cometd = settings.cometd
     page_bytes = chat_cometd.page_queue_bytes(settings)
     if page_bytes > cometd.max_queued_bytes:
-        raise ValueError(
+        raise ConfigError(
             f"cometd.max_queued_bytes ({cometd.max_queued_bytes}) must hold one page of events: "
             f"4 x (the larger of chat.max_refresh_bytes and 2 x server.max_body_bytes, plus "
             f"{chat_cometd.ENVELOPE_CHARS}) = {page_bytes} bytes"

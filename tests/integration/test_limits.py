@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from chatpush.api.ratelimit import TokenBuckets
 from chatpush.app import _end_idle_chats, create_app
-from chatpush.config import Settings
+from chatpush.config import ConfigError, Settings
 from chatpush.errors import Code
 from chatpush.testing import FakeClock
 from tests.conftest import API_KEY, ChatDriver
@@ -313,7 +313,7 @@ def test_settings_whose_page_would_not_fit_a_cometd_queue_stop_start_up(
     settings = make_settings(
         chat={"max_refresh_bytes": 1_048_576}, cometd={"max_queued_bytes": 1_048_576}
     )
-    with pytest.raises(ValueError, match="max_queued_bytes"):
+    with pytest.raises(ConfigError, match="max_queued_bytes"):
         create_app(settings, clock=FakeClock())
 
 
