@@ -39,7 +39,7 @@ from chatpush.api.keys import (
 from chatpush.chat.service import ChatService
 from chatpush.clock import Clock, SystemClock
 from chatpush.cometd import BayeuxServer, CometdLimits, CometdStats
-from chatpush.config import Settings
+from chatpush.config import ConfigError, Settings
 from chatpush.errors import ChatpushError
 from chatpush.metrics import Metrics
 from chatpush.providers.apns import ApnsProvider
@@ -181,7 +181,16 @@ def create_app(
 
 
 def _cometd_limits(settings: Settings) -> CometdLimits:
+    """The Bayeux server's limits; refuses settings whose largest chat envelope would not fit in
+    one session's queue (a client asking for it would be removed at each try)."""
     cometd = settings.cometd
+    page_bytes = chat_cometd.page_queue_bytes(settings)
+    if page_bytes > cometd.max_queued_bytes:
+        raise ConfigError(
+            f"cometd.max_queued_bytes ({cometd.max_queued_bytes}) must hold one page of events: "
+            f"4 x (the larger of chat.max_refresh_bytes and 2 x server.max_body_bytes, plus "
+            f"{chat_cometd.ENVELOPE_CHARS}) = {page_bytes} bytes"
+        )
     return CometdLimits(
         max_sessions=cometd.max_sessions,
         max_sessions_per_address=cometd.max_sessions_per_address,
@@ -189,6 +198,7 @@ def _cometd_limits(settings: Settings) -> CometdLimits:
         max_ext_depth=cometd.max_ext_depth,
         max_queued_messages=cometd.max_queued_messages,
         max_queued_bytes=cometd.max_queued_bytes,
+        max_total_queued_bytes=cometd.max_total_queued_bytes,
         max_message_bytes=cometd.max_message_bytes,
         max_subscriptions=cometd.max_subscriptions,
         connect_timeout_ms=int(cometd.connect_timeout_s * 1000),

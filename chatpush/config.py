@@ -229,6 +229,11 @@ class ChatSettings(_Strict):
     max_refresh_events: Annotated[int, Field(ge=1, le=100_000)] = 100
     """The most events one Chat API reply (refresh, send, CometD envelope) carries; the client
     continues from ``nextPosition``."""
+    max_refresh_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 131_072
+    """The most bytes of events (their wire JSON in UTF-8) one such reply carries; a reply still
+    carries one event when that event alone is larger. In memory a CometD queue may count up to
+    4 bytes a character, so 4 times this (and 8 times ``server.max_body_bytes``, the largest
+    event) must fit in ``cometd.max_queued_bytes``: start-up checks it."""
     idle_chat_timeout_s: Annotated[int, Field(ge=0, le=366 * 86400)] = 3600
     """A chat without a push subscription and with no client request for this long is ended
     (chats with one end by flex-push-timeout); 0: never."""
@@ -441,6 +446,9 @@ class CometdSettings(_Strict):
     max_queued_messages: Annotated[int, Field(ge=1, le=1_000_000)] = 1_000
     max_queued_bytes: Annotated[int, Field(ge=65_536, le=1024 * 1024 * 1024)] = 1_048_576
     """Per session, unacknowledged messages included; beyond it the session is removed."""
+    max_total_queued_bytes: Annotated[int, Field(ge=65_536, le=64 * 1024**3)] = 268_435_456
+    """Every session's queue together (at least max_queued_bytes); a message that would pass it
+    removes the sessions with the largest queues first (reason ``total_queue_full``)."""
     max_message_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65_536
     max_subscriptions: Annotated[int, Field(ge=1, le=10_000)] = 100
     connect_timeout_s: Annotated[float, Field(gt=0, le=600)] = 25.0

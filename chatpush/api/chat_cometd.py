@@ -16,9 +16,13 @@ on that (``cometd.foreground_lease_s``) is renewed for every attached chat each 
 position as a refresh would, and push starts again; a session that vanishes (expired, queue full)
 gives its chats back to push too (docs/cometd.md, "Chat API v2 over CometD").
 
-A reply carries at most ``chat.max_refresh_events`` events; an attached session then gets the
-rest as live envelopes of that size, in order. ``requestChat`` counts against the client
-address's Request Chat limit (chatpush/api/ratelimit.py), as over REST.
+A reply carries at most ``chat.max_refresh_events`` events and ``chat.max_refresh_bytes`` of
+them; an attached session then gets the rest as live envelopes of that size, in order. Those go
+out with back-pressure: a session whose queue holds more than ``max_queued_bytes`` minus one
+page's worst case (or half its ``max_queued_messages``) gets its next envelope once a connect
+has taken its queue (``BayeuxServer.on_drained``), so a long transcript never overflows it.
+``requestChat`` counts against the client address's Request Chat limit
+(chatpush/api/ratelimit.py), as over REST.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from chatpush.chat.model import Reply
 from chatpush.chat.service import ChatService
 from chatpush.clock import Clock
 from chatpush.cometd import RemovalReason, Session
+from chatpush.config import Settings
 from chatpush.errors import BadRequest, ChatpushError, Code
 from chatpush.push.pipeline import PushPipeline
 
@@ -48,6 +53,21 @@ PREFIX = "/service/chatV2/"
 ATTACHED = "chatV2"
 """The key of a session's attachments in ``Session.attributes``: chat id → ``Attachment``."""
 MAX_CHATS_PER_SESSION = 16
+ENVELOPE_CHARS = 4_096
+"""Room for an envelope's own fields (ids, keys, nextPosition) and its events' nicknames."""
+
+
+def page_queue_bytes(settings: Settings) -> int:
+    """The most one envelope of events can take in a session's queue.
+
+    A page holds ``chat.max_refresh_bytes`` of events' UTF-8 JSON, or one event alone when it is
+    larger; one event is at most twice ``server.max_body_bytes`` as JSON (escapes such as
+    ``\u0001`` double a body's ``%01``). A queue counts strings in memory, up to 4 bytes a
+    character, and a character is at least one UTF-8 byte.
+    """
+    largest_event = 2 * settings.server.max_body_bytes
+    return 4 * (max(settings.chat.max_refresh_bytes, largest_event) + ENVELOPE_CHARS)
+
 
 # CometD operation → the REST handler of chat_v2 that runs it.
 _OPERATIONS: dict[str, chat_v2.Operation] = {
@@ -90,6 +110,8 @@ class Attachment:
     service: str
     secure_key: str
     position: int
+    waiting: bool = False
+    """Events were held back because the session's queue was too full: sent once it drains."""
 
 
 class ChatOverCometd:
@@ -102,8 +124,11 @@ class ChatOverCometd:
         foreground_lease_ms: int,
         instance_id: str,
         create_limit: ClientLimit,
+        page_bytes: int,
     ) -> None:
         self._chats = chats
+        self._page_bytes = page_bytes
+        """Room a session's queue must have for the next envelope (``page_queue_bytes``)."""
         self._create_limit = create_limit
         self._instance_id = instance_id
         self._pipeline = pipeline
@@ -174,6 +199,13 @@ class ChatOverCometd:
             self._detach(session, chat_id)
             if reason is not RemovalReason.DISCONNECT and chat_id not in self._by_chat:
                 self._spawn(self._leave_foreground(chat_id), f"cometd-background-{chat_id}")
+
+    def drained(self, session: Session) -> None:
+        """A connect took the session's queue: send what was held back for it."""
+        attached: dict[str, Attachment] = session.attributes.get(ATTACHED, {})
+        for chat_id, attachment in attached.items():
+            if attachment.waiting:
+                self.committed(chat_id)
 
     def committed(self, chat_id: str) -> None:
         """Called by ChatService after a commit that changed ``chat_id``."""
@@ -312,19 +344,43 @@ class ChatOverCometd:
         if not sessions:
             del self._by_chat[chat_id]
 
+    def _has_room(self, session: Session) -> bool:
+        """Whether the session's queue takes one more envelope of events (back-pressure)."""
+        return (
+            session.queued_bytes + self._page_bytes <= session.max_queued_bytes
+            and session.queued < max(session.max_queued_messages // 2, 1)
+        )
+
     async def _pump(self, chat_id: str) -> None:
-        """Deliver new events of ``chat_id`` to its sessions until no commit is left unread."""
+        """Deliver new events of ``chat_id`` to its sessions until no commit is left unread.
+
+        A session whose queue has no room for another envelope is skipped (its position stays)
+        and marked waiting; ``drained`` runs the pump again for it.
+        """
         try:
             while True:
                 self._dirty.discard(chat_id)
                 sessions = self._by_chat.get(chat_id)
                 if not sessions:
                     return
-                first = min(attachment.position for attachment in sessions.values())
+                ready = []
+                for attachment_session, attachment in sessions.items():
+                    attachment.waiting = not self._has_room(attachment_session)
+                    if not attachment.waiting:
+                        ready.append(attachment.position)
+                if not ready:
+                    return  # each waiting session runs the pump again once drained
+                first = min(ready)
                 state = await self._chats.read_chat(chat_id, first)
                 if state.events and state.events[-1].index < state.chat.last_index:
                     self._dirty.add(chat_id)  # a page of max_refresh_events: read on after it
                 for session, attachment in list(self._by_chat.get(chat_id, {}).items()):
+                    if attachment.waiting or not self._has_room(session):
+                        attachment.waiting = True
+                        continue
+                    if attachment.position < first:  # attached during the read
+                        self._dirty.add(chat_id)
+                        continue
                     events = [e for e in state.events if e.index >= attachment.position]
                     if not events and not state.chat.ended:
                         continue
@@ -408,11 +464,13 @@ def install(app: web.Application) -> None:
         int(settings.cometd.foreground_lease_s * 1000),
         app[INSTANCE_ID],
         app[CHAT_CREATE_LIMIT],
+        page_queue_bytes(settings),
     )
     app[CHAT_COMETD] = bridge
     server = app[COMETD]
     server.on_service(PREFIX, bridge.handle)
     server.on_disconnect(bridge.going_to_background)
     server.on_session_removed(bridge.session_removed)
+    server.on_drained(bridge.drained)
     app[CHATS].on_committed(bridge.committed)
     app.on_shutdown.append(bridge.close)  # before the database closes (cleanup)

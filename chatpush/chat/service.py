@@ -523,15 +523,16 @@ class ChatService:
         self, chat_id: str, from_position: int = 1, limit: int | None = None
     ) -> ChatState:
         """The chat, its parties and up to ``limit`` events (default ``max_refresh_events``)
-        from ``from_position``."""
+        from ``from_position``, within ``max_refresh_bytes`` (at least one event)."""
         limit = self._limits.max_refresh_events if limit is None else limit
+        max_bytes = self._limits.max_refresh_bytes
 
         def tx(conn: Connection) -> ChatState:
             chat = self._server_chat(conn, chat_id, lock=False)
             return ChatState(
                 chat=chat,
                 parties=repo.list_parties(conn, chat.id),
-                events=repo.events_from(conn, chat.id, max(from_position, 1), limit),
+                events=repo.events_from(conn, chat.id, max(from_position, 1), limit, max_bytes),
             )
 
         return await self._db.read(tx)
@@ -782,7 +783,8 @@ class ChatService:
     ) -> Reply:
         """Build the envelope: events from ``position`` (None = all, 0 = none), nextPosition.
 
-        At most ``max_refresh_events`` events: the client continues from ``nextPosition``, and
+        At most ``max_refresh_events`` events and ``max_refresh_bytes`` of their wire JSON (but
+        always at least one): the client continues from ``nextPosition``, and
         only what was returned counts as retrieved (so push keeps notifying the rest).
         Records, in the same statement, the time of the client's request (``touch``) and what it
         has now retrieved.
@@ -790,7 +792,13 @@ class ChatService:
         messages: list[EventRecord] = []
         if position != 0:
             first = 1 if position is None else position
-            messages = repo.events_from(conn, chat.id, first, self._limits.max_refresh_events)
+            messages = repo.events_from(
+                conn,
+                chat.id,
+                first,
+                self._limits.max_refresh_events,
+                self._limits.max_refresh_bytes,
+            )
         current = repo.record_client_read(
             conn,
             chat.id,

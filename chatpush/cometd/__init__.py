@@ -27,6 +27,7 @@ from chatpush.cometd.server import (
     CometdLimits,
     CometdStats,
     DisconnectHandler,
+    DrainListener,
     RemovalListener,
     ServiceHandler,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "CometdLimits",
     "CometdStats",
     "DisconnectHandler",
+    "DrainListener",
     "RemovalListener",
     "RemovalReason",
     "ServiceHandler",

@@ -12,8 +12,8 @@ Time comes from the injected :class:`~chatpush.clock.Clock`: a held connect wait
 earliest idle session's deadline, so tests drive both with a ``FakeClock``.
 
 The application plugs in with hooks: :meth:`on_service` (requests on ``/service/...``),
-:meth:`authorize_subscribe` / :meth:`authorize_publish`, :meth:`on_disconnect` and
-:meth:`on_session_removed`; it pushes with :meth:`publish` (broadcast) and
+:meth:`authorize_subscribe` / :meth:`authorize_publish`, :meth:`on_disconnect`,
+:meth:`on_session_removed` and :meth:`on_drained`; it pushes with :meth:`publish` (broadcast) and
 :meth:`Session.deliver` (one session).
 """
 
@@ -35,7 +35,7 @@ from aiohttp import web
 from chatpush.clock import Clock
 from chatpush.cometd import channels, protocol
 from chatpush.cometd.channels import SubscriptionIndex
-from chatpush.cometd.session import HeldConnect, RemovalReason, Session
+from chatpush.cometd.session import HeldConnect, QueueBudget, RemovalReason, Session
 
 log = logging.getLogger("chatpush.cometd")
 
@@ -46,6 +46,8 @@ Authorizer = Callable[[Session, str], bool | Awaitable[bool]]
 DisconnectHandler = Callable[[Session, dict[str, Any]], Awaitable[None]]
 RemovalListener = Callable[[Session, RemovalReason], None]
 """Called synchronously for every removed session; schedule slow work elsewhere."""
+DrainListener = Callable[[Session], None]
+"""Called synchronously when a connect took a session's queue or acknowledged part of it."""
 ClientAddress = Callable[[web.BaseRequest], str]
 """The client address of a request, which ``max_sessions_per_address`` counts against."""
 
@@ -65,6 +67,8 @@ class CometdLimits:
     """Per session, unacknowledged ones included; beyond it the session is removed."""
     max_queued_bytes: int = 1_048_576
     """Per session, the size in memory of those messages; beyond it the session is removed."""
+    max_total_queued_bytes: int = 268_435_456
+    """Every session's queue together; beyond it the sessions with the largest queues go."""
     max_message_bytes: int = 65_536
     """The largest long-polling body or websocket frame (the Chat API's body limit)."""
     max_subscriptions: int = 100
@@ -78,6 +82,8 @@ class CometdLimits:
         for limit in fields(self):
             if getattr(self, limit.name) <= 0:
                 raise ValueError(f"CometdLimits.{limit.name} must be positive")
+        if self.max_total_queued_bytes < self.max_queued_bytes:
+            raise ValueError("CometdLimits.max_total_queued_bytes must be >= max_queued_bytes")
 
 
 @dataclass(slots=True)
@@ -191,6 +197,9 @@ class BayeuxServer:
         self._authorize_publish: Authorizer | None = None
         self._disconnect_handlers: list[DisconnectHandler] = []
         self._removal_listeners: list[RemovalListener] = []
+        self._drain_listeners: list[DrainListener] = []
+        self._budget = QueueBudget(self.limits.max_total_queued_bytes, self._make_room)
+        """The bytes queued by every live session (a running total)."""
         self._advice = {
             "reconnect": "retry",
             "interval": 0,
@@ -229,6 +238,11 @@ class BayeuxServer:
         """Told of every removal (disconnect, expiry, full queue)."""
         self._removal_listeners.append(listener)
 
+    def on_drained(self, listener: DrainListener) -> None:
+        """Told when a connect took a session's queue (or acknowledged a batch of it): an
+        application that holds back messages for a full queue (back-pressure) sends on then."""
+        self._drain_listeners.append(listener)
+
     # --- the application's side ----------------------------------------------------------------
 
     async def publish(
@@ -254,6 +268,11 @@ class BayeuxServer:
     @property
     def session_count(self) -> int:
         return len(self._sessions)
+
+    @property
+    def queued_bytes(self) -> int:
+        """The bytes queued by every session together (``max_total_queued_bytes`` bounds it)."""
+        return self._budget.queued_bytes
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -444,6 +463,7 @@ class BayeuxServer:
             max_queued_messages=self.limits.max_queued_messages,
             max_queued_bytes=self.limits.max_queued_bytes,
             remove=self._remove,
+            budget=self._budget,
         )
         self._sessions[session.client_id] = session
         self._per_address[bucket] += 1
@@ -471,8 +491,10 @@ class BayeuxServer:
         if session.ack_enabled:
             ext = message.get("ext")
             batch = ext.get("ack") if isinstance(ext, dict) else None
-            if isinstance(batch, int) and not isinstance(batch, bool):
-                session.acknowledge(batch)
+            if isinstance(batch, bool) or not isinstance(batch, int):
+                batch = None
+            if batch is not None and session.acknowledge(batch):
+                self._drained(session)
         # A newer connect supersedes an older one: held in another request, or in this batch.
         if session.held is not None:
             session.held.superseded = True
@@ -511,6 +533,8 @@ class BayeuxServer:
         if batch is not None:
             reply["ext"] = {"ack": batch}
         self._mark_idle(session)
+        if messages and batch is None:  # with acknowledgements, the next connect frees them
+            self._drained(session)
         return messages
 
     def _subscription(self, message: dict[str, Any]) -> list[str]:
@@ -635,8 +659,9 @@ class BayeuxServer:
         self.stats.broadcasts += 1
         reached = 0
         full: list[Session] = []
-        for session in self._index.match(channel):
-            if audience is not None and not audience(session):
+        # A copy: making room in the total budget may remove sessions during the loop.
+        for session in tuple(self._index.match(channel)):
+            if session.removed is not None or (audience is not None and not audience(session)):
                 continue
             if session.enqueue(message_json):
                 reached += 1
@@ -646,6 +671,31 @@ class BayeuxServer:
         for session in full:  # after the loop: removal changes the index being iterated
             self._remove(session, RemovalReason.QUEUE_FULL)
         return reached
+
+    def _make_room(self, session: Session, size: int) -> bool:
+        """``size`` more bytes would pass ``max_total_queued_bytes``: remove the sessions with the
+        largest queues until they fit. Runs only over the budget, so the scan is rare."""
+        budget = self._budget
+        while budget.queued_bytes + size > budget.limit:
+            # The asking session counts with the message it would hold.
+            largest = max(
+                self._sessions.values(),
+                key=lambda s: s.queued_bytes + (size if s is session else 0),
+            )
+            self._remove(largest, RemovalReason.TOTAL_QUEUE_FULL)
+            if largest is session:
+                return False
+        return True
+
+    def _drained(self, session: Session) -> None:
+        for listener in self._drain_listeners:
+            try:
+                listener(session)
+            except Exception:
+                log.exception(
+                    "cometd drain listener failed",
+                    extra={"action": "cometd_listener_failed", "session": session.ref},
+                )
 
     def _refuse_handshake(self, reason: str) -> None:
         self.stats.handshakes_refused += 1
@@ -663,6 +713,7 @@ class BayeuxServer:
         if session.removed is not None:
             return
         session.removed = reason
+        session.release()
         self._sessions.pop(session.client_id, None)
         self._idle.pop(session, None)
         left = self._per_address[session.address] - 1
@@ -677,7 +728,8 @@ class BayeuxServer:
         if session.held is not None:
             session.held.wake.set()  # answered by render() with the reason's advice
         self.stats.sessions_removed[reason] += 1
-        level = logging.WARNING if reason is RemovalReason.QUEUE_FULL else logging.INFO
+        full = (RemovalReason.QUEUE_FULL, RemovalReason.TOTAL_QUEUE_FULL)
+        level = logging.WARNING if reason in full else logging.INFO
         log.log(
             level,
             "cometd session %s removed: %s (%d messages, %d bytes queued)",

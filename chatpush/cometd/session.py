@@ -14,6 +14,11 @@ exceed either is removed (reason ``queue_full``): its client gets ``402`` on its
 handshakes again and catches up from its chat transcript position. Dropping messages silently
 instead would leave gaps that the client cannot see.
 
+All the queues of the server share one more bound, ``max_total_queued_bytes`` (a running total in
+:class:`QueueBudget`, so fan-out stays one addition per session). A message that would pass it
+first removes the sessions with the largest queues (reason ``total_queue_full``) until it fits:
+the client that piles up the most pays, not the one that happens to receive next.
+
 The handshake's ``ext`` is kept as its JSON text (at most ``max_ext_bytes``) and decoded when
 read: decoded, a few kilobytes of ``[[],[],...]`` take twenty times as much memory.
 """
@@ -40,6 +45,19 @@ class RemovalReason(enum.StrEnum):
     """No connect for ``max_interval_ms`` after the last connect reply."""
     QUEUE_FULL = "queue_full"
     """A message would have exceeded ``max_queued_messages`` or ``max_queued_bytes``."""
+    TOTAL_QUEUE_FULL = "total_queue_full"
+    """Its queue was the largest when the queues together reached ``max_total_queued_bytes``."""
+
+
+@dataclass(slots=True)
+class QueueBudget:
+    """The bytes queued by every session of a server, against ``limit``."""
+
+    limit: int
+    make_room: Callable[[Session, int], bool] = lambda session, size: False
+    """Called when ``size`` more bytes would pass ``limit``: removes sessions until they fit;
+    False if the session asking was removed (or nothing could make room)."""
+    queued_bytes: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -64,6 +82,7 @@ class Session:
 
     __slots__ = (
         "_batch",
+        "_budget",
         "_connects",
         "_ext_json",
         "_queue",
@@ -94,6 +113,7 @@ class Session:
         max_queued_messages: int,
         max_queued_bytes: int,
         remove: Callable[[Session, RemovalReason], None],
+        budget: QueueBudget | None = None,
     ) -> None:
         self.client_id = client_id
         self._ext_json = ext_json
@@ -111,6 +131,7 @@ class Session:
         self.held: HeldConnect | None = None
         self.removed: RemovalReason | None = None
         self._remove = remove
+        self._budget = budget or QueueBudget(limit=max_queued_bytes)
         self._queue: deque[str] = deque()
         self._unacked: list[str] = []
         """The messages of batch ``_batch``, which include any earlier unacknowledged ones."""
@@ -165,15 +186,20 @@ class Session:
     # The server's side of the session; the application never needs these.
 
     def enqueue(self, message_json: str) -> bool:
-        """Queue serialized message; False if the queue is full (the caller removes us)."""
+        """Queue serialized message; False if the queue is full (the caller removes us), or
+        if making room in the server's total removed us."""
         size = sys.getsizeof(message_json)
         if (
             self.queued >= self.max_queued_messages
             or self._queued_bytes + size > self.max_queued_bytes
         ):
             return False
+        budget = self._budget
+        if budget.queued_bytes + size > budget.limit and not budget.make_room(self, size):
+            return False
         self._queue.append(message_json)
         self._queued_bytes += size
+        budget.queued_bytes += size
         if self.held is not None:
             self.held.wake.set()
         return True
@@ -183,11 +209,20 @@ class Session:
         self._connects += 1
         return self._connects == 1
 
-    def acknowledge(self, batch: int) -> None:
-        """The client received every batch up to ``batch``."""
-        if batch >= self._batch:
-            self._queued_bytes -= sum(map(sys.getsizeof, self._unacked))
+    def acknowledge(self, batch: int) -> bool:
+        """The client received every batch up to ``batch``; True if that freed anything."""
+        if batch >= self._batch and self._unacked:
+            freed = sum(map(sys.getsizeof, self._unacked))
+            self._queued_bytes -= freed
+            self._budget.queued_bytes -= freed
             self._unacked.clear()
+            return True
+        return False
+
+    def release(self) -> None:
+        """The session is removed: its queue no longer counts against the server's total."""
+        self._budget.queued_bytes -= self._queued_bytes
+        self._budget = QueueBudget(limit=self.max_queued_bytes)
 
     def has_pending(self) -> bool:
         return bool(self._queue) or bool(self._unacked)
@@ -197,6 +232,7 @@ class Session:
         if not self.ack_enabled:
             taken = list(self._queue)
             self._queue.clear()
+            self._budget.queued_bytes -= self._queued_bytes
             self._queued_bytes = 0
             return taken, None
         self._unacked.extend(self._queue)

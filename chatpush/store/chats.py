@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
@@ -187,9 +188,25 @@ def insert_events(
     return records
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def wire_bytes(event: EventRecord) -> int:
+    """The size of an event as a client receives it: its wire JSON in UTF-8."""
+    text = _ENCODE(event.to_wire())
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 def events_from(
-    conn: Connection, chat_id: str, first_index: int, limit: int | None = None
+    conn: Connection,
+    chat_id: str,
+    first_index: int,
+    limit: int | None = None,
+    max_bytes: int | None = None,
 ) -> list[EventRecord]:
+    """Events from ``first_index`` in order: at most ``limit`` of them, and no more than
+    ``max_bytes`` of :func:`wire_bytes` in all, except that the first is returned whatever its
+    size (so that a reader following the next position always progresses)."""
     query = (
         select(_events)
         .where(and_(_events.c.chat_id == chat_id, _events.c.idx >= first_index))
@@ -197,7 +214,17 @@ def events_from(
     )
     if limit is not None:
         query = query.limit(limit)
-    return [_event(row) for row in conn.execute(query)]
+    if max_bytes is None:
+        return [_event(row) for row in conn.execute(query)]
+    events: list[EventRecord] = []
+    total = 0
+    for row in conn.execute(query):
+        event = _event(row)
+        total += wire_bytes(event)
+        if events and total > max_bytes:
+            break
+        events.append(event)
+    return events
 
 
 def insert_party(conn: Connection, chat_id: str, party: PartyRecord) -> None:

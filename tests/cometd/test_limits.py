@@ -14,12 +14,22 @@ import pytest
 from aiocometd_noloop import Client as CometdClient
 from aiocometd_noloop import ConnectionType
 
+from chatpush.app import _cometd_samples
 from chatpush.cometd import RemovalReason
 from chatpush.cometd.server import address_bucket
 from chatpush.config import Settings
 from chatpush.testing import FakeClock
 from tests.cometd.conftest import LIMITS, PATH, Bayeux, Client, make_bayeux
-from tests.cometd.support import connect, events, handshake, meta, post, publish
+from tests.cometd.support import (
+    connect,
+    connect_message,
+    events,
+    handshake,
+    meta,
+    post,
+    publish,
+    subscribe,
+)
 from tests.conftest import API_KEY, ChatDriver
 
 PROXY = "127.0.0.1"  # the test client's peer: trusted, so X-Forwarded-For names the client
@@ -324,20 +334,98 @@ async def test_chat_replies_piling_up_without_a_connect_remove_the_session(
     make_settings: Callable[..., Settings], make_client: Callable[..., Any]
 ) -> None:
     # The finding: 100 queued refresh replies of a 330 KB transcript kept 32 MB for one session.
-    client = await make_client(make_settings(cometd={"max_queued_bytes": 65_536}))
+    settings = make_settings(
+        server={"max_body_bytes": 8_192},
+        chat={"max_refresh_bytes": 8_192},
+        cometd={"max_queued_bytes": 81_920},  # holds a page: 4 x (2 x 8 KiB + 4 KiB)
+    )
+    client = await make_client(settings)
     chat = ChatDriver(client)
     await chat.request_chat()
     agent = await chat.agent_joins()
-    for _ in range(2):
-        await chat.agent_says(agent, "y" * 10_000)  # a transcript of about 20 KB
+    await chat.agent_says(agent, "y" * 7_000)  # a transcript of about 7 KB, one page
     client_id = await handshake(client)
     request = {"operation": "requestNotifications", "chatId": chat.chat_id}
     request["secureKey"] = chat.secure_key
-    for n in range(3):  # three replies of about 20 KB fit in 64 KiB
+    for n in range(10):  # ten replies of about 7.5 KB fit in 80 KiB
         [reply] = await publish(client, client_id, CHAT_CHANNEL, request, str(n))
         assert reply["successful"] is True
     assert await metric(client, 'chatpush_cometd_sessions_removed_total{reason="queue_full"}') == 0
-    await publish(client, client_id, CHAT_CHANNEL, request, "3")  # the fourth does not
+    await publish(client, client_id, CHAT_CHANNEL, request, "10")  # the eleventh does not
     [reply] = await connect(client, client_id)
     assert reply["error"] == "402::session_unknown"
     assert await metric(client, 'chatpush_cometd_sessions_removed_total{reason="queue_full"}') == 1
+
+
+# --- every session's queue together ----------------------------------------------------------
+
+TOTAL_LIMITS = dataclasses.replace(
+    LIMITS, max_queued_messages=100, max_queued_bytes=16_384, max_total_queued_bytes=20_000
+)
+PIECE = "z" * 2_000  # about 2 KB queued per message
+
+
+async def test_past_the_total_budget_the_largest_queue_goes_not_the_receiver(
+    clock: FakeClock, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    # The finding: nothing bounded the sum of the queues (20,000 sessions x 1 MiB, > 20 GB).
+    bayeux = make_bayeux(clock, TOTAL_LIMITS)
+    http = await aiohttp_client(bayeux.app)
+    hogs = [await handshake(http) for _ in range(3)]  # subscribed, never connecting
+    for n, hog in enumerate(hogs):
+        await subscribe(http, hog, "/chat/room", f"s{n}")
+    reader = await handshake(http)
+    await subscribe(http, reader, "/chat/room")
+    await connect(http, reader)
+    sessions = [bayeux.server.get_session(client_id) for client_id in hogs]
+    # The first hog also follows a busy channel: it holds the largest queue.
+    await subscribe(http, hogs[0], "/chat/busy", "s-busy")
+    for n in range(4):
+        await publish(http, reader, "/chat/busy", PIECE, f"b{n}")
+    assert bayeux.removed == []
+    for n in range(4):  # the second passes 20,000 bytes in all
+        [reply] = await publish(http, reader, "/chat/room", PIECE, f"r{n}")
+        assert reply["successful"] is True
+        # The reader drains at once: its queue never grows.
+        assert [m["data"] for m in events(await connect(http, reader, f"c{n}"))] == [PIECE]
+    assert bayeux.removed == [(sessions[0], RemovalReason.TOTAL_QUEUE_FULL)]
+    assert bayeux.server.stats.sessions_removed["total_queue_full"] == 1
+    removals = ("chatpush_cometd_sessions_removed_total", {"reason": "total_queue_full"}, 1)
+    assert removals in list(_cometd_samples(bayeux.server.stats))  # what /metrics shows
+    assert bayeux.server.queued_bytes <= TOTAL_LIMITS.max_total_queued_bytes
+    assert bayeux.server.queued_bytes == sum(
+        session.queued_bytes for session in sessions[1:] if session is not None
+    )
+    [reply] = await connect(http, hogs[0])
+    assert reply["error"] == "402::session_unknown"  # it handshakes again and catches up
+    [gone, *kept] = [await connect(http, hog, "k") for hog in hogs[1:]]
+    assert len(events(gone)) == 4 and all(len(events(reply)) == 4 for reply in kept)
+    assert bayeux.server.queued_bytes == 0
+
+
+async def test_the_total_is_kept_as_queues_are_taken_acknowledged_and_removed(
+    clock: FakeClock, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    bayeux = make_bayeux(clock, TOTAL_LIMITS)
+    http = await aiohttp_client(bayeux.app)
+    plain = await handshake(http)
+    acking = await handshake(http, ext={"ack": True})
+    leaving = await handshake(http)
+    for n, client_id in enumerate((plain, acking, leaving)):
+        await subscribe(http, client_id, "/chat/room", f"s{n}")
+        await connect(http, client_id, "first", **({"ext": {"ack": 0}} if n == 1 else {}))
+    await publish(http, plain, "/chat/room", PIECE)
+    each = bayeux.server.queued_bytes // 3
+    assert each > 2_000 and bayeux.server.queued_bytes == 3 * each
+    await connect(http, plain)  # taken
+    assert bayeux.server.queued_bytes == 2 * each
+    [batch] = [m for m in await connect(http, acking, ext={"ack": 1}) if "successful" in m]
+    assert bayeux.server.queued_bytes == 2 * each  # sent, kept until acknowledged
+    # Not alone in its batch, the acknowledging connect is answered at once rather than held.
+    acknowledged = connect_message(acking, "c2", ext={"ack": batch["ext"]["ack"]})
+    unsubscribe = {"channel": "/meta/unsubscribe", "clientId": acking, "subscription": "/x"}
+    async with asyncio.timeout(5):
+        await post(http, [acknowledged, unsubscribe])
+    assert bayeux.server.queued_bytes == each
+    await post(http, [{"channel": "/meta/disconnect", "clientId": leaving}])
+    assert bayeux.server.queued_bytes == 0

@@ -11,12 +11,13 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from chatpush.api.ratelimit import TokenBuckets
-from chatpush.app import _end_idle_chats
-from chatpush.config import Settings
+from chatpush.app import _end_idle_chats, create_app
+from chatpush.config import ConfigError, Settings
 from chatpush.errors import Code
 from chatpush.testing import FakeClock
 from tests.conftest import API_KEY, ChatDriver
@@ -273,19 +274,65 @@ async def test_refresh_is_paged_and_following_next_position_returns_every_event_
 async def test_a_long_transcript_no_longer_makes_a_huge_refresh(
     make_settings: MakeSettings, make_client: MakeClient
 ) -> None:
-    """The finding: a 300-message chat returned a 4.9 MB refresh (16 KB messages)."""
-    client = await make_client(make_settings())  # the default, 100 events a reply
+    """The findings: a 300-message chat returned a 4.9 MB refresh (16 KB messages); paged at 100
+    events, a page of such messages was still 1.6 MB (6.5 MB in a CometD queue)."""
+    client = await make_client(make_settings())  # the defaults: 100 events, 128 KiB a reply
     chat = ChatDriver(client)
     await chat.request_chat()
     agent = await chat.agent_joins()
-    for _ in range(150):
+    for _ in range(150):  # indexes 3-152
         await chat.agent_says(agent, "x" * 16_000)
-    response = await client.post(
-        f"/genesys/2/chat/support/{chat.chat_id}/refresh", data={"secureKey": chat.secure_key}
+    seen: list[int] = []
+    position = None
+    while True:
+        data = {"secureKey": chat.secure_key}
+        if position is not None:
+            data["transcriptPosition"] = str(position)
+        response = await client.post(f"/genesys/2/chat/support/{chat.chat_id}/refresh", data=data)
+        raw = await response.read()
+        assert response.status == 200 and len(raw) < 131_072 + 1_024
+        page = json.loads(raw)
+        if not page["messages"]:
+            break
+        seen += indexes(page)
+        position = page["nextPosition"]
+    assert seen == list(range(1, 153))  # every event once, in order
+    assert position == 153
+
+
+async def test_pages_count_bytes_and_always_carry_one_event(
+    make_settings: MakeSettings, make_client: MakeClient
+) -> None:
+    """chat.max_refresh_bytes counts the events' JSON in UTF-8: 4 bytes for an emoji; an event
+    larger than the budget comes alone, so a client following nextPosition still progresses."""
+    client = await make_client(make_settings(chat={"max_refresh_bytes": 10_000}))
+    chat = ChatDriver(client)
+    await chat.request_chat()
+    agent = await chat.agent_joins()
+    await chat.agent_says(agent, "\U0001f600" * 2_000)  # 3: 8 KB of UTF-8
+    await chat.agent_says(agent, "\U0001f600" * 2_000)  # 4
+    await chat.agent_says(agent, "y" * 15_000)  # 5: larger than a page
+    await chat.agent_says(agent, "short")  # 6
+
+    first = await chat.op("refresh")
+    assert indexes(first) == [1, 2, 3] and first["nextPosition"] == 4
+    alone = await chat.op("refresh", transcriptPosition="5")
+    assert indexes(alone) == [5] and alone["nextPosition"] == 6
+    # The server-side read is paged by the same budget.
+    page = await chat.api("GET", f"/chats/{chat.chat_id}")
+    assert indexes(page, "transcript") == [1, 2, 3] and page["nextPosition"] == 4
+    page = await chat.api("GET", f"/chats/{chat.chat_id}?fromPosition=4")
+    assert indexes(page, "transcript") == [4] and page["nextPosition"] == 5
+
+
+def test_settings_whose_page_would_not_fit_a_cometd_queue_stop_start_up(
+    make_settings: MakeSettings,
+) -> None:
+    settings = make_settings(
+        chat={"max_refresh_bytes": 1_048_576}, cometd={"max_queued_bytes": 1_048_576}
     )
-    raw = await response.read()
-    assert response.status == 200 and len(raw) < 100 * 16_500
-    assert indexes(json.loads(raw)) == list(range(1, 101))
+    with pytest.raises(ConfigError, match="max_queued_bytes"):
+        create_app(settings, clock=FakeClock())
 
 
 async def test_paging_acknowledges_only_what_a_reply_returned(
