@@ -126,7 +126,7 @@ async def small_queues(
 
 
 async def test_a_session_that_never_connects_is_removed_past_max_queued_bytes(
-    small_queues: tuple[Bayeux, Client],
+    small_queues: tuple[Bayeux, Client], caplog: pytest.LogCaptureFixture
 ) -> None:
     # The finding: replies to a client's own requests piled up without a connect (32 MB).
     bayeux, http = small_queues
@@ -141,6 +141,9 @@ async def test_a_session_that_never_connects_is_removed_past_max_queued_bytes(
     await publish(http, client_id, "/service/echo", ECHOED, "3")
     assert bayeux.removed == [(session, RemovalReason.QUEUE_FULL)]
     assert bayeux.server.stats.sessions_removed["queue_full"] == 1
+    [warning] = [r for r in caplog.records if getattr(r, "action", "") == "cometd_session_removed"]
+    assert warning.levelname == "WARNING"
+    assert getattr(warning, "queued") == 3 and getattr(warning, "queued_bytes") > 0  # noqa: B009
     [reply] = await connect(http, client_id)
     assert reply["error"] == "402::session_unknown"
     assert reply["advice"]["reconnect"] == "handshake"
