@@ -165,14 +165,7 @@ class ApnsProvider(MobileProvider[ApnsCredentials]):
             try:
                 reply, body = await self._post(url, payload, headers)
             except OutboundError as exc:
-                latency_ms = int((time.monotonic() - started) * 1000)
-                return SendResult(
-                    "failed",
-                    latency_ms,
-                    http_status=exc.http_status,
-                    error=str(exc)[:MAX_ERROR_CHARS],
-                    temporary=exc.temporary,
-                )
+                return exc.result(started)
             latency_ms = int((time.monotonic() - started) * 1000)
             if reply.status_code == 200:
                 return SendResult("sent", latency_ms, http_status=200)

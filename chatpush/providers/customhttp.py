@@ -106,14 +106,7 @@ class CustomHttpProvider:
                         temporary=reply.status >= 500 or reply.status in (408, 429),
                     )
             except OutboundError as exc:
-                latency_ms = int((time.monotonic() - started) * 1000)
-                return SendResult(
-                    "failed",
-                    latency_ms,
-                    http_status=exc.http_status,
-                    error=str(exc),
-                    temporary=exc.temporary,
-                )
+                return exc.result(started)
             except TimeoutError:
                 error = f"timed out after {self._settings.total_timeout_s:g} s"
             except aiohttp.ClientError as exc:

@@ -145,14 +145,7 @@ class FcmProvider(MobileProvider[FcmCredentials]):
             token = await self._access_token(credentials)
             return await self._post(credentials, url, token, message, started)
         except OutboundError as exc:
-            latency_ms = int((time.monotonic() - started) * 1000)
-            return SendResult(
-                "failed",
-                latency_ms,
-                http_status=exc.http_status,
-                error=str(exc)[:MAX_ERROR_CHARS],
-                temporary=exc.temporary,
-            )
+            return exc.result(started)
 
     async def _post(
         self,

@@ -11,11 +11,14 @@ fields, truncated; the detail of a connection failure is logged here, not return
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 import aiohttp
 import httpx
 import yarl
+
+from chatpush.providers.base import SendResult
 
 log = logging.getLogger("chatpush.outbound")
 
@@ -25,6 +28,9 @@ MAX_FIELD_CHARS = 200
 UNREACHABLE = "unreachable (no connection, or no answer in time)"
 
 
+MAX_ERROR_CHARS = 300
+
+
 class OutboundError(Exception):
     """A request that could not be made, or an answer that cannot be used: a failed send."""
 
@@ -32,6 +38,16 @@ class OutboundError(Exception):
         super().__init__(message)
         self.temporary = temporary
         self.http_status = http_status
+
+    def result(self, started_monotonic: float) -> SendResult:
+        """This failure as a send's verdict, timed from ``started_monotonic``."""
+        return SendResult(
+            "failed",
+            int((time.monotonic() - started_monotonic) * 1000),
+            http_status=self.http_status,
+            error=str(self)[:MAX_ERROR_CHARS],
+            temporary=self.temporary,
+        )
 
 
 def disallowed(url: str | yarl.URL | httpx.URL, allowed: Sequence[str]) -> str | None:
