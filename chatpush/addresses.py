@@ -71,6 +71,12 @@ class TrustedProxies:
 
 
 def _normalized(hop: str) -> str:
+    """A hop as an address: proxies also write ``1.2.3.4:5678``, ``[2001:db8::1]`` and
+    ``[2001:db8::1]:5678``; the port is the client's to choose, so it must not make a new key."""
+    if hop.startswith("["):
+        hop = hop[1 : hop.find("]")] if "]" in hop else hop[1:]
+    elif hop.count(":") == 1:  # IPv4 with a port (an IPv6 address has at least two colons)
+        hop = hop.partition(":")[0]
     try:
         return str(ipaddress.ip_address(hop))
     except ValueError:

@@ -1,5 +1,6 @@
 """The client address that per-address limits count against."""
 
+import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from chatpush.addresses import TrustedProxies
@@ -43,3 +44,21 @@ def test_ipv6_clients_count_as_their_network_and_mapped_ipv4_as_ipv4() -> None:
         request("10.0.0.2", "2001:db8:1:1::9")
     )
     assert forwarded == "2001:db8:1:1::/64"
+
+
+@pytest.mark.parametrize(
+    ("hop", "client"),
+    [
+        ("198.51.100.7:1001", "198.51.100.7"),
+        ("198.51.100.7:1002", "198.51.100.7"),
+        ("[2001:db8:a:3::1]", "2001:db8:a:3::/64"),
+        ("[2001:db8:a:3::2]:443", "2001:db8:a:3::/64"),
+        ("2001:db8:a:3::3", "2001:db8:a:3::/64"),
+    ],
+)
+def test_a_port_or_brackets_written_by_a_proxy_do_not_make_a_new_client(
+    hop: str, client: str
+) -> None:
+    """Some proxies write the client's port too: the port is the client's to choose."""
+    proxies = TrustedProxies(["10.0.0.0/8"])
+    assert proxies.client_address(request("10.0.0.2", hop)) == client
