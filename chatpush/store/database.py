@@ -5,8 +5,12 @@ transaction costs one hand-over between the event loop and the database, not one
 
 - SQLite (the embedded default): the standard ``sqlite3`` driver in threads of our own. One thread
   runs every write transaction, in order: SQLite has one writer, and queueing writes here never
-  spins on SQLITE_BUSY. Two more threads run reads, which WAL lets proceed beside the writer.
-  ``busy_timeout`` covers other processes (``chatpush migrate``, an operator's sqlite3 shell).
+  spins on SQLITE_BUSY. Write transactions that queue up while it works are committed together
+  (group commit): one ``BEGIN IMMEDIATE`` … ``COMMIT`` for the batch, a SAVEPOINT around each
+  function, so one that raises is rolled back alone; every caller is answered only after the
+  COMMIT, so nothing answered is lost to a crash, and a COMMIT that fails fails the whole batch.
+  Two more threads run reads, which WAL lets proceed beside the writer. ``busy_timeout`` covers
+  other processes (``chatpush migrate``, an operator's sqlite3 shell).
 - PostgreSQL: asyncpg through SQLAlchemy's async engine; ``run_sync`` runs the same function in a
   greenlet, each statement awaiting asyncpg without a thread. Row locks order concurrent writers
   (several instances share one database); a transaction that PostgreSQL chose as a deadlock
@@ -17,11 +21,15 @@ transaction costs one hand-over between the event loop and the database, not one
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import stat
+import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
@@ -36,6 +44,8 @@ from chatpush.errors import StorageUnavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 SQLITE_READ_THREADS = 2
+SQLITE_MAX_BATCH = 64
+"""The most write transactions one SQLite COMMIT carries (group commit)."""
 PG_RETRIES = 3
 PG_RETRYABLE = {"40P01", "40001"}  # deadlock_detected, serialization_failure
 LISTEN_RETRY_S = 1.0
@@ -133,6 +143,26 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+@dataclass(slots=True)
+class _Write:
+    """A write transaction waiting for the SQLite writer thread, and where its outcome goes."""
+
+    run: Callable[[Connection], Any]
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+
+
+def _settle(outcomes: list[tuple[_Write, bool, Any]]) -> None:
+    """On the caller's event loop: hand each transaction's value or exception to its caller."""
+    for write, ok, value in outcomes:
+        if write.future.done():  # the caller was cancelled meanwhile
+            continue
+        if ok:
+            write.future.set_result(value)
+        else:
+            write.future.set_exception(value)
+
+
 class Database:
     """Runs transaction functions and maps driver failures to StorageUnavailable."""
 
@@ -143,6 +173,10 @@ class Database:
         if self.is_sqlite:
             self._sync = _sqlite_engine(settings)
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="chatpush-db-write")
+            self._queued: deque[_Write] = deque()
+            self._queue_lock = threading.Lock()
+            self._draining = False
+            """The writer thread is draining the queue (one drain at a time)."""
             self._readers = ThreadPoolExecutor(
                 SQLITE_READ_THREADS, thread_name_prefix="chatpush-db-read"
             )
@@ -158,15 +192,16 @@ class Database:
         """Run ``fn(conn, ...)`` in one read-write transaction, committed when it returns."""
         try:
             if self._sync is not None:
-                engine = self._sync
-
-                def run() -> T:
-                    with engine.connect() as conn:
-                        conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
-                        with conn.begin():
-                            return fn(conn, *args, **kwargs)
-
-                return await asyncio.get_running_loop().run_in_executor(self._writer, run)
+                loop = asyncio.get_running_loop()
+                write = _Write(lambda conn: fn(conn, *args, **kwargs), loop.create_future(), loop)
+                with self._queue_lock:
+                    self._queued.append(write)
+                    start = not self._draining
+                    self._draining = True
+                if start:
+                    self._writer.submit(self._drain)
+                result: T = await write.future
+                return result
             assert self._async is not None
             for attempt in range(1, PG_RETRIES + 1):
                 try:
@@ -181,6 +216,55 @@ class Database:
             if _is_connection_failure(exc):
                 raise StorageUnavailable() from exc
             raise
+
+    def _drain(self) -> None:
+        """The SQLite writer thread: commit what is queued, a batch at a time, until none is."""
+        while True:
+            with self._queue_lock:
+                batch = [
+                    self._queued.popleft() for _ in range(min(len(self._queued), SQLITE_MAX_BATCH))
+                ]
+                if not batch:
+                    self._draining = False
+                    return
+            try:
+                outcomes = self._commit(batch)
+            except BaseException as exc:  # BEGIN or COMMIT failed: nothing of the batch stands
+                outcomes = [(write, False, exc) for write in batch]
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Write, bool, Any]]] = {}
+            for outcome in outcomes:
+                by_loop.setdefault(outcome[0].loop, []).append(outcome)
+            for loop, settled in by_loop.items():
+                with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                    loop.call_soon_threadsafe(_settle, settled)
+
+    def _commit(self, batch: list[_Write]) -> list[tuple[_Write, bool, Any]]:
+        """One transaction for the whole batch; each function under a SAVEPOINT of its own (a
+        single one needs none: its exception rolls the transaction back)."""
+        assert self._sync is not None
+        outcomes: list[tuple[_Write, bool, Any]] = []
+        with self._sync.connect() as conn:
+            conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+            if len(batch) == 1:
+                [write] = batch
+                try:
+                    with conn.begin():
+                        value = write.run(conn)
+                except Exception as exc:
+                    return [(write, False, exc)]
+                return [(write, True, value)]
+            with conn.begin():
+                for write in batch:
+                    savepoint = conn.begin_nested()
+                    try:
+                        value = write.run(conn)
+                    except Exception as exc:
+                        savepoint.rollback()
+                        outcomes.append((write, False, exc))
+                    else:
+                        savepoint.commit()
+                        outcomes.append((write, True, value))
+        return outcomes
 
     async def listen(self, channel: str, on_notify: Callable[[str | None], None]) -> None:
         """PostgreSQL: call ``on_notify(payload)`` on every NOTIFY of ``channel``, until cancelled.

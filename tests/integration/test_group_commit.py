@@ -1,0 +1,101 @@
+"""SQLite group commit: write transactions that queue up share one COMMIT, and each still
+stands or falls alone (a real SQLite file, the real writer thread)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+
+from chatpush.config import DatabaseSettings
+from chatpush.store.database import SQLITE_MAX_BATCH, Database
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> Any:
+    database = Database(DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'g.db'}"))
+    await database.write(
+        lambda conn: conn.exec_driver_sql("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+    )
+    yield database
+    await database.close()
+
+
+def insert(conn: Connection, n: int) -> int:
+    conn.exec_driver_sql(f"INSERT INTO t VALUES ({n})")
+    if n % 5 == 0:
+        raise ValueError(f"refused {n}")  # after its write: the write must not stand
+    return n
+
+
+def hold_the_writer(conn: Connection) -> None:
+    time.sleep(0.2)  # the writes below queue up meanwhile
+
+
+async def held(db: Database) -> asyncio.Task[None]:
+    """The writer thread busy with a write of its own, so that the next writes queue up."""
+    task = asyncio.create_task(db.write(hold_the_writer))
+    await asyncio.sleep(0.05)
+    return task
+
+
+async def rows(db: Database) -> list[int]:
+    def read(conn: Connection) -> list[int]:
+        return [row[0] for row in conn.exec_driver_sql("SELECT n FROM t ORDER BY n")]
+
+    return await db.read(read)
+
+
+async def test_queued_writes_share_commits_and_a_failing_one_is_rolled_back_alone(
+    db: Database,
+) -> None:
+    commits: list[int] = []
+    assert db._sync is not None
+    event.listen(db._sync, "commit", lambda conn: commits.append(1))
+    count = 2 * SQLITE_MAX_BATCH + 10
+    holding = await held(db)
+    results = await asyncio.gather(
+        *(db.write(insert, n) for n in range(1, count + 1)), return_exceptions=True
+    )
+    await holding
+    for n, result in enumerate(results, start=1):
+        if n % 5 == 0:
+            assert isinstance(result, ValueError) and str(result) == f"refused {n}"
+        else:
+            assert result == n
+    assert await rows(db) == [n for n in range(1, count + 1) if n % 5]
+    # The holding write alone, then the queued ones in full batches.
+    assert len(commits) == 1 + -(-count // SQLITE_MAX_BATCH)
+
+
+async def test_a_write_alone_commits_and_one_that_raises_leaves_nothing(db: Database) -> None:
+    assert await db.write(insert, 1) == 1
+    with pytest.raises(ValueError):
+        await db.write(insert, 5)
+    assert await rows(db) == [1]
+
+
+async def test_a_failing_commit_fails_every_write_of_its_batch(db: Database) -> None:
+    """A write that breaks the transaction itself (not only its savepoint) takes its whole
+    batch down: none of them is answered as done, and none of them stands."""
+
+    def break_the_transaction(conn: Connection) -> None:
+        conn.exec_driver_sql("ROLLBACK")  # the savepoints and the batch's transaction are gone
+
+    holding = await held(db)
+    results = await asyncio.gather(
+        db.write(insert, 1),
+        db.write(break_the_transaction),
+        db.write(insert, 2),
+        return_exceptions=True,
+    )
+    await holding  # its own commit came before
+    assert all(isinstance(result, Exception) for result in results), results
+    assert await rows(db) == []
+    assert await db.write(insert, 3) == 3  # the writer carries on
+    assert await rows(db) == [3]
