@@ -305,10 +305,20 @@ class ChatOverCometd:
         return self._clock.now_ms() + self._lease_ms
 
     async def _renew(self) -> None:
-        """Every third of the lease, keep the attached chats in the foreground a lease longer."""
+        """Every third of the lease, keep the attached chats in the foreground a lease longer.
+
+        The turns keep their timetable (each a third of a lease after the one before, not after
+        the last renewal finished), so a slow database does not stretch the gaps between them.
+        """
         never = asyncio.Event()
+        interval_ms = self._lease_ms // 3
+        due_ms = self._clock.now_ms() + interval_ms
         while True:
-            await self._clock.sleep_until(self._clock.now_ms() + self._lease_ms // 3, never)
+            await self._clock.sleep_until(due_ms, never)
+            now_ms = self._clock.now_ms()
+            due_ms += interval_ms
+            if due_ms < now_ms:  # far behind (a suspended process): from now on
+                due_ms = now_ms + interval_ms
             try:
                 # A chat followed live is not idle (chat.idle_chat_timeout_s).
                 await self._chats.touch_live(list(self._by_chat))
