@@ -12,7 +12,7 @@ from typing import Any
 import hypothesis
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from chatpush.app import create_app
 from chatpush.config import Settings, load_settings
@@ -98,7 +98,16 @@ async def make_client(aiohttp_client: Callable[..., Any], clock: FakeClock) -> C
         if settings.database.is_sqlite:  # the PostgreSQL test databases are migrated already
             await asyncio.to_thread(migrate.upgrade, settings.database.url)
         app = create_app(settings, clock=clock, housekeeping=False)
-        client: TestClient[web.Request, web.Application] = await aiohttp_client(app)
+        server = TestServer(app)
+        try:
+            await server.start_server()
+        except BaseException:
+            # Start-up failed half-way (a test of a refused start): what had started, such as
+            # the providers' HTTP sessions, is closed again, as `chatpush serve` does.
+            await app.cleanup()
+            await server.close()
+            raise
+        client: TestClient[web.Request, web.Application] = await aiohttp_client(server)
         return client
 
     return make
