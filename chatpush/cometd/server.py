@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import ipaddress
 import logging
 import secrets
 from collections import Counter
@@ -32,6 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
+from chatpush.addresses import TrustedProxies
 from chatpush.clock import Clock
 from chatpush.cometd import channels, protocol
 from chatpush.cometd.channels import SubscriptionIndex
@@ -49,7 +49,8 @@ RemovalListener = Callable[[Session, RemovalReason], None]
 DrainListener = Callable[[Session], None]
 """Called synchronously when a connect took a session's queue or acknowledged part of it."""
 ClientAddress = Callable[[web.BaseRequest], str]
-"""The client address of a request, which ``max_sessions_per_address`` counts against."""
+"""The client of a request, as ``max_sessions_per_address`` counts it (chatpush/addresses.py:
+an IPv4 address, an IPv6 network, behind trusted proxies the client they forward for)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,25 +124,6 @@ class _Refused(Exception):
         self.advice = advice
 
 
-def peer_address(request: web.BaseRequest) -> str:
-    """The default :data:`ClientAddress`: the TCP peer (behind a proxy, the proxy's)."""
-    return request.remote or "unknown"
-
-
-def address_bucket(address: str) -> str:
-    """What ``max_sessions_per_address`` counts against: an IPv4 address (IPv4-mapped IPv6
-    included), an IPv6 /64 (one host commonly has a whole /64), or the string itself."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address[:64]
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
-
-
 def _ext_json(ext: Any, max_bytes: int, max_depth: int) -> str | None:
     """The ``ext`` object as JSON text, or None when it is too large or too deep."""
     try:
@@ -172,16 +154,16 @@ class BayeuxServer:
         clock: Clock,
         limits: CometdLimits | None = None,
         *,
-        client_address: ClientAddress = peer_address,
+        client_address: ClientAddress | None = None,
     ) -> None:
         self.clock = clock
         self.limits = limits or CometdLimits()
-        self.client_address = client_address
+        self.client_address = client_address or TrustedProxies().client_address
         """Maps a request to its client's address (the application's proxy rules)."""
         self.stats = CometdStats()
         self._sessions: dict[str, Session] = {}
         self._per_address: Counter[str] = Counter()
-        """Live sessions by :func:`address_bucket`; an address at zero is deleted."""
+        """Live sessions by client address; an address at zero is deleted."""
         self._refusing_addresses: set[str] = set()
         """Addresses whose handshakes are being refused (logged once, when it starts)."""
         self._index: SubscriptionIndex[Session] = SubscriptionIndex()
@@ -441,23 +423,22 @@ class BayeuxServer:
             self._refusing = True
             raise _Refused(protocol.TOO_MANY_SESSIONS, protocol.HANDSHAKE_ADVICE)
         self._refusing = False
-        bucket = address_bucket(address)
-        if self._per_address[bucket] >= self.limits.max_sessions_per_address:
+        if self._per_address[address] >= self.limits.max_sessions_per_address:
             self._refuse_handshake("too_many_sessions_from_address")
-            if bucket not in self._refusing_addresses:  # once per episode and address
-                self._refusing_addresses.add(bucket)
+            if address not in self._refusing_addresses:  # once per episode and address
+                self._refusing_addresses.add(address)
                 log.warning(
                     "cometd handshakes refused from %s: %d sessions, the most per address",
-                    bucket,
-                    self._per_address[bucket],
-                    extra={"action": "cometd_address_full", "address": bucket},
+                    address,
+                    self._per_address[address],
+                    extra={"action": "cometd_address_full", "address": address},
                 )
             raise _Refused(protocol.TOO_MANY_SESSIONS_FROM_ADDRESS, protocol.HANDSHAKE_ADVICE)
         ack_enabled = ext.get("ack") is True
         session = Session(
             secrets.token_hex(16),  # 128 random bits
             ext_json,
-            address=bucket,
+            address=address,
             created_ms=self.clock.now_ms(),
             ack_enabled=ack_enabled,
             max_queued_messages=self.limits.max_queued_messages,
@@ -466,7 +447,7 @@ class BayeuxServer:
             budget=self._budget,
         )
         self._sessions[session.client_id] = session
-        self._per_address[bucket] += 1
+        self._per_address[address] += 1
         self._mark_idle(session)
         self.stats.handshakes += 1
         log.debug("cometd session %s created", session.ref, extra={"action": "cometd_handshake"})
