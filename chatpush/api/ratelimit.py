@@ -11,7 +11,8 @@ used one goes whatever it holds. A stranger with many addresses can thus reset o
 never grow memory.
 
 The client address is ``server.trusted_proxies``' reading of the request (chatpush/addresses.py).
-:func:`address_middleware` keeps it in :data:`CLIENT_ADDRESS` for handlers that do not see the
+:func:`address_middleware` keeps the means to it in :data:`CLIENT_ADDRESS` (worked out only
+when a limit asks, not on every request) for handlers that do not see the
 request, such as the CometD service handlers (their messages arrive in a long-polling body or a
 websocket frame of that request).
 """
@@ -31,8 +32,10 @@ from chatpush.clock import Clock
 from chatpush.errors import RateLimited
 from chatpush.metrics import Metrics
 
-CLIENT_ADDRESS: ContextVar[str] = ContextVar("chatpush_client_address", default=UNKNOWN)
-"""The client address of the HTTP request (or websocket) being handled."""
+CLIENT_ADDRESS: ContextVar[Callable[[], str]] = ContextVar(
+    "chatpush_client_address", default=lambda: UNKNOWN
+)
+"""Gives the client address of the HTTP request (or websocket) being handled."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -98,7 +101,7 @@ class ClientLimit:
 
     def check(self, address: str | None = None) -> None:
         """Take a token for ``address`` (default: the current request's); raise when none."""
-        address = CLIENT_ADDRESS.get() if address is None else address
+        address = CLIENT_ADDRESS.get()() if address is None else address
         retry_after_s = self.buckets.take(address)
         if retry_after_s:
             self._metrics.inc("chatpush_rate_limited_total", limit=self.name)
@@ -114,7 +117,7 @@ def address_middleware(proxies: TrustedProxies) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        token = CLIENT_ADDRESS.set(proxies.client_address(request))
+        token = CLIENT_ADDRESS.set(lambda: proxies.client_address(request))
         try:
             return await handler(request)
         finally:
