@@ -48,9 +48,22 @@ def _install() -> None:
     def before_execute(
         conn: Any, cursor: Any, sql: str, params: Any, context: Any, executemany: bool
     ) -> None:
-        statements[_shape(sql) + (" (executemany)" if executemany else "")] += 1
+        if conn.dialect.name != "sqlite":  # SQLite's are counted by its trace callback
+            statements[_shape(sql) + (" (executemany)" if executemany else "")] += 1
+
+    def traced(sql: str) -> None:
+        shape = _shape(sql)
+        if shape.split(" ", 1)[0] not in ("BEGIN", "COMMIT", "ROLLBACK", "PRAGMA"):
+            statements[shape] += 1
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # chatpush runs its hot statements on the sqlite3 connection itself, past SQLAlchemy's
+        # events: SQLite's trace callback sees every statement, whoever runs it.
+        if hasattr(dbapi_connection, "set_trace_callback"):
+            dbapi_connection.set_trace_callback(traced)
 
     event.listen(Engine, "before_cursor_execute", before_execute)
+    event.listen(Engine, "connect", on_connect)
     for name in ("begin", "commit", "rollback"):
         event.listen(Engine, name, lambda conn, name=name: transactions.update([name]))
 

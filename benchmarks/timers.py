@@ -244,6 +244,8 @@ def chat_rows(conn: sqlite3.Connection, chat_id: str) -> dict[str, list[dict[str
         rows = []
         for values in cursor.fetchall():
             row = {n: v for n, v in zip(names, values, strict=True) if n not in varying}
+            if table == "events" and row["user_data"] == "null":
+                row["user_data"] = None  # JSON null (SQLAlchemy's None) reads back as SQL NULL
             if table == "chats":
                 row["user_data"] = json.loads(row["user_data"])
                 row["user_data"].pop("GCTI_GMS_PushDeviceId")

@@ -6,10 +6,12 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, case, delete, func, insert, select, text, update
+from sqlalchemy import Table, and_, delete, func, insert, select, text, update
 from sqlalchemy.engine import Connection, Row
 
 from chatpush.chat.model import ChatRecord, EventRecord, NewEvent, PartyRecord
+from chatpush.store import sql
+from chatpush.store.sql import Statement
 from chatpush.store.tables import Chat, Delivery, Event, Outbox, Party, Subscription
 
 _chats = cast(Table, Chat.__table__)
@@ -38,6 +40,47 @@ def _chat(row: Row[Any]) -> ChatRecord:
     )
 
 
+_CHAT_COLUMNS = (
+    "id, service_name, secure_key, user_id, subject, email_address, user_data, created_at_ms,"
+    " ended_at_ms, last_client_request_ms, last_index, client_position, last_participant_id"
+)
+"""The columns of a chat row, in the order of ChatRecord's fields (the hot statements)."""
+
+
+def _chat_of(values: Sequence[Any]) -> ChatRecord:
+    """A chat from a row of ``_CHAT_COLUMNS``."""
+    (
+        id_,
+        service_name,
+        secure_key,
+        user_id,
+        subject,
+        email_address,
+        user_data,
+        created_at_ms,
+        ended_at_ms,
+        last_client_request_ms,
+        last_index,
+        client_position,
+        last_participant_id,
+    ) = values
+    return ChatRecord(
+        id=id_,
+        service_name=service_name,
+        secure_key=secure_key,
+        user_id=user_id,
+        subject=subject,
+        email_address=email_address,
+        user_data=dict(sql.from_json(user_data) or {}),
+        created_at_ms=created_at_ms,
+        ended_at_ms=ended_at_ms,
+        last_client_request_ms=last_client_request_ms,
+        last_index=last_index,
+        client_position=client_position,
+        last_participant_id=last_participant_id,
+    )
+
+
 def _party(row: Row[Any]) -> PartyRecord:
     return PartyRecord(
         participant_id=row.participant_id,
@@ -47,20 +90,6 @@ def _party(row: Row[Any]) -> PartyRecord:
         left_at_ms=row.left_at_ms,
         first_name=row.first_name,
         last_name=row.last_name,
-    )
-
-
-def _event(row: Row[Any]) -> EventRecord:
-    return EventRecord(
-        index=row.idx,
-        type=row.type,
-        participant_id=row.participant_id,
-        nickname=row.nickname,
-        party_type=row.party_type,
-        utc_time_ms=row.utc_time_ms,
-        text=row.text,
-        message_type=row.message_type,
-        user_data=row.user_data,
     )
 
 
@@ -85,6 +114,12 @@ def insert_chat(conn: Connection, chat: ChatRecord, customer: PartyRecord) -> No
     insert_party(conn, chat.id, customer)
 
 
+_GET_CHAT = Statement(
+    f"SELECT {_CHAT_COLUMNS} FROM chats WHERE id = :id", postgres_lock="FOR NO KEY UPDATE"
+)
+_GET_CHAT_UNLOCKED = Statement(f"SELECT {_CHAT_COLUMNS} FROM chats WHERE id = :id")
+
+
 def get_chat(conn: Connection, chat_id: str, *, lock: bool = False) -> ChatRecord | None:
     """``lock``: hold the chat's row until the commit. On PostgreSQL every write transaction of a
     chat takes it first, so they run one after another as they do on SQLite (one writer).
@@ -93,11 +128,8 @@ def get_chat(conn: Connection, chat_id: str, *, lock: bool = False) -> ChatRecor
     deliveries: foreign keys) take KEY SHARE locks on it, which FOR UPDATE would make wait, and
     the timer and delivery transactions that insert them hold subscription locks that a request
     transaction of the chat waits for: a deadlock."""
-    query = select(_chats).where(_chats.c.id == chat_id)
-    if lock:
-        query = query.with_for_update(key_share=True)
-    row = (conn.execute(query)).first()
-    return _chat(row) if row is not None else None
+    found = sql.row(conn, _GET_CHAT if lock else _GET_CHAT_UNLOCKED, {"id": chat_id})
+    return _chat_of(found) if found is not None else None
 
 
 def get_chats(conn: Connection, chat_ids: Sequence[str]) -> dict[str, ChatRecord]:
@@ -105,32 +137,45 @@ def get_chats(conn: Connection, chat_ids: Sequence[str]) -> dict[str, ChatRecord
     return {row.id: _chat(row) for row in rows}
 
 
+_RECORD_CLIENT_READ = Statement(
+    "UPDATE chats SET"
+    " last_client_request_ms = COALESCE(:request_ms, last_client_request_ms),"
+    " client_position = CASE WHEN client_position < :retrieved THEN :retrieved"
+    " ELSE client_position END"
+    f" WHERE id = :id RETURNING {_CHAT_COLUMNS}"
+)
+
+
 def record_client_read(
     conn: Connection, chat_id: str, *, request_ms: int | None, retrieved: int | None
 ) -> ChatRecord:
     """One statement for what every client reply records: the time of the request and the highest
     index retrieved; returns the chat as it now stands."""
-    values: dict[str, Any] = {}
-    if request_ms is not None:
-        values["last_client_request_ms"] = request_ms
-    if retrieved is not None:
-        values["client_position"] = case(
-            (_chats.c.client_position < retrieved, retrieved), else_=_chats.c.client_position
-        )
-    if not values:
+    if request_ms is None and retrieved is None:
         chat = get_chat(conn, chat_id)
         assert chat is not None
         return chat
-    row = (
-        conn.execute(
-            update(_chats).where(_chats.c.id == chat_id).values(**values).returning(*_chats.c)
-        )
-    ).one()
-    return _chat(row)
+    found = sql.row(
+        conn,
+        _RECORD_CLIENT_READ,
+        {"id": chat_id, "request_ms": request_ms, "retrieved": retrieved},
+    )
+    assert found is not None
+    return _chat_of(found)
 
 
 def update_chat(conn: Connection, chat_id: str, **values: Any) -> None:
     conn.execute(update(_chats).where(_chats.c.id == chat_id).values(**values))
+
+
+_RESERVE_INDEXES = Statement(
+    "UPDATE chats SET last_index = last_index + :count WHERE id = :id RETURNING last_index"
+)
+_INSERT_EVENT = Statement(
+    "INSERT INTO events (chat_id, idx, type, participant_id, nickname, party_type, text,"
+    " message_type, user_data, utc_time_ms) VALUES (:chat_id, :idx, :type, :participant_id,"
+    " :nickname, :party_type, :text, :message_type, :user_data, :utc_time_ms)"
+)
 
 
 def reserve_indexes(conn: Connection, chat_id: str, count: int) -> int:
@@ -139,15 +184,9 @@ def reserve_indexes(conn: Connection, chat_id: str, count: int) -> int:
     The UPDATE row-locks the chat on PostgreSQL, so concurrent writers to one chat get dense,
     distinct indexes; on SQLite the single-writer lock does the same.
     """
-    new_last = (
-        conn.execute(
-            update(_chats)
-            .where(_chats.c.id == chat_id)
-            .values(last_index=_chats.c.last_index + count)
-            .returning(_chats.c.last_index)
-        )
-    ).scalar_one()
-    return int(new_last) - count + 1
+    found = sql.row(conn, _RESERVE_INDEXES, {"id": chat_id, "count": count})
+    assert found is not None, f"no chat {chat_id}"
+    return int(found[0]) - count + 1
 
 
 def insert_events(
@@ -167,9 +206,10 @@ def insert_events(
         )
         for offset, event in enumerate(events)
     ]
-    conn.execute(
-        insert(_events),
-        [
+    sql.run_many(
+        conn,
+        _INSERT_EVENT,
+        (
             {
                 "chat_id": chat_id,
                 "idx": record.index,
@@ -179,11 +219,11 @@ def insert_events(
                 "party_type": record.party_type,
                 "text": record.text,
                 "message_type": record.message_type,
-                "user_data": record.user_data,
+                "user_data": sql.to_json(record.user_data),
                 "utc_time_ms": record.utc_time_ms,
             }
             for record in records
-        ],
+        ),
     )
     return records
 
@@ -197,6 +237,34 @@ def wire_bytes(event: EventRecord) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
+_EVENT_COLUMNS = (
+    "idx, type, participant_id, nickname, party_type, utc_time_ms, text, message_type, user_data"
+)
+_EVENTS_FROM = Statement(
+    f"SELECT {_EVENT_COLUMNS} FROM events WHERE chat_id = :chat_id AND idx >= :first"
+    " ORDER BY idx LIMIT :limit"
+)
+_ALL_EVENTS_FROM = Statement(
+    f"SELECT {_EVENT_COLUMNS} FROM events WHERE chat_id = :chat_id AND idx >= :first ORDER BY idx"
+)
+
+
+def _event_of(values: Sequence[Any]) -> EventRecord:
+    """An event from a row of ``_EVENT_COLUMNS``."""
+    index, type_, participant_id, nickname, party_type, utc_time_ms, text_, kind, data = values
+    return EventRecord(
+        index=index,
+        type=type_,
+        participant_id=participant_id,
+        nickname=nickname,
+        party_type=party_type,
+        utc_time_ms=utc_time_ms,
+        text=text_,
+        message_type=kind,
+        user_data=sql.from_json(data),
+    )
+
+
 def events_from(
     conn: Connection,
     chat_id: str,
@@ -207,19 +275,14 @@ def events_from(
     """Events from ``first_index`` in order: at most ``limit`` of them, and no more than
     ``max_bytes`` of :func:`wire_bytes` in all, except that the first is returned whatever its
     size (so that a reader following the next position always progresses)."""
-    query = (
-        select(_events)
-        .where(and_(_events.c.chat_id == chat_id, _events.c.idx >= first_index))
-        .order_by(_events.c.idx)
-    )
-    if limit is not None:
-        query = query.limit(limit)
+    params = {"chat_id": chat_id, "first": first_index, "limit": limit}
+    found = sql.rows(conn, _ALL_EVENTS_FROM if limit is None else _EVENTS_FROM, params)
     if max_bytes is None:
-        return [_event(row) for row in conn.execute(query)]
+        return [_event_of(values) for values in found]
     events: list[EventRecord] = []
     total = 0
-    for row in conn.execute(query):
-        event = _event(row)
+    for values in found:
+        event = _event_of(values)
         total += wire_bytes(event)
         if events and total > max_bytes:
             break
@@ -255,15 +318,15 @@ def next_participant_id(conn: Connection, chat_id: str) -> int:
     )
 
 
+_GET_PARTY = Statement(
+    "SELECT participant_id, type, nickname, joined_at_ms, left_at_ms, first_name, last_name"
+    " FROM parties WHERE chat_id = :chat_id AND participant_id = :participant_id"
+)
+
+
 def get_party(conn: Connection, chat_id: str, participant_id: int) -> PartyRecord | None:
-    row = (
-        conn.execute(
-            select(_parties).where(
-                and_(_parties.c.chat_id == chat_id, _parties.c.participant_id == participant_id)
-            )
-        )
-    ).first()
-    return _party(row) if row is not None else None
+    found = sql.row(conn, _GET_PARTY, {"chat_id": chat_id, "participant_id": participant_id})
+    return PartyRecord(*found) if found is not None else None
 
 
 def list_parties(conn: Connection, chat_id: str) -> list[PartyRecord]:

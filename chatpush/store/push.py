@@ -7,11 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, exists, func, insert, select, update
+from sqlalchemy import Table, and_, delete, exists, func, insert, select, update
 from sqlalchemy.engine import Connection, Row
 
 from chatpush.push.rules import ENDED, State, Trigger
 from chatpush.push.subscription import SubscriptionRequest
+from chatpush.store import sql
+from chatpush.store.sql import Statement
 from chatpush.store.tables import DeadToken, Delivery, Node, Outbox, Secret, Subscription
 
 _subs = cast(Table, Subscription.__table__)
@@ -69,38 +71,71 @@ class NodeRecord:
     drained: bool
 
 
-def _subscription(row: Row[Any]) -> SubscriptionRecord:
+_SUBSCRIPTION_COLUMNS = (
+    "chat_id, device_id, device_type, group_name, provider, debug, notify_requestor,"
+    " include_payload, reliable, client_channel, status, ack_position, notifiable_last,"
+    " out_position, out_attempt, out_final, out_pending, wake_at_ms, foreground_until_ms,"
+    " pinned_node, created_at_ms"
+)
+"""The columns of a subscription row, in the order ``_subscription`` reads them."""
+
+
+def _subscription(values: Sequence[Any]) -> SubscriptionRecord:
+    """A subscription from a row of ``_SUBSCRIPTION_COLUMNS``."""
+    (
+        chat_id,
+        device_id,
+        device_type,
+        group_name,
+        provider,
+        debug,
+        notify_requestor,
+        include_payload,
+        reliable,
+        client_channel,
+        status,
+        ack_position,
+        notifiable_last,
+        out_position,
+        out_attempt,
+        out_final,
+        out_pending,
+        wake_at_ms,
+        foreground_until_ms,
+        pinned_node,
+        created_at_ms,
+    ) = values
     outstanding = None
-    if row.out_position is not None:
+    if out_position is not None:
         outstanding = Trigger(
-            position=row.out_position,
-            attempt=row.out_attempt or 0,
-            final=bool(row.out_final),
-            pending=bool(row.out_pending),
+            position=out_position,
+            attempt=out_attempt or 0,
+            final=bool(out_final),
+            pending=bool(out_pending),
         )
     return SubscriptionRecord(
-        chat_id=row.chat_id,
+        chat_id=chat_id,
         request=SubscriptionRequest(
-            device_id=row.device_id,
-            device_type=row.device_type,
-            group_name=row.group_name,
-            provider=row.provider,
-            debug=bool(row.debug),
-            notify_requestor=bool(row.notify_requestor),
-            include_payload=bool(row.include_payload),
-            reliable=bool(row.reliable),
-            client_channel=row.client_channel,
+            device_id=device_id,
+            device_type=device_type,
+            group_name=group_name,
+            provider=provider,
+            debug=bool(debug),
+            notify_requestor=bool(notify_requestor),
+            include_payload=bool(include_payload),
+            reliable=bool(reliable),
+            client_channel=client_channel,
         ),
         state=State(
-            status=row.status,
-            ack_position=row.ack_position,
-            notifiable_last=row.notifiable_last,
+            status=status,
+            ack_position=ack_position,
+            notifiable_last=notifiable_last,
             outstanding=outstanding,
-            wake_at_ms=row.wake_at_ms,
-            foreground_until_ms=row.foreground_until_ms,
+            wake_at_ms=wake_at_ms,
+            foreground_until_ms=foreground_until_ms,
         ),
-        pinned_node=row.pinned_node,
-        created_at_ms=row.created_at_ms,
+        pinned_node=pinned_node,
+        created_at_ms=created_at_ms,
     )
 
 
@@ -162,48 +197,56 @@ def insert_subscription(
     )
 
 
+_GET_SUBSCRIPTION = Statement(
+    f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE chat_id = :chat_id",
+    postgres_lock="FOR UPDATE",
+)
+_GET_SUBSCRIPTION_UNLOCKED = Statement(
+    f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE chat_id = :chat_id"
+)
+
+
 def get_subscription(
     conn: Connection, chat_id: str, *, lock: bool = False
 ) -> SubscriptionRecord | None:
     """``lock``: hold the row until the commit (PostgreSQL; SQLite has one writer anyway)."""
-    query = select(_subs).where(_subs.c.chat_id == chat_id)
-    if lock:
-        query = query.with_for_update()
-    row = (conn.execute(query)).first()
-    return _subscription(row) if row is not None else None
+    statement = _GET_SUBSCRIPTION if lock else _GET_SUBSCRIPTION_UNLOCKED
+    found = sql.row(conn, statement, {"chat_id": chat_id})
+    return _subscription(found) if found is not None else None
 
 
 def save_state(conn: Connection, chat_id: str, state: State) -> None:
     save_states(conn, [(chat_id, state)])
 
 
+_DUE_SUBSCRIPTIONS = Statement(
+    f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE wake_at_ms <= :now_ms"
+    " ORDER BY wake_at_ms LIMIT :limit",
+    postgres_lock="FOR UPDATE SKIP LOCKED",
+)
+
+
 def due_subscriptions(conn: Connection, now_ms: int, limit: int) -> list[SubscriptionRecord]:
     """Subscriptions whose timer is due, locked; on PostgreSQL those another instance is firing
     right now are skipped (SKIP LOCKED), so each timer fires once."""
-    rows = conn.execute(
-        select(_subs)
-        .where(_subs.c.wake_at_ms <= now_ms)
-        .order_by(_subs.c.wake_at_ms)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    return [_subscription(row) for row in rows]
+    found = sql.rows(conn, _DUE_SUBSCRIPTIONS, {"now_ms": now_ms, "limit": limit})
+    return [_subscription(values) for values in found]
 
 
-_save_states = (
-    update(_subs)
-    .where(_subs.c.chat_id == bindparam("key_chat_id"))
-    .values({name: bindparam(name) for name in _STATE_COLUMNS})
+_SAVE_STATE = Statement(
+    "UPDATE subscriptions SET "
+    + ", ".join(f"{name} = :{name}" for name in _STATE_COLUMNS)
+    + " WHERE chat_id = :key_chat_id"
 )
 
 
 def save_states(conn: Connection, states: Sequence[tuple[str, State]]) -> None:
     """``save_state`` for many subscriptions, in one statement."""
-    if states:
-        conn.execute(
-            _save_states,
-            [{"key_chat_id": chat_id, **_state_values(state)} for chat_id, state in states],
-        )
+    sql.run_many(
+        conn,
+        _SAVE_STATE,
+        ({"key_chat_id": chat_id, **_state_values(state)} for chat_id, state in states),
+    )
 
 
 def renew_foreground(conn: Connection, chat_ids: Sequence[str], until_ms: int) -> None:
@@ -266,57 +309,60 @@ class NewNotification:
     attempt: int | None = None
 
 
+_ENQUEUE = Statement(
+    "INSERT INTO outbox (chat_id, kind, body, notify_position, attempt, message_id, due_at_ms,"
+    " lease_until_ms, claimed_by, created_at_ms) VALUES (:chat_id, :kind, :body,"
+    " :notify_position, :attempt, :message_id, :now_ms, NULL, NULL, :now_ms)"
+)
+
+
 def enqueue_many(conn: Connection, notifications: Sequence[NewNotification], now_ms: int) -> None:
-    if not notifications:
-        return
-    conn.execute(
-        insert(_outbox),
-        [
+    sql.run_many(
+        conn,
+        _ENQUEUE,
+        (
             {
                 "chat_id": n.chat_id,
                 "kind": n.kind,
-                "body": n.body,
+                "body": sql.to_json(n.body),
                 "notify_position": n.notify_position,
                 "attempt": n.attempt,
                 "message_id": "msg_" + _secrets.token_hex(12),
-                "due_at_ms": now_ms,
-                "lease_until_ms": None,
-                "claimed_by": None,
-                "created_at_ms": now_ms,
+                "now_ms": now_ms,
             }
             for n in notifications
-        ],
+        ),
     )
+
+
+_DROP_UNSENT_TRIGGERS = Statement(
+    "DELETE FROM outbox WHERE chat_id = :chat_id AND kind = 'trigger'"
+    " AND (lease_until_ms IS NULL OR lease_until_ms < :now_ms)"
+)
 
 
 def drop_unsent_triggers_of(conn: Connection, chat_ids: Sequence[str], now_ms: int) -> None:
     """The unsent triggers of these chats (none leased, or a lease ran out) are superseded."""
-    if not chat_ids:
-        return
-    conn.execute(
-        delete(_outbox).where(
-            and_(
-                _outbox.c.chat_id.in_(list(chat_ids)),
-                _outbox.c.kind == "trigger",
-                (_outbox.c.lease_until_ms.is_(None)) | (_outbox.c.lease_until_ms < now_ms),
-            )
-        )
+    sql.run_many(
+        conn,
+        _DROP_UNSENT_TRIGGERS,
+        ({"chat_id": chat_id, "now_ms": now_ms} for chat_id in chat_ids),
     )
 
 
 def drop_unsent_triggers(conn: Connection, chat_id: str, now_ms: int) -> None:
     """At most one trigger is outstanding: a new one supersedes any not yet handed out."""
-    drop_unsent_triggers_of(conn, [chat_id], now_ms)
+    sql.run(conn, _DROP_UNSENT_TRIGGERS, {"chat_id": chat_id, "now_ms": now_ms})
+
+
+_UNPARK = Statement(
+    "UPDATE outbox SET due_at_ms = :now_ms WHERE chat_id = :chat_id AND due_at_ms IS NULL"
+)
 
 
 def unpark(conn: Connection, chat_id: str, now_ms: int) -> int:
     """New activity in a chat: its notifications parked for want of a node are due again."""
-    result = conn.execute(
-        update(_outbox)
-        .where(and_(_outbox.c.chat_id == chat_id, _outbox.c.due_at_ms.is_(None)))
-        .values(due_at_ms=now_ms)
-    )
-    return result.rowcount or 0
+    return sql.run(conn, _UNPARK, {"chat_id": chat_id, "now_ms": now_ms})
 
 
 def _outbox_record(row: Row[Any]) -> OutboxRecord:

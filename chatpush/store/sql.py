@@ -1,0 +1,95 @@
+"""Hot statements: SQL written once, run without SQLAlchemy's per-call machinery on SQLite.
+
+SQLAlchemy Core builds a statement, its cache key, an execution context and a Result on every
+call: 90-200 µs each, where SQLite itself spends 1-12 µs (docs/PERFORMANCE.md §7). Every chat
+event runs about eighteen statements, so the statements of the request path and the dispatcher
+are written here as SQL text with ``:name`` parameters, portable between both databases:
+
+- SQLite: run on the ``sqlite3`` connection under the transaction's SQLAlchemy ``Connection``
+  (the same connection, inside the same BEGIN … COMMIT and SAVEPOINTs);
+- PostgreSQL: run as a ``text()`` built once; a round trip to the server costs more than
+  SQLAlchemy's work there. Row locks (``FOR UPDATE``), which SQLite has no use for under its
+  single writer, are added for PostgreSQL only.
+
+Values cross as the drivers give them: JSON columns are written as JSON text (:func:`to_json`)
+and read through :func:`from_json` (text on SQLite, already decoded by asyncpg on PostgreSQL);
+booleans come back as 0/1 on SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import TextClause, text
+from sqlalchemy.engine import Connection
+
+Params = Mapping[str, Any]
+
+
+class Statement:
+    """One SQL statement in its SQLite and PostgreSQL forms."""
+
+    __slots__ = ("postgres", "sqlite")
+
+    def __init__(self, sql: str, *, postgres_lock: str = "") -> None:
+        """``postgres_lock``: a locking clause (``FOR UPDATE``, ...) appended on PostgreSQL."""
+        self.sqlite = sql
+        self.postgres: TextClause = text(f"{sql} {postgres_lock}" if postgres_lock else sql)
+
+
+def _sqlite(conn: Connection) -> Any:
+    """The ``sqlite3`` connection under ``conn``, or None on PostgreSQL."""
+    if conn.dialect.name != "sqlite":
+        return None
+    return conn.connection.driver_connection
+
+
+def rows(conn: Connection, statement: Statement, params: Params) -> list[Sequence[Any]]:
+    """Every row the statement returns, as tuples in the order of its columns."""
+    raw = _sqlite(conn)
+    if raw is not None:
+        return raw.execute(statement.sqlite, params).fetchall()  # type: ignore[no-any-return]
+    return list(conn.execute(statement.postgres, dict(params)))
+
+
+def row(conn: Connection, statement: Statement, params: Params) -> Sequence[Any] | None:
+    """The first row the statement returns, or None."""
+    raw = _sqlite(conn)
+    if raw is not None:
+        return raw.execute(statement.sqlite, params).fetchone()  # type: ignore[no-any-return]
+    return conn.execute(statement.postgres, dict(params)).first()
+
+
+def run(conn: Connection, statement: Statement, params: Params) -> int:
+    """Run a statement that returns no rows; the number of rows it changed."""
+    raw = _sqlite(conn)
+    if raw is not None:
+        return raw.execute(statement.sqlite, params).rowcount  # type: ignore[no-any-return]
+    return conn.execute(statement.postgres, dict(params)).rowcount or 0
+
+
+def run_many(conn: Connection, statement: Statement, params: Iterable[Params]) -> None:
+    """Run a statement that returns no rows once per parameter set (``executemany``)."""
+    batch = [dict(p) for p in params]
+    if not batch:
+        return
+    raw = _sqlite(conn)
+    if raw is not None:
+        raw.executemany(statement.sqlite, batch)
+    else:
+        conn.execute(statement.postgres, batch)
+
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def to_json(value: Any) -> str | None:
+    """A JSON column's value as the drivers take it (None: SQL NULL)."""
+    return None if value is None else _dumps(value)
+
+
+def from_json(value: Any) -> Any:
+    """A JSON column's value as the drivers give it: text on SQLite, decoded on PostgreSQL."""
+    return json.loads(value) if isinstance(value, str) else value
