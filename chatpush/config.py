@@ -16,6 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -485,6 +486,11 @@ class DeliverySettings(_Strict):
         return self
 
 
+MAX_CACHED_SERVICES = 1000
+"""Resolved service options kept, at most: with unrestricted services a client names any service,
+and this bounds what it can make the process remember."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CHATPUSH_",
@@ -504,6 +510,9 @@ class Settings(BaseSettings):
     mobile: MobileSettings = Field(default_factory=MobileSettings)
     services: dict[str, dict[str, Any]] = Field(default_factory=dict)
     groups: dict[str, GroupSettings] = Field(default_factory=dict)
+    _service_options: dict[str, ServiceOptions] = PrivateAttr(default_factory=dict)
+    """Resolved service options by service name: settings do not change once loaded, and the
+    request path asks for them on every event (a validation costs ~30 µs)."""
 
     @model_validator(mode="after")
     def _validate_services(self) -> Settings:
@@ -540,11 +549,17 @@ class Settings(BaseSettings):
 
     def service_options(self, service_name: str) -> ServiceOptions:
         """The options of ``service_name``: its overrides merged over ``services.default``."""
+        options = self._service_options.get(service_name)
+        if options is not None:
+            return options
         merged = {**self.services.get("default", {}), **self.services.get(service_name, {})}
         try:
-            return ServiceOptions.model_validate(merged)
+            options = ServiceOptions.model_validate(merged)
         except ValidationError as exc:
             raise _prefixed(exc, ("services", service_name)) from None
+        if len(self._service_options) < MAX_CACHED_SERVICES:
+            self._service_options[service_name] = options
+        return options
 
     def serves(self, service_name: str) -> bool:
         if not self.chat.restrict_services:
