@@ -133,8 +133,9 @@ def get_chat(conn: Connection, chat_id: str, *, lock: bool = False) -> ChatRecor
 
 
 def get_chats(conn: Connection, chat_ids: Sequence[str]) -> dict[str, ChatRecord]:
-    rows = conn.execute(select(_chats).where(_chats.c.id.in_(list(chat_ids))))
-    return {row.id: _chat(row) for row in rows}
+    ids, params = sql.in_list("id", chat_ids)
+    found = sql.rows(conn, f"SELECT {_CHAT_COLUMNS} FROM chats WHERE id IN {ids}", params)
+    return {chat.id: chat for chat in map(_chat_of, found)}
 
 
 _RECORD_CLIENT_READ = Statement(

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, exists, func, insert, select, update
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy import Table, and_, delete, func, insert, select, update
+from sqlalchemy.engine import Connection
 
 from chatpush.push.rules import ENDED, State, Trigger
 from chatpush.push.subscription import SubscriptionRequest
@@ -261,7 +261,7 @@ def renew_foreground(conn: Connection, chat_ids: Sequence[str], until_ms: int) -
 
 
 def pin(conn: Connection, chat_id: str, node: str | None) -> None:
-    conn.execute(update(_subs).where(_subs.c.chat_id == chat_id).values(pinned_node=node))
+    sql.run(conn, _PIN, {"chat_id": chat_id, "node": node})
 
 
 def pinned_chats(conn: Connection) -> dict[str, list[str]]:
@@ -365,17 +365,25 @@ def unpark(conn: Connection, chat_id: str, now_ms: int) -> int:
     return sql.run(conn, _UNPARK, {"chat_id": chat_id, "now_ms": now_ms})
 
 
-def _outbox_record(row: Row[Any]) -> OutboxRecord:
+_OUTBOX_COLUMNS = (
+    "id, chat_id, kind, body, notify_position, attempt, message_id, due_at_ms, created_at_ms"
+)
+"""The columns of an outbox row, in the order of OutboxRecord's fields."""
+
+
+def _outbox_record(values: Sequence[Any]) -> OutboxRecord:
+    """A notification from a row of ``_OUTBOX_COLUMNS``."""
+    id_, chat_id, kind, body, notify_position, attempt, message_id, due_at_ms, created = values
     return OutboxRecord(
-        id=row.id,
-        chat_id=row.chat_id,
-        kind=row.kind,
-        body=row.body,
-        notify_position=row.notify_position,
-        attempt=row.attempt,
-        message_id=row.message_id,
-        due_at_ms=row.due_at_ms,
-        created_at_ms=row.created_at_ms,
+        id=id_,
+        chat_id=chat_id,
+        kind=kind,
+        body=sql.from_json(body),
+        notify_position=notify_position,
+        attempt=attempt,
+        message_id=message_id,
+        due_at_ms=due_at_ms,
+        created_at_ms=created,
     )
 
 
@@ -396,39 +404,33 @@ def claim_heads(
     rows; the lease, committed at once, keeps them taken while they are sent (no lock is held
     across the network).
     """
-    # Aliases, so that neither query correlates with the UPDATE's own table.
-    candidate = _outbox.alias("candidate")
-    earlier = _outbox.alias("earlier")
-    head = select(candidate.c.id).where(
-        and_(
-            candidate.c.due_at_ms <= now_ms,
-            (candidate.c.lease_until_ms.is_(None)) | (candidate.c.lease_until_ms < now_ms),
-            ~exists().where(
-                and_(earlier.c.chat_id == candidate.c.chat_id, earlier.c.id < candidate.c.id)
-            ),
-        )
-    )
+    excluded, params = sql.in_list("exclude", exclude_chats)
+    others, others_params = sql.in_list("node", others_nodes)
+    conditions = [
+        "candidate.due_at_ms <= :now_ms",
+        "(candidate.lease_until_ms IS NULL OR candidate.lease_until_ms < :now_ms)",
+        "NOT EXISTS (SELECT 1 FROM outbox AS earlier"
+        " WHERE earlier.chat_id = candidate.chat_id AND earlier.id < candidate.id)",
+    ]
     if exclude_chats:
-        head = head.where(candidate.c.chat_id.not_in(list(exclude_chats)))
+        conditions.append(f"candidate.chat_id NOT IN {excluded}")
     if others_nodes:
-        head = head.where(
-            ~exists().where(
-                and_(
-                    _subs.c.chat_id == candidate.c.chat_id,
-                    _subs.c.pinned_node.in_(list(others_nodes)),
-                )
-            )
+        conditions.append(
+            "NOT EXISTS (SELECT 1 FROM subscriptions WHERE subscriptions.chat_id ="
+            f" candidate.chat_id AND subscriptions.pinned_node IN {others})"
         )
-    head = (
-        head.order_by(candidate.c.id).limit(limit).with_for_update(of=candidate, skip_locked=True)
+    lock = "" if conn.dialect.name == "sqlite" else " FOR UPDATE OF candidate SKIP LOCKED"
+    statement = (
+        "UPDATE outbox SET lease_until_ms = :until_ms, claimed_by = :claimer WHERE id IN"
+        " (SELECT candidate.id FROM outbox AS candidate WHERE "
+        + " AND ".join(conditions)
+        + f" ORDER BY candidate.id LIMIT :limit{lock})"
+        f" RETURNING {_OUTBOX_COLUMNS}"
     )
-    rows = conn.execute(
-        update(_outbox)
-        .where(_outbox.c.id.in_(head.scalar_subquery()))
-        .values(lease_until_ms=now_ms + lease_ms, claimed_by=claimer)
-        .returning(*_outbox.c)
-    )
-    return sorted((_outbox_record(row) for row in rows), key=lambda record: record.id)
+    params.update(others_params)
+    params.update(now_ms=now_ms, until_ms=now_ms + lease_ms, claimer=claimer, limit=limit)
+    found = sql.rows(conn, statement, params)
+    return sorted((_outbox_record(values) for values in found), key=lambda record: record.id)
 
 
 def deadlines(conn: Connection) -> tuple[int | None, int | None]:
@@ -450,8 +452,23 @@ def deadlines(conn: Connection) -> tuple[int | None, int | None]:
 
 
 def subscriptions_for(conn: Connection, chat_ids: Sequence[str]) -> dict[str, SubscriptionRecord]:
-    rows = conn.execute(select(_subs).where(_subs.c.chat_id.in_(list(chat_ids))))
-    return {row.chat_id: _subscription(row) for row in rows}
+    chats, params = sql.in_list("chat", chat_ids)
+    statement = f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE chat_id IN {chats}"
+    found = (_subscription(values) for values in sql.rows(conn, statement, params))
+    return {subscription.chat_id: subscription for subscription in found}
+
+
+_PIN = Statement("UPDATE subscriptions SET pinned_node = :node WHERE chat_id = :chat_id")
+_INSERT_TRAIL = Statement(
+    "INSERT INTO deliveries (chat_id, at_ms, node, group_name, device_type, kind, attempt,"
+    " notify_position, outcome, http_status, error, latency_ms) VALUES (:chat_id, :at_ms,"
+    " :node, :group_name, :device_type, :kind, :attempt, :notify_position, :outcome,"
+    " :http_status, :error, :latency_ms)"
+)
+_PARK = Statement(
+    "UPDATE outbox SET due_at_ms = NULL, lease_until_ms = NULL, claimed_by = NULL"
+    " WHERE chat_id = :chat_id AND id >= :outbox_id"
+)
 
 
 def complete(
@@ -470,40 +487,42 @@ def complete(
     is released so that instance claims them. Subscriptions are locked before outbox rows, in
     chat order, as the request transactions do: concurrent writers cannot deadlock.
     """
-    for chat_id, node in sorted(pins):
-        pin(conn, chat_id, node)
+    sql.run_many(conn, _PIN, ({"chat_id": chat_id, "node": node} for chat_id, node in sorted(pins)))
     if handed_over:
-        conn.execute(
-            update(_outbox)
-            .where(_outbox.c.id.in_(list(handed_over)))
-            .values(lease_until_ms=None, claimed_by=None)
+        ids, params = sql.in_list("id", handed_over)
+        sql.run(
+            conn,
+            f"UPDATE outbox SET lease_until_ms = NULL, claimed_by = NULL WHERE id IN {ids}",
+            params,
         )
         notify_work(conn)
-    if trail:
-        conn.execute(
-            insert(_trail),
-            [
-                {
-                    "chat_id": r.chat_id,
-                    "at_ms": r.at_ms,
-                    "node": r.node,
-                    "group_name": r.group_name,
-                    "device_type": r.device_type,
-                    "kind": r.kind,
-                    "attempt": r.attempt,
-                    "notify_position": r.notify_position,
-                    "outcome": r.outcome,
-                    "http_status": r.http_status,
-                    "error": r.error,
-                    "latency_ms": r.latency_ms,
-                }
-                for r in trail
-            ],
-        )
+    sql.run_many(
+        conn,
+        _INSERT_TRAIL,
+        (
+            {
+                "chat_id": r.chat_id,
+                "at_ms": r.at_ms,
+                "node": r.node,
+                "group_name": r.group_name,
+                "device_type": r.device_type,
+                "kind": r.kind,
+                "attempt": r.attempt,
+                "notify_position": r.notify_position,
+                "outcome": r.outcome,
+                "http_status": r.http_status,
+                "error": r.error,
+                "latency_ms": r.latency_ms,
+            }
+            for r in trail
+        ),
+    )
     if finished:
-        conn.execute(delete(_outbox).where(_outbox.c.id.in_(list(finished))))
-    for chat_id, outbox_id in parked:
-        park(conn, chat_id, outbox_id)
+        ids, params = sql.in_list("id", finished)
+        sql.run(conn, f"DELETE FROM outbox WHERE id IN {ids}", params)
+    sql.run_many(
+        conn, _PARK, ({"chat_id": chat_id, "outbox_id": outbox_id} for chat_id, outbox_id in parked)
+    )
     for device_type, device_id, at_ms in dead_tokens:
         reject_device(conn, device_type, device_id, at_ms)
 
@@ -557,16 +576,16 @@ def is_dead(conn: Connection, device_type: str, device_id: str) -> bool:
 
 def park(conn: Connection, chat_id: str, outbox_id: int) -> None:
     """No node: this notification and the chat's later ones wait for the chat's next activity."""
-    conn.execute(
-        update(_outbox)
-        .where(and_(_outbox.c.chat_id == chat_id, _outbox.c.id >= outbox_id))
-        .values(due_at_ms=None, lease_until_ms=None, claimed_by=None)
-    )
+    sql.run(conn, _PARK, {"chat_id": chat_id, "outbox_id": outbox_id})
 
 
 def pending_for_chat(conn: Connection, chat_id: str) -> list[OutboxRecord]:
-    rows = conn.execute(select(_outbox).where(_outbox.c.chat_id == chat_id).order_by(_outbox.c.id))
-    return [_outbox_record(row) for row in rows]
+    found = sql.rows(
+        conn,
+        f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE chat_id = :chat_id ORDER BY id",
+        {"chat_id": chat_id},
+    )
+    return [_outbox_record(values) for values in found]
 
 
 # -- delivery trail ---------------------------------------------------------------------------

@@ -39,6 +39,17 @@ class Statement:
         self.postgres: TextClause = text(f"{sql} {postgres_lock}" if postgres_lock else sql)
 
 
+def in_list(name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    """``(:name_0, :name_1, ...)`` and its parameters, for ``column IN`` a list of values.
+
+    Statements with such a list are SQL built per call (:class:`Statement` is for fixed SQL).
+    An empty list gives ``(NULL)``, which matches nothing."""
+    if not values:
+        return "(NULL)", {}
+    params = {f"{name}_{n}": value for n, value in enumerate(values)}
+    return "(" + ", ".join(f":{key}" for key in params) + ")", params
+
+
 def _sqlite(conn: Connection) -> Any:
     """The ``sqlite3`` connection under ``conn``, or None on PostgreSQL."""
     if conn.dialect.name != "sqlite":
@@ -46,9 +57,14 @@ def _sqlite(conn: Connection) -> Any:
     return conn.connection.driver_connection
 
 
-def rows(conn: Connection, statement: Statement, params: Params) -> list[Sequence[Any]]:
-    """Every row the statement returns, as tuples in the order of its columns."""
+def rows(conn: Connection, statement: Statement | str, params: Params) -> list[Sequence[Any]]:
+    """Every row the statement returns, as tuples in the order of its columns. A ``str`` is SQL
+    built for this call (with an :func:`in_list`), the same on both databases."""
     raw = _sqlite(conn)
+    if isinstance(statement, str):
+        if raw is not None:
+            return raw.execute(statement, params).fetchall()  # type: ignore[no-any-return]
+        return list(conn.execute(text(statement), dict(params)))
     if raw is not None:
         return raw.execute(statement.sqlite, params).fetchall()  # type: ignore[no-any-return]
     return list(conn.execute(statement.postgres, dict(params)))
@@ -62,9 +78,13 @@ def row(conn: Connection, statement: Statement, params: Params) -> Sequence[Any]
     return conn.execute(statement.postgres, dict(params)).first()
 
 
-def run(conn: Connection, statement: Statement, params: Params) -> int:
+def run(conn: Connection, statement: Statement | str, params: Params) -> int:
     """Run a statement that returns no rows; the number of rows it changed."""
     raw = _sqlite(conn)
+    if isinstance(statement, str):
+        if raw is not None:
+            return raw.execute(statement, params).rowcount  # type: ignore[no-any-return]
+        return conn.execute(text(statement), dict(params)).rowcount or 0
     if raw is not None:
         return raw.execute(statement.sqlite, params).rowcount  # type: ignore[no-any-return]
     return conn.execute(statement.postgres, dict(params)).rowcount or 0
