@@ -2,7 +2,7 @@
 
 Each starts its own processes (receiver, null relay, ``chatpush serve``) on 127.0.0.1 and stops
 them before it exits; a run takes a few seconds. The throughput run also goes through
-``--instrument`` (chatpush under benchmarks/instrumented_serve.py), and the SQLite access
+``--instrument`` (chatpush under benchmarks/launch.py --counters), and the SQLite access
 micro-benchmark of the profile runs too. The instances benchmark runs 1 then 2 chatpush processes
 on a fresh database of the tests' PostgreSQL server (``CHATPUSH_TEST_POSTGRES``; skipped when
 that says ``off``) and drops it again.
