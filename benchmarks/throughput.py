@@ -4,12 +4,14 @@
 (b) ``chatpush``: ``chatpush serve`` on a fresh SQLite file (WAL), one node group whose
     ``customhttp.url`` is the receiver.
 
-The load generator POSTs agent messages through the chat-server side API
-(``POST /api/v1/chats/{id}/events``; ``--sender customer``: customer messages by Chat API v2
-``send``) to N chats created beforehand with reliable push; the same receiver
-(benchmarks/receiver.py) acknowledges each trigger by ``refresh`` with ``transcriptPosition`` =
-``notify-position`` and the trigger's ``secure-key`` (benchmarks/load.py). ``--loop uvloop`` runs
-both targets on uvloop.
+By default the load is the one of the independent harness that measured the project: 200 chats,
+32 sends in flight, each event a customer's message by Chat API v2 ``send`` (``secureKey`` and
+``message``; ``--sender agent``: an agent's message through the chat-server side API instead),
+the chats made beforehand with reliable push (PushResend, NotifyRequestor, IncludePayload) and
+``flex-push-content`` holding ``secure-key``. The receiver (benchmarks/receiver.py) acknowledges
+every trigger by ``refresh`` from its ``notify-position`` with the trigger's ``secure-key``, for
+both targets (benchmarks/load.py). ``--loop uvloop`` runs both targets on uvloop (the load
+generator and the receiver stay on asyncio: they are the same for both).
 
 The load generator, the target and the receiver are three processes. A closed loop keeps
 ``--concurrency`` events in flight until ``--events`` have been accepted (after ``--warmup``
@@ -222,12 +224,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser,
         events=5000,
         warmup=500,
-        concurrency=64,
+        concurrency=32,
         rounds=1,
         rounds_help="relay, chatpush, relay, ...",
-        sender="agent",
+        sender="customer",
     )
-    add_options(parser, chats=256, timeout_s=300.0)
+    add_options(parser, chats=200, timeout_s=300.0)
     args = parser.parse_args(argv)
     closed_loop_args(parser, args)
     targets_arg(parser, args)
