@@ -2,8 +2,7 @@
 
 It serves the routes the throughput and latency benchmarks use, on the same aiohttp stack, event
 loop (benchmarks/launch.py --loop) and JSON library (the standard library's, as chatpush) as
-chatpush, with chats held in memory (each one's last index, its acknowledged position, the events
-not yet acknowledged and its secure key):
+chatpush, with chats held in memory (each one's transcript, acknowledged position and secure key):
 
 - an event comes in, as chatpush takes it: a customer's message by Chat API v2
   ``POST /genesys/2/chat/{service}/{chat_id}/send`` (form: ``secureKey``, ``message``; answered
@@ -38,19 +37,19 @@ from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
 
 SECURE_KEY = "0" * 32
 """The key of a chat whose customer has sent nothing (agent events only)."""
-OBFUSCATED_KEY = "0" * 44
+OBFUSCATED_KEY = "0" * 84
 """The trigger's ``message.secureKey``: chatpush's is the key obfuscated, this long."""
+DEVICE_ID = "device-0"
 USER_ID = "0" * 16
-CUSTOMER = {"nickname": "customer", "participantId": 1, "type": "Client"}
+CUSTOMER = {"nickname": "customer-0", "participantId": 1, "type": "Client"}
 
 
 @dataclass
 class Chat:
     key: str = SECURE_KEY
-    last: int = 0
     acked: int = 0
-    unacked: list[dict[str, Any]] = field(default_factory=list)
-    """The wire events after ``acked``."""
+    events: list[dict[str, Any]] = field(default_factory=list)
+    """The transcript as on the wire: event ``i`` at ``events[i - 1]``."""
 
     def envelope(self, chat_id: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -76,11 +75,10 @@ class NullRelay:
     def add(self, chat_id: str, party: dict[str, Any], kind: Any, text: Any) -> dict[str, Any]:
         """Append an event to the chat, start its trigger; returns the event as on the wire."""
         chat = self.chats.setdefault(chat_id, Chat())
-        chat.last += 1
-        now_ms = int(time.time() * 1000)
-        event = {"from": party, "index": chat.last, "type": kind, "utcTime": now_ms, "text": text}
-        chat.unacked.append(event)
-        task = asyncio.create_task(self.forward(chat_id, chat.key, chat.last, now_ms))
+        index, now_ms = len(chat.events) + 1, int(time.time() * 1000)
+        event = {"from": party, "index": index, "type": kind, "utcTime": now_ms, "text": text}
+        chat.events.append(event)
+        task = asyncio.create_task(self.forward(chat_id, chat.key, index, now_ms))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return event
@@ -108,7 +106,7 @@ class NullRelay:
             "secure-key": key,
         }
         trigger = {
-            "deviceId": chat_id,
+            "deviceId": DEVICE_ID,
             "message": {
                 "secureKey": OBFUSCATED_KEY,
                 "chatId": "deprecated",
@@ -143,13 +141,10 @@ class NullRelay:
         chat_id = request.match_info["chat_id"]
         form = await request.post()
         chat = self.chats.setdefault(chat_id, Chat())
-        first = int(str(form.get("transcriptPosition") or 1))
-        messages = [event for event in chat.unacked if event["index"] >= first]
-        reply = chat.envelope(chat_id, messages)
+        messages = chat.events[max(0, int(str(form.get("transcriptPosition") or 1)) - 1) :]
         if messages:
             chat.acked = max(chat.acked, messages[-1]["index"])
-            chat.unacked = [event for event in chat.unacked if event["index"] > chat.acked]
-        return web.json_response(reply)
+        return web.json_response(chat.envelope(chat_id, messages))
 
     async def readyz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
