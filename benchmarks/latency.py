@@ -42,7 +42,7 @@ from benchmarks.load import (
     make_poster,
     set_up_chats,
     start_target,
-    targets_arg,
+    target_args,
     wait_drained,
 )
 from benchmarks.rig import (
@@ -260,7 +260,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.rates = [float(r) for r in args.rates.split(",") if r.strip()]
     except ValueError:
         parser.error("--rates must be numbers separated by commas")
-    targets_arg(parser, args)
+    target_args(parser, args)
     if not args.rates or min(args.rates) <= 0 or args.duration <= 0 or args.chats < 1:
         parser.error("--rates, --duration and --chats must be positive")
     return args

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import secrets
 import time
 from collections import Counter
@@ -389,9 +390,11 @@ def closed_loop_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error("--events, --chats, --concurrency and --rounds must be positive")
 
 
-def targets_arg(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """--targets as a list."""
+def target_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--targets as a list; --loop uvloop only with uvloop installed."""
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     for target in args.targets:
         if target not in TARGETS:
             parser.error(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
+    if args.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        parser.error("--loop uvloop: uvloop is not installed (pip install uvloop)")

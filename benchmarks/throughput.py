@@ -46,7 +46,7 @@ from benchmarks.load import (
     drive,
     set_up_chats,
     start_target,
-    targets_arg,
+    target_args,
     wait_drained,
 )
 from benchmarks.rig import (
@@ -232,7 +232,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_options(parser, chats=200, timeout_s=300.0)
     args = parser.parse_args(argv)
     closed_loop_args(parser, args)
-    targets_arg(parser, args)
+    target_args(parser, args)
     return args
 
 
