@@ -49,7 +49,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import sqlite3
 import sys
 import time
 from collections import defaultdict
@@ -82,6 +81,7 @@ from benchmarks.rig import (
     progress,
     push_user_data,
     request_chat,
+    sqlite_rows,
     wait_until,
 )
 
@@ -140,10 +140,8 @@ def verify(run: Run, expected: dict[str, list[int]]) -> None:
 
 
 def outbox_counts(db_path: Path) -> tuple[int, int]:
-    """(rows in the outbox, rows due): read-only, beside the running service."""
-    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10) as conn:
-        total, due = conn.execute("SELECT count(*), count(due_at_ms) FROM outbox").fetchone()
-    conn.close()
+    """(rows in the outbox, rows due)."""
+    [(total, due)] = sqlite_rows(db_path, "SELECT count(*), count(due_at_ms) FROM outbox")
     return int(total), int(due)
 
 

@@ -53,6 +53,7 @@ from urllib.parse import urlsplit
 
 from benchmarks.load import (
     SENDERS,
+    Phase,
     Target,
     add_closed_loop_options,
     add_options,
@@ -69,7 +70,6 @@ from benchmarks.rig import (
     CpuMeter,
     Process,
     Record,
-    counters_delta,
     cpu_s,
     exit_on_sigterm,
     machine_line,
@@ -311,15 +311,6 @@ def duplicates(records: list[Record]) -> int:
     return sum(count - 1 for count in copies.values() if count > 1)
 
 
-def merged_counters(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str, Any]:
-    """What the counters of all instances together grew by."""
-    total: dict[str, Any] = {}
-    for old, new in zip(before, after, strict=True):
-        for key, value in counters_delta(old, new).items():
-            total[key] = total.get(key, Counter() if isinstance(value, Counter) else 0) + value
-    return total
-
-
 def log_problems(target: Target) -> dict[str, Counter[str]]:
     """Each instance's warnings and errors (its JSON log lines of level warning and above, and
     any line that is not chatpush's JSON), and its transactions retried after a deadlock or a
@@ -405,10 +396,9 @@ async def run(instances: int, round_no: int, args: argparse.Namespace) -> Result
                     raise RuntimeError(f"{instances} instances: the warm-up was never acknowledged")
             duplicated = duplicates(await target.receiver.records())
             await target.receiver.control(reset=True)
-            counters_before = await target.counters() if args.instrument else []
             pg_before, sampling_before = pg.read(), pg.cost_s
-            cpu = CpuMeter()
-            cpu.start(target.pids())
+            phase = Phase(target)
+            await phase.start()
             started = time.monotonic()
             refused = await drive(
                 target, sender, args.client, args.events, args.concurrency,
@@ -417,10 +407,9 @@ async def run(instances: int, round_no: int, args: argparse.Namespace) -> Result
             accepted = time.monotonic()
             stats = await wait_drained(target, timeout_s=args.timeout)
             finished = time.monotonic()
-            cpu.stop()
+            await phase.stop()
             sampling_s = pg.cost_s - sampling_before
             pg_after = pg.read()
-            counters_after = await target.counters() if args.instrument else []
         finally:
             await pg.stop()
         completed = stats is not None
@@ -431,6 +420,7 @@ async def run(instances: int, round_no: int, args: argparse.Namespace) -> Result
             keep_logs(bench.processes, Path(args.keep_logs), f"round{round_no}-x{instances}-")
         # The load generator: this process, less its PostgreSQL sampling (a few /proc reads every
         # PG_SAMPLE_S), which is left to "others".
+        cpu = phase.cpu
         cpu.own_s = max(0.0, cpu.own_s - sampling_s)
         cpu.spent["postgres (db)"] = pg_after.database_s - pg_before.database_s
         cpu.spent["postgres (server)"] = pg_after.server_s - pg_before.server_s
@@ -453,7 +443,7 @@ async def run(instances: int, round_no: int, args: argparse.Namespace) -> Result
             deliveries_by_node=deliveries,
             pinned_by_node=pinned,
             log_problems=log_problems(target),
-            counters=merged_counters(counters_before, counters_after),
+            counters=phase.counters,
         )
 
 

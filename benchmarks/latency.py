@@ -36,6 +36,7 @@ from typing import Any
 
 from benchmarks.load import (
     SENDERS,
+    Phase,
     Poster,
     Target,
     add_options,
@@ -49,7 +50,6 @@ from benchmarks.rig import (
     Bench,
     Chat,
     CpuMeter,
-    counters_delta,
     exit_on_sigterm,
     machine_line,
     percentile,
@@ -135,9 +135,8 @@ async def offer(
 async def run_rate(target: Target, rate: float, args: argparse.Namespace) -> Result:
     await target.receiver.control(reset=True)
     poster = make_poster(args.client, target.bases[0], MAX_IN_FLIGHT, SENDER)
-    before = await target.counters() if args.instrument and target.kind == "chatpush" else None
-    cpu = CpuMeter()
-    cpu.start(target.pids())
+    phase = Phase(target)
+    await phase.start()
     try:
         sent, skipped = await offer(target, poster, rate, args.duration)
     finally:
@@ -148,10 +147,7 @@ async def run_rate(target: Target, rate: float, args: argparse.Namespace) -> Res
         min_triggers=len(accepted) if target.kind == "relay" else 0,
         timeout_s=args.timeout,
     )
-    cpu.stop()
-    counters = {}
-    if before is not None:
-        counters = counters_delta(before[0], (await target.counters())[0])
+    await phase.stop()
     completed = stats is not None
     stats = stats or await target.receiver.stats()
     arrivals: dict[tuple[str, int], int] = {}
@@ -176,12 +172,12 @@ async def run_rate(target: Target, rate: float, args: argparse.Namespace) -> Res
         matched=len(to_trigger),
         triggers=stats["triggers"],
         resends=stats["resends"],
-        cpu=cpu,
-        server_s=cpu.spent[target.servers[0].name],
+        cpu=phase.cpu,
+        server_s=phase.cpu.spent[target.servers[0].name],
         to_trigger_ms=to_trigger,
         sent_to_trigger_ms=sent_to_trigger,
         call_ms=[(s.accepted_ns - s.sent_ns) / 1e6 for s in accepted],
-        counters=counters,
+        counters=phase.counters,
     )
 
 

@@ -38,8 +38,10 @@ from benchmarks.rig import (
     SERVICE,
     Bench,
     Chat,
+    CpuMeter,
     Process,
     Receiver,
+    counters_delta,
     free_port,
     join_agent,
     push_user_data,
@@ -218,9 +220,29 @@ class Target:
         """Every process of the target and its receiver, by name (for a ``CpuMeter``)."""
         return {p.name: p.pid for p in [*self.servers, self.receiver.process]}
 
-    async def counters(self) -> list[dict[str, Any]]:
-        """Every instrumented server's counters so far."""
-        return [await server.counters() for server in self.servers]
+
+class Phase:
+    """A measured phase of a target: the CPU of its processes, of the load generator and of the
+    rest of the machine (``cpu``), and what its instrumented servers counted, all together
+    (``counters``: empty when none counts)."""
+
+    def __init__(self, target: Target) -> None:
+        self.servers = [server for server in target.servers if server.counters_file]
+        self.pids = target.pids()
+        self.cpu = CpuMeter()
+        self.counters: dict[str, Any] = {}
+        self._before: list[dict[str, Any]] = []
+
+    async def start(self) -> None:
+        self._before = [await server.counters() for server in self.servers]
+        self.cpu.start(self.pids)
+
+    async def stop(self) -> None:
+        self.cpu.stop()
+        for server, before in zip(self.servers, self._before, strict=True):
+            for key, value in counters_delta(before, await server.counters()).items():
+                zero = Counter() if isinstance(value, Counter) else 0
+                self.counters[key] = self.counters.get(key, zero) + value
 
 
 async def start_target(

@@ -613,6 +613,13 @@ async def agent_message(
         chat.last_index = int((await expect(reply, 201))["event"]["index"])
 
 
+def sqlite_rows(db_path: Path, sql: str, *params: Any) -> list[Any]:
+    """The rows of a query on a running chatpush's SQLite file, opened read-only beside it."""
+    uri = f"file:{db_path}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=10)) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
 async def wait_until(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.1) -> None:
     """Until ``await predicate()`` is true; a RuntimeError after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s

@@ -40,6 +40,7 @@ from typing import Any
 
 from benchmarks.load import (
     SENDERS,
+    Phase,
     add_closed_loop_options,
     add_options,
     closed_loop_args,
@@ -52,7 +53,6 @@ from benchmarks.load import (
 from benchmarks.rig import (
     Bench,
     CpuMeter,
-    counters_delta,
     exit_on_sigterm,
     machine_line,
     print_counters,
@@ -113,9 +113,8 @@ async def run_target(kind: str, round_no: int, args: argparse.Namespace) -> Resu
             if await wait_drained(target, min_triggers=warm, timeout_s=args.timeout) is None:
                 raise RuntimeError(f"{kind}: the warm-up was never acknowledged")
         await target.receiver.control(reset=True)
-        before = await target.counters() if args.instrument and kind == "chatpush" else None
-        cpu = CpuMeter()
-        cpu.start(target.pids())
+        phase = Phase(target)
+        await phase.start()
         started = time.monotonic()
         refused = await drive(
             target, sender, args.client, args.events, args.concurrency, first=args.warmup
@@ -124,10 +123,7 @@ async def run_target(kind: str, round_no: int, args: argparse.Namespace) -> Resu
         min_triggers = args.events - refused if kind == "relay" else 0
         stats = await wait_drained(target, min_triggers=min_triggers, timeout_s=args.timeout)
         finished = time.monotonic()
-        cpu.stop()
-        counters = {}
-        if before is not None:
-            counters = counters_delta(before[0], (await target.counters())[0])
+        await phase.stop()
         return Result(
             target=kind,
             round=round_no,
@@ -137,10 +133,10 @@ async def run_target(kind: str, round_no: int, args: argparse.Namespace) -> Resu
             end_to_end_s=finished - started,
             completed=stats is not None,
             stats=stats or await target.receiver.stats(),
-            cpu=cpu,
-            server_s=cpu.spent[target.servers[0].name],
-            receiver_s=cpu.spent["receiver"],
-            counters=counters,
+            cpu=phase.cpu,
+            server_s=phase.cpu.spent[target.servers[0].name],
+            receiver_s=phase.cpu.spent["receiver"],
+            counters=phase.counters,
         )
 
 

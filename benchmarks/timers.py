@@ -79,6 +79,8 @@ from benchmarks.rig import (
     progress,
     push_user_data,
     request_chat,
+    sqlite_rows,
+    wait_until,
 )
 from chatpush.chat.model import new_chat_id, new_secure_key, new_user_id
 from chatpush.push.rules import State, Trigger
@@ -290,30 +292,25 @@ async def api_sample(
 
 async def wait_trail(db_path: Path, chat_id: str, timeout_s: float = 30) -> None:
     """Until the first trigger of ``chat_id`` is recorded as sent and gone from the outbox."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as conn:
-            sent = conn.execute(
-                "SELECT count(*) FROM deliveries WHERE chat_id = ? AND outcome = 'sent'",
-                (chat_id,),
-            ).fetchone()[0]
-            queued = conn.execute(
-                "SELECT count(*) FROM outbox WHERE chat_id = ?", (chat_id,)
-            ).fetchone()[0]
-        conn.close()
-        if sent and not queued:
-            return
-        await asyncio.sleep(0.05)
-    raise RuntimeError(f"the first trigger of {chat_id} was never recorded as sent")
+
+    async def recorded() -> bool:
+        [(sent, queued)] = sqlite_rows(
+            db_path,
+            "SELECT (SELECT count(*) FROM deliveries WHERE chat_id = ? AND outcome = 'sent'),"
+            " (SELECT count(*) FROM outbox WHERE chat_id = ?)",
+            chat_id,
+            chat_id,
+        )
+        return bool(sent and not queued)
+
+    await wait_until(recorded, timeout_s, f"the first trigger of {chat_id} recorded as sent", 0.05)
 
 
 def fired(db_path: Path) -> int:
     """Timers fired so far: subscriptions whose outstanding trigger is at attempt 1 or more."""
-    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as conn:
-        count = conn.execute("SELECT count(*) FROM subscriptions WHERE out_attempt >= 1")
-        value = int(count.fetchone()[0])
-    conn.close()
-    return value
+    return int(
+        sqlite_rows(db_path, "SELECT count(*) FROM subscriptions WHERE out_attempt >= 1")[0][0]
+    )
 
 
 def report_counters(spans: list[tuple[str, dict[str, Any], int]]) -> None:
