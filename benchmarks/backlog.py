@@ -30,7 +30,7 @@ How the backlog is made and released (``--release``):
 deliveries/s = N / (last arrival - release); the sequential sender's release is its first send.
 Also printed: chatpush's CPU time while delivering, and the CPU the rest of the machine took
 meanwhile ("others": neighbours on a shared machine slow chatpush down, not the sequential
-sender, which mostly waits). ``--instrument`` counts SQL statements, commits and thread hops per
+sender, which mostly waits). ``--instrument`` counts SQL statements, commits and HTTP requests per
 delivered notification (``benchmarks/launch.py --counters``).
 Every chat's notifications must arrive complete, once, and in index order (strictly increasing in
 arrival order); otherwise the script exits 1. Target (issue 4): chatpush >= 15x the sequential
@@ -101,7 +101,7 @@ class Run:
     notes: list[str] = field(default_factory=list)
     cpu: CpuMeter | None = None
     counters: dict[str, Any] | None = None
-    """With --instrument: SQL statements, commits and thread hops while delivering."""
+    """With --instrument: SQL statements, commits and requests while delivering."""
     counted: int = 0
     peak_rss_mb: float | None = None
     release_s: float | None = None

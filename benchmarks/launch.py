@@ -8,9 +8,9 @@ for it: this is how the benchmarks run ``chatpush.cli`` and ``benchmarks.null_re
 loop (uvloop must be installed: ``pip install uvloop``).
 
 ``--counters FILE``, a measuring tool for the bottleneck analysis of docs/PERFORMANCE.md, counts SQL
-statements by shape, transactions, aiosqlite thread hops and HTTP requests by route; it changes
-nothing in chatpush (it attaches SQLAlchemy engine events, wraps ``aiosqlite.Connection._execute``
-and adds one aiohttp middleware to the app ``chatpush.app.create_app`` builds). On SIGUSR1 it
+statements by shape, transactions and HTTP requests by route; it changes nothing in chatpush (it
+attaches SQLAlchemy engine events and adds one aiohttp middleware to the app
+``chatpush.app.create_app`` builds). On SIGUSR1 it
 writes the counts so far to FILE as JSON; the benchmarks take a snapshot before and after the
 measured phase (``--instrument``) and divide the difference by the events.
 """
@@ -32,7 +32,6 @@ from typing import Any
 statements: Counter[str] = Counter()
 transactions: Counter[str] = Counter()
 requests: Counter[str] = Counter()
-hops = 0
 snapshots = 0
 
 _SPACE = re.compile(r"\s+")
@@ -48,7 +47,6 @@ def _shape(sql: str) -> str:
 
 
 def _count(path: str) -> None:
-    import aiosqlite.core
     from aiohttp import web
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
@@ -63,15 +61,6 @@ def _count(path: str) -> None:
     event.listen(Engine, "before_cursor_execute", before_execute)
     for name in ("begin", "commit", "rollback"):
         event.listen(Engine, name, lambda conn, name=name: transactions.update([name]))
-
-    original = aiosqlite.core.Connection._execute
-
-    async def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        global hops
-        hops += 1
-        return await original(self, fn, *args, **kwargs)
-
-    aiosqlite.core.Connection._execute = counted  # type: ignore[method-assign]
 
     @web.middleware
     async def count_requests(
@@ -99,7 +88,6 @@ def _dump(path: str) -> None:
         "snapshot": snapshots,
         "statements": dict(statements),
         "transactions": dict(transactions),
-        "aiosqlite_hops": hops,
         "requests": dict(requests),
     }
     temporary = f"{path}.tmp"

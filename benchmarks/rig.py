@@ -648,8 +648,8 @@ def counters_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, A
 
 
 def print_counters(delta: dict[str, Any], per: int, unit: str, where: str = "") -> None:
-    """Per ``unit`` (``per`` of them, ``where``): SQL statements (by shape), commits, rollbacks,
-    aiosqlite thread hops and HTTP requests (by route)."""
+    """Per ``unit`` (``per`` of them, ``where``): SQL statements (by shape), commits, rollbacks and
+    HTTP requests (by route)."""
     if per <= 0:
         return
     statements, transactions = delta["statements"], delta["transactions"]
@@ -657,8 +657,7 @@ def print_counters(delta: dict[str, Any], per: int, unit: str, where: str = "") 
         f"\nchatpush per {unit} ({per}{where and ', ' + where}):"
         f" {sum(statements.values()) / per:.2f} SQL statements,"
         f" {transactions.get('commit', 0) / per:.2f} commits,"
-        f" {transactions.get('rollback', 0) / per:.2f} rollbacks,"
-        f" {delta['aiosqlite_hops'] / per:.1f} aiosqlite thread hops"
+        f" {transactions.get('rollback', 0) / per:.2f} rollbacks"
     )
     rows = [[shape, str(n), f"{n / per:.3f}"] for shape, n in statements.most_common()]
     rows += [[f"HTTP {r}", str(n), f"{n / per:.3f}"] for r, n in delta["requests"].most_common()]

@@ -33,8 +33,8 @@ API sample created through the running service (only ids, keys, nicknames and ti
 differ) and stops if they differ.
 
 Also printed: chatpush's CPU share while the timers fire, and the other processes' ("others":
-neighbours on a shared machine). ``--instrument`` counts SQL statements, commits and thread hops
-per fired timer and per delivered resend (``benchmarks/launch.py --counters``).
+neighbours on a shared machine). ``--instrument`` counts SQL statements, commits and HTTP
+requests per fired timer and per delivered resend (``benchmarks/launch.py --counters``).
 
 Run (from the repository root, with the project's venv):
 
