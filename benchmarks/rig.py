@@ -278,16 +278,9 @@ class Process:
         directory.mkdir(parents=True, exist_ok=True)
         spy = str(Path(sys.executable).parent / "py-spy")
         options = ["--rate", "200", "--threads", "--nonblocking", "--format", "raw"]
+        output = str(directory / f"{label}.txt")
         self.spy = subprocess.Popen(
-            [
-                spy,
-                "record",
-                "--pid",
-                str(self.pid),
-                *options,
-                "-o",
-                str(directory / f"{label}.txt"),
-            ],
+            [spy, "record", "--pid", str(self.pid), *options, "--output", output],
             stdout=subprocess.DEVNULL,
             stderr=(directory / f"{label}.py-spy.log").open("wb"),
         )
@@ -318,14 +311,13 @@ class Receiver:
 
     process: Process
     http: aiohttp.ClientSession
-    port: int
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}/push"
+        return f"{self.process.base}/push"
 
     def _control(self, path: str) -> str:
-        return f"http://{HOST}:{self.port}{path}"
+        return f"{self.process.base}{path}"
 
     async def stats(self) -> dict[str, int]:
         """count (pushes recorded), triggers, resends, refreshes, refresh_failures,
@@ -439,6 +431,8 @@ class Bench:
                 process.stop()
         finally:
             await self._stack.aclose()
+        if self._keep and self._given is None:
+            progress(f"kept {self.workdir}")
 
     def process(self, name: str, command: list[str], **kwargs: Any) -> Process:
         """A process stopped with the bench (not started yet)."""
@@ -465,7 +459,7 @@ class Bench:
         )
         process.start()
         await process.wait_ready(self.http)
-        return Receiver(process, self.http, port)
+        return Receiver(process, self.http)
 
     def chatpush(
         self,
