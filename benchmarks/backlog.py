@@ -30,8 +30,8 @@ How the backlog is made and released (``--release``):
 deliveries/s = N / (last arrival - release); the sequential sender's release is its first send.
 Also printed: chatpush's CPU time while delivering, and the CPU the rest of the machine took
 meanwhile ("others": neighbours on a shared machine slow chatpush down, not the sequential
-sender, which mostly waits). ``--instrument`` counts SQL statements, commits and thread hops per
-delivered notification (``benchmarks/instrumented_serve.py``).
+sender, which mostly waits). ``--instrument`` counts SQL statements, commits and HTTP requests per
+delivered notification (``benchmarks/launch.py --counters``).
 Every chat's notifications must arrive complete, once, and in index order (strictly increasing in
 arrival order); otherwise the script exits 1. Target (issue 4): chatpush >= 15x the sequential
 sender.
@@ -49,10 +49,7 @@ import argparse
 import asyncio
 import itertools
 import json
-import shutil
-import sqlite3
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -61,34 +58,35 @@ from typing import Any
 
 import aiohttp
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pushbench import (
-    API_KEY,
-    ChatpushProcess,
-    CpuWindow,
-    ReceiverProcess,
+from benchmarks.rig import (
+    API_HEADERS,
+    SERVICE,
+    Bench,
+    Chat,
+    CpuMeter,
+    Receiver,
     Record,
-    chatpush_config,
+    add_service_options,
+    agent_message,
     counters_delta,
     exit_on_sigterm,
-    free_port,
+    expect,
+    join_agent,
     machine,
+    peak_rss_kb,
     print_counters,
     print_table,
     progress,
+    push_user_data,
+    request_chat,
+    sqlite_rows,
+    wait_until,
 )
 
-SERVICE = "customer-support"
 TARGET_RATIO = 15.0
 RELEASE_CONCURRENCY = 32
-HEADERS = {"X-API-Key": API_KEY}
-
-
-@dataclass
-class Chat:
-    chat_id: str
-    secure_key: str
 
 
 @dataclass
@@ -101,9 +99,9 @@ class Run:
     release_at: float = 0.0
     records: list[Record] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    cpu: CpuWindow | None = None
+    cpu: CpuMeter | None = None
     counters: dict[str, Any] | None = None
-    """With --instrument: SQL statements, commits and thread hops while delivering."""
+    """With --instrument: SQL statements, commits and requests while delivering."""
     counted: int = 0
     peak_rss_mb: float | None = None
     release_s: float | None = None
@@ -142,27 +140,9 @@ def verify(run: Run, expected: dict[str, list[int]]) -> None:
 
 
 def outbox_counts(db_path: Path) -> tuple[int, int]:
-    """(rows in the outbox, rows due): read-only, beside the running service."""
-    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10) as conn:
-        total, due = conn.execute("SELECT count(*), count(due_at_ms) FROM outbox").fetchone()
-    conn.close()
+    """(rows in the outbox, rows due)."""
+    [(total, due)] = sqlite_rows(db_path, "SELECT count(*), count(due_at_ms) FROM outbox")
     return int(total), int(due)
-
-
-async def wait_for(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(interval_s)
-    raise RuntimeError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-
-
-async def expect_status(reply: aiohttp.ClientResponse, status: int) -> Any:
-    body = await reply.json()
-    if reply.status != status:
-        raise RuntimeError(f"{reply.method} {reply.url}: {reply.status} {body}")
-    return body
 
 
 async def make_chat(
@@ -170,160 +150,115 @@ async def make_chat(
 ) -> Chat:
     """Request Chat with a payload subscription; an agent joins and writes ``events`` messages."""
     async with gate:
-        form = {
-            "nickname": f"Customer {number}",
-            "userData[GCTI_Chat_PushSubscribe]": "true",
-            "userData[GCTI_GMS_PushDeviceId]": f"device-{number}",
-            "userData[GCTI_GMS_PushDeviceType]": "customhttp",
-            "userData[GCTI_GMS_PushIncludePayload]": "true",
-        }
-        async with http.post(f"{base}/genesys/2/chat/{SERVICE}", data=form) as reply:
-            body = await expect_status(reply, 200)
-        chat = Chat(body["chatId"], body["secureKey"])
-        api = f"{base}/api/v1/chats/{chat.chat_id}"
-        party = {"type": "Agent", "nickname": "Bob"}
-        async with http.post(f"{api}/parties", json=party, headers=HEADERS) as reply:
-            participant = (await expect_status(reply, 201))["party"]["participantId"]
+        user_data = push_user_data(f"device-{number}", include_payload=True)
+        chat = await request_chat(http, base, f"Customer {number}", user_data)
+        participant = await join_agent(http, base, chat)
         for k in range(events):
-            event = {"participantId": participant, "type": "Message", "text": f"message {k + 1}"}
-            async with http.post(f"{api}/events", json=event, headers=HEADERS) as reply:
-                await expect_status(reply, 201)
+            await agent_message(http, base, chat, participant, f"message {k + 1}")
         return chat
 
 
-async def make_backlog(
-    http: aiohttp.ClientSession, base: str, chats: int, events: int, concurrency: int
-) -> list[Chat]:
-    gate = asyncio.Semaphore(concurrency)
-    return list(
-        await asyncio.gather(*(make_chat(http, base, i, events, gate) for i in range(chats)))
-    )
-
-
 async def chatpush_run(
-    mode: str,
-    args: argparse.Namespace,
-    http: aiohttp.ClientSession,
-    receiver: ReceiverProcess,
-    root: Path,
+    mode: str, args: argparse.Namespace, bench: Bench, receiver: Receiver
 ) -> tuple[Run, list[str]]:
     """Build the backlog, release it, and wait for every notification at the receiver."""
-    workdir = root / f"chatpush-{mode}"
-    workdir.mkdir()
-    db_path = workdir / "chatpush.db"
-    port = free_port()
-    service = ChatpushProcess(
-        workdir,
-        chatpush_config(
-            port=port,
-            db_path=db_path,
-            receiver_url=receiver.url,
-            # restart: the hanging first deliveries must not time out (and be dropped) meanwhile
-            delivery=args.delivery_toml + ("\ntotal_timeout_s = 600" if mode == "restart" else ""),
-        ),
-        port,
-        profile_dir=args.profile,
+    http = bench.http
+    service = bench.chatpush(
+        receiver.url,
+        # restart: the hanging first deliveries must not time out (and be dropped) meanwhile
+        delivery=args.delivery_toml + ("\ntotal_timeout_s = 600" if mode == "restart" else ""),
         instrument=args.instrument,
     )
+    db_path = bench.workdir / "chatpush.db"
     n = args.chats * (args.events + 1)
     run = Run(f"chatpush, release by {mode}", n, args.chats)
-    await receiver.control(http, mode="hang" if mode == "restart" else "ok", reset=True)
+    await receiver.control(mode="hang" if mode == "restart" else "ok", reset=True)
     progress(f"{mode}: starting chatpush")
     service.start()
-    try:
+    await service.wait_ready(http)
+    counters_before: dict[str, Any] | None = None
+    counted_from = 0
+    progress(f"{mode}: ready; writing the backlog")
+    if mode == "activity":
+        url = f"{service.base}/api/v1/nodes/node-1/drain"
+        async with http.post(url, headers=API_HEADERS) as reply:
+            await expect(reply, 200)
+    started = time.monotonic()
+    gate = asyncio.Semaphore(args.concurrency)
+    chats = await asyncio.gather(
+        *(make_chat(http, service.base, i, args.events, gate) for i in range(args.chats))
+    )
+    run.notes.append(f"backlog written through the APIs in {time.monotonic() - started:.1f} s")
+
+    async def backlog_complete() -> bool:
+        total, due = outbox_counts(db_path)
+        return total == n and (mode == "restart" or due == 0)
+
+    await wait_until(backlog_complete, 60, "the whole backlog in the outbox")
+    progress(f"{mode}: {n} notifications waiting; releasing")
+    run.cpu = CpuMeter()
+    if mode == "activity":
+        url = f"{service.base}/api/v1/nodes/node-1/undrain"
+        async with http.post(url, headers=API_HEADERS) as reply:
+            await expect(reply, 200)
+        await asyncio.sleep(0.5)
+        early = await receiver.count()
+        run.notes.append(f"delivered after undrain, before any activity: {early} (expected 0)")
+        service.profile(args.profile, f"backlog-{mode}")
+        await asyncio.sleep(0.5 if args.profile else 0.0)  # py-spy attaches
+        run.cpu.start({"chatpush": service.pid, "receiver": receiver.process.pid})
+        counters_before = await service.counters() if args.instrument else None
+        run.release_at = time.time()
+        gate = asyncio.Semaphore(RELEASE_CONCURRENCY)
+
+        async def release(chat: Chat) -> None:
+            url = f"{service.base}/genesys/2/chat/{SERVICE}/{chat.chat_id}/refresh"
+            form = {"secureKey": chat.secure_key, "transcriptPosition": str(args.events + 3)}
+            async with gate, http.post(url, data=form) as reply:
+                await expect(reply, 200)
+
+        await asyncio.gather(*(release(chat) for chat in chats))
+        run.release_s = time.time() - run.release_at
+    else:
+        service.stop()  # deliveries in flight are cut short and stay in the outbox
+        progress(f"{mode}: stopped; restarting")
+        await receiver.control(mode="ok", reset=True)
+        service.start()
+        service.profile(args.profile, f"backlog-{mode}")
         await service.wait_ready(http)
-        counters_before: dict[str, Any] | None = None
-        counted_from = 0
-        progress(f"{mode}: ready; writing the backlog")
-        if mode == "activity":
-            async with http.post(f"{service.base}/api/v1/nodes/node-1/drain", headers=HEADERS) as r:
-                await expect_status(r, 200)
-        started = time.monotonic()
-        chats = await make_backlog(http, service.base, args.chats, args.events, args.concurrency)
-        run.notes.append(f"backlog written through the APIs in {time.monotonic() - started:.1f} s")
+        # CPU is counted from readiness (the boot's imports are not delivery work).
+        run.cpu.start({"chatpush": service.pid, "receiver": receiver.process.pid})
+        counters_before = await service.counters() if args.instrument else None
+        counted_from = await receiver.count()
 
-        async def backlog_complete() -> bool:
-            total, due = outbox_counts(db_path)
-            return total == n and (mode == "restart" or due == 0)
+    async def all_arrived() -> bool:
+        return await receiver.count() >= n
 
-        await wait_for(backlog_complete, 60, "the whole backlog in the outbox")
-        progress(f"{mode}: {n} notifications waiting; releasing")
-        if mode == "activity":
-            async with http.post(
-                f"{service.base}/api/v1/nodes/node-1/undrain", headers=HEADERS
-            ) as reply:
-                await expect_status(reply, 200)
-            await asyncio.sleep(0.5)
-            early = await receiver.count(http)
-            run.notes.append(f"delivered after undrain, before any activity: {early} (expected 0)")
-            service.profile(f"backlog-{mode}")
-            await asyncio.sleep(0.5 if args.profile else 0.0)  # py-spy attaches
-            run.cpu = CpuWindow(receiver.pid)
-            run.cpu.start(service.pid)
-            counters_before = await service.counters() if args.instrument else None
-            run.release_at = time.time()
-            gate = asyncio.Semaphore(RELEASE_CONCURRENCY)
-
-            async def release(chat: Chat) -> None:
-                async with (
-                    gate,
-                    http.post(
-                        f"{service.base}/genesys/2/chat/{SERVICE}/{chat.chat_id}/refresh",
-                        data={
-                            "secureKey": chat.secure_key,
-                            "transcriptPosition": str(args.events + 3),
-                        },
-                    ) as reply,
-                ):
-                    await expect_status(reply, 200)
-
-            await asyncio.gather(*(release(chat) for chat in chats))
-            run.release_s = time.time() - run.release_at
-        else:
-            service.stop()  # deliveries in flight are cut short and stay in the outbox
-            progress(f"{mode}: stopped; restarting")
-            await receiver.control(http, mode="ok", reset=True)
-            service.start()
-            service.profile(f"backlog-{mode}")
-            await service.wait_ready(http)
-            # CPU is counted from readiness (the boot's imports are not delivery work).
-            run.cpu = CpuWindow(receiver.pid)
-            run.cpu.start(service.pid)
-            counters_before = await service.counters() if args.instrument else None
-            counted_from = await receiver.count(http)
-
-        async def all_arrived() -> bool:
-            return await receiver.count(http) >= n
-
-        await wait_for(all_arrived, n / 50 + 60, f"{n} notifications at the receiver", 0.05)
-        await asyncio.sleep(0.2)  # anything extra (a duplicate) would arrive now
-        run.cpu.stop(service.pid)
-        if counters_before is not None:
-            run.counters = counters_delta(counters_before, await service.counters())
-            run.counted = n - (counted_from if mode == "restart" else 0)
-        service.sample()
-        run.peak_rss_mb = service.peak_rss_kb[-1] / 1024
-        run.records = await receiver.records(http)
-        progress(f"{mode}: all {n} arrived")
-        if mode == "restart":
-            run.release_at = min(r.at for r in run.records)
-        bodies = await receiver.bodies(http)
-    finally:
-        service.stop()
-        progress(f"{mode}: chatpush stopped")
+    await wait_until(all_arrived, n / 50 + 60, f"{n} notifications at the receiver", 0.05)
+    await asyncio.sleep(0.2)  # anything extra (a duplicate) would arrive now
+    run.cpu.stop()
+    if counters_before is not None:
+        run.counters = counters_delta(counters_before, await service.counters())
+        run.counted = n - (counted_from if mode == "restart" else 0)
+    run.peak_rss_mb = peak_rss_kb(service.pid) / 1024
+    run.records = await receiver.records()
+    progress(f"{mode}: all {n} arrived")
+    if mode == "restart":
+        run.release_at = min(r.at for r in run.records)
+    bodies = await receiver.bodies()
+    service.stop()
+    progress(f"{mode}: chatpush stopped")
     verify(run, {c.chat_id: list(range(2, args.events + 3)) for c in chats})
     return run, bodies
 
 
-async def sequential_run(
-    bodies: list[str], http: aiohttp.ClientSession, receiver: ReceiverProcess, chats: int
-) -> Run:
+async def sequential_run(bodies: list[str], receiver: Receiver, chats: int) -> Run:
     """The GMS model: the same bodies, strictly one at a time over one keep-alive connection."""
     run = Run("sequential sender (GMS model)", len(bodies), chats)
     progress(f"sequential sender: {len(bodies)} bodies")
-    await receiver.control(http, mode="ok", reset=True)
-    run.cpu = CpuWindow(receiver.pid)
-    run.cpu.start(0)
+    await receiver.control(mode="ok", reset=True)
+    run.cpu = CpuMeter()
+    run.cpu.start({"receiver": receiver.process.pid})
     headers = {"Content-Type": "application/json"}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as sender:
         run.release_at = time.time()
@@ -332,26 +267,20 @@ async def sequential_run(
                 await reply.read()
                 if reply.status != 200:
                     raise RuntimeError(f"receiver answered {reply.status}")
-    run.cpu.stop(0)
-    run.records = await receiver.records(http)
+    run.cpu.stop()
+    run.records = await receiver.records()
     return run
 
 
-async def main_async(args: argparse.Namespace, root: Path) -> int:
-    receiver = ReceiverProcess(root, delay_ms=args.delay_ms, keep_bodies=True).start()
+async def main_async(args: argparse.Namespace) -> int:
     modes = ["activity", "restart"] if args.release == "both" else [args.release]
     results: list[tuple[Run, Run]] = []
-    try:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as http:
-            await receiver.wait_ready(http)
-            for mode in modes:
-                run, bodies = await chatpush_run(mode, args, http, receiver, root)
-                baseline = await sequential_run(bodies, http, receiver, args.chats)
-                results.append((run, baseline))
-    finally:
-        receiver.stop()
-        if not args.keep and args.workdir is None:
-            shutil.rmtree(root, ignore_errors=True)
+    for mode in modes:
+        workdir = Path(args.workdir) / f"chatpush-{mode}" if args.workdir else None
+        async with Bench(workdir, keep=args.keep) as bench:
+            receiver = await bench.receiver(delay_ms=args.delay_ms, keep_bodies=True)
+            run, bodies = await chatpush_run(mode, args, bench, receiver)
+            results.append((run, await sequential_run(bodies, receiver, args.chats)))
     report(args, results)
     return 0 if all(run.verified for run, _ in results) else 1
 
@@ -368,7 +297,7 @@ def report(args: argparse.Namespace, results: list[tuple[Run, Run]]) -> None:
     for run, baseline in results:
         for r in (baseline, run):
             rows.append(
-                (
+                [
                     r.name,
                     str(r.notifications),
                     f"{r.span_s:.2f}",
@@ -378,23 +307,14 @@ def report(args: argparse.Namespace, results: list[tuple[Run, Run]]) -> None:
                     str(r.duplicates),
                     str(r.reordered_chats),
                     r.cpu.share(r.cpu.others_s) if r.cpu else "n/a",
-                )
+                ]
             )
+    headers = ["run", "notifications", "seconds", "deliveries/s", "ratio", "missing"]
     print_table(
+        [*headers, "duplicates", "reordered chats", "others CPU"],
+        rows,
         f"Benchmark 2: backlog delivery (target: chatpush >= {TARGET_RATIO:g}x the sequential "
         "sender)",
-        (
-            "run",
-            "notifications",
-            "seconds",
-            "deliveries/s",
-            "ratio",
-            "missing",
-            "duplicates",
-            "reordered chats",
-            "others CPU",
-        ),
-        rows,
     )
     for run, baseline in results:
         ratio = run.rate / baseline.rate if baseline.rate else 0.0
@@ -402,8 +322,8 @@ def report(args: argparse.Namespace, results: list[tuple[Run, Run]]) -> None:
         print(f"{run.name}: ratio {ratio:.1f}x, target {TARGET_RATIO:g}x {verdict}")
         if run.cpu is not None:
             print(
-                f"  chatpush CPU: {run.cpu.chatpush_s:.1f} s over {run.cpu.elapsed_s:.2f} s "
-                f"({run.cpu.share(run.cpu.chatpush_s)} of one core); others on the machine "
+                f"  chatpush CPU: {run.cpu.spent['chatpush']:.1f} s over {run.cpu.wall_s:.2f} s "
+                f"({run.cpu.share(run.cpu.spent['chatpush'])} of one core); others on the machine "
                 f"{run.cpu.share(run.cpu.others_s)}; peak RSS {run.peak_rss_mb:.0f} MB"
             )
         if run.release_s is not None:
@@ -411,7 +331,7 @@ def report(args: argparse.Namespace, results: list[tuple[Run, Run]]) -> None:
         for note in run.notes:
             print(f"  {note}")
         if run.counters is not None:
-            print_counters(run.counters, run.counted, "notification delivered")
+            print_counters(run.counters, run.counted, "notification delivered", run.name)
         print(f"  order and completeness: {'verified' if run.verified else 'FAILED'}")
     if args.json:
         Path(args.json).write_text(
@@ -428,8 +348,10 @@ def report(args: argparse.Namespace, results: list[tuple[Run, Run]]) -> None:
                             "rate": r.rate,
                             "ratio": run.rate / baseline.rate,
                             "verified": r.verified,
-                            "chatpush_cpu_s": r.cpu.chatpush_s if r.cpu else None,
-                            "others_cpu_share": r.cpu.others_s / r.cpu.elapsed_s if r.cpu else None,
+                            "chatpush_cpu_s": r.cpu.spent["chatpush"] if r.cpu else None,
+                            "others_cpu_share": r.cpu.percent(r.cpu.others_s) / 100
+                            if r.cpu
+                            else None,
                             "peak_rss_mb": r.peak_rss_mb,
                             "release_s": r.release_s,
                             "notes": r.notes,
@@ -454,21 +376,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--concurrency", type=int, default=16, help="chats written at once while building"
     )
-    parser.add_argument(
-        "--delivery-toml",
-        default="",
-        help="extra lines for chatpush's [delivery] table, e.g. 'concurrency_per_receiver = 64'",
-    )
-    parser.add_argument("--smoke", action="store_true", help="tiny run for CI: 10 chats x 4")
-    parser.add_argument("--profile", type=Path, help="record chatpush with py-spy into this dir")
-    parser.add_argument(
-        "--instrument",
-        action="store_true",
-        help="run chatpush under benchmarks/instrumented_serve.py and count SQL per notification",
-    )
-    parser.add_argument("--json", help="also write the figures to this JSON file")
-    parser.add_argument("--workdir", help="keep databases and logs here (default: a temp dir)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    add_service_options(parser, smoke="10 chats x 4", unit="notification")
     args = parser.parse_args()
     if args.smoke:
         args.chats, args.events = 10, 3
@@ -479,9 +387,7 @@ def main() -> int:
     exit_on_sigterm()
     args = parse_args()
     machine()  # the commit and date of the start
-    root = Path(args.workdir or tempfile.mkdtemp(prefix="chatpush-backlog-"))
-    root.mkdir(parents=True, exist_ok=True)
-    return asyncio.run(main_async(args, root))
+    return asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

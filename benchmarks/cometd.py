@@ -32,20 +32,22 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from benchmarks.pushbench import (
+from benchmarks.rig import (
     ROOT,
-    cpu_seconds,
-    machine,
-    machine_cpu_s,
+    CpuMeter,
+    Process,
+    free_port,
+    machine_line,
+    peak_rss_kb,
     print_table,
-    proc_status,
     progress,
-    stop_process,
+    python_command,
 )
 
 NODE_PACKAGE = "cometd-nodejs-server@1.2.1"
@@ -97,39 +99,29 @@ def node_folder() -> Path:
     return folder
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(kind: str, port: int, uvloop: bool) -> subprocess.Popen[bytes]:
+def start_server(kind: str, port: int, loop: str, workdir: Path) -> Process:
     if kind == "node":
-        folder = node_folder()
-        command = ["node", str(folder / NODE_SCRIPT.name), str(port)]
-        cwd = folder
+        command = ["node", str(node_folder() / NODE_SCRIPT.name), str(port)]
     else:
-        command = [sys.executable, "-m", "benchmarks.cometd_server", "--port", str(port)]
-        command += ["--uvloop"] if uvloop else []
-        cwd = ROOT
-    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL)
+        command = python_command("benchmarks.cometd_server", ["--port", str(port)], loop=loop)
+    server = Process(kind, command, workdir)
+    server.start()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process
+            return server
         except OSError:
-            if process.poll() is not None:
-                raise RuntimeError(f"{kind} server exited with {process.returncode}") from None
+            if server.exited():
+                raise RuntimeError(f"{kind} server exited:\n{server.tail()}") from None
             time.sleep(0.05)
-    stop_process(process)
+    server.stop()
     raise RuntimeError(f"{kind} server did not listen on {port}")
 
 
-def _generator(command: str, port: int, clients: int, uvloop: bool, *extra: str) -> list[str]:
-    args = [sys.executable, "-m", "benchmarks.cometd_load", command, "--port", str(port)]
-    args += ["--clients", str(clients), *extra]
-    return args + (["--uvloop"] if uvloop else [])
+def _generator(command: str, port: int, clients: int, loop: str, *extra: str) -> list[str]:
+    args = [command, "--port", str(port), "--clients", str(clients), *extra]
+    return python_command("benchmarks.cometd_load", args, loop=loop)
 
 
 def _line(stream: IO[str]) -> dict[str, Any]:
@@ -140,11 +132,11 @@ def _line(stream: IO[str]) -> dict[str, Any]:
     return line
 
 
-def run_point(kind: str, point: Point, duration_s: float, uvloop: bool) -> Result:
+def run_point(kind: str, point: Point, duration_s: float, loop: str, workdir: Path) -> Result:
     port = free_port()
-    server = start_server(kind, port, uvloop)
+    server = start_server(kind, port, loop, workdir)
     subscribers = subprocess.Popen(
-        _generator("subscribe", port, point.clients, uvloop),
+        _generator("subscribe", port, point.clients, loop),
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -154,14 +146,14 @@ def run_point(kind: str, point: Point, duration_s: float, uvloop: bool) -> Resul
         assert subscribers.stdout is not None and subscribers.stdin is not None
         ready = _line(subscribers.stdout)
         progress(f"{kind}: {point.clients} clients ready in {ready['setup_s']:.1f} s")
-        before = (cpu_seconds(server.pid), cpu_seconds(subscribers.pid), machine_cpu_s())
-        started = time.monotonic()
+        cpu = CpuMeter()
+        cpu.start({"server": server.pid, "subscribers": subscribers.pid})
         publisher = subprocess.run(
             _generator(
                 "publish",
                 port,
                 point.clients,
-                uvloop,
+                loop,
                 "--rate",
                 str(point.rate),
                 "--duration-s",
@@ -185,25 +177,24 @@ def run_point(kind: str, point: Point, duration_s: float, uvloop: bool) -> Resul
             if now_received in (received, published["sent"]):
                 break
             received = now_received
-        elapsed = time.monotonic() - started
-        after = (cpu_seconds(server.pid), cpu_seconds(subscribers.pid), machine_cpu_s())
-        rss_mb = proc_status(server.pid).get("VmHWM", 0) / 1024
+        cpu.stop()
+        rss_mb = peak_rss_kb(server.pid) / 1024
         subscribers.stdin.write(f"stop {published['sent']}\n")
         subscribers.stdin.flush()
         report = _line(subscribers.stdout)
         report["refused"] = published["refused"]
     finally:
-        stop_process(subscribers, 10)
-        stop_process(server, 10)
+        Process("subscribers", [], workdir, popen=subscribers).stop(10)
+        server.stop(10)
     return Result(
         server=kind,
         point=point,
         report=report,
         sent=published["sent"],
         rss_mb=rss_mb,
-        server_cpu=(after[0] - before[0]) / elapsed,
-        generator_cpu=(after[1] - before[1] + published["cpu_s"]) / elapsed,
-        machine_cpu=(after[2] - before[2]) / elapsed,
+        server_cpu=cpu.spent["server"] / cpu.wall_s,
+        generator_cpu=(cpu.spent["subscribers"] + published["cpu_s"]) / cpu.wall_s,
+        machine_cpu=cpu.busy_s / cpu.wall_s,
     )
 
 
@@ -228,21 +219,23 @@ def main() -> int:
         args.points, args.duration_s = "50x100", 2.0
     points = parse_points(args.points)
     servers = [name.strip() for name in args.servers.split(",")]
-    info = machine()
-    print(f"machine: {json.dumps(info)}; uvloop: {args.uvloop}")
+    loop = "uvloop" if args.uvloop else "asyncio"
+    print(f"{machine_line()}; uvloop: {args.uvloop}")
     results: list[Result] = []
     failed = False
-    for round_number in range(1, args.rounds + 1):
-        for point in points:
-            for kind in servers:
-                progress(f"round {round_number}: {kind} {point.clients} x {point.rate}/s")
-                try:
-                    results.append(run_point(kind, point, args.duration_s, args.uvloop))
-                except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                    progress(f"{kind} {point.clients} x {point.rate}: FAILED: {exc}")
-                    failed = True
-    rows: list[tuple[str, ...]] = [
-        (
+    with tempfile.TemporaryDirectory(prefix="chatpush-cometd-") as workdir:
+        for round_number in range(1, args.rounds + 1):
+            for point in points:
+                for kind in servers:
+                    progress(f"round {round_number}: {kind} {point.clients} x {point.rate}/s")
+                    try:
+                        run = run_point(kind, point, args.duration_s, loop, Path(workdir))
+                        results.append(run)
+                    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                        progress(f"{kind} {point.clients} x {point.rate}: FAILED: {exc}")
+                        failed = True
+    rows = [
+        [
             r.server,
             str(r.point.clients),
             str(r.point.rate),
@@ -255,12 +248,11 @@ def main() -> int:
             f"{100 * r.server_cpu:.0f}",
             f"{100 * r.generator_cpu:.0f}",
             f"{100 * r.machine_cpu:.0f}",
-        )
+        ]
         for r in results
     ]
     print_table(
-        f"CometD long-polling, {args.duration_s:g} s per point (latency in ms, CPU in % of a core)",
-        (
+        [
             "server",
             "clients",
             "msg/s",
@@ -273,8 +265,9 @@ def main() -> int:
             "server CPU",
             "generator CPU",
             "machine CPU",
-        ),
+        ],
         rows,
+        f"CometD long-polling, {args.duration_s:g} s per point (latency in ms, CPU in % of a core)",
     )
     for point in points:
         ours = [r for r in results if r.point == point and r.server == "chatpush"]

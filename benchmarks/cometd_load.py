@@ -347,15 +347,10 @@ def main() -> None:
     for command in (subscribe, publish):
         command.add_argument("--port", type=int, required=True)
         command.add_argument("--clients", type=int, required=True)
-        command.add_argument("--uvloop", action="store_true")
     publish.add_argument("--rate", type=int, required=True)
     publish.add_argument("--duration-s", type=float, required=True)
     args = parser.parse_args()
     _raise_file_limit()
-    if args.uvloop:
-        import uvloop  # type: ignore[import-not-found]
-
-        uvloop.install()
     if args.command == "subscribe":
         asyncio.run(subscribe_main(args.port, args.clients))
     else:

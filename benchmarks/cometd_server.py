@@ -32,7 +32,6 @@ def allow(session: Session, channel: str) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--uvloop", action="store_true")
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -46,12 +45,7 @@ def main() -> None:
         print(json.dumps({"stats": stats}, default=str), file=sys.stderr, flush=True)
 
     app.on_cleanup.append(report)
-    loop = None
-    if args.uvloop:
-        import uvloop  # type: ignore[import-not-found]
-
-        loop = uvloop.new_event_loop()
-    web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None, loop=loop)
+    web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from benchmarks.pushrig import print_table
+from benchmarks.rig import print_table
 from chatpush.store.tables import Chat, Event, Outbox, Party, Subscription, metadata
 
 chats = cast(Table, Chat.__table__)

@@ -1,15 +1,16 @@
 """Benchmark 5: throughput of 1 against 2 chatpush instances sharing one PostgreSQL database.
 
-Each run makes a fresh PostgreSQL database (``CREATE DATABASE`` through ``--postgres``, migrated by
-``chatpush migrate``, dropped ``WITH (FORCE)`` at the end of the run, whatever happened) and
-starts 1 or 2 ``chatpush serve`` processes on it (benchmarks/pushrig.py ``running_cluster``):
-every instance has the same group, ``[groups.cluster]`` with one node per instance, and hosts its
+Each run makes a fresh PostgreSQL database (``CREATE DATABASE`` through ``--postgres``, migrated to
+head, dropped ``WITH (FORCE)`` at the end of the run, whatever happened) and starts 1 or 2
+``chatpush serve`` processes on it (benchmarks/rig.py ``Bench``, benchmarks/load.py):
+every instance has the same group, ``[groups.bench]`` with one node per instance, and hosts its
 own node (``server.nodes``, ``instance_id``, ``alias``). The rest is benchmark 1's rig, unchanged:
-the same closed-loop load generator (``--concurrency`` agent messages in flight through
-``POST /api/v1/chats/{id}/events``, round robin over ``--chats`` chats created beforehand with
-reliable push), the same acknowledging receiver (benchmarks/ack_receiver.py, which refreshes round
-robin over the instances), the same measure: events accepted per second (201s) and end-to-end
-events per second, until the receiver has acknowledged every chat up to its last event.
+the same closed-loop load generator (``--concurrency`` events in flight, agent messages through
+``POST /api/v1/chats/{id}/events`` unless ``--sender customer``, round robin over ``--chats`` chats
+created beforehand with reliable push), the same acknowledging receiver (benchmarks/receiver.py,
+which refreshes round robin over the instances), the same measure: events accepted per second
+and end-to-end events per second, until the receiver has acknowledged every chat up to its last
+event.
 
 With two instances, the requests go to the instances in turn, as a round-robin load balancer
 would: the chats are created alternately on each, and event n goes to instance (n + n // chats)
@@ -21,7 +22,7 @@ backends of the run's database, PostgreSQL's own processes, the receiver, the lo
 rate that CPU would allow on idle cores ("CPU ceiling"), and the share of the machine's cores each
 took; what the rest of the machine took meanwhile; refused events, duplicated triggers, and the
 warnings, errors and transaction retries in the instances' logs; with ``--instrument``, SQL
-statements per event (benchmarks/instrumented_serve.py). The figure of
+statements per event (benchmarks/launch.py --counters). The figure of
 merit is the ratio of the end-to-end rates, 2 instances ÷ 1 (target >= 1.6); ``--rounds N``
 measures N pairs, in the order 1 2, 2 1, 1 2, ... and reports the median ratio. From the
 repository root, with PostgreSQL running (scripts/postgres-up):
@@ -41,38 +42,41 @@ import contextlib
 import json
 import os
 import shutil
-import statistics
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from aiohttp import ClientSession
-
-from benchmarks.pushrig import (
+from benchmarks.load import (
+    SENDERS,
+    Phase,
+    Target,
+    add_closed_loop_options,
+    add_options,
+    closed_loop_args,
+    drive,
+    set_up_chats,
+    start_target,
+    wait_drained,
+)
+from benchmarks.rig import (
     CLK_TCK,
     POSTGRES_ADMIN_URL,
-    CpuSnapshot,
-    ReceiverClient,
-    Rig,
-    cluster_counters_path,
-    counter_difference,
-    cpu_snapshot,
-    event_body,
-    events_path,
-    machine_description,
-    make_poster,
+    Bench,
+    CpuMeter,
+    Process,
+    Record,
+    cpu_s,
+    exit_on_sigterm,
+    machine_line,
+    print_counters,
     print_ratios,
     print_table,
-    process_counters,
-    process_cpu_s,
-    running_cluster,
-    set_up_chats,
-    terminate_on_sigterm,
-    wait_drained,
+    progress,
 )
 
 TARGET_RATIO = 1.6
@@ -108,8 +112,12 @@ def _children(pid: int) -> list[int]:
 
 
 def _cmdline(pid: int) -> str:
-    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-        return cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+    """A process's command line (a PostgreSQL backend's title), "" once it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 AUX_TITLES = (
@@ -175,7 +183,7 @@ class PostgresCpu:
         return self.postmaster is not None
 
     def _ours(self, pid: int) -> bool:
-        title = _safe_cmdline(pid).split()
+        title = _cmdline(pid).split()
         return self.database in title
 
     def sample(self) -> None:
@@ -185,7 +193,7 @@ class PostgresCpu:
         for pid in _children(self.postmaster):
             if pid in self.seen or self._ours(pid):
                 with contextlib.suppress(OSError, IndexError, ValueError):
-                    self.seen[pid] = process_cpu_s(pid)
+                    self.seen[pid] = cpu_s(pid)
         self.cost_s += time.process_time() - started
 
     def read(self) -> PostgresReading:
@@ -199,9 +207,9 @@ class PostgresCpu:
         server = own
         for pid in _children(self.postmaster):
             with contextlib.suppress(OSError, IndexError, ValueError):
-                spent = process_cpu_s(pid)
+                spent = cpu_s(pid)
                 whole += spent
-                if pid not in self.seen and any(t in _safe_cmdline(pid) for t in AUX_TITLES):
+                if pid not in self.seen and any(t in _cmdline(pid) for t in AUX_TITLES):
                     server += spent
         return PostgresReading(sum(self.seen.values()), server, whole)
 
@@ -221,35 +229,7 @@ class PostgresCpu:
                 await self._task
 
 
-def _safe_cmdline(pid: int) -> str:
-    try:
-        return _cmdline(pid)
-    except OSError:
-        return ""
-
-
 # -- one run -----------------------------------------------------------------------------------
-
-
-@dataclass
-class Cpu:
-    """CPU seconds over the measured phase, by process, and the interval's wall and machine."""
-
-    wall_s: float
-    machine_busy_s: float
-    machine_total_s: float
-    processes: dict[str, float]
-    """instance-1, instance-2, ..., receiver, loadgen, postgres (db), postgres (server)."""
-    postgres_other_s: float = 0.0
-    """Other databases' PostgreSQL backends (other programs): part of ``others_s``."""
-
-    @property
-    def others_s(self) -> float:
-        return max(0.0, self.machine_busy_s - sum(self.processes.values()))
-
-    @property
-    def idle_s(self) -> float:
-        return max(0.0, self.machine_total_s - self.machine_busy_s)
 
 
 @dataclass
@@ -257,18 +237,18 @@ class Result:
     instances: int
     round: int
     events: int
-    refused: int
     refusals: Counter[str]
-    """Events not answered 201 (warm-up included), by instance and answer."""
+    """Events not accepted (warm-up included), by instance and answer."""
     accept_s: float
     end_to_end_s: float
     completed: bool
-    triggers: int
-    refreshes: int
-    resends: int
-    refresh_failures: int
+    stats: dict[str, int]
     duplicates: int
-    cpu: Cpu
+    cpu: CpuMeter
+    """Over the measured phase: the instances, the receiver, PostgreSQL (the run's database's
+    backends, and its own processes), the load generator (less its sampling of PostgreSQL)."""
+    postgres_other_s: float
+    """Other databases' PostgreSQL backends (other programs): part of the others' CPU."""
     database: str
     """The run's PostgreSQL database (dropped at the end of the run)."""
     prepare_s: float
@@ -279,7 +259,7 @@ class Result:
     log_problems: dict[str, Counter[str]] = field(default_factory=dict)
     """Per instance: the warnings, errors and transaction retries its log holds, as
     "level: message" -> count."""
-    counters: dict[str, Counter[str]] = field(default_factory=dict)
+    counters: dict[str, Any] = field(default_factory=dict)
     """With --instrument: statements, transactions and requests of every instance together,
     over the measured phase."""
 
@@ -291,13 +271,19 @@ class Result:
     def end_to_end_per_s(self) -> float:
         return self.events / self.end_to_end_s if self.end_to_end_s else 0.0
 
+    @property
+    def processes(self) -> dict[str, float]:
+        """CPU seconds by process: instance-1, ..., receiver, postgres (db), postgres (server),
+        loadgen."""
+        return {**self.cpu.spent, "loadgen": self.cpu.own_s}
+
     def ceiling_per_s(self, cores: int) -> float:
         """The rate the measured CPU per event would allow on an otherwise idle machine: each
         single-threaded process (an instance, the receiver, the load generator) at most one
         core, all of them together (PostgreSQL's backends too) at most every core."""
-        if not self.events or not sum(self.cpu.processes.values()):
+        if not self.events or not sum(self.processes.values()):
             return 0.0
-        per_event = {name: s / self.events for name, s in self.cpu.processes.items()}
+        per_event = {name: s / self.events for name, s in self.processes.items()}
         limits = [cores / sum(per_event.values())]
         limits += [1 / v for name, v in per_event.items() if v > 0 and "postgres" not in name]
         return min(limits)
@@ -319,72 +305,18 @@ def instance_for(n: int, chats: int, instances: int, balance: str) -> int:
     return (n + n // chats) % instances
 
 
-async def drive(
-    rig: Rig, args: argparse.Namespace, events: int, refusals: Counter[str], first: int = 0
-) -> int:
-    """Closed loop: ``args.concurrency`` workers post ``events`` agent messages round robin over
-    the chats, each to its instance (``instance_for``). Returns how many were refused (not 201);
-    counts each refusal, by instance and answer, in ``refusals``."""
-    bases = rig.bases or [rig.base]
-    posters = [make_poster(args.client, base, args.concurrency) for base in bases]
-    chats, last_index = rig.chats, rig.last_index
-    paths = [events_path(chat) for chat in chats]
-    bodies = [event_body(n) for n in range(64)]
-    counter = iter(range(first, first + events))
-    refused = 0
-
-    async def worker() -> None:
-        nonlocal refused
-        for n in counter:  # shared iterator: each n is taken by exactly one worker
-            slot = n % len(chats)
-            instance = instance_for(n, len(chats), len(posters), args.balance)
-            status, answer = await posters[instance].post(paths[slot], bodies[n % len(bodies)])
-            if status == 201:
-                last_index[chats[slot]] += 1
-            else:
-                refused += 1
-                text = answer[:200].decode(errors="replace")
-                refusals[f"instance-{instance + 1}: HTTP {status} {text}"] += 1
-
-    try:
-        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-    finally:
-        for poster in posters:
-            await poster.close()
-    return refused
-
-
-def duplicates(samples: list[tuple[str, int, int, int]]) -> int:
+def duplicates(records: list[Record]) -> int:
     """Triggers received more than once: the same chat, notify-position and notify-attempt."""
-    copies = Counter((chat, position, attempt) for chat, position, attempt, _ in samples)
+    copies = Counter((r.chat_id, r.position, r.attempt) for r in records)
     return sum(count - 1 for count in copies.values() if count > 1)
 
 
-async def all_counters(rig: Rig) -> list[dict[str, Any]]:
-    """Every instance's counters so far (``--instrument``)."""
-    return [
-        await process_counters(server, cluster_counters_path(server.log)) for server in rig.servers
-    ]
-
-
-def merge_counters(
-    before: list[dict[str, Any]], after: list[dict[str, Any]]
-) -> dict[str, Counter[str]]:
-    """What the counters of all instances together grew by."""
-    merged: dict[str, Counter[str]] = {}
-    for old, new in zip(before, after, strict=True):
-        for key, value in counter_difference(old, new).items():
-            if isinstance(value, dict):
-                merged.setdefault(key, Counter()).update(value)
-    return merged
-
-
-def log_problems(rig: Rig) -> dict[str, Counter[str]]:
+def log_problems(target: Target) -> dict[str, Counter[str]]:
     """Each instance's warnings and errors (its JSON log lines of level warning and above, and
     any line that is not chatpush's JSON), and its transactions retried after a deadlock or a
     serialization failure (logged at info)."""
     found: dict[str, Counter[str]] = {}
-    for server in rig.servers:
+    for server in target.servers:
         problems: Counter[str] = Counter()
         with contextlib.suppress(OSError):
             for line in server.log.read_text(errors="replace").splitlines():
@@ -405,9 +337,9 @@ def log_problems(rig: Rig) -> dict[str, Counter[str]]:
     return found
 
 
-def keep_logs(rig: Rig, directory: Path, prefix: str) -> None:
+def keep_logs(processes: list[Process], directory: Path, prefix: str) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    for process in rig.processes():
+    for process in processes:
         shutil.copy(process.log, directory / f"{prefix}{process.log.name}")
 
 
@@ -434,98 +366,84 @@ async def work_split(database_url: str, instances: int) -> tuple[dict[str, int],
     )
 
 
-def measure_cpu(
-    rig: Rig,
-    before: CpuSnapshot,
-    after: CpuSnapshot,
-    sampling_s: float,
-    pg_before: PostgresReading,
-    pg_after: PostgresReading,
-) -> Cpu:
-    processes = {name: after.processes[name] - before.processes[name] for name in after.processes}
-    # The load generator: this process, less its PostgreSQL sampling (a few /proc reads every
-    # PG_SAMPLE_S), which is left to "others".
-    processes["loadgen"] = max(0.0, after.own_s - before.own_s - sampling_s)
-    processes["postgres (db)"] = pg_after.database_s - pg_before.database_s
-    processes["postgres (server)"] = pg_after.server_s - pg_before.server_s
-    whole = pg_after.whole_s - pg_before.whole_s
-    return Cpu(
-        wall_s=after.wall_s - before.wall_s,
-        machine_busy_s=after.machine_busy_s - before.machine_busy_s,
-        machine_total_s=after.machine_total_s - before.machine_total_s,
-        processes=processes,
-        postgres_other_s=max(
-            0.0, whole - processes["postgres (db)"] - processes["postgres (server)"]
-        ),
-    )
-
-
 async def run(instances: int, round_no: int, args: argparse.Namespace) -> Result:
     began = time.monotonic()
-    async with (
-        running_cluster(instances, args.postgres, record=True, instrument=args.instrument) as rig,
-        ClientSession() as session,
-    ):
-        assert rig.database_url is not None
-        database = urlsplit(rig.database_url).path.lstrip("/")
+    sender = SENDERS[args.sender]
+    route = partial(instance_for, chats=args.chats, instances=instances, balance=args.balance)
+    refusals: Counter[str] = Counter()
+    async with Bench() as bench:
+        database_url = await bench.postgres_database(args.postgres)
+        database = urlsplit(database_url).path.lstrip("/")
+        target = await start_target(
+            bench,
+            "chatpush",
+            instances=instances,
+            database_url=database_url,
+            instrument=args.instrument,
+        )
         pg = await PostgresCpu.attach(args.postgres, database)
         pg.start()
         try:
-            receiver = ReceiverClient(session, rig.receiver_url)
-            refusals: Counter[str] = Counter()
-            await set_up_chats(rig, args.chats, concurrency=SET_UP_CONCURRENCY)
-            if await wait_drained(receiver, rig, timeout_s=args.timeout) is None:
+            await set_up_chats(bench.http, target, args.chats, concurrency=SET_UP_CONCURRENCY)
+            if await wait_drained(target, timeout_s=args.timeout) is None:
                 raise RuntimeError(f"{instances} instances: the set-up was never acknowledged")
             if args.warmup:
-                await drive(rig, args, args.warmup, refusals)
-                if await wait_drained(receiver, rig, timeout_s=args.timeout) is None:
+                await drive(
+                    target, sender, args.client, args.warmup, args.concurrency,
+                    route=route, refusals=refusals,
+                )  # fmt: skip
+                if await wait_drained(target, timeout_s=args.timeout) is None:
                     raise RuntimeError(f"{instances} instances: the warm-up was never acknowledged")
-            duplicated = duplicates(await receiver.samples())
-            await receiver.reset()
-            counters_before = await all_counters(rig) if args.instrument else []
-            pg_before = pg.read()
-            sampling_before = pg.cost_s
-            before = cpu_snapshot(rig)
+            duplicated = duplicates(await target.receiver.records())
+            await target.receiver.control(reset=True)
+            pg_before, sampling_before = pg.read(), pg.cost_s
+            phase = Phase(target)
+            await phase.start()
             started = time.monotonic()
-            refused = await drive(rig, args, args.events, refusals, args.warmup)
+            refused = await drive(
+                target, sender, args.client, args.events, args.concurrency,
+                first=args.warmup, route=route, refusals=refusals,
+            )  # fmt: skip
             accepted = time.monotonic()
-            stats = await wait_drained(receiver, rig, timeout_s=args.timeout)
+            stats = await wait_drained(target, timeout_s=args.timeout)
             finished = time.monotonic()
-            after = cpu_snapshot(rig)
+            await phase.stop()
             sampling_s = pg.cost_s - sampling_before
             pg_after = pg.read()
-            counters_after = await all_counters(rig) if args.instrument else []
         finally:
             await pg.stop()
         completed = stats is not None
-        if stats is None:
-            stats = await receiver.stats()
-        duplicated += duplicates(await receiver.samples())
-        deliveries, pinned = await work_split(rig.database_url, instances)
+        stats = stats or await target.receiver.stats()
+        duplicated += duplicates(await target.receiver.records())
+        deliveries, pinned = await work_split(database_url, instances)
         if args.keep_logs:
-            keep_logs(rig, Path(args.keep_logs), f"round{round_no}-x{instances}-")
+            keep_logs(bench.processes, Path(args.keep_logs), f"round{round_no}-x{instances}-")
+        # The load generator: this process, less its PostgreSQL sampling (a few /proc reads every
+        # PG_SAMPLE_S), which is left to "others".
+        cpu = phase.cpu
+        cpu.own_s = max(0.0, cpu.own_s - sampling_s)
+        cpu.spent["postgres (db)"] = pg_after.database_s - pg_before.database_s
+        cpu.spent["postgres (server)"] = pg_after.server_s - pg_before.server_s
+        postgres_s = cpu.spent["postgres (db)"] + cpu.spent["postgres (server)"]
         return Result(
             instances=instances,
             round=round_no,
             events=args.events - refused,
-            refused=refused,
             refusals=refusals,
             accept_s=accepted - started,
             end_to_end_s=finished - started,
             completed=completed,
-            triggers=stats["triggers"],
-            refreshes=stats["refreshes"],
-            resends=stats["resends"],
-            refresh_failures=stats["refresh_failures"],
+            stats=stats,
             duplicates=duplicated,
             database=database,
             prepare_s=started - began,
-            cpu=measure_cpu(rig, before, after, sampling_s, pg_before, pg_after),
+            cpu=cpu,
+            postgres_other_s=max(0.0, pg_after.whole_s - pg_before.whole_s - postgres_s),
             postgres_measured=pg.enabled,
             deliveries_by_node=deliveries,
             pinned_by_node=pinned,
-            log_problems=log_problems(rig),
-            counters=merge_counters(counters_before, counters_after),
+            log_problems=log_problems(target),
+            counters=phase.counters,
         )
 
 
@@ -547,63 +465,46 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
     print()
     print(
         f"instances: {args.events} events (after {args.warmup} warm-up) over {args.chats} chats, "
-        f"{args.concurrency} in flight, load client {args.client}, balance {args.balance}, "
-        f"PostgreSQL at {urlsplit(args.postgres).netloc}"
+        f"{args.concurrency} in flight, sender {args.sender}, load client {args.client}, "
+        f"balance {args.balance}, PostgreSQL at {urlsplit(args.postgres).netloc}"
     )
-    print("machine: " + ", ".join(f"{k} {v}" for k, v in machine_description().items()))
+    print(machine_line())
     print()
     cores = os.cpu_count() or 1
-    rows = []
-    for r in results:
-        rows.append(
-            [
-                str(r.round),
-                str(r.instances),
-                str(r.events),
-                str(sum(r.refusals.values())),
-                f"{r.accepted_per_s:.0f}",
-                f"{r.end_to_end_per_s:.0f}",
-                str(r.triggers),
-                str(r.refreshes),
-                str(r.resends),
-                str(r.duplicates),
-                " ".join(f"{k}:{v}" for k, v in sorted(r.deliveries_by_node.items())),
-                " ".join(f"{k}:{v}" for k, v in sorted(r.pinned_by_node.items())),
-                str(sum(sum(p.values()) for p in r.log_problems.values())),
-                "yes" if r.completed else "TIMEOUT",
-            ]
-        )
-    print_table(
+    rows = [
         [
-            "round",
-            "instances",
-            "events",
-            "refused",
-            "accepted/s",
-            "end-to-end ev/s",
-            "triggers",
-            "refreshes",
-            "resends",
-            "dup",
-            "deliveries by node (all phases)",
-            "chats pinned",
-            "log warnings, retries",
-            "done",
-        ],
-        rows,
-    )
+            str(r.round),
+            str(r.instances),
+            str(r.events),
+            str(sum(r.refusals.values())),
+            f"{r.accepted_per_s:.0f}",
+            f"{r.end_to_end_per_s:.0f}",
+            str(r.stats["triggers"]),
+            str(r.stats["refreshes"]),
+            str(r.stats["resends"]),
+            str(r.duplicates),
+            " ".join(f"{k}:{v}" for k, v in sorted(r.deliveries_by_node.items())),
+            " ".join(f"{k}:{v}" for k, v in sorted(r.pinned_by_node.items())),
+            str(sum(sum(p.values()) for p in r.log_problems.values())),
+            "yes" if r.completed else "TIMEOUT",
+        ]
+        for r in results
+    ]
+    headers = ["round", "instances", "events", "refused", "accepted/s", "end-to-end ev/s"]
+    headers += ["triggers", "refreshes", "resends", "dup", "deliveries by node (all phases)"]
+    headers += ["chats pinned", "log warnings, retries", "done"]
+    print_table(headers, rows)
     columns = cpu_columns(results)
-    print()
     print("CPU per event, ms (each process over the measured phase):")
     rows = []
     for r in results:
         cells = [
-            f"{1000 * r.cpu.processes[c] / r.events:.3f}"
-            if c in r.cpu.processes and r.events and (r.postgres_measured or "postgres" not in c)
+            f"{1000 * r.processes[c] / r.events:.3f}"
+            if c in r.processes and r.events and (r.postgres_measured or "postgres" not in c)
             else "-"
             for c in columns
         ]
-        total = sum(r.cpu.processes.values())
+        total = sum(r.processes.values())
         rows.append(
             [
                 str(r.round),
@@ -614,23 +515,19 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
             ]
         )
     print_table(["round", "instances", *columns, "all", "CPU ceiling ev/s"], rows)
-    print()
     print(f"CPU use, % of one core over the measured phase ({cores} cores = {100 * cores}%):")
     rows = []
     for r in results:
         wall = r.cpu.wall_s or 1.0
-        cells = [
-            f"{100 * r.cpu.processes[c] / wall:.0f}" if c in r.cpu.processes else "-"
-            for c in columns
-        ]
+        cells = [f"{100 * r.processes[c] / wall:.0f}" if c in r.processes else "-" for c in columns]
         rows.append(
             [
                 str(r.round),
                 str(r.instances),
                 *cells,
                 f"{100 * r.cpu.others_s / wall:.0f}",
-                f"{100 * r.cpu.postgres_other_s / wall:.0f}" if r.postgres_measured else "-",
-                f"{100 * r.cpu.idle_s / wall:.0f}",
+                f"{100 * r.postgres_other_s / wall:.0f}" if r.postgres_measured else "-",
+                f"{100 * max(0.0, r.cpu.total_s - r.cpu.busy_s) / wall:.0f}",
             ]
         )
     print_table(["round", "instances", *columns, "others", "of which pg other dbs", "idle"], rows)
@@ -640,7 +537,9 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
         for name, problems in r.log_problems.items():
             for line, count in problems.most_common(5):
                 print(f"round {r.round}, {r.instances} instances, {name} log: {count}x {line}")
-    report_counters(results)
+        if r.counters:
+            where = f"round {r.round}, {r.instances} instance(s) together"
+            print_counters(r.counters, r.events, "event", where)
     print(
         "databases (each dropped at the end of its run): " + ", ".join(r.database for r in results)
     )
@@ -654,8 +553,8 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
             ratios.append(two.end_to_end_per_s / one.end_to_end_per_s)
             accept_ratios.append(two.accepted_per_s / one.accepted_per_s)
             cpu_ratios.append(
-                (sum(two.cpu.processes.values()) / two.events)
-                / (sum(one.cpu.processes.values()) / one.events)
+                (sum(two.processes.values()) / two.events)
+                / (sum(one.processes.values()) / one.events)
             )
             if one.ceiling_per_s(cores):
                 ceiling_ratios.append(two.ceiling_per_s(cores) / one.ceiling_per_s(cores))
@@ -665,51 +564,12 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
             "ratio 2 instances / 1, end-to-end events/s: ", ratios, f"; target >= {TARGET_RATIO}"
         )
         print_ratios("ratio 2 instances / 1, accepted events/s:   ", accept_ratios)
-        print(
-            "ratio 2 instances / 1, CPU per event, all processes: "
-            + ", ".join(f"{x:.2f}" for x in cpu_ratios)
-            + f" (median {statistics.median(cpu_ratios):.2f})"
-        )
+        print_ratios("ratio 2 instances / 1, CPU per event, all processes: ", cpu_ratios)
         if ceiling_ratios:
-            print(
-                f"ratio 2 instances / 1, CPU ceiling on {cores} idle cores: "
-                + ", ".join(f"{x:.2f}" for x in ceiling_ratios)
-                + f" (median {statistics.median(ceiling_ratios):.2f})"
+            print_ratios(
+                f"ratio 2 instances / 1, CPU ceiling on {cores} idle cores: ", ceiling_ratios
             )
     print(flush=True)
-
-
-def report_counters(results: list[Result]) -> None:
-    """--instrument: SQL statements (by shape), transactions and requests per event, all
-    instances together, one column per run."""
-    measured = [r for r in results if r.counters and r.events]
-    if not measured:
-        return
-    keys: Counter[str] = Counter()
-    for r in measured:
-        for group in ("statements", "transactions", "requests"):
-            for name, count in r.counters.get(group, {}).items():
-                label = name if group == "statements" else f"{group[:-1]} {name}"
-                keys[label] = max(keys[label], round(1000 * count / r.events))
-    rows = []
-    for label, _ in keys.most_common(25):
-        cells = []
-        for r in measured:
-            count = 0
-            for group in ("statements", "transactions", "requests"):
-                for name, n in r.counters.get(group, {}).items():
-                    if label == (name if group == "statements" else f"{group[:-1]} {name}"):
-                        count += n
-            cells.append(f"{count / r.events:.2f}")
-        rows.append([label, *cells])
-    totals = [f"{sum(r.counters.get('statements', {}).values()) / r.events:.2f}" for r in measured]
-    rows.append(["all SQL statements", *totals])
-    print()
-    print("per event, all instances together (--instrument):")
-    print_table(
-        ["statement, transaction or request", *(f"r{r.round} x{r.instances}" for r in measured)],
-        rows,
-    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -717,19 +577,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=(__doc__ or "").splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--events", type=int, default=1000, help="measured events per run")
-    parser.add_argument("--warmup", type=int, default=200, help="uncounted events first")
-    parser.add_argument("--chats", type=int, default=256, help="chats the events go round")
-    parser.add_argument("--concurrency", type=int, default=64, help="events in flight")
-    parser.add_argument("--rounds", type=int, default=3, help="pairs: 1 2, 2 1, 1 2, ...")
+    add_closed_loop_options(
+        parser,
+        events=1000,
+        warmup=200,
+        concurrency=64,
+        rounds=3,
+        rounds_help="pairs: 1 2, 2 1, 1 2, ...",
+        sender="agent",
+    )
     parser.add_argument(
         "--balance",
         choices=["round-robin", "affinity"],
         default="round-robin",
         help="round-robin: a chat's events alternate between instances; affinity: they do not",
-    )
-    parser.add_argument(
-        "--client", choices=["raw", "aiohttp"], default="raw", help="the load generator's HTTP"
     )
     parser.add_argument(
         "--postgres",
@@ -740,19 +601,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--keep-logs", metavar="DIR", help="copy every process's log there after each run"
     )
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds, per wait")
-    parser.add_argument(
-        "--instrument",
-        action="store_true",
-        help="run each instance under benchmarks/instrumented_serve.py and print SQL per event",
-    )
-    parser.add_argument("--smoke", action="store_true", help="a tiny run (a few seconds)")
+    add_options(parser, chats=256, timeout_s=300.0, targets=False)
     args = parser.parse_args(argv)
-    if args.smoke:
-        args.events, args.warmup, args.chats, args.concurrency = 100, 10, 8, 8
-        args.rounds, args.timeout = 1, 30.0
-    if min(args.events, args.chats, args.concurrency, args.rounds) < 1 or args.warmup < 0:
-        parser.error("--events, --chats, --concurrency and --rounds must be positive")
+    closed_loop_args(parser, args)
     return args
 
 
@@ -763,12 +614,10 @@ async def amain(args: argparse.Namespace) -> int:
         for instances in order:
             result = await run(instances, round_no, args)
             results.append(result)
-            print(
+            progress(
                 f"round {round_no}, {instances} instance(s): "
                 f"{result.end_to_end_per_s:.0f} events/s end to end "
-                f"(after {result.prepare_s:.0f} s of set-up and warm-up)",
-                file=sys.stderr,
-                flush=True,
+                f"(after {result.prepare_s:.0f} s of set-up and warm-up)"
             )
     results.sort(key=lambda r: (r.round, r.instances))
     report(results, args)
@@ -777,9 +626,8 @@ async def amain(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    with terminate_on_sigterm():
-        return asyncio.run(amain(args))
+    exit_on_sigterm()
+    return asyncio.run(amain(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 At a fixed offered rate (open loop: event k is sent at start + k/rate, whether or not earlier ones
 have been answered), the load generator POSTs agent messages through the chat-server side API
 (``POST /api/v1/chats/{id}/events``) to chats created beforehand with reliable push
-(GCTI_GMS_PushResend, GCTI_GMS_NotifyRequestor); benchmarks/ack_receiver.py, in its own process,
+(GCTI_GMS_PushResend, GCTI_GMS_NotifyRequestor); benchmarks/receiver.py, in its own process,
 notes the arrival of every trigger (CLOCK_MONOTONIC, the same clock in every process of the
 machine) and acknowledges it by ``refresh``. An event is matched to the trigger of its chat whose
 ``notify-position`` is the event's index, attempt 0: the events go round ``--chats`` chats, so a
@@ -34,36 +34,39 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import ClientSession
-
-from benchmarks.pushrig import (
-    TARGETS,
-    CpuUse,
+from benchmarks.load import (
+    SENDERS,
+    Phase,
     Poster,
-    ReceiverClient,
-    Rig,
-    counter_difference,
-    cpu_snapshot,
-    cpu_use,
-    event_body,
-    events_path,
-    machine_description,
+    Target,
+    add_options,
     make_poster,
-    print_table,
-    report_counters,
-    running_rig,
     set_up_chats,
-    terminate_on_sigterm,
+    start_target,
+    target_args,
     wait_drained,
+)
+from benchmarks.rig import (
+    Bench,
+    Chat,
+    CpuMeter,
+    exit_on_sigterm,
+    machine_line,
+    percentile,
+    print_counters,
+    print_table,
+    progress,
 )
 
 MAX_IN_FLIGHT = 2000
 """Open loop, but bounded: an event due while this many are unanswered is skipped (counted)."""
+SENDER = SENDERS["agent"]
+"""The events call answers with the event's index, which the trigger's notify-position matches."""
 
 
 @dataclass
 class Sent:
-    chat: str
+    chat: Chat
     sent_ns: int
     accepted_ns: int = 0
     index: int = 0
@@ -81,40 +84,35 @@ class Result:
     matched: int
     triggers: int
     resends: int
+    cpu: CpuMeter
+    server_s: float
     to_trigger_ms: list[float] = field(default_factory=list)
     """accepted (201 received) -> trigger received, per matched event."""
     sent_to_trigger_ms: list[float] = field(default_factory=list)
     call_ms: list[float] = field(default_factory=list)
     """sent -> 201, per accepted event."""
-    cpu: CpuUse | None = None
     counters: dict[str, Any] = field(default_factory=dict)
     """With --instrument: chatpush's counters over this rate's run (after - before)."""
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The nearest-rank percentile of already sorted ``values`` (0 <= q <= 100)."""
-    if not values:
-        return float("nan")
-    rank = max(0, min(len(values) - 1, round(q / 100 * len(values) + 0.5) - 1))
-    return values[rank]
-
-
-async def offer(rig: Rig, poster: Poster, rate: float, duration_s: float) -> tuple[list[Sent], int]:
+async def offer(
+    target: Target, poster: Poster, rate: float, duration_s: float
+) -> tuple[list[Sent], int]:
     """Send ``rate`` events per second for ``duration_s``, open loop, round-robin over the chats.
     Returns what was sent (with its index and times) and how many were skipped."""
     count = max(1, int(rate * duration_s))
     period_ns = int(1e9 / rate)
-    chats, last_index = rig.chats, rig.last_index
+    chats = target.chats
     sent: list[Sent] = []
     tasks: set[asyncio.Task[None]] = set()
     skipped = 0
 
     async def one(n: int, record: Sent) -> None:
-        status, body = await poster.post(events_path(record.chat), event_body(n))
+        status, body = await poster.post(*SENDER.request(record.chat, n))
         record.accepted_ns = time.monotonic_ns()
-        if status == 201:
+        if status == SENDER.accepted:
             record.index = int(json.loads(body)["event"]["index"])
-            last_index[record.chat] = max(last_index[record.chat], record.index)
+            record.chat.last_index = max(record.chat.last_index, record.index)
 
     start = time.monotonic_ns() + 10_000_000
     for n in range(count):
@@ -134,82 +132,68 @@ async def offer(rig: Rig, poster: Poster, rate: float, duration_s: float) -> tup
     return sent, skipped
 
 
-async def run_rate(
-    rig: Rig, receiver: ReceiverClient, rate: float, args: argparse.Namespace
-) -> Result:
-    await receiver.reset()
-    poster = make_poster(args.client, rig.base, MAX_IN_FLIGHT)
-    counters_before = await rig.counters() if rig.counters_path else None
-    before = cpu_snapshot(rig)
+async def run_rate(target: Target, rate: float, args: argparse.Namespace) -> Result:
+    await target.receiver.control(reset=True)
+    poster = make_poster(args.client, target.bases[0], MAX_IN_FLIGHT, SENDER)
+    phase = Phase(target)
+    await phase.start()
     try:
-        sent, skipped = await offer(rig, poster, rate, args.duration)
+        sent, skipped = await offer(target, poster, rate, args.duration)
     finally:
         await poster.close()
-    refused = sum(1 for s in sent if not s.index)
     accepted = [s for s in sent if s.index]
     stats = await wait_drained(
-        receiver,
-        rig,
-        min_triggers=len(accepted) if rig.kind == "relay" else 0,
+        target,
+        min_triggers=len(accepted) if target.kind == "relay" else 0,
         timeout_s=args.timeout,
     )
-    after = cpu_snapshot(rig)
-    counters = {}
-    if counters_before is not None:
-        counters = counter_difference(counters_before, await rig.counters())
+    await phase.stop()
     completed = stats is not None
-    if stats is None:
-        stats = await receiver.stats()
+    stats = stats or await target.receiver.stats()
     arrivals: dict[tuple[str, int], int] = {}
-    for chat, position, attempt, arrived_ns in await receiver.samples():
-        if attempt == 0:
-            arrivals.setdefault((chat, position), arrived_ns)
+    for record in await target.receiver.records():
+        if record.attempt == 0 and record.chat_id and record.position is not None:
+            arrivals.setdefault((record.chat_id, record.position), record.monotonic_ns)
     to_trigger, sent_to_trigger = [], []
     for s in accepted:
-        arrived = arrivals.get((s.chat, s.index))
+        arrived = arrivals.get((s.chat.chat_id, s.index))
         if arrived is not None:
             to_trigger.append((arrived - s.accepted_ns) / 1e6)
             sent_to_trigger.append((arrived - s.sent_ns) / 1e6)
     span_s = (sent[-1].sent_ns - sent[0].sent_ns) / 1e9 if len(sent) > 1 else 0.0
     return Result(
-        target=rig.kind,
+        target=target.kind,
         rate=rate,
         offered=len(sent) + skipped,
         achieved_rate=(len(sent) - 1) / span_s if span_s else 0.0,
-        refused=refused,
+        refused=len(sent) - len(accepted),
         skipped=skipped,
         completed=completed,
         matched=len(to_trigger),
         triggers=stats["triggers"],
         resends=stats["resends"],
-        to_trigger_ms=sorted(to_trigger),
-        sent_to_trigger_ms=sorted(sent_to_trigger),
-        call_ms=sorted((s.accepted_ns - s.sent_ns) / 1e6 for s in accepted),
-        cpu=cpu_use(rig, before, after),
-        counters=counters,
+        cpu=phase.cpu,
+        server_s=phase.cpu.spent[target.servers[0].name],
+        to_trigger_ms=to_trigger,
+        sent_to_trigger_ms=sent_to_trigger,
+        call_ms=[(s.accepted_ns - s.sent_ns) / 1e6 for s in accepted],
+        counters=phase.counters,
     )
 
 
 async def run_target(kind: str, args: argparse.Namespace) -> list[Result]:
     results = []
-    async with (
-        running_rig(kind, record=True, instrument=args.instrument) as rig,
-        ClientSession() as session,
-    ):
-        receiver = ReceiverClient(session, rig.receiver_url)
-        await set_up_chats(rig, args.chats)
-        if await wait_drained(receiver, rig, timeout_s=args.timeout) is None:
+    async with Bench() as bench:
+        target = await start_target(bench, kind, loop=args.loop, instrument=args.instrument)
+        await set_up_chats(bench.http, target, args.chats)
+        if await wait_drained(target, timeout_s=args.timeout) is None:
             raise RuntimeError(f"{kind}: the set-up triggers were never acknowledged")
         for rate in args.rates:
-            result = await run_rate(rig, receiver, rate, args)
+            result = await run_rate(target, rate, args)
             results.append(result)
             p50 = percentile(result.to_trigger_ms, 50)
             p99 = percentile(result.to_trigger_ms, 99)
-            print(
-                f"{kind} at {rate:g}/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms",
-                file=sys.stderr,
-                flush=True,
-            )
+            progress(f"{kind} at {rate:g}/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     return results
 
 
@@ -217,32 +201,16 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
     print()
     print(
         f"latency: open loop, {args.duration:g} s per rate over {args.chats} chats, "
-        f"load client {args.client}; times in ms"
+        f"loop {args.loop}, load client {args.client}; times in ms"
     )
-    print("machine: " + ", ".join(f"{k} {v}" for k, v in machine_description().items()))
+    print(machine_line())
     print()
-    headers = [
-        "target",
-        "offered/s",
-        "achieved/s",
-        "events",
-        "matched",
-        "accepted->trigger p50",
-        "p90",
-        "p99",
-        "max",
-        "sent->trigger p50",
-        "p99",
-        "call p50",
-        "call p99",
-        "target CPU %",
-        "others CPU %",
-        "done",
-    ]
+    headers = ["target", "offered/s", "achieved/s", "events", "matched"]
+    headers += ["accepted->trigger p50", "p90", "p99", "max", "sent->trigger p50", "p99"]
+    headers += ["call p50", "call p99", "target CPU %", "others CPU %", "done"]
     rows = []
     for r in results:
         t, s, c = r.to_trigger_ms, r.sent_to_trigger_ms, r.call_ms
-        assert r.cpu is not None
         rows.append(
             [
                 r.target,
@@ -250,51 +218,37 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
                 f"{r.achieved_rate:.0f}",
                 str(r.offered),
                 str(r.matched),
-                f"{percentile(t, 50):.1f}",
-                f"{percentile(t, 90):.1f}",
-                f"{percentile(t, 99):.1f}",
-                f"{t[-1] if t else float('nan'):.1f}",
+                *(f"{percentile(t, q):.1f}" for q in (50, 90, 99, 100)),
                 f"{percentile(s, 50):.1f}",
                 f"{percentile(s, 99):.1f}",
                 f"{percentile(c, 50):.1f}",
                 f"{percentile(c, 99):.1f}",
-                f"{r.cpu.percent(r.cpu.server_s):.0f}",
+                f"{r.cpu.percent(r.server_s):.0f}",
                 f"{r.cpu.percent(r.cpu.others_s):.0f}",
                 "yes" if r.completed else "TIMEOUT",
             ]
         )
     print_table(headers, rows)
-    odd = [r for r in results if r.refused or r.skipped or r.resends]
-    for r in odd:
-        print(
-            f"{r.target} at {r.rate:g}/s: {r.refused} refused, {r.skipped} skipped "
-            f"(over {MAX_IN_FLIGHT} in flight), {r.resends} resends"
-        )
     for r in results:
+        if r.refused or r.skipped or r.resends:
+            print(
+                f"{r.target} at {r.rate:g}/s: {r.refused} refused, {r.skipped} skipped "
+                f"(over {MAX_IN_FLIGHT} in flight), {r.resends} resends"
+            )
         if r.counters:
-            report_counters(r.counters, r.offered - r.skipped - r.refused, f"at {r.rate:g}/s")
+            events = r.offered - r.skipped - r.refused
+            print_counters(r.counters, events, "event", f"at {r.rate:g}/s")
     print(flush=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
+        description=(__doc__ or "").splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--rates", default="100,300", help="offered events per second, a list")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per rate")
-    parser.add_argument("--chats", type=int, default=500, help="chats the events go round")
-    parser.add_argument("--targets", default=",".join(TARGETS), help="relay,chatpush")
-    parser.add_argument(
-        "--client", choices=["raw", "aiohttp"], default="raw", help="the load generator's HTTP"
-    )
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds, per wait")
-    parser.add_argument(
-        "--instrument",
-        action="store_true",
-        help="run chatpush under benchmarks/instrumented_serve.py and print SQL per event",
-    )
-    parser.add_argument("--smoke", action="store_true", help="a tiny run (a few seconds)")
+    add_options(parser, chats=500, timeout_s=120.0)
     args = parser.parse_args(argv)
     if args.smoke:
         args.rates, args.duration, args.chats, args.timeout = "50", 1.0, 20, 30.0
@@ -302,10 +256,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.rates = [float(r) for r in args.rates.split(",") if r.strip()]
     except ValueError:
         parser.error("--rates must be numbers separated by commas")
-    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    for target in args.targets:
-        if target not in TARGETS:
-            parser.error(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
+    target_args(parser, args)
     if not args.rates or min(args.rates) <= 0 or args.duration <= 0 or args.chats < 1:
         parser.error("--rates, --duration and --chats must be positive")
     return args
@@ -321,9 +272,8 @@ async def amain(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    with terminate_on_sigterm():
-        return asyncio.run(amain(args))
+    exit_on_sigterm()
+    return asyncio.run(amain(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -33,8 +33,8 @@ API sample created through the running service (only ids, keys, nicknames and ti
 differ) and stops if they differ.
 
 Also printed: chatpush's CPU share while the timers fire, and the other processes' ("others":
-neighbours on a shared machine). ``--instrument`` counts SQL statements, commits and thread hops
-per fired timer and per delivered resend (``benchmarks/instrumented_serve.py``).
+neighbours on a shared machine). ``--instrument`` counts SQL statements, commits and HTTP
+requests per fired timer and per delivered resend (``benchmarks/launch.py --counters``).
 
 Run (from the repository root, with the project's venv):
 
@@ -49,10 +49,8 @@ import argparse
 import asyncio
 import json
 import random
-import shutil
 import sqlite3
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -61,51 +59,42 @@ from typing import Any
 import aiohttp
 from sqlalchemy import create_engine, event, insert
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pushbench import (
-    API_KEY,
-    ChatpushProcess,
-    CpuWindow,
-    ReceiverProcess,
+from benchmarks.rig import (
+    GROUP,
+    SERVICE,
+    Bench,
+    CpuMeter,
+    Receiver,
     Record,
-    chatpush_config,
+    add_service_options,
     counters_delta,
     exit_on_sigterm,
-    free_port,
+    join_agent,
     machine,
     percentile,
     print_counters,
     print_table,
     progress,
+    push_user_data,
+    request_chat,
+    sqlite_rows,
+    wait_until,
 )
-
 from chatpush.chat.model import new_chat_id, new_secure_key, new_user_id
 from chatpush.push.rules import State, Trigger
 from chatpush.store import migrate
 from chatpush.store.push import _state_values
 from chatpush.store.tables import Chat, Delivery, Event, Party, Subscription
 
-SERVICE = "customer-support"
-GROUP = "bench"
 NODE = "node-1"
 RESEND_DELAY_S = 3600
 """Each resend waits an hour: a timer fires once during the run and is then armed again."""
-HEADERS = {"X-API-Key": API_KEY}
 SEED_BATCH = 5000
 TARGET_P99_S = 1.0
 TARGET_RSS_MB = 500.0
 TARGET_REARM_S = 10.0
-
-
-def push_user_data(device_id: str) -> dict[str, str]:
-    """Request Chat's userData: customhttp, reliable delivery (the form sends the same keys)."""
-    return {
-        "GCTI_Chat_PushSubscribe": "true",
-        "GCTI_GMS_PushDeviceId": device_id,
-        "GCTI_GMS_PushDeviceType": "customhttp",
-        "GCTI_GMS_PushResend": "true",
-    }
 
 
 # -- seeding ----------------------------------------------------------------------------------
@@ -137,7 +126,7 @@ def seed(db_path: Path, dues_ms: list[int]) -> dict[str, int]:
                     "user_id": new_user_id(),
                     "subject": None,
                     "email_address": None,
-                    "user_data": push_user_data(f"device-{number}"),
+                    "user_data": push_user_data(f"device-{number}", resend=True),
                     "created_at_ms": created,
                     "ended_at_ms": None,
                     "last_client_request_ms": created,
@@ -281,32 +270,23 @@ def same_rows(db_path: Path, api_chat: str, seeded_chat: str) -> list[str]:
 
 
 async def api_sample(
-    http: aiohttp.ClientSession, base: str, count: int, receiver: ReceiverProcess
+    http: aiohttp.ClientSession, base: str, count: int, receiver: Receiver
 ) -> tuple[list[str], float]:
     """Arm ``count`` timers through the APIs; returns the chat ids and the seconds it took."""
     gate = asyncio.Semaphore(16)
 
     async def one(number: int) -> str:
         async with gate:
-            form = {"nickname": f"Sample {number}"}
-            for key, value in push_user_data(f"sample-{number}").items():
-                form[f"userData[{key}]"] = value
-            async with http.post(f"{base}/genesys/2/chat/{SERVICE}", data=form) as reply:
-                body = await reply.json()
-                assert reply.status == 200, body
-            async with http.post(
-                f"{base}/api/v1/chats/{body['chatId']}/parties",
-                json={"type": "Agent", "nickname": "Bob"},
-                headers=HEADERS,
-            ) as reply:
-                assert reply.status == 201, await reply.text()
-            return str(body["chatId"])
+            user_data = push_user_data(f"sample-{number}", resend=True)
+            chat = await request_chat(http, base, f"Sample {number}", user_data)
+            await join_agent(http, base, chat)
+            return chat.chat_id
 
     started = time.time()
     chats = list(await asyncio.gather(*(one(i) for i in range(count))))
     deadline = time.monotonic() + 60 + count / 20
     while time.monotonic() < deadline:
-        if await receiver.count(http) >= count:
+        if await receiver.count() >= count:
             break
         await asyncio.sleep(0.02)
     return chats, time.time() - started
@@ -314,30 +294,25 @@ async def api_sample(
 
 async def wait_trail(db_path: Path, chat_id: str, timeout_s: float = 30) -> None:
     """Until the first trigger of ``chat_id`` is recorded as sent and gone from the outbox."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as conn:
-            sent = conn.execute(
-                "SELECT count(*) FROM deliveries WHERE chat_id = ? AND outcome = 'sent'",
-                (chat_id,),
-            ).fetchone()[0]
-            queued = conn.execute(
-                "SELECT count(*) FROM outbox WHERE chat_id = ?", (chat_id,)
-            ).fetchone()[0]
-        conn.close()
-        if sent and not queued:
-            return
-        await asyncio.sleep(0.05)
-    raise RuntimeError(f"the first trigger of {chat_id} was never recorded as sent")
+
+    async def recorded() -> bool:
+        [(sent, queued)] = sqlite_rows(
+            db_path,
+            "SELECT (SELECT count(*) FROM deliveries WHERE chat_id = ? AND outcome = 'sent'),"
+            " (SELECT count(*) FROM outbox WHERE chat_id = ?)",
+            chat_id,
+            chat_id,
+        )
+        return bool(sent and not queued)
+
+    await wait_until(recorded, timeout_s, f"the first trigger of {chat_id} recorded as sent", 0.05)
 
 
 def fired(db_path: Path) -> int:
     """Timers fired so far: subscriptions whose outstanding trigger is at attempt 1 or more."""
-    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as conn:
-        count = conn.execute("SELECT count(*) FROM subscriptions WHERE out_attempt >= 1")
-        value = int(count.fetchone()[0])
-    conn.close()
-    return value
+    return int(
+        sqlite_rows(db_path, "SELECT count(*) FROM subscriptions WHERE out_attempt >= 1")[0][0]
+    )
 
 
 def report_counters(spans: list[tuple[str, dict[str, Any], int]]) -> None:
@@ -345,133 +320,119 @@ def report_counters(spans: list[tuple[str, dict[str, Any], int]]) -> None:
     names = [name for name, _, _ in spans]
     if names == ["start", "stop", "ready", "end"]:
         (_, c0, _), (_, c1, fired_first), (_, c2, arrived), (_, c3, arrived_end) = spans
-        print("first process, window start until the restart (it fires; deliveries wait):")
-        print_counters(counters_delta(c0, c1), fired_first, "timer fired")
-        print("second process, /readyz until the end (fires the rest, delivers everything):")
-        print_counters(counters_delta(c2, c3), arrived_end - arrived, "resend delivered")
+        where = "first process, window start until the restart (it fires; deliveries wait)"
+        print_counters(counters_delta(c0, c1), fired_first, "timer fired", where)
+        where = "second process, /readyz until the end (fires the rest, delivers everything)"
+        print_counters(counters_delta(c2, c3), arrived_end - arrived, "resend delivered", where)
     elif names == ["start", "end"]:
         (_, c0, arrived), (_, c1, arrived_end) = spans
-        print("window start until the end:")
-        print_counters(counters_delta(c0, c1), arrived_end - arrived, "resend delivered")
+        where = "window start until the end"
+        print_counters(counters_delta(c0, c1), arrived_end - arrived, "resend delivered", where)
 
 
 def database_mb(root: Path) -> float:
     return sum(p.stat().st_size for p in root.glob("chatpush.db*") if p.is_file()) / (1 << 20)
 
 
-async def main_async(args: argparse.Namespace, root: Path) -> int:
-    receiver = ReceiverProcess(root).start()
-    db_path = root / "chatpush.db"
-    port = free_port()
-    service = ChatpushProcess(
-        root,
-        chatpush_config(
-            port=port,
-            db_path=db_path,
-            receiver_url=receiver.url,
-            services=f'flex-push-resend-delay = "{RESEND_DELAY_S}"\nflex-push-resend-attempts = 3',
-            delivery=args.delivery_toml,
-        ),
-        port,
-        profile_dir=args.profile,
-        instrument=args.instrument,
-    )
+async def main_async(args: argparse.Namespace) -> int:
     figures: dict[str, Any] = {"timers": args.timers, "window_s": args.window}
     spans: list[tuple[str, dict[str, Any], int]] = []
-    try:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http:
-            await receiver.wait_ready(http)
-            # 1. Through the APIs: a sample, on its own chatpush run (also the reference chat).
-            await asyncio.to_thread(migrate.upgrade, f"sqlite+aiosqlite:///{db_path}")
-            progress(f"API sample: {args.api_sample} chats")
-            service.start()
-            await service.wait_ready(http)
-            sample, sample_s = await api_sample(http, service.base, args.api_sample, receiver)
-            figures["api_sample"] = args.api_sample
-            figures["api_arm_per_s"] = args.api_sample / sample_s
-            await wait_trail(db_path, sample[0])
-            service.stop()
-            await receiver.control(http, reset=True)
-
-            # 2. Seed N armed timers, due uniformly over [base, base + window].
-            seeded_at = time.time()
-            base_ms = int((seeded_at + args.lead) * 1000)
-            window_ms = int(args.window * 1000)
-            dues = [
-                base_ms + int(window_ms * (i + random.random()) / args.timers)
-                for i in range(args.timers)
-            ]
-            random.shuffle(dues)
-            progress(f"seeding {args.timers} armed timers")
-            due_of = await asyncio.to_thread(seed, db_path, dues)
-            figures["seed_s"] = time.time() - seeded_at
-            differences = same_rows(db_path, sample[0], next(iter(due_of)))
-            if differences:
-                print("seeded rows differ from the service's:", *differences, sep="\n  ")
-                return 2
-            progress(f"seeded in {figures['seed_s']:.1f} s; rows match the service's; starting")
-
-            # 3. Start on the seeded database; stop and restart halfway through the window.
-            spawned = service.start()
-            ready = await service.wait_ready(http)
-            figures["first_start_ready_s"] = ready - spawned
-            if ready * 1000 > base_ms - 500:
-                late = ready - base_ms / 1000
-                figures["warning"] = (
-                    f"lead too short: chatpush was ready {late:+.1f} s from the first due time, "
-                    "so the first lateness figures include its start; pass a larger --lead"
-                )
-                progress(figures["warning"])
-            await asyncio.sleep(max(0.0, base_ms / 1000 - time.time() - 0.5))
-            service.profile("timers-1")
-            await asyncio.sleep(max(0.0, base_ms / 1000 - time.time()))
-            window_started = time.time()
-            cpu = CpuWindow(receiver.pid)
-            cpu.start(service.pid)
-            if args.instrument:
-                spans.append(("start", await service.counters(), await receiver.count(http)))
-            restart_at = (base_ms + window_ms * args.restart_at) / 1000
-            stopped_at = spawned_again = ready_again = None
-            if args.restart_at < 1:
-                await asyncio.sleep(max(0.0, restart_at - time.time()))
-                progress("restarting chatpush")
-                cpu.stop(service.pid)
-                if args.instrument:
-                    spans.append(("stop", await service.counters(), fired(db_path)))
-                stopped_at = time.time()
-                service.stop()
-                figures["stop_s"] = time.time() - stopped_at
-                spawned_again = service.start()
-                service.profile("timers-2")
-                ready_again = await service.wait_ready(http)
-                cpu.start(service.pid)
-                if args.instrument:
-                    spans.append(("ready", await service.counters(), await receiver.count(http)))
-                progress(f"ready again after {ready_again - spawned_again:.2f} s")
-            deadline = time.monotonic() + args.window + 120 + args.timers / 100
-            expected = set(due_of)
-            records: list[Record] = []
-            while time.monotonic() < deadline:
-                await asyncio.sleep(1.0)
-                if await receiver.count(http) >= args.timers:
-                    records = await receiver.records(http)
-                    got = {r.chat_id for r in records if r.attempt == 1}
-                    if expected <= got:
-                        break
-                    progress(f"{len(expected - got)} resends still missing")
-            await asyncio.sleep(0.5)  # duplicates, if any, arrive now
-            records = await receiver.records(http)
-            cpu.stop(service.pid)
-            if args.instrument:
-                spans.append(("end", await service.counters(), await receiver.count(http)))
-            service.sample()
-            figures["db_mb"] = database_mb(root)
-    finally:
+    async with Bench(args.workdir, keep=args.keep) as bench:
+        http = bench.http
+        receiver = await bench.receiver()
+        db_path = bench.workdir / "chatpush.db"
+        service = bench.chatpush(
+            receiver.url,
+            resend_delay_s=RESEND_DELAY_S,
+            delivery=args.delivery_toml,
+            instrument=args.instrument,
+        )
+        # 1. Through the APIs: a sample, on its own chatpush run (also the reference chat).
+        await asyncio.to_thread(migrate.upgrade, f"sqlite+aiosqlite:///{db_path}")
+        progress(f"API sample: {args.api_sample} chats")
+        service.start()
+        await service.wait_ready(http)
+        sample, sample_s = await api_sample(http, service.base, args.api_sample, receiver)
+        figures["api_sample"] = args.api_sample
+        figures["api_arm_per_s"] = args.api_sample / sample_s
+        await wait_trail(db_path, sample[0])
         service.stop()
-        receiver.stop()
+        await receiver.control(reset=True)
+
+        # 2. Seed N armed timers, due uniformly over [base, base + window].
+        seeded_at = time.time()
+        base_ms = int((seeded_at + args.lead) * 1000)
+        window_ms = int(args.window * 1000)
+        dues = [
+            base_ms + int(window_ms * (i + random.random()) / args.timers)
+            for i in range(args.timers)
+        ]
+        random.shuffle(dues)
+        progress(f"seeding {args.timers} armed timers")
+        due_of = await asyncio.to_thread(seed, db_path, dues)
+        figures["seed_s"] = time.time() - seeded_at
+        differences = same_rows(db_path, sample[0], next(iter(due_of)))
+        if differences:
+            print("seeded rows differ from the service's:", *differences, sep="\n  ")
+            return 2
+        progress(f"seeded in {figures['seed_s']:.1f} s; rows match the service's; starting")
+
+        # 3. Start on the seeded database; stop and restart halfway through the window.
+        spawned = service.start()
+        ready = await service.wait_ready(http)
+        figures["first_start_ready_s"] = ready - spawned
+        if ready * 1000 > base_ms - 500:
+            late = ready - base_ms / 1000
+            figures["warning"] = (
+                f"lead too short: chatpush was ready {late:+.1f} s from the first due time, "
+                "so the first lateness figures include its start; pass a larger --lead"
+            )
+            progress(figures["warning"])
+        await asyncio.sleep(max(0.0, base_ms / 1000 - time.time() - 0.5))
+        service.profile(args.profile, "timers-1")
+        await asyncio.sleep(max(0.0, base_ms / 1000 - time.time()))
+        window_started = time.time()
+        cpu = CpuMeter()
+        cpu.start({"chatpush": service.pid, "receiver": receiver.process.pid})
+        if args.instrument:
+            spans.append(("start", await service.counters(), await receiver.count()))
+        restart_at = (base_ms + window_ms * args.restart_at) / 1000
+        stopped_at = spawned_again = ready_again = None
+        if args.restart_at < 1:
+            await asyncio.sleep(max(0.0, restart_at - time.time()))
+            progress("restarting chatpush")
+            cpu.stop()
+            if args.instrument:
+                spans.append(("stop", await service.counters(), fired(db_path)))
+            stopped_at = time.time()
+            service.stop()
+            figures["stop_s"] = time.time() - stopped_at
+            spawned_again = service.start()
+            service.profile(args.profile, "timers-2")
+            ready_again = await service.wait_ready(http)
+            cpu.start({"chatpush": service.pid, "receiver": receiver.process.pid})
+            if args.instrument:
+                spans.append(("ready", await service.counters(), await receiver.count()))
+            progress(f"ready again after {ready_again - spawned_again:.2f} s")
+        deadline = time.monotonic() + args.window + 120 + args.timers / 100
+        expected = set(due_of)
+        while time.monotonic() < deadline:
+            await asyncio.sleep(1.0)
+            if await receiver.count() >= args.timers:
+                got = {r.chat_id for r in await receiver.records() if r.attempt == 1}
+                if expected <= got:
+                    break
+                progress(f"{len(expected - got)} resends still missing")
+        await asyncio.sleep(0.5)  # duplicates, if any, arrive now
+        records = await receiver.records()
+        cpu.stop()
+        if args.instrument:
+            spans.append(("end", await service.counters(), await receiver.count()))
+        service.stop()
+        figures["db_mb"] = database_mb(bench.workdir)
     figures["peak_rss_mb"] = max(service.peak_rss_kb) / 1024
-    figures["chatpush_cpu_share"] = cpu.share(cpu.chatpush_s)
-    figures["receiver_cpu_share"] = cpu.share(cpu.receiver_s)
+    figures["chatpush_cpu_share"] = cpu.share(cpu.spent["chatpush"])
+    figures["receiver_cpu_share"] = cpu.share(cpu.spent["receiver"])
     figures["others_cpu_share"] = cpu.share(cpu.others_s)
     analyse(figures, records, due_of, stopped_at, spawned_again, ready_again, window_started)
     report(args, figures)
@@ -511,8 +472,8 @@ def analyse(
     figures["lateness"] = {
         name: {
             "count": len(values),
-            "p50_s": percentile(values, 0.5),
-            "p99_s": percentile(values, 0.99),
+            "p50_s": percentile(values, 50),
+            "p99_s": percentile(values, 99),
             "max_s": max(values) if values else float("nan"),
         }
         for name, values in groups.items()
@@ -619,7 +580,7 @@ def report(args: argparse.Namespace, figures: dict[str, Any]) -> None:
         ("other processes on the machine", f"{figures['others_cpu_share']} of one core", ""),
         ("database size after the run", f"{figures['db_mb']:.0f} MB", ""),
     ]
-    print_table("Benchmark 3: timers at scale", ("measure", "value", "target"), rows)
+    print_table(["measure", "value", "target"], rows, "Benchmark 3: timers at scale")
     if "warning" in figures:
         print(f"WARNING: {figures['warning']}")
     if args.json:
@@ -642,19 +603,7 @@ def parse_args() -> argparse.Namespace:
         default=0.5,
         help="fraction of the window at which chatpush is restarted (1: no restart)",
     )
-    parser.add_argument(
-        "--delivery-toml", default="", help="extra lines for chatpush's [delivery] table"
-    )
-    parser.add_argument("--smoke", action="store_true", help="tiny run for CI: 1,000 over 3 s")
-    parser.add_argument("--profile", type=Path, help="record chatpush with py-spy into this dir")
-    parser.add_argument(
-        "--instrument",
-        action="store_true",
-        help="run chatpush under benchmarks/instrumented_serve.py and count SQL per timer",
-    )
-    parser.add_argument("--json", help="also write the figures to this JSON file")
-    parser.add_argument("--workdir", help="keep the database and logs here (default: a temp dir)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    add_service_options(parser, smoke="1,000 over 3 s", unit="timer")
     args = parser.parse_args()
     if args.smoke:
         args.timers, args.window, args.api_sample = 1000, 3.0, 10
@@ -669,13 +618,7 @@ def main() -> int:
     exit_on_sigterm()
     args = parse_args()
     machine()  # the commit and date of the start
-    root = Path(args.workdir or tempfile.mkdtemp(prefix="chatpush-timers-"))
-    root.mkdir(parents=True, exist_ok=True)
-    try:
-        return asyncio.run(main_async(args, root))
-    finally:
-        if not args.keep and args.workdir is None:
-            shutil.rmtree(root, ignore_errors=True)
+    return asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

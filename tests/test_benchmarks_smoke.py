@@ -2,7 +2,8 @@
 
 Each starts its own processes (receiver, null relay, ``chatpush serve``) on 127.0.0.1 and stops
 them before it exits; a run takes a few seconds. The throughput run also goes through
-``--instrument`` (chatpush under benchmarks/instrumented_serve.py), and the SQLite access
+``--instrument`` (chatpush under benchmarks/launch.py --counters), and once more with both
+targets on uvloop (``--loop uvloop``, when uvloop is installed), and the SQLite access
 micro-benchmark of the profile runs too. The instances benchmark runs 1 then 2 chatpush processes
 on a fresh database of the tests' PostgreSQL server (``CHATPUSH_TEST_POSTGRES``; skipped when
 that says ``off``) and drops it again.
@@ -11,6 +12,7 @@ that says ``off``) and drops it again.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import subprocess
 import sys
@@ -41,10 +43,21 @@ def run_benchmark(module: str, *options: str) -> str:
 
 def test_throughput_smoke_prints_both_targets_and_the_ratio() -> None:
     output = run_benchmark("benchmarks.throughput", "--instrument")
+    assert "sender customer, loop asyncio" in output
     assert "| round | target " in output
     assert "relay" in output and "chatpush" in output
     assert "ratio chatpush/relay, end-to-end events/s:" in output
+    assert "chatpush CPU per event (all its threads), ms:" in output
     assert "SQL statements" in output and "INSERT events" in output
+    assert "HTTP POST /genesys/2/chat/{service}/{chat_id}/{operation}" in output
+
+
+@pytest.mark.skipif(importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed")
+def test_throughput_smoke_runs_both_targets_on_uvloop_with_agent_messages() -> None:
+    output = run_benchmark("benchmarks.throughput", "--loop", "uvloop", "--sender", "agent")
+    assert "sender agent, loop uvloop" in output
+    rows = [line for line in output.splitlines() if line.startswith("|") and "yes" in line]
+    assert {row.split("|")[2].strip() for row in rows} == {"relay", "chatpush"}
 
 
 def test_latency_smoke_prints_percentiles_of_both_targets() -> None:

@@ -1,35 +1,37 @@
-"""``chatpush serve`` with counters: SQL statements, transactions, aiosqlite thread hops, requests.
+"""Run a module as ``__main__`` on the event loop asked for, optionally counting chatpush's work.
 
-A measuring tool for the bottleneck analysis of docs/PERFORMANCE.md; it changes nothing in chatpush
-(it attaches SQLAlchemy engine events, wraps ``aiosqlite.Connection._execute`` and adds one aiohttp
-middleware to the app ``chatpush.app.create_app`` builds). On SIGUSR1 it writes the counters so
-far as JSON to ``--counters``; the benchmarks take one snapshot before and one after the measured
-phase (``--instrument``) and divide the difference by the events. Run like ``chatpush``:
+    python -m benchmarks.launch [--loop uvloop] [--counters FILE] MODULE [ARGS...]
 
-    python -m benchmarks.instrumented_serve --counters /tmp/c.json -- --config FILE serve
+``--loop uvloop`` installs uvloop's event loop policy first, so that every loop the module makes
+(``asyncio.run``, aiohttp's ``web.run_app``) is a uvloop loop. chatpush has no switch of its own
+for it: this is how the benchmarks run ``chatpush.cli`` and ``benchmarks.null_relay`` on the same
+loop (uvloop must be installed: ``pip install uvloop``).
+
+``--counters FILE``, a measuring tool for the bottleneck analysis of docs/PERFORMANCE.md, counts SQL
+statements by shape, transactions and HTTP requests by route; it changes nothing in chatpush (it
+attaches SQLAlchemy engine events and adds one aiohttp middleware to the app
+``chatpush.app.create_app`` builds). On SIGUSR1 it
+writes the counts so far to FILE as JSON; the benchmarks take a snapshot before and after the
+measured phase (``--instrument``) and divide the difference by the events.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
+import runpy
 import signal
 import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiosqlite.core
-from aiohttp import web
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
-
 statements: Counter[str] = Counter()
 transactions: Counter[str] = Counter()
 requests: Counter[str] = Counter()
-hops = 0
 snapshots = 0
 
 _SPACE = re.compile(r"\s+")
@@ -44,7 +46,13 @@ def _shape(sql: str) -> str:
     return f"{verb} {','.join(tables)}".strip()
 
 
-def _install() -> None:
+def _count(path: str) -> None:
+    from aiohttp import web
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    import chatpush.app
+
     def before_execute(
         conn: Any, cursor: Any, sql: str, params: Any, context: Any, executemany: bool
     ) -> None:
@@ -67,19 +75,6 @@ def _install() -> None:
     for name in ("begin", "commit", "rollback"):
         event.listen(Engine, name, lambda conn, name=name: transactions.update([name]))
 
-    original = aiosqlite.core.Connection._execute
-
-    async def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        global hops
-        hops += 1
-        return await original(self, fn, *args, **kwargs)
-
-    aiosqlite.core.Connection._execute = counted  # type: ignore[method-assign]
-
-    import chatpush.app
-
-    create_app = chatpush.app.create_app
-
     @web.middleware
     async def count_requests(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -88,12 +83,15 @@ def _install() -> None:
         requests[f"{request.method} {route.canonical if route else request.path}"] += 1
         return await handler(request)
 
+    create_app = chatpush.app.create_app
+
     def instrumented_create_app(*args: Any, **kwargs: Any) -> web.Application:
         app = create_app(*args, **kwargs)
         app.middlewares.append(count_requests)
         return app
 
     chatpush.app.create_app = instrumented_create_app
+    signal.signal(signal.SIGUSR1, lambda signum, frame: _dump(path))
 
 
 def _dump(path: str) -> None:
@@ -103,7 +101,6 @@ def _dump(path: str) -> None:
         "snapshot": snapshots,
         "statements": dict(statements),
         "transactions": dict(transactions),
-        "aiosqlite_hops": hops,
         "requests": dict(requests),
     }
     temporary = f"{path}.tmp"
@@ -112,18 +109,22 @@ def _dump(path: str) -> None:
     os.replace(temporary, path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--counters", required=True, help="JSON file written on SIGUSR1")
-    parser.add_argument("chatpush_args", nargs=argparse.REMAINDER, help="-- then chatpush's")
-    args = parser.parse_args(argv)
-    chatpush_args = [a for a in args.chatpush_args if a != "--"] if args.chatpush_args else []
-    _install()
-    signal.signal(signal.SIGUSR1, lambda signum, frame: _dump(args.counters))
-    from chatpush.cli import main as chatpush_main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    parser.add_argument("--counters", metavar="FILE", help="JSON file written on SIGUSR1")
+    parser.add_argument("module")
+    parser.add_argument("args", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    if args.loop == "uvloop":
+        import uvloop
 
-    return chatpush_main(chatpush_args)
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    if args.counters:
+        _count(args.counters)
+    sys.argv = [args.module, *args.args]
+    runpy.run_module(args.module, run_name="__main__", alter_sys=True)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
