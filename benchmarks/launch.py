@@ -3,9 +3,9 @@
     python -m benchmarks.launch [--loop uvloop] [--counters FILE] MODULE [ARGS...]
 
 ``--loop uvloop`` installs uvloop's event loop policy first, so that every loop the module makes
-(``asyncio.run``, aiohttp's ``web.run_app``) is a uvloop loop. chatpush has no switch of its own
-for it: this is how the benchmarks run ``chatpush.cli`` and ``benchmarks.null_relay`` on the same
-loop (uvloop must be installed: ``pip install uvloop``).
+(``asyncio.run``, aiohttp's ``web.run_app``) is a uvloop loop: this is how the benchmarks run
+``benchmarks.null_relay`` on the loop chatpush runs on (chatpush picks its own with
+``server.event_loop``, which the rig sets).
 
 ``--counters FILE``, a measuring tool for the bottleneck analysis of docs/PERFORMANCE.md, counts SQL
 statements by shape, transactions and HTTP requests by route; it changes nothing in chatpush (it

@@ -374,7 +374,7 @@ def add_options(
     parser.add_argument("--chats", type=int, default=chats, help="chats the events go round")
     if targets:
         parser.add_argument("--targets", default=",".join(TARGETS), help="relay,chatpush")
-        parser.add_argument("--loop", choices=LOOPS, default="asyncio", help="both targets' loop")
+        parser.add_argument("--loop", choices=LOOPS, default="uvloop", help="both targets' loop")
     parser.add_argument("--client", choices=list(CLIENTS), default="raw", help="loadgen's HTTP")
     parser.add_argument("--timeout", type=float, default=timeout_s, help="seconds, per wait")
     parser.add_argument(

@@ -355,6 +355,7 @@ CHATPUSH_CONFIG = """\
 [server]
 host = "{host}"
 port = {port}
+event_loop = "{event_loop}"
 instance_id = "instance-{n}"
 alias = "{n}"
 nodes = ["node-{n}"]
@@ -471,7 +472,7 @@ class Bench:
         instances: int = 1,
         resend_delay_s: int = 60,
         delivery: str = "",
-        loop: str = "asyncio",
+        loop: str = "auto",
         instrument: bool = False,
     ) -> Process:
         """``chatpush serve`` (not started yet): SQLite in the work directory unless
@@ -490,14 +491,14 @@ class Bench:
                 group=GROUP,
                 nodes=", ".join(f'"node-{k}"' for k in range(1, instances + 1)),
                 receiver_url=receiver_url,
+                event_loop=loop,
             )
         )
         counters = self.workdir / f"instance-{instance}.counters.json" if instrument else None
         return self.process(
             f"instance-{instance}",
-            python_command(
-                "chatpush.cli", ["--config", str(config), "serve"], loop=loop, counters=counters
-            ),
+            # chatpush picks its loop itself (server.event_loop above).
+            python_command("chatpush.cli", ["--config", str(config), "serve"], counters=counters),
             base=f"http://{HOST}:{port}",
             counters_file=counters,
         )

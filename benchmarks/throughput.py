@@ -10,8 +10,9 @@ By default the load is the one of the independent harness that measured the proj
 the chats made beforehand with reliable push (PushResend, NotifyRequestor, IncludePayload) and
 ``flex-push-content`` holding ``secure-key``. The receiver (benchmarks/receiver.py) acknowledges
 every trigger by ``refresh`` from its ``notify-position`` with the trigger's ``secure-key``, for
-both targets (benchmarks/load.py). ``--loop uvloop`` runs both targets on uvloop (the load
-generator and the receiver stay on asyncio: they are the same for both).
+both targets (benchmarks/load.py). Both targets run on uvloop, chatpush's default loop
+(``--loop asyncio``: both on asyncio's own); the load generator and the receiver stay on
+asyncio: they are the same for both.
 
 The load generator, the target and the receiver are three processes. A closed loop keeps
 ``--concurrency`` events in flight until ``--events`` have been accepted (after ``--warmup``
@@ -24,7 +25,7 @@ the end-to-end rates is the figure of merit (target >= 0.7); chatpush's CPU per 
 
     .venv/bin/python -m benchmarks.throughput                 # full size
     .venv/bin/python -m benchmarks.throughput --smoke         # a few seconds, for CI
-    .venv/bin/python -m benchmarks.throughput --rounds 3 --loop uvloop --sender agent
+    .venv/bin/python -m benchmarks.throughput --rounds 3 --loop asyncio --sender agent
 
 Exit status: 0 when every run completed, 1 when a run timed out or events were refused.
 """

@@ -111,6 +111,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return asyncio.run(check(settings))
 
 
+def _event_loop(choice: str) -> tuple[asyncio.AbstractEventLoop, str]:
+    """The loop ``serve`` runs on (``server.event_loop``) and its name; ImportError when
+    uvloop is asked for and missing."""
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise
+        else:
+            return uvloop.new_event_loop(), "uvloop"
+    return asyncio.new_event_loop(), "asyncio"
+
+
 def serve(settings: Settings) -> int:
     from chatpush.app import create_app
     from chatpush.store import migrate as migrations
@@ -138,15 +152,29 @@ def serve(settings: Settings) -> int:
             "key; prefer [[security.keys]] with only the scopes each caller needs",
             extra={"action": "broad_api_keys"},
         )
+    try:
+        loop, loop_name = _event_loop(settings.server.event_loop)
+    except ImportError:
+        print(
+            "chatpush: server.event_loop is uvloop, but uvloop is not installed "
+            '(pip install uvloop, or set event_loop = "auto")',
+            file=sys.stderr,
+        )
+        return 2
     log.info(
         "chatpush serving on http://%s:%d",
         settings.server.host,
         settings.server.port,
-        extra={"action": "serve_started", "database": _redacted(settings.database.url)},
+        extra={
+            "action": "serve_started",
+            "database": _redacted(settings.database.url),
+            "event_loop": loop_name,
+        },
     )
     try:
         web.run_app(
             create_app(settings),
+            loop=loop,
             host=settings.server.host,
             port=settings.server.port,
             shutdown_timeout=settings.server.shutdown_timeout_s,

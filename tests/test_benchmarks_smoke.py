@@ -3,7 +3,7 @@
 Each starts its own processes (receiver, null relay, ``chatpush serve``) on 127.0.0.1 and stops
 them before it exits; a run takes a few seconds. The throughput run also goes through
 ``--instrument`` (chatpush under benchmarks/launch.py --counters), and once more with both
-targets on uvloop (``--loop uvloop``, when uvloop is installed), and the SQLite access
+targets on asyncio's own loop (``--loop asyncio``; uvloop is the default), and the SQLite access
 micro-benchmark of the profile runs too. The instances benchmark runs 1 then 2 chatpush processes
 on a fresh database of the tests' PostgreSQL server (``CHATPUSH_TEST_POSTGRES``; skipped when
 that says ``off``) and drops it again.
@@ -12,7 +12,6 @@ that says ``off``) and drops it again.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import subprocess
 import sys
@@ -43,7 +42,7 @@ def run_benchmark(module: str, *options: str) -> str:
 
 def test_throughput_smoke_prints_both_targets_and_the_ratio() -> None:
     output = run_benchmark("benchmarks.throughput", "--instrument")
-    assert "sender customer, loop asyncio" in output
+    assert "sender customer, loop uvloop" in output
     assert "| round | target " in output
     assert "relay" in output and "chatpush" in output
     assert "ratio chatpush/relay, end-to-end events/s:" in output
@@ -52,10 +51,9 @@ def test_throughput_smoke_prints_both_targets_and_the_ratio() -> None:
     assert "HTTP POST /genesys/2/chat/{service}/{chat_id}/{operation}" in output
 
 
-@pytest.mark.skipif(importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed")
-def test_throughput_smoke_runs_both_targets_on_uvloop_with_agent_messages() -> None:
-    output = run_benchmark("benchmarks.throughput", "--loop", "uvloop", "--sender", "agent")
-    assert "sender agent, loop uvloop" in output
+def test_throughput_smoke_runs_both_targets_on_asyncio_with_agent_messages() -> None:
+    output = run_benchmark("benchmarks.throughput", "--loop", "asyncio", "--sender", "agent")
+    assert "sender agent, loop asyncio" in output
     rows = [line for line in output.splitlines() if line.startswith("|") and "yes" in line]
     assert {row.split("|")[2].strip() for row in rows} == {"relay", "chatpush"}
 

@@ -234,6 +234,8 @@ async def test_a_whole_chat_over_http_then_a_clean_sigterm(served: Served) -> No
     assert code == 0, output
     assert time.monotonic() - started < SHUTDOWN_TIMEOUT_S
     assert "Traceback" not in output, output
+    # The default loop where uvloop is installed (a dependency off Windows).
+    assert '"event_loop": "uvloop"' in output, output
 
 
 @pytest.mark.parametrize("via", ["--config", "CHATPUSH_CONFIG"])

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from chatpush.config import (
     FLEX_PUSH_CONTENT_KEYS,
@@ -569,3 +569,24 @@ def test_server_nodes_must_be_nodes_of_a_group() -> None:
         load_settings(None, groups=groups, server={"nodes": ["n3"]})
     assert load_settings(None, groups=groups, server={"nodes": ["n2"]}).hosted_nodes == ["n2"]
     assert load_settings(None, groups=groups).hosted_nodes == ["n1", "n2"]
+
+
+def test_the_event_loop_setting_picks_the_loop_serve_runs_on() -> None:
+    import asyncio
+
+    import uvloop
+
+    from chatpush.cli import _event_loop
+
+    for choice, kind, name in (
+        ("auto", uvloop.Loop, "uvloop"),
+        ("uvloop", uvloop.Loop, "uvloop"),
+        ("asyncio", asyncio.BaseEventLoop, "asyncio"),
+    ):
+        loop, loop_name = _event_loop(choice)
+        try:
+            assert isinstance(loop, kind) and loop_name == name
+        finally:
+            loop.close()
+    with pytest.raises((ValidationError, ConfigError)):
+        Settings(server={"event_loop": "trio"})
