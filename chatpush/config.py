@@ -62,7 +62,7 @@ class ServerSettings(_Strict):
     shutdown_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     """``auto``: uvloop where it is installed (a dependency on Linux and macOS), else asyncio's
-    own loop. uvloop takes about a quarter less CPU per chat event (docs/PERFORMANCE.md)."""
+    own loop. uvloop spends less CPU per chat event (docs/PERFORMANCE.md §8)."""
 
     @field_validator("trusted_proxies")
     @classmethod
