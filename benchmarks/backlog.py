@@ -27,19 +27,30 @@ How the backlog is made and released (``--release``):
   ``delivery.total_timeout_s = 600``, so that the hanging first deliveries do not time out, which
   would drop them: without PushResend a failed delivery is not resubmitted.)
 
+And with the sends arriving while chatpush delivers (``live``, as the independent harness of
+issue 13 measured it): C chats are made (Request Chat with ``GCTI_Chat_PushSubscribe``,
+``GCTI_GMS_PushIncludePayload=true`` and ``GCTI_GMS_NotifyRequestor=true``, so that the customer's
+own messages are notified; no ``PushResend``; an agent joins) and their set-up notifications
+delivered and forgotten. Then the customers send E messages each (Chat API v2 ``send``), in a
+closed loop of ``--send-concurrency`` requests in flight (benchmarks/load.py's ``drive``, round
+robin over the chats), while chatpush delivers them: N = C x E notifications. The clock starts at
+the first send.
+
 deliveries/s = N / (last arrival - release); the sequential sender's release is its first send.
-Also printed: chatpush's CPU time while delivering, and the CPU the rest of the machine took
-meanwhile ("others": neighbours on a shared machine slow chatpush down, not the sequential
-sender, which mostly waits). ``--instrument`` counts SQL statements, commits and HTTP requests per
-delivered notification (``benchmarks/launch.py --counters``).
+Also printed: chatpush's CPU time while delivering (in ``live`` it also takes the sends), per
+delivered notification too, and the CPU the rest of the machine took meanwhile ("others":
+neighbours on a shared machine slow chatpush down, not the sequential sender, which mostly
+waits). ``--instrument`` counts SQL statements, commits and HTTP requests per delivered
+notification (``benchmarks/launch.py --counters``); ``--loop uvloop`` runs chatpush on uvloop.
 Every chat's notifications must arrive complete, once, and in index order (strictly increasing in
-arrival order); otherwise the script exits 1. Target (issue 4): chatpush >= 15x the sequential
-sender.
+arrival order); otherwise the script exits 1. Target (issues 4 and 13): chatpush >= 15x the
+sequential sender in every mode.
 
 Run (from the repository root, with the project's venv):
 
-    .venv/bin/python benchmarks/backlog.py                      # C=500, E=8: N=4,500, both modes
+    .venv/bin/python benchmarks/backlog.py                      # every mode, see --help
     .venv/bin/python benchmarks/backlog.py --smoke              # tiny, for CI
+    .venv/bin/python benchmarks/backlog.py --release live --loop uvloop
     .venv/bin/python benchmarks/backlog.py --release activity --profile /tmp/prof
 """
 
@@ -47,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import itertools
 import json
 import sys
@@ -60,12 +72,15 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.load import SENDERS, Target, drive, set_up_chats
 from benchmarks.rig import (
     API_HEADERS,
+    LOOPS,
     SERVICE,
     Bench,
     Chat,
     CpuMeter,
+    Process,
     Receiver,
     Record,
     add_service_options,
@@ -87,6 +102,7 @@ from benchmarks.rig import (
 
 TARGET_RATIO = 15.0
 RELEASE_CONCURRENCY = 32
+MODES = ("activity", "restart", "live")
 
 
 @dataclass
@@ -119,6 +135,17 @@ class Run:
         return self.notifications / self.span_s if self.records else 0.0
 
     @property
+    def chatpush_cpu_s(self) -> float | None:
+        """chatpush's CPU while delivering (None for the sequential sender)."""
+        return self.cpu.spent.get("chatpush") if self.cpu else None
+
+    @property
+    def cpu_ms_per_notification(self) -> float | None:
+        """chatpush's CPU per delivered notification (None for the sequential sender)."""
+        cpu_s = self.chatpush_cpu_s
+        return None if cpu_s is None else 1000 * cpu_s / self.notifications
+
+    @property
     def verified(self) -> bool:
         return not (self.missing or self.duplicates or self.reordered_chats or self.unexpected)
 
@@ -145,6 +172,11 @@ def outbox_counts(db_path: Path) -> tuple[int, int]:
     return int(total), int(due)
 
 
+def live_user_data(number: int) -> dict[str, str]:
+    """A live chat's subscription: payload push of the customer's own messages too."""
+    return push_user_data(f"device-{number}", notify_requestor=True, include_payload=True)
+
+
 async def make_chat(
     http: aiohttp.ClientSession, base: str, number: int, events: int, gate: asyncio.Semaphore
 ) -> Chat:
@@ -158,16 +190,26 @@ async def make_chat(
         return chat
 
 
+def start_chatpush(
+    bench: Bench, receiver: Receiver, args: argparse.Namespace, extra: str = ""
+) -> Process:
+    """``chatpush serve`` delivering to ``receiver`` (``extra``: more [delivery] lines)."""
+    return bench.chatpush(
+        receiver.url,
+        delivery=args.delivery_toml + extra,
+        loop=args.loop,
+        instrument=args.instrument,
+    )
+
+
 async def chatpush_run(
     mode: str, args: argparse.Namespace, bench: Bench, receiver: Receiver
 ) -> tuple[Run, list[str]]:
     """Build the backlog, release it, and wait for every notification at the receiver."""
     http = bench.http
-    service = bench.chatpush(
-        receiver.url,
-        # restart: the hanging first deliveries must not time out (and be dropped) meanwhile
-        delivery=args.delivery_toml + ("\ntotal_timeout_s = 600" if mode == "restart" else ""),
-        instrument=args.instrument,
+    # restart: the hanging first deliveries must not time out (and be dropped) meanwhile
+    service = start_chatpush(
+        bench, receiver, args, "\ntotal_timeout_s = 600" if mode == "restart" else ""
     )
     db_path = bench.workdir / "chatpush.db"
     n = args.chats * (args.events + 1)
@@ -176,8 +218,6 @@ async def chatpush_run(
     progress(f"{mode}: starting chatpush")
     service.start()
     await service.wait_ready(http)
-    counters_before: dict[str, Any] | None = None
-    counted_from = 0
     progress(f"{mode}: ready; writing the backlog")
     if mode == "activity":
         url = f"{service.base}/api/v1/nodes/node-1/drain"
@@ -219,6 +259,7 @@ async def chatpush_run(
 
         await asyncio.gather(*(release(chat) for chat in chats))
         run.release_s = time.time() - run.release_at
+        counted = n
     else:
         service.stop()  # deliveries in flight are cut short and stay in the outbox
         progress(f"{mode}: stopped; restarting")
@@ -229,7 +270,73 @@ async def chatpush_run(
         # CPU is counted from readiness (the boot's imports are not delivery work).
         run.cpu.start({"chatpush": service.pid, "receiver": receiver.process.pid})
         counters_before = await service.counters() if args.instrument else None
-        counted_from = await receiver.count()
+        counted = n - await receiver.count()
+
+    expected = {c.chat_id: list(range(2, args.events + 3)) for c in chats}
+    bodies = await collect(run, service, receiver, expected, counters_before, counted)
+    if mode == "restart":
+        run.release_at = min(r.at for r in run.records)
+    return run, bodies
+
+
+async def live_run(
+    args: argparse.Namespace, bench: Bench, receiver: Receiver
+) -> tuple[Run, list[str]]:
+    """Chats made and idle; then their customers send while chatpush delivers (the module's
+    docstring)."""
+    service = start_chatpush(bench, receiver, args)
+    db_path = bench.workdir / "chatpush.db"
+    n = args.live_chats * args.sends
+    run = Run("chatpush, live sends", n, args.live_chats)
+    await receiver.control(mode="ok", reset=True)
+    progress("live: starting chatpush")
+    service.start()
+    await service.wait_ready(bench.http)
+    target = Target("chatpush", [service], [service.base], receiver)
+    await set_up_chats(
+        bench.http, target, args.live_chats, args.concurrency, user_data=live_user_data
+    )
+
+    async def outbox_empty() -> bool:
+        return outbox_counts(db_path)[0] == 0
+
+    await wait_until(outbox_empty, 60, "the chats' set-up notifications delivered")
+    await asyncio.sleep(0.2)  # the last answers reach the receiver's records
+    await receiver.control(reset=True)
+    expected = {
+        c.chat_id: list(range(c.last_index + 1, c.last_index + args.sends + 1))
+        for c in target.chats
+    }
+    progress(f"live: {args.live_chats} chats ready; {n} sends, {args.send_concurrency} in flight")
+    service.profile(args.profile, "backlog-live")
+    await asyncio.sleep(0.5 if args.profile else 0.0)  # py-spy attaches
+    run.cpu = CpuMeter()
+    run.cpu.start({"chatpush": service.pid, "receiver": receiver.process.pid})
+    counters_before = await service.counters() if args.instrument else None
+    run.release_at = time.time()
+    refused = await drive(target, SENDERS["customer"], "raw", n, args.send_concurrency)
+    run.release_s = time.time() - run.release_at
+    if refused:
+        raise RuntimeError(f"{refused} of {n} sends refused")
+    run.notes.append(
+        f"{n} sends answered in {run.release_s:.2f} s ({n / run.release_s:.0f}/s); "
+        f"delivered by then: {await receiver.count()}"
+    )
+    return run, await collect(run, service, receiver, expected, counters_before, n)
+
+
+async def collect(
+    run: Run,
+    service: Process,
+    receiver: Receiver,
+    expected: dict[str, list[int]],
+    counters_before: dict[str, Any] | None,
+    counted: int,
+) -> list[str]:
+    """Wait for every notification at the receiver, take the figures, stop chatpush, verify the
+    arrivals against ``expected``; returns the bodies, for the sequential sender."""
+    assert run.cpu is not None
+    n = run.notifications
 
     async def all_arrived() -> bool:
         return await receiver.count() >= n
@@ -239,17 +346,14 @@ async def chatpush_run(
     run.cpu.stop()
     if counters_before is not None:
         run.counters = counters_delta(counters_before, await service.counters())
-        run.counted = n - (counted_from if mode == "restart" else 0)
+        run.counted = counted
     run.peak_rss_mb = peak_rss_kb(service.pid) / 1024
     run.records = await receiver.records()
-    progress(f"{mode}: all {n} arrived")
-    if mode == "restart":
-        run.release_at = min(r.at for r in run.records)
+    progress(f"{run.name}: all {n} arrived")
     bodies = await receiver.bodies()
     service.stop()
-    progress(f"{mode}: chatpush stopped")
-    verify(run, {c.chat_id: list(range(2, args.events + 3)) for c in chats})
-    return run, bodies
+    verify(run, expected)
+    return bodies
 
 
 async def sequential_run(bodies: list[str], receiver: Receiver, chats: int) -> Run:
@@ -273,14 +377,17 @@ async def sequential_run(bodies: list[str], receiver: Receiver, chats: int) -> R
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    modes = ["activity", "restart"] if args.release == "both" else [args.release]
+    modes = list(MODES) if args.release == "all" else [args.release]
     results: list[tuple[Run, Run]] = []
     for mode in modes:
         workdir = Path(args.workdir) / f"chatpush-{mode}" if args.workdir else None
         async with Bench(workdir, keep=args.keep) as bench:
             receiver = await bench.receiver(delay_ms=args.delay_ms, keep_bodies=True)
-            run, bodies = await chatpush_run(mode, args, bench, receiver)
-            results.append((run, await sequential_run(bodies, receiver, args.chats)))
+            if mode == "live":
+                run, bodies = await live_run(args, bench, receiver)
+            else:
+                run, bodies = await chatpush_run(mode, args, bench, receiver)
+            results.append((run, await sequential_run(bodies, receiver, run.chats)))
     report(args, results)
     return 0 if all(run.verified for run, _ in results) else 1
 
@@ -288,10 +395,11 @@ async def main_async(args: argparse.Namespace) -> int:
 def report(args: argparse.Namespace, results: list[tuple[Run, Run]]) -> None:
     info = machine()
     print(
-        f"backlog: {args.chats} chats x {args.events + 1} payload notifications, receiver "
-        f"{args.delay_ms:g} ms per request; {info['cores']} cores, Python {info['python']}, "
-        f"SQLite {info['sqlite']}, aiohttp {info['aiohttp']}; chatpush {info['commit']}; "
-        f"{info['date']}"
+        f"backlog: {args.chats} chats x {args.events + 1} payload notifications (live: "
+        f"{args.live_chats} chats x {args.sends} sends, {args.send_concurrency} in flight), "
+        f"receiver {args.delay_ms:g} ms per request; chatpush on {args.loop}; {info['cores']} "
+        f"cores, Python {info['python']}, SQLite {info['sqlite']}, aiohttp {info['aiohttp']}; "
+        f"chatpush {info['commit']}; {info['date']}; load average {info['load average']}"
     )
     rows = []
     for run, baseline in results:
@@ -306,12 +414,25 @@ def report(args: argparse.Namespace, results: list[tuple[Run, Run]]) -> None:
                     str(r.missing),
                     str(r.duplicates),
                     str(r.reordered_chats),
+                    r.cpu.share(r.chatpush_cpu_s)
+                    if r.cpu and r.chatpush_cpu_s is not None
+                    else "n/a",
+                    "n/a"
+                    if r.cpu_ms_per_notification is None
+                    else f"{r.cpu_ms_per_notification:.2f}",
                     r.cpu.share(r.cpu.others_s) if r.cpu else "n/a",
                 ]
             )
     headers = ["run", "notifications", "seconds", "deliveries/s", "ratio", "missing"]
     print_table(
-        [*headers, "duplicates", "reordered chats", "others CPU"],
+        [
+            *headers,
+            "duplicates",
+            "reordered chats",
+            "chatpush CPU",
+            "chatpush CPU ms/notification",
+            "others CPU",
+        ],
         rows,
         f"Benchmark 2: backlog delivery (target: chatpush >= {TARGET_RATIO:g}x the sequential "
         "sender)",
@@ -323,10 +444,12 @@ def report(args: argparse.Namespace, results: list[tuple[Run, Run]]) -> None:
         if run.cpu is not None:
             print(
                 f"  chatpush CPU: {run.cpu.spent['chatpush']:.1f} s over {run.cpu.wall_s:.2f} s "
-                f"({run.cpu.share(run.cpu.spent['chatpush'])} of one core); others on the machine "
-                f"{run.cpu.share(run.cpu.others_s)}; peak RSS {run.peak_rss_mb:.0f} MB"
+                f"({run.cpu.share(run.cpu.spent['chatpush'])} of one core), "
+                f"{run.cpu_ms_per_notification:.2f} ms per notification delivered; others on the "
+                f"machine {run.cpu.share(run.cpu.others_s)}; the load generator "
+                f"{run.cpu.share(run.cpu.own_s)}; peak RSS {run.peak_rss_mb:.0f} MB"
             )
-        if run.release_s is not None:
+        if run.release_s is not None and run.name.endswith("activity"):
             print(f"  release requests ({run.chats} refreshes) took {run.release_s:.2f} s")
         for note in run.notes:
             print(f"  {note}")
@@ -340,6 +463,10 @@ def report(args: argparse.Namespace, results: list[tuple[Run, Run]]) -> None:
                     "machine": info,
                     "chats": args.chats,
                     "events": args.events,
+                    "live_chats": args.live_chats,
+                    "sends": args.sends,
+                    "send_concurrency": args.send_concurrency,
+                    "loop": args.loop,
                     "runs": [
                         {
                             "name": r.name,
@@ -348,7 +475,8 @@ def report(args: argparse.Namespace, results: list[tuple[Run, Run]]) -> None:
                             "rate": r.rate,
                             "ratio": run.rate / baseline.rate,
                             "verified": r.verified,
-                            "chatpush_cpu_s": r.cpu.spent["chatpush"] if r.cpu else None,
+                            "chatpush_cpu_s": r.chatpush_cpu_s,
+                            "chatpush_cpu_ms_per_notification": r.cpu_ms_per_notification,
                             "others_cpu_share": r.cpu.percent(r.cpu.others_s) / 100
                             if r.cpu
                             else None,
@@ -369,17 +497,29 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--chats", type=int, default=500)
-    parser.add_argument("--events", type=int, default=8, help="agent messages per chat")
-    parser.add_argument("--release", choices=["activity", "restart", "both"], default="both")
+    parser.add_argument("--chats", type=int, default=500, help="activity, restart: chats")
+    parser.add_argument(
+        "--events", type=int, default=8, help="activity, restart: agent messages per chat"
+    )
+    parser.add_argument("--live-chats", type=int, default=200, help="live: chats")
+    parser.add_argument("--sends", type=int, default=10, help="live: customer sends per chat")
+    parser.add_argument(
+        "--send-concurrency", type=int, default=32, help="live: sends in flight (closed loop)"
+    )
+    parser.add_argument("--release", choices=[*MODES, "all"], default="all")
     parser.add_argument("--delay-ms", type=float, default=5.0, help="receiver time per request")
     parser.add_argument(
         "--concurrency", type=int, default=16, help="chats written at once while building"
     )
-    add_service_options(parser, smoke="10 chats x 4", unit="notification")
+    parser.add_argument("--loop", choices=LOOPS, default="asyncio", help="chatpush's event loop")
+    add_service_options(parser, smoke="10 chats x 4, live 10 chats x 3", unit="notification")
     args = parser.parse_args()
     if args.smoke:
-        args.chats, args.events = 10, 3
+        args.chats, args.events, args.live_chats, args.sends = 10, 3, 10, 3
+    if min(args.chats, args.events, args.live_chats, args.sends, args.send_concurrency) < 1:
+        parser.error("--chats, --events, --live-chats, --sends, --send-concurrency: at least 1")
+    if args.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        parser.error("--loop uvloop: uvloop is not installed (pip install uvloop)")
     return args
 
 

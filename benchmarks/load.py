@@ -282,10 +282,14 @@ async def start_target(
 
 
 async def set_up_chats(
-    http: aiohttp.ClientSession, target: Target, count: int, concurrency: int = 8
+    http: aiohttp.ClientSession,
+    target: Target,
+    count: int,
+    concurrency: int = 8,
+    user_data: Callable[[int], dict[str, str]] = chat_user_data,
 ) -> None:
-    """chatpush: Request Chat (round robin over the instances, as a load balancer would), then an
-    agent joins. The relay needs no set-up: its chats start at index 0."""
+    """chatpush: Request Chat (round robin over the instances, as a load balancer would) with
+    ``user_data(n)``, then an agent joins. The relay needs no set-up: its chats start at index 0."""
     if target.kind == "relay":
         target.chats = [Chat(f"{n:016X}", secrets.token_hex(16)) for n in range(count)]
         return
@@ -294,7 +298,7 @@ async def set_up_chats(
     async def one(n: int) -> Chat:
         base = target.bases[n % len(target.bases)]
         async with slots:
-            chat = await request_chat(http, base, f"customer-{n}", chat_user_data(n))
+            chat = await request_chat(http, base, f"customer-{n}", user_data(n))
             await join_agent(http, base, chat)
             return chat
 
