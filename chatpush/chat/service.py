@@ -61,8 +61,10 @@ class PushTransaction(Protocol):
     def events_added(self, chat: ChatRecord, events: Sequence[EventRecord]) -> None: ...
 
     def transcript_retrieved(
-        self, chat: ChatRecord, first: int | None, last: int | None, *, up_to_date: bool
-    ) -> None: ...
+        self, chat: ChatRecord, first: int | None, last: int | None, *, asked_from: int
+    ) -> None:
+        """A reply gave the client events ``first``..``last`` (None: none), asked for from
+        position ``asked_from``; ``chat`` is the chat as the reply saw it."""
 
     def chat_ended(
         self, chat: ChatRecord, *, customer_removed: bool, by_customer: bool
@@ -80,6 +82,10 @@ class PushObserver(Protocol):
 
     def transaction(self, conn: Connection) -> PushTransaction: ...
 
+    async def timed_out_chats(self) -> list[tuple[str, int]]:
+        """(chat id, flex-push-timeout in s) of the push-subscribed chats to end for it."""
+        ...
+
 
 class _NoPush:
     """Stands in when push is not wired (tools, some tests): every hook does nothing."""
@@ -91,7 +97,7 @@ class _NoPush:
         return None
 
     def transcript_retrieved(
-        self, chat: ChatRecord, first: int | None, last: int | None, *, up_to_date: bool
+        self, chat: ChatRecord, first: int | None, last: int | None, *, asked_from: int
     ) -> None:
         return None
 
@@ -123,9 +129,9 @@ class _Changes:
         self._push.events_added(chat, events)
 
     def transcript_retrieved(
-        self, chat: ChatRecord, first: int | None, last: int | None, *, up_to_date: bool
+        self, chat: ChatRecord, first: int | None, last: int | None, *, asked_from: int
     ) -> None:
-        self._push.transcript_retrieved(chat, first, last, up_to_date=up_to_date)
+        self._push.transcript_retrieved(chat, first, last, asked_from=asked_from)
 
     def chat_ended(self, chat: ChatRecord, *, customer_removed: bool, by_customer: bool) -> None:
         self._changed.add(chat.id)
@@ -378,9 +384,7 @@ class ChatService:
                 conn, chat.id, request_ms=self._clock.now_ms(), retrieved=retrieved
             )
             if retrieved is not None:
-                push.transcript_retrieved(
-                    current, 1, retrieved, up_to_date=retrieved >= current.last_index
-                )
+                push.transcript_retrieved(current, 1, retrieved, asked_from=1)
 
         await self._run(tx)
 
@@ -571,18 +575,12 @@ class ChatService:
                 return purged
 
     async def expire_idle_push_chats(self) -> int:
-        """End push-subscribed chats idle for longer than their service's flex-push-timeout."""
-        now_ms = self._clock.now_ms()
-        services = [*self._settings.services, "default"]
-        shortest_s = min(self._settings.service_options(s).flex_push_timeout_s for s in services)
+        """End push-subscribed chats idle for longer than their service's flex-push-timeout
+        (the push pipeline says which)."""
+        if self._push is None:
+            return 0
         expired = 0
-        candidates = await self._db.read(
-            repo.idle_subscribed_chats, now_ms - shortest_s * 1000, 1000
-        )
-        for chat_id, service_name, last_request_ms in candidates:
-            timeout_s = self._settings.service_options(service_name).flex_push_timeout_s
-            if now_ms - last_request_ms < timeout_s * 1000:
-                continue
+        for chat_id, timeout_s in await self._push.timed_out_chats():
             try:
                 await self.end_chat(chat_id)
             except NotFound:
@@ -807,12 +805,11 @@ class ChatService:
         )
         if position != 0:
             # Position 0 asks for nothing and so acknowledges nothing (CONTRACT §8.1).
-            reached = messages[-1].index if messages else (position or 1) - 1
             push.transcript_retrieved(
                 current,
                 messages[0].index if messages else None,
                 messages[-1].index if messages else None,
-                up_to_date=reached >= current.last_index,
+                asked_from=position or 1,
             )
         return Reply(
             chat=current,

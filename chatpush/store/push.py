@@ -10,7 +10,8 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from chatpush.push.rules import ENDED, State, Trigger
+from chatpush.push import rules
+from chatpush.push.rules import State, Trigger
 from chatpush.push.subscription import SubscriptionRequest
 from chatpush.store import sql
 from chatpush.store.sql import Statement
@@ -31,6 +32,14 @@ class SubscriptionRecord:
     state: State
     pinned_node: str | None
     created_at_ms: int
+
+    @property
+    def view(self) -> rules.Subscription:
+        """The subscription as ``rules.decide`` reads it."""
+        request = self.request
+        return rules.Subscription(
+            self.state, request.reliable, request.notify_requestor, request.include_payload
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +180,7 @@ def _state_values(state: State) -> dict[str, Any]:
 
 
 def insert_subscription(
-    conn: Connection, chat_id: str, request: SubscriptionRequest, now_ms: int
+    conn: Connection, chat_id: str, request: SubscriptionRequest, state: State, now_ms: int
 ) -> None:
     conn.execute(
         insert(_subs).values(
@@ -187,12 +196,7 @@ def insert_subscription(
             client_channel=request.client_channel,
             pinned_node=None,
             created_at_ms=now_ms,
-            # A token a provider reported dead is never sent to again, by any chat.
-            **_state_values(
-                State(status="rejected")
-                if is_dead(conn, request.device_type, request.device_id)
-                else State()
-            ),
+            **_state_values(state),
         )
     )
 
@@ -249,15 +253,13 @@ def save_states(conn: Connection, states: Sequence[tuple[str, State]]) -> None:
     )
 
 
-def renew_foreground(conn: Connection, chat_ids: Sequence[str], until_ms: int) -> None:
-    """Keep the chats' clients in the foreground until ``until_ms`` (their sessions live on)."""
-    for start in range(0, len(chat_ids), 500):
-        chunk = sorted(chat_ids[start : start + 500])  # one lock order for every instance
-        conn.execute(
-            update(_subs)
-            .where(_subs.c.chat_id.in_(chunk), _subs.c.status.not_in(ENDED))
-            .values(foreground_until_ms=until_ms)
-        )
+def lock_subscriptions(conn: Connection, chat_ids: Sequence[str]) -> list[SubscriptionRecord]:
+    """These chats' subscriptions, locked until the commit in chat order (one lock order for
+    every instance)."""
+    chats, params = sql.in_list("chat", sorted(chat_ids))
+    statement = f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE chat_id IN {chats}"
+    statement += " ORDER BY chat_id" + ("" if conn.dialect.name == "sqlite" else " FOR UPDATE")
+    return [_subscription(values) for values in sql.rows(conn, statement, params)]
 
 
 def pin(conn: Connection, chat_id: str, node: str | None) -> None:
@@ -285,19 +287,6 @@ def notify_work(conn: Connection) -> None:
     NOTIFY is transactional, so they never look before the work is visible)."""
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(f"NOTIFY {WORK_CHANNEL}")
-
-
-def enqueue(
-    conn: Connection,
-    chat_id: str,
-    kind: str,
-    body: dict[str, Any],
-    now_ms: int,
-    *,
-    notify_position: int | None = None,
-    attempt: int | None = None,
-) -> None:
-    enqueue_many(conn, [NewNotification(chat_id, kind, body, notify_position, attempt)], now_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,9 +339,12 @@ def drop_unsent_triggers_of(conn: Connection, chat_ids: Sequence[str], now_ms: i
     )
 
 
-def drop_unsent_triggers(conn: Connection, chat_id: str, now_ms: int) -> None:
-    """At most one trigger is outstanding: a new one supersedes any not yet handed out."""
-    sql.run(conn, _DROP_UNSENT_TRIGGERS, {"chat_id": chat_id, "now_ms": now_ms})
+_DROP_OUTBOX = Statement("DELETE FROM outbox WHERE chat_id = :chat_id")
+
+
+def drop_outbox_of(conn: Connection, chat_ids: Sequence[str]) -> None:
+    """Nothing waiting for these chats is sent (their subscriptions ended)."""
+    sql.run_many(conn, _DROP_OUTBOX, ({"chat_id": chat_id} for chat_id in chat_ids))
 
 
 _UNPARK = Statement(
@@ -527,9 +519,16 @@ def complete(
         reject_device(conn, device_type, device_id, at_ms)
 
 
-def reject_device(conn: Connection, device_type: str, device_id: str, at_ms: int) -> list[str]:
-    """The provider reported this device token dead: remember it, end every subscription still
-    sending to it (status ``rejected``) and drop what waits for them. Returns their chat ids."""
+_SUBSCRIPTIONS_OF_DEVICE = Statement(
+    f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions"
+    " WHERE device_type = :device_type AND device_id = :device_id ORDER BY chat_id",
+    postgres_lock="FOR UPDATE",
+)
+
+
+def reject_device(conn: Connection, device_type: str, device_id: str, at_ms: int) -> None:
+    """The provider reported this device token dead: remember it, and persist what
+    ``rules.decide`` makes of that for every subscription sending to it."""
     known = conn.execute(
         select(_dead.c.device_id).where(
             _dead.c.device_type == device_type, _dead.c.device_id == device_id
@@ -539,30 +538,19 @@ def reject_device(conn: Connection, device_type: str, device_id: str, at_ms: int
         conn.execute(
             insert(_dead).values(device_type=device_type, device_id=device_id, at_ms=at_ms)
         )
-    chats = sorted(
-        conn.execute(
-            select(_subs.c.chat_id).where(
-                _subs.c.device_type == device_type,
-                _subs.c.device_id == device_id,
-                _subs.c.status.not_in(ENDED),
-            )
-        ).scalars()
+    found = sql.rows(
+        conn, _SUBSCRIPTIONS_OF_DEVICE, {"device_type": device_type, "device_id": device_id}
     )
-    if chats:
-        conn.execute(
-            update(_subs)
-            .where(_subs.c.chat_id.in_(chats))
-            .values(
-                status="rejected",
-                out_position=None,
-                out_attempt=None,
-                out_final=False,
-                out_pending=False,
-                wake_at_ms=None,
-            )
-        )
-        conn.execute(delete(_outbox).where(_outbox.c.chat_id.in_(chats)))
-    return chats
+    states: list[tuple[str, State]] = []
+    dropped: list[str] = []
+    for subscription in map(_subscription, found):
+        decision = rules.decide(subscription.view, [rules.TokenRejected()], at_ms, None)
+        if decision.state != subscription.state:
+            states.append((subscription.chat_id, decision.state))
+        if decision.drop_outbox:
+            dropped.append(subscription.chat_id)
+    save_states(conn, states)
+    drop_outbox_of(conn, dropped)
 
 
 def is_dead(conn: Connection, device_type: str, device_id: str) -> bool:
