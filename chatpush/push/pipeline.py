@@ -27,7 +27,9 @@ from chatpush.push.bodies import bare_body, payload_body, trigger_body
 from chatpush.push.obfuscation import obfuscate
 from chatpush.push.subscription import SubscriptionRequest, parse_subscription
 from chatpush.store import chats as chat_store
-from chatpush.store import push as store
+from chatpush.store import outbox, tokens
+from chatpush.store import secrets as stored_secrets
+from chatpush.store import subscriptions as subscription_store
 from chatpush.store.database import Database
 
 log = logging.getLogger("chatpush.push")
@@ -62,12 +64,12 @@ class PushPipeline:
 
     async def start(self) -> None:
         """Load (or make, once for all instances) the key of the obfuscated secure keys."""
-        secret = await self._db.read(store.read_secret, OBFUSCATION_SECRET)
+        secret = await self._db.read(stored_secrets.read_secret, OBFUSCATION_SECRET)
         if secret is None:
             try:
-                secret = await self._db.write(store.create_secret, OBFUSCATION_SECRET)
+                secret = await self._db.write(stored_secrets.create_secret, OBFUSCATION_SECRET)
             except IntegrityError:  # another instance made it first
-                secret = await self._db.read(store.read_secret, OBFUSCATION_SECRET)
+                secret = await self._db.read(stored_secrets.read_secret, OBFUSCATION_SECRET)
         assert secret is not None
         self._secret = secret
 
@@ -90,7 +92,9 @@ class PushPipeline:
         report = Report()
         fact = rules.Foreground(until_ms)
         for start in range(0, len(chat_ids), 500):
-            subscriptions = store.lock_subscriptions(conn, chat_ids[start : start + 500])
+            subscriptions = subscription_store.lock_subscriptions(
+                conn, chat_ids[start : start + 500]
+            )
             chats = chat_store.get_chats(conn, [sub.chat_id for sub in subscriptions])
             decided = [
                 Decided(sub, rules.decide(sub.view, [fact], now_ms, self._policy_of(chat)))
@@ -131,7 +135,7 @@ class PushPipeline:
         the subscriptions (locked, SKIP LOCKED on PostgreSQL) and their chats are read in two
         queries, each is decided alone, and the decisions are persisted together."""
         report = Report()
-        subscriptions = store.due_subscriptions(conn, now_ms, TIMER_BATCH)
+        subscriptions = subscription_store.due_subscriptions(conn, now_ms, TIMER_BATCH)
         if not subscriptions:
             return 0, report
         chats = chat_store.get_chats(conn, [sub.chat_id for sub in subscriptions])
@@ -157,12 +161,12 @@ class PushPipeline:
         and note in ``report`` what to tell after the commit."""
         dropped: list[str] = []
         superseded: list[str] = []
-        notifications: list[store.NewNotification] = []
+        notifications: list[outbox.NewNotification] = []
         states: list[tuple[str, rules.State]] = []
         for item in decided:
             subscription, decision = item.subscription, item.decision
             chat_id, before = subscription.chat_id, subscription.state
-            if decision.unpark and store.unpark(conn, chat_id, now_ms):
+            if decision.unpark and outbox.unpark(conn, chat_id, now_ms):
                 report.work = True
             if decision.drop_outbox:
                 dropped.append(chat_id)
@@ -175,29 +179,29 @@ class PushPipeline:
                 if decision.state.wake_at_ms != before.wake_at_ms:
                     report.work = True  # the dispatcher's next wake-up may have moved earlier
             report.add(chat_id, decision)
-        store.drop_outbox_of(conn, dropped)
-        store.drop_unsent_triggers_of(conn, superseded, now_ms)
-        store.enqueue_many(conn, notifications, now_ms)
-        store.save_states(conn, states)
+        outbox.drop_outbox_of(conn, dropped)
+        outbox.drop_unsent_triggers_of(conn, superseded, now_ms)
+        outbox.enqueue_many(conn, notifications, now_ms)
+        subscription_store.save_states(conn, states)
         if notifications:
             report.work = True
         if report.work:
-            store.notify_work(conn)
+            outbox.notify_work(conn)
 
-    def _notifications(self, item: Decided, now_ms: int) -> list[store.NewNotification]:
+    def _notifications(self, item: Decided, now_ms: int) -> list[outbox.NewNotification]:
         chat, request, decision = item.chat, item.subscription.request, item.decision
         assert chat is not None, "a notification is made with the chat it belongs to"
         if decision.trigger is not None:
             return [self.trigger_notification(request, chat, decision.trigger, now_ms)]
         if not decision.with_payload:
             return [
-                store.NewNotification(chat.id, "bare", bare_body(request.device_id), index)
+                outbox.NewNotification(chat.id, "bare", bare_body(request.device_id), index)
                 for index in decision.notify_events
             ]
         events = [event for event in item.events if event.index in decision.notify_events]
         obfuscated_key = obfuscate(self.secret, chat.secure_key, request.client_channel)
         return [
-            store.NewNotification(
+            outbox.NewNotification(
                 chat.id,
                 "payload",
                 payload_body(
@@ -218,7 +222,7 @@ class PushPipeline:
         chat: ChatRecord,
         trigger: rules.Trigger,
         now_ms: int,
-    ) -> store.NewNotification:
+    ) -> outbox.NewNotification:
         """A PushUrl trigger (CONTRACT §7 (a)) for the outbox."""
         body = trigger_body(
             device_id=request.device_id,
@@ -231,7 +235,7 @@ class PushPipeline:
             content_keys=self._settings.service_options(chat.service_name).flex_push_content,
             now_ms=now_ms,
         )
-        return store.NewNotification(
+        return outbox.NewNotification(
             chat.id, "trigger", body, notify_position=trigger.position, attempt=trigger.attempt
         )
 
@@ -241,7 +245,7 @@ class Decided:
     """A subscription, what ``rules.decide`` made of it, and what its notifications are made of:
     the chat as the transaction left it, and the events it added."""
 
-    subscription: store.SubscriptionRecord
+    subscription: subscription_store.SubscriptionRecord
     decision: rules.Decision
     chat: ChatRecord | None = None
     events: Sequence[EventRecord] = ()
@@ -307,13 +311,15 @@ class PushTransaction:
         if request is not None:
             # A token a provider reported dead is never sent to again, by any chat.
             state = rules.State()
-            if store.is_dead(self._conn, request.device_type, request.device_id):
+            if tokens.is_dead(self._conn, request.device_type, request.device_id):
                 view = rules.Subscription(
                     state, request.reliable, request.notify_requestor, request.include_payload
                 )
                 rejected = [rules.TokenRejected()]
                 state = rules.decide(view, rejected, chat.created_at_ms, None).state
-            store.insert_subscription(self._conn, chat.id, request, state, chat.created_at_ms)
+            subscription_store.insert_subscription(
+                self._conn, chat.id, request, state, chat.created_at_ms
+            )
             self._chat = chat
 
     def events_added(self, chat: ChatRecord, events: Sequence[EventRecord]) -> None:
@@ -351,7 +357,7 @@ class PushTransaction:
         if chat is None or not self.facts:
             return
         conn, pipeline = self._conn, self._pipeline
-        subscription = store.get_subscription(conn, chat.id, lock=True)
+        subscription = subscription_store.get_subscription(conn, chat.id, lock=True)
         if subscription is None:
             return
         now_ms = pipeline._clock.now_ms()
