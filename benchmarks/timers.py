@@ -22,8 +22,8 @@ records each arrival. Reported:
 
 How the database is seeded: ``chatpush migrate`` (the Alembic revisions), then bulk INSERTs
 through chatpush's own table definitions (``chatpush.store.tables``), ids and keys from
-``chatpush.chat.model``, and the subscription state columns from ``chatpush.store.push``'s own
-mapping of a ``rules.State``: for each chat exactly the rows the service writes for Request Chat
+``chatpush.chat.model``, and the subscription state columns from ``chatpush.store.subscriptions``
+(its mapping of a rules.State): for each chat exactly the rows the service writes for Request Chat
 (with the push keys) followed by an agent joining and the first trigger being delivered (chat,
 customer and agent parties, two ``ParticipantJoined`` events, the subscription with its
 outstanding trigger at position 2, attempt 0, pinned to ``node-1``, and one ``sent`` row of the
@@ -85,7 +85,7 @@ from benchmarks.rig import (
 from chatpush.chat.model import new_chat_id, new_secure_key, new_user_id
 from chatpush.push.rules import State, Trigger
 from chatpush.store import migrate
-from chatpush.store.push import _state_values
+from chatpush.store.subscriptions import state_values
 from chatpush.store.tables import Chat, Delivery, Event, Party, Subscription
 
 NODE = "node-1"
@@ -184,7 +184,7 @@ def seed(db_path: Path, dues_ms: list[int]) -> dict[str, int]:
                     "client_channel": None,
                     "pinned_node": NODE,
                     "created_at_ms": created,
-                    **_state_values(state),
+                    **state_values(state),
                 }
             )
             trail.append(

@@ -52,7 +52,7 @@ from chatpush.push.dispatcher import Dispatcher
 from chatpush.push.pipeline import PushPipeline
 from chatpush.routing.router import Router
 from chatpush.store import chats as chat_store
-from chatpush.store import push as push_store
+from chatpush.store import outbox, trail
 from chatpush.store.database import Database
 
 log = logging.getLogger("chatpush.app")
@@ -151,7 +151,7 @@ def create_app(
 
     async def delivery_ctx(app: web.Application) -> AsyncIterator[None]:
         # One SQLite file has one instance; on PostgreSQL only our own leases are void.
-        await db.write(push_store.release_leases, None if db.is_sqlite else instance_id)
+        await db.write(outbox.release_leases, None if db.is_sqlite else instance_id)
         await pipeline.start()
         await router.start()
         tasks = [
@@ -161,7 +161,7 @@ def create_app(
         if not db.is_sqlite:
             # Other instances' commits that make work wake this dispatcher (LISTEN/NOTIFY).
             listen = lambda: db.listen(  # noqa: E731
-                push_store.WORK_CHANNEL, lambda _payload: dispatcher.poke()
+                outbox.WORK_CHANNEL, lambda _payload: dispatcher.poke()
             )
             tasks.append(_supervise(app, "listen", listen))
             # Chats changed by other instances: live events for this instance's CometD sessions.
@@ -290,7 +290,7 @@ async def _purge_ended_chats(app: web.Application) -> None:
 async def _purge_trail(app: web.Application) -> None:
     cutoff_ms = app[CLOCK].now_ms() - app[SETTINGS].delivery.trail_retention_s * 1000
     try:
-        purged = await app[DATABASE].write(push_store.purge_trail, cutoff_ms)
+        purged = await app[DATABASE].write(trail.purge_trail, cutoff_ms)
     except ChatpushError as exc:
         log.warning("trail purge failed: %s", exc, extra={"action": "purge_failed"})
         return

@@ -211,21 +211,21 @@ async def check(settings: Settings) -> int:
 
 async def nodes(settings: Settings, action: str, node: str | None) -> int:
     """Nodes as the database knows them (heartbeats are written by serving instances)."""
-    from chatpush.store import push as push_store
+    from chatpush.store import nodes, subscriptions
     from chatpush.store.database import Database
 
     db = Database.from_settings(settings.database)
     try:
         if action != "list":
             assert node is not None
-            found = await db.write(push_store.set_drained, node, action == "drain")
+            found = await db.write(nodes.set_drained, node, action == "drain")
             if not found:
                 print(f"chatpush: unknown node {node!r}", file=sys.stderr)
                 return 1
             print(f"node {node} {action}ed")
             return 0
-        records = await db.read(push_store.list_nodes)
-        pinned = await db.read(push_store.pinned_chats)
+        records = await db.read(nodes.list_nodes)
+        pinned = await db.read(subscriptions.pinned_chats)
     finally:
         await db.close()
     print(f"{'node':<20} {'group':<20} {'state':<10} {'heartbeat (UTC)':<20} pinned chats")

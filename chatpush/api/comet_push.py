@@ -32,7 +32,7 @@ from chatpush.api.keys import COMETD, DATABASE, KEYS
 from chatpush.cometd import Session
 from chatpush.providers.comet import EVERY_CHAT, PUSH_PREFIX, READER, Reader, push_channel
 from chatpush.store import chats as chat_store
-from chatpush.store import push as push_store
+from chatpush.store import subscriptions
 from chatpush.store.database import Database
 
 log = logging.getLogger("chatpush.cometd.push")
@@ -95,5 +95,5 @@ def _chat_owns_device(conn: Connection, chat_id: str, secure_key: str, device_id
     given = secure_key.encode("utf-8", "surrogatepass")
     if chat is None or not hmac.compare_digest(chat.secure_key.encode(), given) or chat.ended:
         return False
-    subscription = push_store.subscriptions_for(conn, [chat_id]).get(chat_id)
+    subscription = subscriptions.subscriptions_for(conn, [chat_id]).get(chat_id)
     return subscription is not None and subscription.request.device_id == device_id

@@ -10,12 +10,12 @@ from sqlalchemy.engine import Connection
 from chatpush.api.keys import DATABASE, METRICS, ROUTER
 from chatpush.errors import BadRequest, Code, NotFound
 from chatpush.store import chats as chat_store
-from chatpush.store import push as store
+from chatpush.store import outbox, subscriptions, trail
 
 MAX_ID = 2**63 - 1
 
 
-def subscription_wire(subscription: store.SubscriptionRecord) -> dict[str, Any]:
+def subscription_wire(subscription: subscriptions.SubscriptionRecord) -> dict[str, Any]:
     request, state = subscription.request, subscription.state
     trigger = state.outstanding
     return {
@@ -52,10 +52,10 @@ async def read_subscription(request: web.Request) -> web.Response:
 
     def read(
         conn: Connection,
-    ) -> tuple[store.SubscriptionRecord | None, list[store.OutboxRecord]]:
+    ) -> tuple[subscriptions.SubscriptionRecord | None, list[outbox.OutboxRecord]]:
         if chat_store.get_chat(conn, chat_id) is None:
             raise NotFound(Code.UNKNOWN_CHAT, f"unknown chat {chat_id!r}")
-        return store.get_subscription(conn, chat_id), store.pending_for_chat(conn, chat_id)
+        return subscriptions.get_subscription(conn, chat_id), outbox.pending_for_chat(conn, chat_id)
 
     subscription, pending = await request.app[DATABASE].read(read)
     if subscription is None:
@@ -83,10 +83,10 @@ async def read_deliveries(request: web.Request) -> web.Response:
     ):
         raise BadRequest(Code.INVALID_PARAMETER, f"after must be an integer from 0 to {MAX_ID}")
 
-    def read(conn: Connection) -> list[tuple[int, store.DeliveryRecord]]:
+    def read(conn: Connection) -> list[tuple[int, trail.DeliveryRecord]]:
         if chat_store.get_chat(conn, chat_id) is None:
             raise NotFound(Code.UNKNOWN_CHAT, f"unknown chat {chat_id!r}")
-        return store.deliveries(conn, chat_id, after_id=int(raw_after))
+        return trail.deliveries(conn, chat_id, after_id=int(raw_after))
 
     rows = await request.app[DATABASE].read(read)
     return web.json_response(
@@ -115,7 +115,7 @@ async def read_deliveries(request: web.Request) -> web.Response:
 async def list_nodes(request: web.Request) -> web.Response:
     router = request.app[ROUTER]
     await router.refresh()
-    pinned = await request.app[DATABASE].read(store.pinned_chats)
+    pinned = await request.app[DATABASE].read(subscriptions.pinned_chats)
     return web.json_response(
         {
             "nodes": [

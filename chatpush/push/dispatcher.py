@@ -30,7 +30,8 @@ from chatpush.providers.base import Provider, SendResult
 from chatpush.providers.customhttp import CustomHttpProvider
 from chatpush.push.pipeline import PushPipeline
 from chatpush.routing.router import Router
-from chatpush.store import push as store
+from chatpush.store import outbox, trail
+from chatpush.store import subscriptions as subscription_store
 from chatpush.store.database import Database
 
 log = logging.getLogger("chatpush.dispatch")
@@ -55,9 +56,11 @@ def _claim_with_subscriptions(
     limit: int,
     exclude_chats: list[str],
     others_nodes: list[str],
-) -> tuple[list[store.OutboxRecord], dict[str, store.SubscriptionRecord]]:
-    rows = store.claim_heads(conn, now_ms, lease_ms, claimer, limit, exclude_chats, others_nodes)
-    subscriptions = store.subscriptions_for(conn, [row.chat_id for row in rows]) if rows else {}
+) -> tuple[list[outbox.OutboxRecord], dict[str, subscription_store.SubscriptionRecord]]:
+    rows = outbox.claim_heads(conn, now_ms, lease_ms, claimer, limit, exclude_chats, others_nodes)
+    subscriptions = (
+        subscription_store.subscriptions_for(conn, [row.chat_id for row in rows]) if rows else {}
+    )
     return rows, subscriptions
 
 
@@ -67,7 +70,7 @@ class _Finished:
 
     chat_id: str
     outbox_id: int
-    trail: store.DeliveryRecord | None
+    trail: trail.DeliveryRecord | None
     park: bool = False
     pin: str | None = None
     handover: bool = False
@@ -147,7 +150,7 @@ class Dispatcher:
                 continue  # work flows: claim on, and look at the timers a little later
             # Timers are checked at least every DEADLINES_EVERY_MS while work flows, so a steady
             # flow of new work cannot starve them.
-            wake_ms, due_ms = await self._db.read(store.deadlines)
+            wake_ms, due_ms = await self._db.read(outbox.deadlines)
             checked_ms = now_ms
             if wake_ms is not None and wake_ms <= now_ms:
                 if await self._pipeline.fire_due_timers():
@@ -230,7 +233,7 @@ class Dispatcher:
             until_ms = self._clock.now_ms() + self._lease_ms
             try:
                 renewed = await self._db.write(
-                    store.renew_leases, held, self._router.instance_id, until_ms
+                    outbox.renew_leases, held, self._router.instance_id, until_ms
                 )
             except Exception as exc:  # the database is away: the next turn tries again
                 log.warning("could not renew leases: %s", exc, extra={"action": "lease_renewal"})
@@ -248,7 +251,7 @@ class Dispatcher:
                 continue
             try:
                 await self._db.write(
-                    store.complete,
+                    trail.complete,
                     finished=[item.outbox_id for item in batch if not (item.park or item.handover)],
                     parked=[(item.chat_id, item.outbox_id) for item in batch if item.park],
                     trail=[item.trail for item in batch if item.trail is not None],
@@ -270,7 +273,7 @@ class Dispatcher:
         await item.recorded
 
     async def _deliver(
-        self, row: store.OutboxRecord, subscription: store.SubscriptionRecord | None
+        self, row: outbox.OutboxRecord, subscription: subscription_store.SubscriptionRecord | None
     ) -> None:
         try:
             await self._deliver_one(row, subscription)
@@ -286,7 +289,7 @@ class Dispatcher:
             self.poke()
 
     async def _deliver_one(
-        self, row: store.OutboxRecord, subscription: store.SubscriptionRecord | None
+        self, row: outbox.OutboxRecord, subscription: subscription_store.SubscriptionRecord | None
     ) -> None:
         if subscription is None:
             await self._finish(_Finished(row.chat_id, row.id, None))
@@ -412,15 +415,15 @@ class Dispatcher:
 
     @staticmethod
     def _trail(
-        row: store.OutboxRecord,
+        row: outbox.OutboxRecord,
         device_type: str,
         node: str | None,
         group_name: str | None,
         at_ms: int,
         outcome: str,
         result: SendResult | None = None,
-    ) -> store.DeliveryRecord:
-        return store.DeliveryRecord(
+    ) -> trail.DeliveryRecord:
+        return trail.DeliveryRecord(
             chat_id=row.chat_id,
             at_ms=at_ms,
             node=node,

@@ -1,16 +1,19 @@
-"""The push pipeline: what each chat transaction means for its subscription, decided in-transaction.
+"""The push pipeline: load, decide (``rules.decide``, pure), persist what it decided.
 
 The chat service opens a ``PushTransaction`` with every write and tells it what happened; before
-the commit, ``flush`` loads the subscription once, runs the inputs through the pure rules, and
-writes the new state and any notification to the outbox in that same transaction. The dispatcher
-is poked only after the commit, so it never sees a notification that could still roll back.
+the commit, ``flush`` loads the subscription once, hands the facts to ``rules.decide`` and
+persists the decision in that same transaction. The timer batch of the dispatcher does the same
+for many subscriptions at once. Nothing is counted or logged inside a transaction function (on
+PostgreSQL it may run again after a serialization failure): each returns a ``Report``, emitted
+after the commit, which also pokes the dispatcher, so it never sees work that could still roll
+back.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
@@ -24,7 +27,9 @@ from chatpush.push.bodies import bare_body, payload_body, trigger_body
 from chatpush.push.obfuscation import obfuscate
 from chatpush.push.subscription import SubscriptionRequest, parse_subscription
 from chatpush.store import chats as chat_store
-from chatpush.store import push as store
+from chatpush.store import outbox, tokens
+from chatpush.store import secrets as stored_secrets
+from chatpush.store import subscriptions as subscription_store
 from chatpush.store.database import Database
 
 log = logging.getLogger("chatpush.push")
@@ -50,17 +55,21 @@ class PushPipeline:
         return PushTransaction(self, conn)
 
     def policy(self, service_name: str) -> rules.Policy:
+        """The resend timetable of a service (its options are resolved once per service)."""
         options = self._settings.service_options(service_name)
         return rules.Policy(options.flex_push_resend_delays_s, options.flex_push_resend_attempts)
 
+    def _policy_of(self, chat: ChatRecord | None) -> rules.Policy | None:
+        return self.policy(chat.service_name) if chat is not None else None
+
     async def start(self) -> None:
         """Load (or make, once for all instances) the key of the obfuscated secure keys."""
-        secret = await self._db.read(store.read_secret, OBFUSCATION_SECRET)
+        secret = await self._db.read(stored_secrets.read_secret, OBFUSCATION_SECRET)
         if secret is None:
             try:
-                secret = await self._db.write(store.create_secret, OBFUSCATION_SECRET)
+                secret = await self._db.write(stored_secrets.create_secret, OBFUSCATION_SECRET)
             except IntegrityError:  # another instance made it first
-                secret = await self._db.read(store.read_secret, OBFUSCATION_SECRET)
+                secret = await self._db.read(stored_secrets.read_secret, OBFUSCATION_SECRET)
         assert secret is not None
         self._secret = secret
 
@@ -75,7 +84,41 @@ class PushPipeline:
     async def renew_foreground(self, chat_ids: Sequence[str], until_ms: int) -> None:
         """Keep these chats' live clients in the foreground until ``until_ms``."""
         if chat_ids:
-            await self._db.write(store.renew_foreground, chat_ids, until_ms)
+            report = await self._db.write(self._renew_foreground, chat_ids, until_ms)
+            report.emit(self.metrics, self.poke)
+
+    def _renew_foreground(self, conn: Connection, chat_ids: Sequence[str], until_ms: int) -> Report:
+        now_ms = self._clock.now_ms()
+        report = Report()
+        fact = rules.Foreground(until_ms)
+        for start in range(0, len(chat_ids), 500):
+            subscriptions = subscription_store.lock_subscriptions(
+                conn, chat_ids[start : start + 500]
+            )
+            chats = chat_store.get_chats(conn, [sub.chat_id for sub in subscriptions])
+            decided = [
+                Decided(sub, rules.decide(sub.view, [fact], now_ms, self._policy_of(chat)))
+                for sub in subscriptions
+                if (chat := chats.get(sub.chat_id)) is not None
+            ]
+            self.persist(conn, decided, now_ms, report)
+        return report
+
+    async def timed_out_chats(self) -> list[tuple[str, int]]:
+        """(chat id, flex-push-timeout in s) of the push-subscribed chats whose client made no
+        request for longer than their service's flex-push-timeout, up to 1,000 at a time."""
+        now_ms = self._clock.now_ms()
+        services = [*self._settings.services, "default"]
+        shortest_s = min(self._settings.service_options(s).flex_push_timeout_s for s in services)
+        candidates = await self._db.read(
+            chat_store.idle_subscribed_chats, now_ms - shortest_s * 1000, 1000
+        )
+        timed_out: list[tuple[str, int]] = []
+        for chat_id, service_name, last_request_ms in candidates:
+            timeout_s = self._settings.service_options(service_name).flex_push_timeout_s
+            if rules.timed_out(last_request_ms, now_ms, timeout_s):
+                timed_out.append((chat_id, timeout_s))
+        return timed_out
 
     async def fire_due_timers(self) -> int:
         """Apply rule 5 to one batch of subscriptions whose wake-up time has come.
@@ -83,52 +126,95 @@ class PushPipeline:
         One batch per call: the dispatcher claims deliveries between batches, so a catch-up of
         many due timers (after a restart) does not hold back the resends it produces.
         """
-        fired = await self._db.write(self._fire_timers, self._clock.now_ms())
-        if fired:
-            self.poke()
+        fired, report = await self._db.write(self._fire_timers, self._clock.now_ms())
+        report.emit(self.metrics, self.poke)
         return fired
 
-    def _fire_timers(self, conn: Connection, now_ms: int) -> int:
-        """Rule 5 for a batch of due subscriptions, in a handful of statements for the batch.
-
-        Equivalent to a flush of ``TimerFired`` per chat, without its per-chat statements: the
-        subscriptions (locked, SKIP LOCKED on PostgreSQL) and their chats are read in two
-        queries, and the superseded triggers, the resends and the new states are written in one
-        statement each."""
-        subscriptions = store.due_subscriptions(conn, now_ms, TIMER_BATCH)
+    def _fire_timers(self, conn: Connection, now_ms: int) -> tuple[int, Report]:
+        """Rule 5 for a batch of due subscriptions, in a handful of statements for the batch:
+        the subscriptions (locked, SKIP LOCKED on PostgreSQL) and their chats are read in two
+        queries, each is decided alone, and the decisions are persisted together."""
+        report = Report()
+        subscriptions = subscription_store.due_subscriptions(conn, now_ms, TIMER_BATCH)
         if not subscriptions:
-            return 0
+            return 0, report
         chats = chat_store.get_chats(conn, [sub.chat_id for sub in subscriptions])
-        policies: dict[str, rules.Policy] = {}
-        superseded: list[str] = []
-        resends: list[store.NewNotification] = []
-        states: list[tuple[str, rules.State]] = []
+        decided: list[Decided] = []
         for subscription in subscriptions:
-            chat, request = chats.get(subscription.chat_id), subscription.request
-            if chat is None or not request.reliable or subscription.state.status in rules.ENDED:
-                # Nothing to resend: disarm, or this timer would fire on every turn.
-                states.append((subscription.chat_id, replace(subscription.state, wake_at_ms=None)))
-                continue
-            policy = policies.get(chat.service_name)
-            if policy is None:
-                policy = policies[chat.service_name] = self.policy(chat.service_name)
-            decision = rules.decide(subscription.state, rules.TimerFired(), now_ms, policy)
-            _report(self.metrics, chat, decision.outcome, decision.state)
-            state, trigger = rules.sent(decision.state, now_ms)
-            if trigger is not None or (
-                state.outstanding is None and subscription.state.outstanding is not None
-            ):
-                superseded.append(chat.id)
-            if trigger is not None:
-                resends.append(self.trigger_notification(request, chat, trigger, now_ms))
-            if state != subscription.state:
-                states.append((chat.id, state))
-        store.drop_unsent_triggers_of(conn, superseded, now_ms)
-        store.enqueue_many(conn, resends, now_ms)
-        store.save_states(conn, states)
-        if resends or states:
-            store.notify_work(conn)
-        return len(subscriptions)
+            chat = chats.get(subscription.chat_id)
+            facts: list[rules.Fact] = [rules.TimerFired() if chat else rules.ChatGone()]
+            policy = self._policy_of(chat)
+            decision = rules.decide(subscription.view, facts, now_ms, policy)
+            decided.append(Decided(subscription, decision, chat))
+        self.persist(conn, decided, now_ms, report)
+        report.work = True  # the dispatcher fires the next batch at once
+        return len(subscriptions), report
+
+    def persist(
+        self,
+        conn: Connection,
+        decided: Sequence[Decided],
+        now_ms: int,
+        report: Report,
+    ) -> None:
+        """Store what the decisions say, a statement per kind of change for the whole batch,
+        and note in ``report`` what to tell after the commit."""
+        dropped: list[str] = []
+        superseded: list[str] = []
+        notifications: list[outbox.NewNotification] = []
+        states: list[tuple[str, rules.State]] = []
+        for item in decided:
+            subscription, decision = item.subscription, item.decision
+            chat_id, before = subscription.chat_id, subscription.state
+            if decision.unpark and outbox.unpark(conn, chat_id, now_ms):
+                report.work = True
+            if decision.drop_outbox:
+                dropped.append(chat_id)
+            if decision.drop_unsent_triggers:
+                superseded.append(chat_id)
+            if decision.trigger is not None or decision.notify_events:
+                notifications.extend(self._notifications(item, now_ms))
+            if decision.state != before:
+                states.append((chat_id, decision.state))
+                if decision.state.wake_at_ms != before.wake_at_ms:
+                    report.work = True  # the dispatcher's next wake-up may have moved earlier
+            report.add(chat_id, decision)
+        outbox.drop_outbox_of(conn, dropped)
+        outbox.drop_unsent_triggers_of(conn, superseded, now_ms)
+        outbox.enqueue_many(conn, notifications, now_ms)
+        subscription_store.save_states(conn, states)
+        if notifications:
+            report.work = True
+        if report.work:
+            outbox.notify_work(conn)
+
+    def _notifications(self, item: Decided, now_ms: int) -> list[outbox.NewNotification]:
+        chat, request, decision = item.chat, item.subscription.request, item.decision
+        assert chat is not None, "a notification is made with the chat it belongs to"
+        if decision.trigger is not None:
+            return [self.trigger_notification(request, chat, decision.trigger, now_ms)]
+        if not decision.with_payload:
+            return [
+                outbox.NewNotification(chat.id, "bare", bare_body(request.device_id), index)
+                for index in decision.notify_events
+            ]
+        events = [event for event in item.events if event.index in decision.notify_events]
+        obfuscated_key = obfuscate(self.secret, chat.secure_key, request.client_channel)
+        return [
+            outbox.NewNotification(
+                chat.id,
+                "payload",
+                payload_body(
+                    device_id=request.device_id,
+                    obfuscated_key=obfuscated_key,
+                    chat=chat,
+                    alias=self._settings.server.alias,
+                    event=event,
+                ),
+                event.index,
+            )
+            for event in events
+        ]
 
     def trigger_notification(
         self,
@@ -136,9 +222,8 @@ class PushPipeline:
         chat: ChatRecord,
         trigger: rules.Trigger,
         now_ms: int,
-    ) -> store.NewNotification:
+    ) -> outbox.NewNotification:
         """A PushUrl trigger (CONTRACT §7 (a)) for the outbox."""
-        self.metrics.inc("chatpush_notifications_enqueued_total", kind="trigger")
         body = trigger_body(
             device_id=request.device_id,
             obfuscated_key=obfuscate(self.secret, chat.secure_key, request.client_channel),
@@ -150,23 +235,73 @@ class PushPipeline:
             content_keys=self._settings.service_options(chat.service_name).flex_push_content,
             now_ms=now_ms,
         )
-        return store.NewNotification(
+        return outbox.NewNotification(
             chat.id, "trigger", body, notify_position=trigger.position, attempt=trigger.attempt
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """A subscription, what ``rules.decide`` made of it, and what its notifications are made of:
+    the chat as the transaction left it, and the events it added."""
+
+    subscription: subscription_store.SubscriptionRecord
+    decision: rules.Decision
+    chat: ChatRecord | None = None
+    events: Sequence[EventRecord] = ()
+
+
+@dataclass(slots=True)
+class Report:
+    """What a push transaction function did, told after its commit (never inside: on PostgreSQL
+    the function may run again after a serialization failure, and would count twice)."""
+
+    work: bool = False
+    """It gave the dispatcher work, or moved a wake-up: poke it."""
+    enqueued: dict[str, int] = field(default_factory=dict)
+    resent: int = 0
+    exhausted: list[tuple[str, str]] = field(default_factory=list)
+    """(chat id, new status) of each subscription whose last resend ran out."""
+
+    def add(self, chat_id: str, decision: rules.Decision) -> None:
+        if decision.trigger is not None:
+            self.enqueued["trigger"] = self.enqueued.get("trigger", 0) + 1
+        if decision.notify_events:
+            kind = "payload" if decision.with_payload else "bare"
+            self.enqueued[kind] = self.enqueued.get(kind, 0) + len(decision.notify_events)
+        self.resent += decision.resent
+        if decision.exhausted:
+            self.exhausted.append((chat_id, decision.state.status))
+
+    def emit(self, metrics: Metrics, poke: Callable[[], None]) -> None:
+        """After the commit: count, log, and wake the dispatcher."""
+        for kind, count in self.enqueued.items():
+            metrics.inc("chatpush_notifications_enqueued_total", count, kind=kind)
+        if self.resent:
+            metrics.inc("chatpush_triggers_resent_total", self.resent)
+        for chat_id, status in self.exhausted:
+            metrics.inc("chatpush_resend_exhausted_total")
+            log.warning(
+                "no refresh after the last resend: subscription of chat %s marked %s",
+                chat_id,
+                status,
+                extra={"action": "resend_exhausted", "chat_id": chat_id},
+            )
+        if self.work:
+            poke()
+
+
 class PushTransaction:
-    """What one chat transaction did, turned into subscription state and outbox rows at flush."""
+    """What one chat transaction did, decided and persisted at flush, reported once committed."""
 
     def __init__(self, pipeline: PushPipeline, conn: Connection) -> None:
         self._pipeline = pipeline
         self._conn = conn
-        self.inputs: list[rules.Input | _EventsMarker | _EndMarker] = []
+        self.facts: list[rules.Fact] = []
         self._events: list[EventRecord] = []
-        self._chat_id: str | None = None
         self._chat: ChatRecord | None = None
         """The chat as the latest hook saw it (its ``last_index`` may lag the events added)."""
-        self.enqueued = False
+        self.report = Report()
 
     def chat_requested(self, chat: ChatRecord, user_data: Mapping[str, str]) -> None:
         settings = self._pipeline._settings
@@ -174,167 +309,65 @@ class PushTransaction:
             user_data, settings, settings.service_options(chat.service_name)
         )
         if request is not None:
-            store.insert_subscription(self._conn, chat.id, request, chat.created_at_ms)
-            self._chat_id, self._chat = chat.id, chat
+            # A token a provider reported dead is never sent to again, by any chat.
+            state = rules.State()
+            if tokens.is_dead(self._conn, request.device_type, request.device_id):
+                view = rules.Subscription(
+                    state, request.reliable, request.notify_requestor, request.include_payload
+                )
+                rejected = [rules.TokenRejected()]
+                state = rules.decide(view, rejected, chat.created_at_ms, None).state
+            subscription_store.insert_subscription(
+                self._conn, chat.id, request, state, chat.created_at_ms
+            )
+            self._chat = chat
 
     def events_added(self, chat: ChatRecord, events: Sequence[EventRecord]) -> None:
-        self._chat_id, self._chat = chat.id, chat
+        self._chat = chat
         self._events.extend(events)
-        self.inputs.append(
-            _EventsMarker(tuple(events))
-        )  # resolved at flush, once the filter is known
+        self.facts.append(
+            rules.EventsAppended(
+                tuple(
+                    rules.Event(e.index, by_customer=e.participant_id == CUSTOMER_PARTICIPANT_ID)
+                    for e in events
+                )
+            )
+        )
 
     def transcript_retrieved(
-        self, chat: ChatRecord, first: int | None, last: int | None, *, up_to_date: bool
+        self, chat: ChatRecord, first: int | None, last: int | None, *, asked_from: int
     ) -> None:
-        self._chat_id, self._chat = chat.id, chat
-        if first is None or last is None:
-            first = last = 0
-        self.inputs.append(rules.Retrieved(first=first, last=last, up_to_date=up_to_date))
+        """The reply gave the client events ``first``..``last`` (None: none), asked for from
+        ``asked_from``; ``chat`` is the chat as the reply saw it."""
+        self._chat = chat
+        self.facts.append(rules.TranscriptRead(first, last, asked_from, chat.last_index))
 
     def chat_ended(self, chat: ChatRecord, *, customer_removed: bool, by_customer: bool) -> None:
-        self._chat_id, self._chat = chat.id, chat
-        self.inputs.append(_EndMarker(customer_removed=customer_removed, by_customer=by_customer))
+        self._chat = chat
+        self.facts.append(rules.Ended(customer_removed=customer_removed, by_customer=by_customer))
 
     def foreground(self, chat: ChatRecord, until_ms: int | None) -> None:
         """The chat's client is connected live until ``until_ms`` (CometD), or (None) left."""
-        self._chat_id, self._chat = chat.id, chat
-        self.inputs.append(rules.Foreground(until_ms))
+        self._chat = chat
+        self.facts.append(rules.Foreground(until_ms))
 
-    def flush(self, chat_id: str | None = None) -> None:
-        chat_id = chat_id or self._chat_id
-        if chat_id is None or not self.inputs:
+    def flush(self) -> None:
+        """Load the subscription, decide, persist: just before the commit."""
+        chat = self._chat
+        if chat is None or not self.facts:
             return
         conn, pipeline = self._conn, self._pipeline
-        subscription = store.get_subscription(conn, chat_id, lock=True)
-        if subscription is None or subscription.state.status in rules.ENDED:
+        subscription = subscription_store.get_subscription(conn, chat.id, lock=True)
+        if subscription is None:
             return
-        chat = self._current_chat(chat_id)
-        if chat is None:
-            return
-        request = subscription.request
         now_ms = pipeline._clock.now_ms()
-
-        def notifiable(event: EventRecord) -> bool:
-            return request.notify_requestor or event.participant_id != CUSTOMER_PARTICIPANT_ID
-
-        activity = any(not isinstance(i, rules.TimerFired | rules.Foreground) for i in self.inputs)
-        # New activity: whatever waited for a node gets another chance (CONTRACT §9).
-        if activity and store.unpark(conn, chat_id, now_ms):
-            self.enqueued = True
-
-        if not request.reliable:
-            self._flush_unreliable(chat, subscription, [e for e in self._events if notifiable(e)])
-            return
-
-        policy = pipeline.policy(chat.service_name)
-        state = subscription.state
-        for item in self.inputs:
-            if isinstance(item, _EventsMarker):
-                last = max((e.index for e in item.events if notifiable(e)), default=0)
-                item = rules.EventsAdded(notifiable_last=last)
-            elif isinstance(item, _EndMarker):
-                item = rules.ChatEnded(
-                    customer_removed=item.customer_removed,
-                    notify=not item.by_customer or request.notify_requestor,
-                )
-            elif isinstance(item, rules.Retrieved) and item.last == 0 and item.up_to_date:
-                # A reply with no events is up to date only if the client already had everything:
-                # a transcriptPosition beyond the end proves nothing (CONTRACT §8.1).
-                item = replace(item, up_to_date=state.ack_position >= chat.last_index)
-            assert not isinstance(item, _EventsMarker | _EndMarker)
-            decision = rules.decide(state, item, now_ms, policy)
-            state = decision.state
-            _report(pipeline.metrics, chat, decision.outcome, state)
-        state, trigger = rules.sent(state, now_ms)
-        had_trigger = subscription.state.outstanding is not None
-        if trigger is None and state.outstanding is None and had_trigger:
-            # The outstanding trigger was acknowledged (or given up): a copy still waiting in the
-            # outbox, parked for want of a node, points at what the client has read. Never send it.
-            store.drop_unsent_triggers(conn, chat_id, now_ms)
-        if trigger is not None:
-            store.drop_unsent_triggers(conn, chat_id, now_ms)
-            store.enqueue_many(
-                conn, [pipeline.trigger_notification(request, chat, trigger, now_ms)], now_ms
-            )
-            self.enqueued = True
-        if state != subscription.state:
-            store.save_state(conn, chat_id, state)
-            if state.wake_at_ms != subscription.state.wake_at_ms:
-                self.enqueued = True  # the dispatcher's next wake-up may have moved earlier
-        if self.enqueued:
-            store.notify_work(conn)
-
-    def _flush_unreliable(
-        self, chat: ChatRecord, subscription: store.SubscriptionRecord, events: list[EventRecord]
-    ) -> None:
-        """Without PushResend: one notification per notifiable event, never resubmitted; none
-        while the client is in the foreground (it gets the events live)."""
-        pipeline, request = self._pipeline, subscription.request
-        now_ms = pipeline._clock.now_ms()
-        state = subscription.state
-        for item in self.inputs:
-            if isinstance(item, rules.Foreground):
-                state = replace(state, foreground_until_ms=item.until_ms)
-        if state != subscription.state:
-            store.save_state(self._conn, chat.id, state)
-        if state.in_foreground(now_ms):
-            return
-        for event in events:
-            if request.include_payload:
-                body = payload_body(
-                    device_id=request.device_id,
-                    obfuscated_key=obfuscate(
-                        pipeline.secret, chat.secure_key, request.client_channel
-                    ),
-                    chat=chat,
-                    alias=pipeline._settings.server.alias,
-                    event=event,
-                )
-                kind = "payload"
-            else:
-                body, kind = bare_body(request.device_id), "bare"
-            store.enqueue(self._conn, chat.id, kind, body, now_ms, notify_position=event.index)
-            pipeline.metrics.inc("chatpush_notifications_enqueued_total", kind=kind)
-            self.enqueued = True
-        if self.enqueued:
-            store.notify_work(self._conn)
-
-    def _current_chat(self, chat_id: str) -> ChatRecord | None:
-        """The chat as this transaction left it, without reading it again when a hook showed it."""
-        if self._chat is None or self._chat.id != chat_id:
-            return chat_store.get_chat(self._conn, chat_id)
-        last_index = max([self._chat.last_index, *(event.index for event in self._events)])
-        return replace(self._chat, last_index=last_index)
-
-    def committed(self) -> None:
-        if self.enqueued:
-            self._pipeline.poke()
-
-
-def _report(metrics: Metrics, chat: ChatRecord, outcome: rules.Outcome, state: rules.State) -> None:
-    if outcome.resent:
-        metrics.inc("chatpush_triggers_resent_total")
-    if outcome.exhausted:
-        metrics.inc("chatpush_resend_exhausted_total")
-        log.warning(
-            "no refresh after the last resend: subscription of chat %s marked %s",
-            chat.id,
-            state.status,
-            extra={"action": "resend_exhausted", "chat_id": chat.id},
+        policy = pipeline.policy(chat.service_name) if subscription.request.reliable else None
+        decision = rules.decide(subscription.view, self.facts, now_ms, policy)
+        last_index = max([chat.last_index, *(event.index for event in self._events)])
+        current = replace(chat, last_index=last_index)
+        pipeline.persist(
+            conn, [Decided(subscription, decision, current, self._events)], now_ms, self.report
         )
 
-
-class _EventsMarker:
-    __slots__ = ("events",)
-
-    def __init__(self, events: tuple[EventRecord, ...]) -> None:
-        self.events = events
-
-
-class _EndMarker:
-    __slots__ = ("by_customer", "customer_removed")
-
-    def __init__(self, *, customer_removed: bool, by_customer: bool) -> None:
-        self.customer_removed = customer_removed
-        self.by_customer = by_customer
+    def committed(self) -> None:
+        self.report.emit(self._pipeline.metrics, self._pipeline.poke)

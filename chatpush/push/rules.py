@@ -1,11 +1,19 @@
-"""Reliable delivery (CONTRACT §8) as a pure function: (state, input, now) -> decision.
+"""Reliable delivery (CONTRACT §8) as a pure function: (subscription, facts, now) -> decision.
 
-Nothing here touches the database, the network or the clock: the pipeline loads the state, feeds
-the inputs of one transaction through ``decide`` in order, and stores the result in that same
-transaction. A trigger created and acknowledged within one transaction (a Request Chat whose own
-reply covers the event) is never sent: only a trigger still ``pending`` after the last input is.
+This module is the only place that decides what push does. Nothing here touches the database, the
+network or the clock. Both callers do the same three things: the chat transaction (``flush``) and
+the timer batch load the subscription, call :func:`decide` with what happened (the facts), and
+persist exactly what the :class:`Decision` says: the new state, the trigger or the notifications
+to enqueue, the unsent triggers to drop, the parked notifications to unpark, and what to report
+after the commit. A trigger created and acknowledged within one transaction (a Request Chat whose
+own reply covers the event) is never sent: only a trigger still ``pending`` after the last fact is.
 
-Rules, numbered as in the contract:
+The facts are what the transaction saw, unfiltered; :func:`decide` applies the choices made at
+subscription: the NotifyRequestor filter (the customer's own events, and its own disconnect, are
+not notified without it), and PushResend (without it, one notification per notifiable event,
+never resent and never tracked: no timer).
+
+Rules, numbered as in the contract, each one :func:`step` of the reliable mode:
  1. retrieval without a gap advances the acknowledged position;
  2. a notifiable event above it, with nothing outstanding, sends a trigger (attempt 0);
  3. while a trigger is outstanding, events send nothing new;
@@ -14,6 +22,13 @@ Rules, numbered as in the contract:
  5. the timer resends up to ``attempts`` times, then marks the subscription failed;
  7. the end of the chat replaces the outstanding trigger with a final one (-1 on removal).
 
+A new trigger supersedes any copy of the previous one still waiting in the outbox, and so does
+an acknowledgement (that copy points at what the client has read). New activity in the chat
+(events, a retrieval, its end) gives notifications parked for want of a node another chance
+(CONTRACT §9). A device token the provider reported dead ends the subscription (``rejected``)
+and drops whatever waits for it; a subscription made for a dead token starts so. An ended
+subscription, or one whose chat is gone, has no timer.
+
 While the chat's client is in the foreground (connected over CometD, CONTRACT §10) nothing is
 sent: a trigger decided then stays pending, and resends wait, until the client goes to background
 or its foreground lease (``foreground_until_ms``, renewed while its session lives) runs out.
@@ -21,6 +36,7 @@ or its foreground lease (``foreground_until_ms``, renewed while its session live
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -110,15 +126,18 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class Step:
+    """One rule applied: the state after it, and what happened."""
+
     state: State
     outcome: Outcome = Outcome()
 
 
-def decide(state: State, event: Input, now_ms: int, policy: Policy) -> Decision:
+def step(state: State, event: Input, now_ms: int, policy: Policy) -> Step:
+    """Apply one input of the reliable mode (rules 1-7) to the state."""
     if state.status in ENDED:
-        return Decision(state)
-    decision = _decide(state, event, now_ms, policy)
+        return Step(state)
+    decision = _step(state, event, now_ms, policy)
     if decision.state.in_foreground(now_ms):
         return replace(decision, state=_hold(decision.state))
     return decision
@@ -134,23 +153,23 @@ def _hold(state: State) -> State:
     return state
 
 
-def _decide(state: State, event: Input, now_ms: int, policy: Policy) -> Decision:
+def _step(state: State, event: Input, now_ms: int, policy: Policy) -> Step:
     match event:
         case Retrieved():
             return _retrieved(state, event, now_ms, policy)
         case EventsAdded(notifiable_last=last):
             if last <= state.notifiable_last:
-                return Decision(state)
+                return Step(state)
             state = replace(state, notifiable_last=last)
-            return Decision(_trigger_if_due(state, now_ms, policy))
+            return Step(_trigger_if_due(state, now_ms, policy))
         case TimerFired():
             return _timer(state, now_ms, policy)
         case ChatEnded():
             if not event.notify:
-                return Decision(replace(state, status="done", outstanding=None, wake_at_ms=None))
+                return Step(replace(state, status="done", outstanding=None, wake_at_ms=None))
             position = REMOVED_POSITION if event.customer_removed else state.ack_position + 1
             final = Trigger(position=position, attempt=0, final=True)
-            return Decision(
+            return Step(
                 replace(
                     state,
                     status="active",
@@ -169,7 +188,7 @@ def _decide(state: State, event: Input, now_ms: int, policy: Policy) -> Decision
             ):
                 # Back in background: a held trigger goes now, a held resend on its timetable.
                 state = replace(state, wake_at_ms=now_ms + policy.delay_ms(trigger.attempt + 1))
-            return Decision(state)
+            return Step(state)
     raise AssertionError(f"unknown input {event!r}")
 
 
@@ -182,28 +201,28 @@ def sent(state: State, now_ms: int) -> tuple[State, Trigger | None]:
     return replace(state, outstanding=replace(trigger, pending=False)), trigger
 
 
-def _retrieved(state: State, event: Retrieved, now_ms: int, policy: Policy) -> Decision:
+def _retrieved(state: State, event: Retrieved, now_ms: int, policy: Policy) -> Step:
     ack = state.ack_position
     if event.first <= ack + 1 and event.last > ack:
         ack = event.last
     state = replace(state, ack_position=ack)
     trigger = state.outstanding
     if trigger is None:
-        return Decision(state)
+        return Step(state)
     # A final trigger: the reply reached the end of the transcript, and it was taken without a gap
     # (a reply from beyond the acknowledged position proves nothing was read in between).
     acknowledged = (
         event.up_to_date and ack >= event.last if trigger.final else ack >= trigger.position
     )
     if not acknowledged:
-        return Decision(state)
+        return Step(state)
     if trigger.final:
-        return Decision(
+        return Step(
             replace(state, status="done", outstanding=None, wake_at_ms=None),
             Outcome(acknowledged=True),
         )
     state = replace(state, outstanding=None, wake_at_ms=None)
-    return Decision(_trigger_if_due(state, now_ms, policy), Outcome(acknowledged=True))
+    return Step(_trigger_if_due(state, now_ms, policy), Outcome(acknowledged=True))
 
 
 def _trigger_if_due(state: State, now_ms: int, policy: Policy) -> State:
@@ -218,20 +237,20 @@ def _trigger_if_due(state: State, now_ms: int, policy: Policy) -> State:
     )
 
 
-def _timer(state: State, now_ms: int, policy: Policy) -> Decision:
+def _timer(state: State, now_ms: int, policy: Policy) -> Step:
     trigger = state.outstanding
     if trigger is None:
-        return Decision(replace(state, wake_at_ms=None))  # nothing to resend: disarm
+        return Step(replace(state, wake_at_ms=None))  # nothing to resend: disarm
     if state.wake_at_ms is None or now_ms < state.wake_at_ms:
-        return Decision(state)
+        return Step(state)
     if state.in_foreground(now_ms):
-        return Decision(state)  # the lease was renewed: decide() holds it to the new end
+        return Step(state)  # the lease was renewed: decide() holds it to the new end
     if trigger.pending:
         # Held while the client was in the foreground, whose lease ran out: send it now.
-        return Decision(replace(state, wake_at_ms=now_ms + policy.delay_ms(trigger.attempt + 1)))
+        return Step(replace(state, wake_at_ms=now_ms + policy.delay_ms(trigger.attempt + 1)))
     if trigger.attempt < policy.resend_attempts:
         attempt = trigger.attempt + 1
-        return Decision(
+        return Step(
             replace(
                 state,
                 outstanding=replace(trigger, attempt=attempt, pending=True),
@@ -241,7 +260,188 @@ def _timer(state: State, now_ms: int, policy: Policy) -> Decision:
         )
     # A final trigger is resent "like any other" (CONTRACT §8.7), so its exhaustion is rule 5's:
     # the subscription is failed, visible as such, not "done" like an acknowledged end.
-    return Decision(
+    return Step(
         replace(state, status="failed", outstanding=None, wake_at_ms=None),
         Outcome(exhausted=True),
     )
+
+
+# -- the one entry point: what a transaction's facts mean for a subscription ------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """What :func:`decide` reads of a subscription: its state and the choices made with it."""
+
+    state: State
+    reliable: bool
+    """``PushResend``: triggers, acknowledged and resent (otherwise one notification per event)."""
+    notify_requestor: bool
+    """``NotifyRequestor``: the customer's own events and disconnect are notified too."""
+    include_payload: bool
+    """Without PushResend: each notification carries its event (otherwise a bare one)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    index: int
+    by_customer: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EventsAppended:
+    events: tuple[Event, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptRead:
+    """A reply gave the client the events ``first``..``last`` (None: none), asked for from
+    position ``asked_from``, when the chat's last event was ``last_index``."""
+
+    first: int | None
+    last: int | None
+    asked_from: int
+    last_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    customer_removed: bool
+    by_customer: bool
+    """The customer's own disconnect (not notified without NotifyRequestor)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRejected:
+    """The provider reported the device token dead."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatGone:
+    """The timer of a subscription whose chat no longer exists fired."""
+
+
+Fact = EventsAppended | TranscriptRead | Ended | Foreground | TimerFired | TokenRejected | ChatGone
+_ACTIVITY = (EventsAppended, TranscriptRead, Ended)
+"""Facts that are activity of the chat: parked notifications get another chance."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Everything the store persists for one subscription, and what is reported after the commit."""
+
+    state: State
+    trigger: Trigger | None = None
+    """A trigger to enqueue."""
+    drop_unsent_triggers: bool = False
+    """Copies of an earlier trigger not yet handed out are superseded: delete them."""
+    drop_outbox: bool = False
+    """Nothing waiting for this subscription is ever sent: delete all of it."""
+    unpark: bool = False
+    """The chat's notifications parked for want of a node are due again."""
+    notify_events: tuple[int, ...] = ()
+    """Without PushResend: the indexes of the events to notify, one notification each."""
+    with_payload: bool = False
+    """Those notifications carry their event (otherwise they are bare)."""
+    acknowledged: int = 0
+    resent: int = 0
+    exhausted: bool = False
+    """The last resend ran out: the subscription is ``failed``."""
+
+
+def decide(
+    subscription: Subscription, facts: Sequence[Fact], now_ms: int, policy: Policy | None
+) -> Decision:
+    """What ``facts`` (in the order they happened, within one transaction) mean for
+    ``subscription`` at ``now_ms``. ``policy``: the resend timetable of the chat's service (not
+    needed for a dead token alone)."""
+    before = subscription.state
+    if before.status in ENDED:
+        return Decision(replace(before, wake_at_ms=None))
+    if any(isinstance(fact, TokenRejected) for fact in facts):
+        return Decision(
+            replace(before, status="rejected", outstanding=None, wake_at_ms=None),
+            drop_outbox=True,
+        )
+    if any(isinstance(fact, ChatGone) for fact in facts):
+        return Decision(replace(before, wake_at_ms=None))
+    unpark = any(isinstance(fact, _ACTIVITY) for fact in facts)
+    if not subscription.reliable:
+        return _unreliable(subscription, facts, now_ms, unpark)
+    assert policy is not None, "the reliable mode needs the service's resend policy"
+    state, acknowledged, resent, exhausted = before, 0, 0, False
+    for fact in facts:
+        done = step(state, _input(subscription, state, fact), now_ms, policy)
+        state = done.state
+        acknowledged += done.outcome.acknowledged
+        resent += done.outcome.resent
+        exhausted = exhausted or done.outcome.exhausted
+    state, trigger = sent(state, now_ms)
+    # A new trigger supersedes an unsent copy of the old one; so does the end of the old one
+    # (acknowledged or given up): that copy points at what the client has read. Never send it.
+    superseded = trigger is not None or (state.outstanding is None and before.outstanding)
+    return Decision(
+        state,
+        trigger=trigger,
+        drop_unsent_triggers=bool(superseded),
+        unpark=unpark,
+        acknowledged=acknowledged,
+        resent=resent,
+        exhausted=exhausted,
+    )
+
+
+def _input(subscription: Subscription, state: State, fact: Fact) -> Input:
+    """A fact as the input of a reliable rule, through the subscription's choices."""
+    match fact:
+        case EventsAppended(events=events):
+            notifiable = (
+                e.index for e in events if subscription.notify_requestor or not e.by_customer
+            )
+            return EventsAdded(notifiable_last=max(notifiable, default=0))
+        case TranscriptRead(first=first, last=last, asked_from=asked_from, last_index=end):
+            reached = last if last is not None else asked_from - 1
+            up_to_date = reached >= end
+            if last is None:
+                # A reply with no events is up to date only if the client already had everything:
+                # a transcriptPosition beyond the end proves nothing (CONTRACT §8.1).
+                up_to_date = up_to_date and state.ack_position >= end
+            return Retrieved(first=first or 0, last=last or 0, up_to_date=up_to_date)
+        case Ended(customer_removed=removed, by_customer=by_customer):
+            notify = not by_customer or subscription.notify_requestor
+            return ChatEnded(customer_removed=removed, notify=notify)
+        case Foreground() | TimerFired():
+            return fact
+    raise AssertionError(f"not an input of the reliable rules: {fact!r}")
+
+
+def _unreliable(
+    subscription: Subscription, facts: Sequence[Fact], now_ms: int, unpark: bool
+) -> Decision:
+    """Without PushResend: one notification per notifiable event, never resubmitted (no timer:
+    a timer that fires is disarmed); none while the client is in the foreground (it gets the
+    events live)."""
+    state = subscription.state
+    for fact in facts:
+        if isinstance(fact, Foreground):
+            state = replace(state, foreground_until_ms=fact.until_ms)
+        elif isinstance(fact, TimerFired):
+            state = replace(state, wake_at_ms=None)
+    events: tuple[int, ...] = ()
+    if not state.in_foreground(now_ms):
+        events = tuple(
+            event.index
+            for fact in facts
+            if isinstance(fact, EventsAppended)
+            for event in fact.events
+            if subscription.notify_requestor or not event.by_customer
+        )
+    return Decision(
+        state, unpark=unpark, notify_events=events, with_payload=subscription.include_payload
+    )
+
+
+def timed_out(last_request_ms: int, now_ms: int, flex_push_timeout_s: int) -> bool:
+    """A chat with a push subscription ends when its client made no request for longer than its
+    service's flex-push-timeout."""
+    return now_ms - last_request_ms >= flex_push_timeout_s * 1000

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from chatpush.clock import Clock
 from chatpush.config import ConfigError, GroupSettings, ProviderSettings, Settings
-from chatpush.store import push as store
+from chatpush.store import nodes as store
 from chatpush.store.database import Database
 
 log = logging.getLogger("chatpush.routing")

@@ -20,7 +20,7 @@ import pytest
 from chatpush.api.keys import DATABASE
 from chatpush.config import Settings
 from chatpush.push.obfuscation import RevealedKey, reveal
-from chatpush.store import push as push_store
+from chatpush.store import secrets as stored_secrets
 from chatpush.testing import FakeClock
 from tests.conftest import ChatDriver
 from tests.integration._push_support import Client, Receivers, api, push_form, settle
@@ -64,7 +64,7 @@ class Setup:
 
     async def secret(self) -> bytes:
         secret = await self.client.app[DATABASE].read(
-            push_store.read_secret, "secure-key-obfuscation"
+            stored_secrets.read_secret, "secure-key-obfuscation"
         )
         assert secret is not None
         return secret

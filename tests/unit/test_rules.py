@@ -13,7 +13,6 @@ import pytest
 from chatpush.push.rules import (
     REMOVED_POSITION,
     ChatEnded,
-    Decision,
     EventsAdded,
     Foreground,
     Input,
@@ -22,10 +21,11 @@ from chatpush.push.rules import (
     Retrieved,
     State,
     Status,
+    Step,
     TimerFired,
     Trigger,
-    decide,
     sent,
+    step,
 )
 
 T0 = 1_700_000_000_000
@@ -36,11 +36,11 @@ POLICY = Policy(resend_delays_s=(15,), resend_attempts=3)
 def run(
     state: State, steps: list[tuple[Input, int]], policy: Policy = POLICY
 ) -> tuple[State, list[Outcome]]:
-    """Feed ``steps`` (input, now_ms) through ``decide`` as the pipeline does within one batch."""
+    """Feed ``steps`` (input, now_ms) through ``step`` as the pipeline does within one batch."""
     outcomes = []
     for item, now_ms in steps:
-        decision = decide(state, item, now_ms, policy)
-        assert isinstance(decision, Decision)
+        decision = step(state, item, now_ms, policy)
+        assert isinstance(decision, Step)
         state = decision.state
         outcomes.append(decision.outcome)
     return state, outcomes

@@ -1,0 +1,87 @@
+"""Housekeeping: chats purged after their retention, and idle chats ended."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from sqlalchemy.engine import Connection
+
+from chatpush.chat.core import PushTransaction
+from chatpush.chat.server_side import ServerSide
+from chatpush.errors import NotFound
+from chatpush.store import chats as repo
+
+log = logging.getLogger("chatpush.chat")
+
+
+class Housekeeping(ServerSide):
+    """Jobs run on a timer; idle chats are ended through the chat-server side's ``end_chat``."""
+
+    async def purge_ended(self) -> int:
+        """Delete chats whose retention after ending has run out; returns how many."""
+        cutoff_ms = self._clock.now_ms() - self._limits.ended_chat_retention_s * 1000
+        purged = 0
+        while True:
+            count = await self._db.write(repo.purge_ended, cutoff_ms)
+            purged += count
+            if count == 0:
+                return purged
+
+    async def expire_idle_push_chats(self) -> int:
+        """End push-subscribed chats idle for longer than their service's flex-push-timeout
+        (the push pipeline says which)."""
+        if self._push is None:
+            return 0
+        expired = 0
+        for chat_id, timeout_s in await self._push.timed_out_chats():
+            try:
+                await self.end_chat(chat_id)
+            except NotFound:
+                continue
+            expired += 1
+            log.info(
+                "chat %s ended: no client request for %d s (flex-push-timeout)",
+                chat_id,
+                timeout_s,
+                extra={"action": "chat_expired", "chat_id": chat_id},
+            )
+        return expired
+
+    async def expire_idle_chats(self) -> int:
+        """End chats without a push subscription and with no client request for longer than
+        ``idle_chat_timeout_s``, through the normal end-chat path; returns how many."""
+        timeout_s = self._limits.idle_chat_timeout_s
+        if timeout_s == 0:
+            return 0
+        idle_before_ms = self._clock.now_ms() - timeout_s * 1000
+        candidates = await self._db.read(repo.idle_unsubscribed_chats, idle_before_ms, 1000)
+        expired = 0
+        for chat_id in candidates:
+
+            def tx(conn: Connection, push: PushTransaction, chat_id: str = chat_id) -> bool:
+                chat = repo.get_chat(conn, chat_id, lock=True)
+                # Looked at again under the lock: the client may have come back meanwhile.
+                if chat is None or chat.ended or chat.last_client_request_ms >= idle_before_ms:
+                    return False
+                now_ms = self._clock.now_ms()
+                self._end(conn, push, chat, now_ms, customer_removed=False, by_customer=False)
+                return True
+
+            if not await self._run(tx):
+                continue
+            expired += 1
+            log.info(
+                "chat %s ended: no client request for %d s (chat.idle_chat_timeout_s)",
+                chat_id,
+                timeout_s,
+                extra={"action": "chat_idle_ended", "chat_id": chat_id},
+            )
+        return expired
+
+    async def touch_live(self, chat_ids: Sequence[str]) -> None:
+        """Chats followed live (CometD) count as requested now, for ``idle_chat_timeout_s``;
+        chats with a push subscription are left alone (their flex-push-timeout is unchanged)."""
+        now_ms = self._clock.now_ms()
+        for start in range(0, len(chat_ids), 500):
+            await self._db.write(repo.touch_unsubscribed, chat_ids[start : start + 500], now_ms)
