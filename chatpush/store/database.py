@@ -129,9 +129,11 @@ def _sqlite_autocommit_driver(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(conn: Connection) -> None:
-    # Writes take the write lock at once (IMMEDIATE), so no other process can make them fail
-    # half-way with SQLITE_BUSY when they first write after reading.
-    conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
+    # A read's transaction: one snapshot from its first statement. The writer thread has begun
+    # its own already (BEGIN IMMEDIATE, in Database._commit): nothing to do then.
+    raw = conn.connection.driver_connection
+    if raw is not None and not raw.in_transaction:
+        conn.exec_driver_sql("BEGIN")
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -240,34 +242,43 @@ class Database:
 
     def _commit(self, batch: list[_Write]) -> list[tuple[_Write, bool, Any]]:
         """One transaction for the whole batch; each function under a SAVEPOINT of its own (a
-        single one needs none: its exception rolls the transaction back)."""
+        single one needs none: its exception rolls the transaction back).
+
+        BEGIN, SAVEPOINT and COMMIT go to the sqlite3 connection directly: SQLAlchemy's
+        transaction objects cost more than the statements of a typical request. A function's
+        own SQLAlchemy statements join the transaction (``_sqlite_begin`` sees it open), and the
+        Connection's rollback at close finds nothing left to roll back."""
         assert self._sync is not None
         outcomes: list[tuple[_Write, bool, Any]] = []
         with self._sync.connect() as conn:
-            conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
-            if len(batch) == 1:
-                [write] = batch
-                try:
-                    with conn.begin():
-                        value = write.run(conn)
-                except Exception as exc:
-                    return [(write, False, exc)]
-                return [(write, True, value)]
-            with conn.begin():
-                # The savepoints go to the sqlite3 connection directly: SQLAlchemy's nested
-                # transactions cost more than the statements of a typical request.
-                raw = conn.connection.driver_connection
-                assert raw is not None
-                for write in batch:
-                    raw.execute("SAVEPOINT write")
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            raw.execute("BEGIN IMMEDIATE")
+            try:
+                if len(batch) == 1:
+                    [write] = batch
                     try:
                         value = write.run(conn)
                     except Exception as exc:
-                        raw.execute("ROLLBACK TO write")
-                        outcomes.append((write, False, exc))
-                    else:
-                        outcomes.append((write, True, value))
-                    raw.execute("RELEASE write")
+                        raw.execute("ROLLBACK")
+                        return [(write, False, exc)]
+                    outcomes.append((write, True, value))
+                else:
+                    for write in batch:
+                        raw.execute("SAVEPOINT write")
+                        try:
+                            value = write.run(conn)
+                        except Exception as exc:
+                            raw.execute("ROLLBACK TO write")
+                            outcomes.append((write, False, exc))
+                        else:
+                            outcomes.append((write, True, value))
+                        raw.execute("RELEASE write")
+                raw.execute("COMMIT")
+            except BaseException:
+                if raw.in_transaction:
+                    raw.execute("ROLLBACK")
+                raise
         return outcomes
 
     async def listen(self, channel: str, on_notify: Callable[[str | None], None]) -> None:

@@ -54,9 +54,16 @@ async def rows(db: Database) -> list[int]:
 async def test_queued_writes_share_commits_and_a_failing_one_is_rolled_back_alone(
     db: Database,
 ) -> None:
-    commits: list[int] = []
+    commits: list[str] = []
     assert db._sync is not None
-    event.listen(db._sync, "commit", lambda conn: commits.append(1))
+    db._sync.dispose()  # every connection from here on is traced
+
+    def trace(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.set_trace_callback(
+            lambda sql: commits.append(sql) if sql.strip().upper() == "COMMIT" else None
+        )
+
+    event.listen(db._sync, "connect", trace)
     count = 2 * SQLITE_MAX_BATCH + 10
     holding = await held(db)
     results = await asyncio.gather(
