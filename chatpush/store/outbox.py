@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, select, update
+from sqlalchemy import Table, and_, update
 from sqlalchemy.engine import Connection
 
 from chatpush.store import sql
@@ -178,20 +178,18 @@ def claim_heads(
     return sorted((_outbox_record(values) for values in found), key=lambda record: record.id)
 
 
+_DEADLINES = Statement(
+    "SELECT (SELECT min(wake_at_ms) FROM subscriptions),"
+    " (SELECT min(due_at_ms) FROM outbox WHERE lease_until_ms IS NULL),"
+    " (SELECT min(lease_until_ms) FROM outbox)"
+)
+
+
 def deadlines(conn: Connection) -> tuple[int | None, int | None]:
     """(earliest resend wake-up, earliest time a notification falls due or a lease runs out)."""
-    row = (
-        conn.execute(
-            select(
-                select(func.min(_subs.c.wake_at_ms)).scalar_subquery(),
-                select(func.min(_outbox.c.due_at_ms))
-                .where(_outbox.c.lease_until_ms.is_(None))
-                .scalar_subquery(),
-                select(func.min(_outbox.c.lease_until_ms)).scalar_subquery(),
-            )
-        )
-    ).one()
-    wake, due, lease = (int(value) if value is not None else None for value in row)
+    found = sql.row(conn, _DEADLINES, {})
+    assert found is not None
+    wake, due, lease = (int(value) if value is not None else None for value in found)
     candidates = [value for value in (due, lease) if value is not None]
     return wake, min(candidates) if candidates else None
 
