@@ -61,7 +61,10 @@ def _count(path: str) -> None:
 
     def traced(sql: str) -> None:
         shape = _shape(sql)
-        if shape.split(" ", 1)[0] not in ("BEGIN", "COMMIT", "ROLLBACK", "PRAGMA"):
+        verb = shape.split(" ", 1)[0]
+        if verb in ("COMMIT", "ROLLBACK"):
+            transactions[verb.lower()] += 1  # SQLite: chatpush commits on the sqlite3 connection
+        elif verb not in ("BEGIN", "PRAGMA"):
             statements[shape] += 1
 
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -73,7 +76,13 @@ def _count(path: str) -> None:
     event.listen(Engine, "before_cursor_execute", before_execute)
     event.listen(Engine, "connect", on_connect)
     for name in ("begin", "commit", "rollback"):
-        event.listen(Engine, name, lambda conn, name=name: transactions.update([name]))
+        event.listen(
+            Engine,
+            name,
+            lambda conn, name=name: (
+                None if conn.dialect.name == "sqlite" else transactions.update([name])
+            ),
+        )
 
     @web.middleware
     async def count_requests(
