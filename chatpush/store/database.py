@@ -118,22 +118,14 @@ def _sqlite_engine(settings: DatabaseSettings) -> Engine:
     )
     event.listen(engine, "connect", _sqlite_autocommit_driver)
     event.listen(engine, "connect", _sqlite_on_connect)
-    event.listen(engine, "begin", _sqlite_begin)
     return engine
 
 
 def _sqlite_autocommit_driver(dbapi_connection: Any, _record: Any) -> None:
     # The sqlite3 module's own transaction handling starts transactions late (not before a
-    # SELECT); we issue BEGIN ourselves, so a transaction sees one snapshot from its first read.
+    # SELECT); Database issues BEGIN itself, so a transaction sees one snapshot from its first
+    # statement, whether it goes through SQLAlchemy or to the sqlite3 connection (store/sql.py).
     dbapi_connection.isolation_level = None
-
-
-def _sqlite_begin(conn: Connection) -> None:
-    # A read's transaction: one snapshot from its first statement. The writer thread has begun
-    # its own already (BEGIN IMMEDIATE, in Database._commit): nothing to do then.
-    raw = conn.connection.driver_connection
-    if raw is not None and not raw.in_transaction:
-        conn.exec_driver_sql("BEGIN")
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -246,8 +238,8 @@ class Database:
 
         BEGIN, SAVEPOINT and COMMIT go to the sqlite3 connection directly: SQLAlchemy's
         transaction objects cost more than the statements of a typical request. A function's
-        own SQLAlchemy statements join the transaction (``_sqlite_begin`` sees it open), and the
-        Connection's rollback at close finds nothing left to roll back."""
+        own SQLAlchemy statements join the transaction (the driver does not begin one of its
+        own), and the Connection's rollback at close finds nothing left to roll back."""
         assert self._sync is not None
         outcomes: list[tuple[_Write, bool, Any]] = []
         with self._sync.connect() as conn:
@@ -316,7 +308,15 @@ class Database:
 
                 def run() -> T:
                     with engine.connect() as conn:
-                        return fn(conn, *args, **kwargs)
+                        # One snapshot for every statement of the read (rolled back: it wrote
+                        # nothing), begun here as the writer does (Database._commit).
+                        raw = conn.connection.driver_connection
+                        assert raw is not None
+                        raw.execute("BEGIN")
+                        try:
+                            return fn(conn, *args, **kwargs)
+                        finally:
+                            raw.execute("ROLLBACK")
 
                 return await asyncio.get_running_loop().run_in_executor(self._readers, run)
             assert self._async is not None

@@ -111,5 +111,6 @@ def to_json(value: Any) -> str | None:
 
 
 def from_json(value: Any) -> Any:
-    """A JSON column's value as the drivers give it: text on SQLite, decoded on PostgreSQL."""
+    """A JSON column's value as the drivers give it: text on SQLite, decoded on PostgreSQL.
+    Our JSON columns hold objects or null, never a bare string, so text is always undecoded."""
     return json.loads(value) if isinstance(value, str) else value

@@ -4,6 +4,7 @@ stands or falls alone (a real SQLite file, the real writer thread)."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
 from chatpush.config import DatabaseSettings
+from chatpush.store import sql
 from chatpush.store.database import SQLITE_MAX_BATCH, Database
+from chatpush.store.sql import Statement
 
 
 @pytest.fixture
@@ -106,3 +109,22 @@ async def test_a_failing_commit_fails_every_write_of_its_batch(db: Database) -> 
     assert await rows(db) == []
     assert await db.write(insert, 3) == 3  # the writer carries on
     assert await rows(db) == [3]
+
+
+async def test_a_read_sees_one_snapshot_through_sqlite3_and_sqlalchemy(
+    db: Database, tmp_path: Path
+) -> None:
+    """Statements run on the sqlite3 connection (chatpush/store/sql.py) and through SQLAlchemy
+    in one read see the same snapshot, whatever is committed in between."""
+    count = Statement("SELECT count(*) FROM t")
+
+    def read(conn: Connection) -> tuple[int, int, int]:
+        [[before]] = sql.rows(conn, count, {})
+        with sqlite3.connect(tmp_path / "g.db") as other:  # another process would do the same
+            other.execute("INSERT INTO t VALUES (99)")
+        [[raw_after]] = sql.rows(conn, count, {})
+        sqlalchemy_after = conn.exec_driver_sql("SELECT count(*) FROM t").scalar_one()
+        return before, raw_after, sqlalchemy_after
+
+    assert await db.read(read) == (0, 0, 0)
+    assert await rows(db) == [99]  # committed all the same, seen by the next read
