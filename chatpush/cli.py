@@ -132,7 +132,8 @@ def serve(settings: Settings) -> int:
     if settings.database.is_sqlite:
         # The embedded default keeps itself at head, so a newcomer needs no extra step.
         try:
-            migrations.upgrade(settings.database)
+            if not migrations.sqlite_at_head(settings.database):
+                migrations.upgrade(settings.database)
         except Exception as exc:  # as in `chatpush migrate`: a plain message, not a traceback
             print(f"chatpush: migration failed: {exc}", file=sys.stderr)
             return 1

@@ -112,6 +112,17 @@ def test_there_is_one_head(database_url: str) -> None:
     script = ScriptDirectory.from_config(migrate.alembic_config(database_url))
     assert len(script.get_heads()) == 1
     assert migrate.head_revision(database_url) == script.get_current_head()
+    # What `chatpush serve` compares a SQLite file with before it lets Alembic look.
+    assert script.get_current_head() == migrate.HEAD_REVISION
+
+
+def test_serve_skips_alembic_only_for_a_sqlite_file_at_head(tmp_path: Path) -> None:
+    settings = DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'a b?.db'}")
+    assert not migrate.sqlite_at_head(settings)  # no file yet
+    migrate.upgrade(settings, "0005")
+    assert not migrate.sqlite_at_head(settings)  # behind: Alembic upgrades it
+    migrate.upgrade(settings)
+    assert migrate.sqlite_at_head(settings)
 
 
 def test_upgrading_an_empty_database_gives_exactly_the_models(database_url: str) -> None:
