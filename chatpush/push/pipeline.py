@@ -176,8 +176,11 @@ class PushPipeline:
                 notifications.extend(self._notifications(item, now_ms))
             if decision.state != before:
                 states.append((chat_id, decision.state))
-                if decision.state.wake_at_ms != before.wake_at_ms:
-                    report.work = True  # the dispatcher's next wake-up may have moved earlier
+                wake_ms, was_ms = decision.state.wake_at_ms, before.wake_at_ms
+                if wake_ms is not None and (was_ms is None or wake_ms < was_ms):
+                    # The dispatcher's next wake-up may now be earlier. One that moved later or
+                    # went away needs no poke: the dispatcher wakes early and finds nothing due.
+                    report.work = True
             report.add(chat_id, decision)
         outbox.drop_outbox_of(conn, dropped)
         outbox.drop_unsent_triggers_of(conn, superseded, now_ms)
