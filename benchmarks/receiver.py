@@ -69,13 +69,16 @@ class Receiver:
         self.tasks: set[asyncio.Task[None]] = set()
         self.acked: dict[str, int] = {}
         self.acked_sum = 0
+        self.refresh_inflight = 0
+        """Refreshes under way now: a gauge, not a count of the phase, so a reset leaves it (one
+        made while refreshes were in flight sent it below zero and hung wait_drained)."""
         self.reset()
 
     def reset(self) -> None:
         self.records: list[tuple[int, float, int, str | None, int | None, int | None]] = []
         self.bodies: list[str] = []
         self.triggers = self.resends = self.hung = 0
-        self.refreshes = self.refresh_failures = self.refresh_inflight = 0
+        self.refreshes = self.refresh_failures = 0
 
     async def push(self, request: web.Request) -> web.Response:
         raw = await request.read()
