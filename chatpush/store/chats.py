@@ -22,24 +22,6 @@ _outbox = cast(Table, Outbox.__table__)
 _trail = cast(Table, Delivery.__table__)
 
 
-def _chat(row: Row[Any]) -> ChatRecord:
-    return ChatRecord(
-        id=row.id,
-        service_name=row.service_name,
-        secure_key=row.secure_key,
-        user_id=row.user_id,
-        subject=row.subject,
-        email_address=row.email_address,
-        user_data=dict(row.user_data or {}),
-        created_at_ms=row.created_at_ms,
-        ended_at_ms=row.ended_at_ms,
-        last_client_request_ms=row.last_client_request_ms,
-        last_index=row.last_index,
-        client_position=row.client_position,
-        last_participant_id=row.last_participant_id,
-    )
-
-
 _CHAT_COLUMNS = (
     "id, service_name, secure_key, user_id, subject, email_address, user_data, created_at_ms,"
     " ended_at_ms, last_client_request_ms, last_index, client_position, last_participant_id"
@@ -363,7 +345,7 @@ def list_chats(
     after_id: str | None,
     limit: int,
 ) -> list[ChatRecord]:
-    query = select(_chats)
+    query = select(*(_chats.c[name] for name in _CHAT_COLUMNS.split(", ")))
     if service_name is not None:
         query = query.where(_chats.c.service_name == service_name)
     if ended is True:
@@ -377,7 +359,7 @@ def list_chats(
     if after_id is not None:
         query = query.where(_chats.c.id > after_id)
     query = query.order_by(_chats.c.id).limit(limit)
-    return [_chat(row) for row in conn.execute(query)]
+    return [_chat_of(row) for row in conn.execute(query)]
 
 
 def purge_ended(conn: Connection, ended_before_ms: int, batch: int = 500) -> int:

@@ -57,37 +57,30 @@ def _sqlite(conn: Connection) -> Any:
     return conn.connection.driver_connection
 
 
+def _execute(conn: Connection, statement: Statement | str, params: Params) -> Any:
+    """A ``sqlite3`` cursor or a SQLAlchemy result: both fetch and count the same way. A ``str``
+    is SQL built for this call (with an :func:`in_list`), the same on both databases."""
+    raw = _sqlite(conn)
+    if raw is not None:
+        return raw.execute(statement if isinstance(statement, str) else statement.sqlite, params)
+    clause = text(statement) if isinstance(statement, str) else statement.postgres
+    return conn.execute(clause, dict(params))
+
+
 def rows(conn: Connection, statement: Statement | str, params: Params) -> list[Sequence[Any]]:
-    """Every row the statement returns, as tuples in the order of its columns. A ``str`` is SQL
-    built for this call (with an :func:`in_list`), the same on both databases."""
-    raw = _sqlite(conn)
-    if isinstance(statement, str):
-        if raw is not None:
-            return raw.execute(statement, params).fetchall()  # type: ignore[no-any-return]
-        return list(conn.execute(text(statement), dict(params)))
-    if raw is not None:
-        return raw.execute(statement.sqlite, params).fetchall()  # type: ignore[no-any-return]
-    return list(conn.execute(statement.postgres, dict(params)))
+    """Every row the statement returns, as tuples in the order of its columns."""
+    return list(_execute(conn, statement, params).fetchall())
 
 
-def row(conn: Connection, statement: Statement, params: Params) -> Sequence[Any] | None:
+def row(conn: Connection, statement: Statement | str, params: Params) -> Sequence[Any] | None:
     """The first row the statement returns, or None."""
-    raw = _sqlite(conn)
-    if raw is not None:
-        return raw.execute(statement.sqlite, params).fetchone()  # type: ignore[no-any-return]
-    return conn.execute(statement.postgres, dict(params)).first()
+    found: Sequence[Any] | None = _execute(conn, statement, params).fetchone()
+    return found
 
 
 def run(conn: Connection, statement: Statement | str, params: Params) -> int:
     """Run a statement that returns no rows; the number of rows it changed."""
-    raw = _sqlite(conn)
-    if isinstance(statement, str):
-        if raw is not None:
-            return raw.execute(statement, params).rowcount  # type: ignore[no-any-return]
-        return conn.execute(text(statement), dict(params)).rowcount or 0
-    if raw is not None:
-        return raw.execute(statement.sqlite, params).rowcount  # type: ignore[no-any-return]
-    return conn.execute(statement.postgres, dict(params)).rowcount or 0
+    return int(_execute(conn, statement, params).rowcount or 0)
 
 
 def run_many(conn: Connection, statement: Statement, params: Iterable[Params]) -> None:
