@@ -74,7 +74,9 @@ def rows(conn: Connection, statement: Statement | str, params: Params) -> list[S
 
 def row(conn: Connection, statement: Statement | str, params: Params) -> Sequence[Any] | None:
     """The first row the statement returns, or None."""
-    found: Sequence[Any] | None = _execute(conn, statement, params).fetchone()
+    result = _execute(conn, statement, params)
+    found: Sequence[Any] | None = result.fetchone()
+    result.close()  # the rest, if any, is not wanted (SQLAlchemy's first() did the same)
     return found
 
 
