@@ -104,15 +104,17 @@ class PushPipeline:
             self.persist(conn, decided, now_ms, report)
         return report
 
-    async def redrive(self, chat_id: str) -> rules.Decision | None:
+    async def redrive(self, chat_id: str) -> tuple[str, rules.Decision] | None:
         """An operator's redrive of the chat's subscription (``rules.Redriven``), decided and
-        persisted as any fact is; None when the chat has no subscription. Only a ``failed`` one
-        changes: the decision's state says what it became."""
+        persisted as any fact is: its status before and the decision; None when the chat has no
+        subscription. Only a ``failed`` one changes."""
         decision, report = await self._db.write(self._redrive, chat_id)
         report.emit(self.metrics, self.poke)
         return decision
 
-    def _redrive(self, conn: Connection, chat_id: str) -> tuple[rules.Decision | None, Report]:
+    def _redrive(
+        self, conn: Connection, chat_id: str
+    ) -> tuple[tuple[str, rules.Decision] | None, Report]:
         report = Report()
         subscription = subscription_store.get_subscription(conn, chat_id, lock=True)
         chat = chat_store.get_chat(conn, chat_id)
@@ -123,7 +125,7 @@ class PushPipeline:
         fact = rules.Redriven(chat_ended=chat.ended)
         decision = rules.decide(subscription.view, [fact], now_ms, policy)
         self.persist(conn, [Decided(subscription, decision, chat)], now_ms, report)
-        return decision, report
+        return (subscription.state.status, decision), report
 
     async def timed_out_chats(self) -> list[tuple[str, int]]:
         """(chat id, flex-push-timeout in s) of the push-subscribed chats whose client made no
