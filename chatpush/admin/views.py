@@ -494,8 +494,9 @@ async def save_credentials(request: web.Request) -> web.Response:
     if isinstance(chosen, str):
         return await _credentials(request, chosen, status=400)
     group, provider, kind = chosen
+    # A browser sends a textarea's lines ending in CRLF: a PEM key is stored with LF, as typed.
     given = {
-        name: value.strip() if name != "private_key" else value.strip() + "\n"
+        name: value.strip() if name != "private_key" else value.replace("\r\n", "\n").strip() + "\n"
         for name in FIELDS[kind]
         if isinstance(value := form.get(name), str) and value.strip()
     }

@@ -22,21 +22,21 @@
   }
   setInterval(function () { refreshTimes(document); }, 10000);
 
-  // "Follow": re-read the page and swap in the part named by data-follow (same origin, GET only).
+  // "Follow": re-read the page and swap in the parts named by data-follow (same origin, GET).
   var follow = document.querySelector("[data-follow]");
   if (follow) {
-    var selector = follow.getAttribute("data-follow"), timer = null;
+    var selectors = follow.getAttribute("data-follow").split(","), timer = null;
     var tick = function () {
       fetch(window.location.href, { credentials: "same-origin", cache: "no-store" })
         .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
         .then(function (html) {
           var doc = new DOMParser().parseFromString(html, "text/html");
-          var fresh = doc.querySelector(selector), stale = document.querySelector(selector);
           var now = Number(doc.body.getAttribute("data-server-now"));
           if (now) skew = now - Date.now();
-          if (fresh && stale) stale.replaceWith(document.importNode(fresh, true));
-          var status = doc.querySelector("#push-status"), shown = document.querySelector("#push-status");
-          if (status && shown) shown.textContent = status.textContent;
+          selectors.forEach(function (selector) {
+            var fresh = doc.querySelector(selector), stale = document.querySelector(selector);
+            if (fresh && stale) stale.replaceWith(document.importNode(fresh, true));
+          });
         })
         .catch(function () { /* the next tick tries again */ });
     };
