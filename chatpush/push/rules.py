@@ -190,16 +190,6 @@ def _step(state: State, event: Input, now_ms: int, policy: Policy) -> Step:
                     wake_at_ms=now_ms + policy.delay_ms(1),
                 )
             )
-        case Redriven(chat_ended=ended):
-            if state.status != "failed":
-                return Step(state)
-            state = replace(state, status="active")
-            if ended:
-                final = Trigger(position=state.ack_position + 1, attempt=0, final=True)
-                return Step(
-                    replace(state, outstanding=final, wake_at_ms=now_ms + policy.delay_ms(1))
-                )
-            return Step(_trigger_if_due(state, now_ms, policy))
         case Foreground(until_ms=until):
             held_until = state.foreground_until_ms
             state = replace(state, foreground_until_ms=until)
@@ -212,6 +202,16 @@ def _step(state: State, event: Input, now_ms: int, policy: Policy) -> Step:
                 # Back in background: a held trigger goes now, a held resend on its timetable.
                 state = replace(state, wake_at_ms=now_ms + policy.delay_ms(trigger.attempt + 1))
             return Step(state)
+        case Redriven(chat_ended=ended):
+            if state.status != "failed":
+                return Step(state)
+            state = replace(state, status="active")
+            if ended:
+                final = Trigger(position=state.ack_position + 1, attempt=0, final=True)
+                return Step(
+                    replace(state, outstanding=final, wake_at_ms=now_ms + policy.delay_ms(1))
+                )
+            return Step(_trigger_if_due(state, now_ms, policy))
     raise AssertionError(f"unknown input {event!r}")
 
 
