@@ -306,7 +306,11 @@ async def nodes(request: web.Request) -> web.Response:
 
 async def _set_drained(request: web.Request, drained: bool) -> web.Response:
     name = request.match_info["node"]
-    if not await request.config_dict[ROUTER].set_drained(name, drained):
+    router = request.config_dict[ROUTER]
+    await router.refresh()
+    # Only a node the router knows: a name no database can hold (a NUL) is not sent to one.
+    known = {node.name for node in router.nodes()}
+    if name not in known or not await router.set_drained(name, drained):
         raise NotFound(Code.INVALID_PARAMETER, f"There is no node {name!r}. Nothing was changed.")
     _flash(request, "ok", f"Node {name} {'drained' if drained else 'undrained'}.")
     raise web.HTTPSeeOther(f"{PREFIX}/nodes")

@@ -437,3 +437,50 @@ async def test_without_a_credentials_key_the_page_says_so(
         },
     )
     assert refused.status == 503 and "Nothing was saved." in text_of(await refused.text())
+
+
+async def test_hostile_input_gets_a_clear_answer_never_a_500(console: Console, app: Client) -> None:
+    pages = [
+        "/admin/chats?q=%00&by=chat",
+        "/admin/chats?q=" + "A" * 300,
+        "/admin/chats?by=everything",
+        "/admin/chats/%00",
+        "/admin/chats/" + "A" * 100,
+        "/admin/chats/%F0%9F%92%A9",
+        "/admin/credentials?group=g1&kind=apns&provider=%00",
+        "/admin/credentials?group=%ff&kind=fcm",
+        "/admin/nodes/n1/drain",
+    ]
+    for path in pages:
+        response = await app.get(path, allow_redirects=False)
+        assert 400 <= response.status < 500 or response.status == 200, path
+        assert "Traceback" not in await response.text()
+    posts: list[tuple[str, Any]] = [
+        ("/admin/nodes/%00/drain", {}),
+        ("/admin/chats/NOSUCH/redrive", {}),
+        ("/admin/credentials/save", {"group": "g1", "kind": "fcm", "project_id": "\x00"}),
+        ("/admin/credentials/save", {"group": "g1", "kind": "fcm", "client_email": "x" * 30_000}),
+        ("/admin/credentials/test", {"group": "g1", "kind": "fcm", "device_token": "\x00"}),
+        ("/admin/credentials/test", {"group": ["g1", "g2"], "kind": "fcm"}),
+    ]
+    for path, data in posts:
+        response = await console.post(path, data)
+        assert 400 <= response.status < 500, (path, response.status)
+        assert "Traceback" not in await response.text()
+    raw = await app.post(
+        "/admin/credentials/save",
+        data=b"csrf=" + console.csrf.encode() + b"&group=%ff%fe&kind=fcm&project_id=%zz",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        allow_redirects=False,
+    )
+    assert 400 <= raw.status < 500
+    login = await app.post(
+        "/admin/login",
+        data=b"key=%ff%00",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        allow_redirects=False,
+    )
+    assert login.status == 401
+    assert (await api(app, "GET", "/credentials"))["credentials"] == []
+    nodes = await api(app, "GET", "/nodes")
+    assert not any(node["drained"] for node in nodes["nodes"])
