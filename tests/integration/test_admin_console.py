@@ -23,6 +23,7 @@ from tests.integration.admin_support import (
     text_of,
 )
 from tests.integration.reliable import PUSH
+from tests.providers.fake_apns import ec_private_pem
 from tests.providers.fake_fcm import FakeFcm, rsa_private_pem
 from tests.receivers import Receiver
 
@@ -484,3 +485,27 @@ async def test_hostile_input_gets_a_clear_answer_never_a_500(console: Console, a
     assert (await api(app, "GET", "/credentials"))["credentials"] == []
     nodes = await api(app, "GET", "/nodes")
     assert not any(node["drained"] for node in nodes["nodes"])
+
+
+async def test_apns_credentials_are_saved_and_shown_masked(console: Console, app: Client) -> None:
+    page = text_of(await console.page("/admin/credentials?group=g1&kind=apns"))
+    assert "Update APNS credentials" in page and "Environment production sandbox" in page
+    key = ec_private_pem()
+    form = {
+        "group": "g1",
+        "kind": "apns",
+        "key_id": "ABC123DEFG",
+        "team_id": "TEAM456789",
+        "topic": "com.example.support",
+        "private_key": key.replace("\n", "\r\n"),  # as a browser sends a textarea
+    }
+    saved = await console.post("/admin/credentials/save", form)
+    assert saved.status == 303
+    shown = text_of(await console.page(saved.headers["Location"]))
+    assert "APNS credentials saved." in shown
+    assert (
+        "Key ID ABC1… (10 characters)" in shown and "Topic (the app's bundle id) com.… (19" in shown
+    )
+    assert f"Private key (PEM) ----… ({len(key)} characters)" in shown
+    stored = await api(app, "GET", "/groups/g1/credentials/apns")
+    assert stored["fields"]["team_id"] == "TEAM… (10 characters)"
