@@ -15,6 +15,7 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
 from chatpush.addresses import TrustedProxies
+from chatpush.admin import setup_admin
 from chatpush.api import chat_cometd, chat_v2, credentials, push, ratelimit, server
 from chatpush.api.access import KeyRing
 from chatpush.api.body_timeout import body_timeout_middleware
@@ -136,6 +137,7 @@ def create_app(
     chat_cometd.install(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    setup_admin(app, settings)
 
     async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
