@@ -301,7 +301,7 @@ def _parse_bool(value: Any) -> Any:
 
 
 class ServiceOptions(_Strict):
-    """Chat Server options of one service (CONTRACT §6), already merged over ``default``."""
+    """Chat Server options of one service (docs/chat-api.md), already merged over ``default``."""
 
     # Only the Chat Server names: with the Python names accepted too, a service could set
     # ``flex_push_enabled`` over a default's ``flex-push-enabled`` and the merge would ignore it.
