@@ -106,11 +106,14 @@ class CorsPolicies:
 
 
 def _add_vary(response: web.StreamResponse, *names: str) -> None:
-    present = {part.strip().lower() for part in response.headers.get(hdrs.VARY, "").split(",")}
+    existing = response.headers.get(hdrs.VARY)
+    if not existing:
+        response.headers[hdrs.VARY] = ", ".join(names)
+        return
+    present = {part.strip().lower() for part in existing.split(",")}
     wanted = [name for name in names if name.lower() not in present]
     if wanted:
-        existing = response.headers.get(hdrs.VARY)
-        response.headers[hdrs.VARY] = ", ".join([*([existing] if existing else []), *wanted])
+        response.headers[hdrs.VARY] = ", ".join([existing, *wanted])
 
 
 def _is_preflight(request: web.Request) -> bool:

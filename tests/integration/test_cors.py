@@ -270,3 +270,11 @@ async def test_admin_origins_open_the_api_to_their_pages_only(
     for origin, path in ((SHOP, "/api/v1/chats"), (ADMIN_PAGE, CHAT), (ADMIN_PAGE, "/metrics")):
         response = await client.options(path, headers=preflight_headers(origin, "GET"))
         assert "Access-Control-Allow-Origin" not in response.headers, (origin, path)
+
+
+async def test_a_websocket_from_a_listed_page_still_works(shop_client: Client) -> None:
+    # Browsers apply no CORS to websockets; marking the upgrade's answer must not break it.
+    async with shop_client.ws_connect("/genesys/cometd", headers={"Origin": SHOP}) as socket:
+        await socket.send_json([{**HANDSHAKE[0], "supportedConnectionTypes": ["websocket"]}])
+        [reply] = await socket.receive_json(timeout=10)
+        assert reply["successful"] is True

@@ -59,3 +59,23 @@ def test_any_origin_only_alone_and_never_for_the_api() -> None:
 def test_the_environment_sets_them_too(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHATPUSH_SERVER__CORS_ORIGINS", '["https://shop.example.com"]')
     assert load_settings(None).server.cors_origins == ["https://shop.example.com"]
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (None, "Origin"),
+        ("Accept-Encoding", "Accept-Encoding, Origin"),
+        ("accept-encoding, origin", "accept-encoding, origin"),
+    ],
+)
+def test_vary_gets_origin_once(before: str | None, after: str) -> None:
+    from aiohttp import web
+
+    from chatpush.api.cors import _add_vary
+
+    response = web.Response()
+    if before is not None:
+        response.headers["Vary"] = before
+    _add_vary(response, "Origin")
+    assert response.headers["Vary"] == after
