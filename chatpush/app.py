@@ -20,6 +20,7 @@ from chatpush.api import chat_cometd, chat_v2, credentials, push, ratelimit, ser
 from chatpush.api.access import KeyRing
 from chatpush.api.body_timeout import body_timeout_middleware
 from chatpush.api.comet_push import install_push_authorizer
+from chatpush.api.cors import setup_cors
 from chatpush.api.errors import error_middleware
 from chatpush.api.keys import (
     APNS,
@@ -135,6 +136,7 @@ def create_app(
     install_push_authorizer(app)
     app[COMETD].add_routes(app, "/genesys/cometd")
     chat_cometd.install(app)
+    setup_cors(app, settings)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     setup_admin(app, settings)

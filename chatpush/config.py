@@ -76,6 +76,52 @@ class ServerSettings(_Strict):
                 raise ValueError(f"{entry!r} is not an IP address or network") from None
         return entries
 
+    cors_origins: list[str] = Field(default_factory=list)
+    """Web pages (``https://shop.example.com``) whose scripts may call the Chat API v2
+    (``/genesys/2/chat/...``) and CometD (``/genesys/cometd``) from a browser; ``"*"``, alone:
+    any page (then without credentials). Empty: no CORS at all (docs/chat-api.md, "CORS")."""
+    cors_admin_origins: list[str] = Field(default_factory=list)
+    """Web pages whose scripts may call ``/api/`` (the chat-server side and admin API, with an
+    ``X-API-Key``) from a browser: exact origins only. Empty: none."""
+    cors_max_age_s: Annotated[int, Field(ge=0, le=86400)] = 600
+    """How long a browser may reuse a preflight answer (Chromium caps it at 7,200 s)."""
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _cors_origins(cls, entries: list[str]) -> list[str]:
+        if "*" in entries and len(entries) > 1:
+            raise ValueError('"*" already allows every origin: list it alone, or drop it')
+        return [entry if entry == "*" else _web_origin(entry) for entry in entries]
+
+    @field_validator("cors_admin_origins")
+    @classmethod
+    def _cors_admin_origins(cls, entries: list[str]) -> list[str]:
+        if "*" in entries:
+            raise ValueError('"*" is not allowed here: list the exact origins of your pages')
+        return [_web_origin(entry) for entry in entries]
+
+
+def _web_origin(entry: str) -> str:
+    """``entry`` of a CORS origin list as a browser sends it in ``Origin``: ``scheme://host`` or
+    ``scheme://host:port``, lower case, the default port left out."""
+    example = "write it as a browser sends it: https://shop.example.com, http://localhost:8000"
+    try:
+        parts = urllib.parse.urlsplit(entry.strip())
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{entry!r} is not an origin; {example}") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{entry!r} is not an origin (http or https and a host); {example}")
+    if parts.username is not None or parts.password is not None or "*" in parts.netloc:
+        raise ValueError(f"{entry!r}: no user, password or wildcard in an origin; {example}")
+    if parts.path or parts.query or parts.fragment or entry.strip().endswith(("?", "#")):
+        raise ValueError(f"{entry!r}: an origin has no path, not even a final /; {example}")
+    scheme, host = parts.scheme.lower(), parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    default_port = 443 if scheme == "https" else 80
+    return f"{scheme}://{host}" if port in (None, default_port) else f"{scheme}://{host}:{port}"
+
 
 class DatabaseSettings(_Strict):
     url: str = "sqlite+aiosqlite:///chatpush.db"
@@ -255,7 +301,7 @@ def _parse_bool(value: Any) -> Any:
 
 
 class ServiceOptions(_Strict):
-    """Chat Server options of one service (CONTRACT §6), already merged over ``default``."""
+    """Chat Server options of one service (docs/chat-api.md), already merged over ``default``."""
 
     # Only the Chat Server names: with the Python names accepted too, a service could set
     # ``flex_push_enabled`` over a default's ``flex-push-enabled`` and the merge would ignore it.

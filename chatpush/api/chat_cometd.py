@@ -1,8 +1,8 @@
-"""Chat API v2 over CometD (CONTRACT §10): the REST operations on ``/service/chatV2/{service}``.
+"""Chat API v2 over CometD: the REST operations on ``/service/chatV2/{service}`` (docs/chat-api.md).
 
-A client publishes ``{"operation": ..., fields of §2}`` to ``/service/chatV2/{serviceName}``; the
+A client publishes ``{"operation": ..., the REST fields}`` to ``/service/chatV2/{serviceName}``; the
 operation runs through the same ``ChatService`` methods (and so the same validation) as REST, and
-the §3 envelope, or the §3 error envelope, is delivered to the sender only on the same channel.
+the envelope, or the error envelope, is delivered to the sender only on the same channel.
 
 A session that ran ``requestChat`` or ``requestNotifications`` is *attached* to that chat: after
 every committed write that adds events to it (either side of the API), the events from the
@@ -83,7 +83,7 @@ _OPERATIONS: dict[str, chat_v2.Operation] = {
 OPERATION_NAMES = ("requestChat", "requestNotifications", *_OPERATIONS)
 
 # Fields whose value must be a string (or, for convenience, an integer); other fields are ignored
-# whatever they hold, as unknown form parameters are (CONTRACT §2).
+# whatever they hold, as unknown form parameters are.
 _STRING_FIELDS = frozenset(
     {
         "nickname",

@@ -1,8 +1,9 @@
-"""Chat API v2 over REST (CONTRACT §2-3): POST forms in, the §3 envelope out."""
+"""Chat API v2 over REST: POST forms in, the envelope out (docs/chat-api.md, chat_openapi.json)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from importlib import resources
 
 from aiohttp import web
 
@@ -131,6 +132,14 @@ async def chat_operation(request: web.Request) -> web.Response:
     return web.json_response(reply.to_wire())
 
 
+_OPENAPI = resources.files("chatpush.api").joinpath("chat_openapi.json")
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    """The OpenAPI description of the Chat API v2 (tests check live answers against it)."""
+    return web.Response(body=_OPENAPI.read_bytes(), content_type="application/json")
+
+
 def add_routes(app: web.Application) -> None:
     # Explicit patterns: aiohttp's default one ([^{}/]+) would not route a segment holding a
     # brace, and a service name may hold any printable character but "/" (decisions.md).
@@ -138,3 +147,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(
         "/genesys/2/chat/{service:[^/]+}/{chat_id:[^/]+}/{operation:[^/]+}", chat_operation
     )
+    app.router.add_get("/genesys/2/openapi.json", openapi_document)

@@ -1,4 +1,4 @@
-"""Admin API for FCM and APNs credentials (CONTRACT §12), under ``/api/v1`` with ``X-API-Key``.
+"""Admin API for FCM and APNs credentials (docs/mobile.md), under ``/api/v1`` with ``X-API-Key``.
 
 - ``PUT /api/v1/groups/{group}/credentials/{kind}``: store (replace) the group's ``fcm`` or
   ``apns`` credentials, or those of one of its named providers with ``?provider=NAME``. They are

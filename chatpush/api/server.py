@@ -1,4 +1,4 @@
-"""The chat-server side API (CONTRACT §11): JSON over HTTP for agents, bots and chat servers.
+"""The chat-server side API: JSON over HTTP for agents, bots and chat servers.
 
 Every call but the OpenAPI document needs a key in ``X-API-Key`` with the scope of its route
 (chatpush/api/access.py). The document itself is

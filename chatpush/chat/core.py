@@ -304,7 +304,7 @@ class ChatCore:
             retrieved=messages[-1].index if messages else None,
         )
         if position != 0:
-            # Position 0 asks for nothing and so acknowledges nothing (CONTRACT §8.1).
+            # Position 0 asks for nothing and so acknowledges nothing (rule 1).
             push.transcript_retrieved(
                 current,
                 messages[0].index if messages else None,

@@ -214,7 +214,7 @@ class CustomerSide(ChatCore):
         unless ``live_until_ms`` says another of its sessions still follows the chat.
         With ``ext.transcriptPosition`` (``position``) it holds every event before it: record
         what a refresh returning them would, for client position and reliable delivery
-        (CONTRACT §8.1), without building a reply."""
+        (rule 1), without building a reply."""
 
         def tx(conn: Connection, push: PushTransaction) -> None:
             chat = self._authenticate(conn, service_name, chat_id, secure_key)
@@ -277,7 +277,7 @@ class CustomerSide(ChatCore):
                 chat,
                 [NewEvent(event_type, customer, text=text, message_type=message_type)],
             )
-            # Without transcriptPosition, send returns no events (CONTRACT §2).
+            # Without transcriptPosition, send returns no events.
             return self._reply(conn, push, chat, position=0 if position is None else position)
 
         return await self._run(tx)

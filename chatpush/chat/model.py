@@ -1,4 +1,4 @@
-"""Plain records of the chat domain and their Chat API v2 wire shapes (CONTRACT §3-4)."""
+"""Plain records of the chat domain and their Chat API v2 wire shapes (docs/chat-api.md)."""
 
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ class NewEvent:
 
 @dataclass(slots=True)
 class Reply:
-    """What a Chat API v2 operation answers: rendered as the §3 envelope by the edges."""
+    """What a Chat API v2 operation answers: rendered as the envelope by the edges."""
 
     chat: ChatRecord
     alias: str

@@ -110,7 +110,7 @@ class ServerSide(ChatCore):
         return await self._run(tx)
 
     async def remove_party(self, chat_id: str, participant_id: int) -> EventRecord:
-        """Remove a party; removing the customer ends the chat (CONTRACT §8.7)."""
+        """Remove a party; removing the customer ends the chat (rule 7)."""
 
         def tx(conn: Connection, push: PushTransaction) -> EventRecord:
             chat = self._server_chat(conn, chat_id)

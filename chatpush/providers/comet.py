@@ -1,4 +1,4 @@
-"""CometD (CONTRACT §10): publish a notification's §7 body on ``/_genesys/push/{deviceId}``.
+"""CometD (docs/cometd.md): publish a notification's body on ``/_genesys/push/{deviceId}``.
 
 The body goes through this instance's :class:`~chatpush.cometd.BayeuxServer`, to the sessions
 subscribed there (a bridge of the mobile backend, or the chat's own client). A send is ``sent``

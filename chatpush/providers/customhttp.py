@@ -1,4 +1,4 @@
-"""Custom HTTP (CONTRACT §7): one POST of JSON per notification; any 2xx is success.
+"""Custom HTTP (docs/push.md): one POST of JSON per notification; any 2xx is success.
 
 One shared ``ClientSession``; connect and total timeouts; a bounded number of requests in flight
 per receiver URL, so a slow receiver holds only its own slots. Standard Webhooks signature headers

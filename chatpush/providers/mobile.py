@@ -1,5 +1,5 @@
 """What the FCM and APNs providers share: find the route's credentials, build the message of a
-§7 body for the platform, and send it inside the node's slot (chatpush/push/mobile.py)."""
+custom HTTP body for the platform, and send it inside the node's slot (chatpush/push/mobile.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Notification bodies (CONTRACT §7): reliable trigger (a), event with payload (b), bare (c)."""
+"""Notification bodies (docs/push.md): reliable trigger (a), event with payload (b), bare (c)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def trigger_body(
 def payload_body(
     *, device_id: str, obfuscated_key: str, chat: ChatRecord, alias: str, event: EventRecord
 ) -> dict[str, Any]:
-    """(b): the real event in the §3 envelope, with the real chat id; one body per event."""
+    """(b): the real event in the Chat API envelope, with the real chat id; one body per event."""
     return {
         "deviceId": device_id,
         "message": {

@@ -180,7 +180,7 @@ class Dispatcher:
         """Let deliveries in flight finish for ``stop_grace_s``, then cut the rest short.
 
         A delivery cut short is not recorded and its outbox row stays (its lease is released at
-        the next start), so it is sent again after a restart: at-least-once (CONTRACT §8.6).
+        the next start), so it is sent again after a restart: at-least-once (rule 6).
         Left running, it would fail when the HTTP session closes and be dropped as a receiver
         failure, though the receiver never answered.
         """

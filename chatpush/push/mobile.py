@@ -1,6 +1,6 @@
-"""What a phone receives: a CONTRACT §7 body turned into one message for FCM or APNs.
+"""What a phone receives: a custom HTTP body (docs/push.md) turned into one message for FCM or APNs.
 
-The outbox keeps the §7 body whatever the device type; the mobile providers turn it into a
+The outbox keeps that body whatever the device type; the mobile providers turn it into a
 ``MobileMessage`` at send time with ``mobile_message`` and then into their own wire format.
 docs/mobile.md shows the result for each kind of notification.
 
@@ -57,7 +57,8 @@ def kind_of(body: dict[str, Any]) -> Kind:
 def mobile_message(
     body: dict[str, Any], *, chat_id: str, target: Target, platform: Literal["fcm", "ios"]
 ) -> MobileMessage:
-    """The message for ``platform`` of a §7 ``body`` of chat ``chat_id``, routed to ``target``."""
+    """The message for ``platform`` of a notification ``body`` of chat ``chat_id``, routed to
+    ``target``."""
     title, text = (
         (target.fcm_title, target.fcm_body)
         if platform == "fcm"

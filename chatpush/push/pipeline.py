@@ -249,7 +249,7 @@ class PushPipeline:
         trigger: rules.Trigger,
         now_ms: int,
     ) -> outbox.NewNotification:
-        """A PushUrl trigger (CONTRACT §7 (a)) for the outbox."""
+        """A PushUrl trigger (body (a), docs/push.md) for the outbox."""
         body = trigger_body(
             device_id=request.device_id,
             obfuscated_key=obfuscate(self.secret, chat.secure_key, request.client_channel),

@@ -1,4 +1,4 @@
-"""Reliable delivery (CONTRACT §8) as a pure function: (subscription, facts, now) -> decision.
+"""Reliable delivery (docs/push.md) as a pure function: (subscription, facts, now) -> decision.
 
 This module is the only place that decides what push does. Nothing here touches the database, the
 network or the clock. Both callers do the same three things: the chat transaction (``flush``) and
@@ -13,7 +13,8 @@ subscription: the NotifyRequestor filter (the customer's own events, and its own
 not notified without it), and PushResend (without it, one notification per notifiable event,
 never resent and never tracked: no timer).
 
-Rules, numbered as in the contract, each one :func:`step` of the reliable mode:
+Rules, numbered as in docs/push.md ("Reliable delivery rules"), each one :func:`step` of the
+reliable mode:
  1. retrieval without a gap advances the acknowledged position;
  2. a notifiable event above it, with nothing outstanding, sends a trigger (attempt 0);
  3. while a trigger is outstanding, events send nothing new;
@@ -29,11 +30,11 @@ final one if the chat has ended; the resends then follow the timetable as for an
 A new trigger supersedes any copy of the previous one still waiting in the outbox, and so does
 an acknowledgement (that copy points at what the client has read). New activity in the chat
 (events, a retrieval, its end) gives notifications parked for want of a node another chance
-(CONTRACT §9). A device token the provider reported dead ends the subscription (``rejected``)
-and drops whatever waits for it; a subscription made for a dead token starts so. An ended
-subscription, or one whose chat is gone, has no timer.
+(docs/push.md, "Node groups and failover"). A device token the provider reported dead ends the
+subscription (``rejected``) and drops whatever waits for it; a subscription made for a dead token
+starts so. An ended subscription, or one whose chat is gone, has no timer.
 
-While the chat's client is in the foreground (connected over CometD, CONTRACT §10) nothing is
+While the chat's client is in the foreground (connected over CometD) nothing is
 sent: a trigger decided then stays pending, and resends wait, until the client goes to background
 or its foreground lease (``foreground_until_ms``, renewed while its session lives) runs out.
 """
@@ -281,7 +282,7 @@ def _timer(state: State, now_ms: int, policy: Policy) -> Step:
             ),
             Outcome(resent=True),
         )
-    # A final trigger is resent "like any other" (CONTRACT §8.7), so its exhaustion is rule 5's:
+    # A final trigger is resent "like any other" (rule 7), so its exhaustion is rule 5's:
     # the subscription is failed, visible as such, not "done" like an acknowledged end.
     return Step(
         replace(state, status="failed", outstanding=None, wake_at_ms=None),
@@ -436,7 +437,7 @@ def _input(subscription: Subscription, state: State, fact: Fact) -> Input:
             up_to_date = reached >= end
             if last is None:
                 # A reply with no events is up to date only if the client already had everything:
-                # a transcriptPosition beyond the end proves nothing (CONTRACT §8.1).
+                # a transcriptPosition beyond the end proves nothing (rule 1).
                 up_to_date = up_to_date and state.ack_position >= end
             return Retrieved(first=first or 0, last=last or 0, up_to_date=up_to_date)
         case Ended(customer_removed=removed, by_customer=by_customer):

@@ -1,4 +1,4 @@
-"""Reading a push subscription out of Request Chat's ``userData`` (CONTRACT §5).
+"""Reading a push subscription out of Request Chat's ``userData`` (docs/chat-api.md, "Push keys").
 
 Besides the GMS keys, a service may lock customer choices (``push-customer-notify-requestor``,
 ``push-customer-include-payload``) and require a proof of the device id

@@ -1,1 +1,1 @@
-"""Node groups, node health, pinning and failover (CONTRACT §9)."""
+"""Node groups, node health, pinning and failover (docs/push.md)."""

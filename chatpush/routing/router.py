@@ -3,7 +3,7 @@
 A node hosted by this instance is available while this instance runs and the node is not
 drained; a node of another instance while its heartbeat in the database is fresh. A subscription
 stays pinned to its node until that node becomes unavailable; then it moves to another available
-node of its group, then of another group that enables its device type (CONTRACT §9).
+node of its group, then of another group that enables its device type (docs/push.md).
 
 With several instances, a node's notifications are sent by the instance that hosts it. A chat not
 yet pinned goes to one of its group's available nodes chosen by a hash of the chat id, whichever

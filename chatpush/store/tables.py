@@ -89,7 +89,7 @@ metadata = Base.metadata
 
 
 class Subscription(Base):
-    """One chat's push subscription (CONTRACT §5) and its reliable-delivery state (§8)."""
+    """One chat's push subscription and its reliable-delivery state (docs/push.md)."""
 
     __tablename__ = "subscriptions"
 

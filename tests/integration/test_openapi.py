@@ -174,7 +174,8 @@ class Conformance:
                         f"{body_pointer}/content/application~1json/schema", request_json
                     )
                     assert not errors, f"{where}: request body accepted but {errors}"
-                else:
+                elif "application/json" in request_body["content"]:
+                    # A form body (the Chat API v2 document) is checked by its own test.
                     assert not request_body.get("required"), f"{where}: body required"
 
         response_pointer, response = self.resolve(f"{op_pointer}/responses/{status}")
