@@ -38,6 +38,7 @@ from chatpush.api.keys import (
     SETTINGS,
     VAULT,
 )
+from chatpush.api.observability import setup_metrics
 from chatpush.chat.service import ChatService
 from chatpush.clock import Clock, SystemClock
 from chatpush.cometd import BayeuxServer, CometdLimits, CometdStats
@@ -140,6 +141,7 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     setup_admin(app, settings)
+    setup_metrics(app)
 
     async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         yield

@@ -1,10 +1,18 @@
 """Shared fixtures: a real database per test (SQLite file, or PostgreSQL), the real app, a fake
-clock."""
+clock.
+
+Every test's database is migrated, but Alembic runs once per test worker and store: an SQLite
+test gets a copy of a file migrated at the start of the session (:func:`sqlite_template`), a
+PostgreSQL test a database made from a migrated template (tests/postgres.py). The migration tests
+(tests/integration/test_migrations.py) run the real upgrade.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,9 +21,10 @@ import hypothesis
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy.engine import make_url
 
 from chatpush.app import create_app
-from chatpush.config import Settings, load_settings
+from chatpush.config import DatabaseSettings, Settings, load_settings
 from chatpush.store import migrate
 from chatpush.testing import FakeClock
 from tests import postgres as pg
@@ -49,8 +58,42 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SQLite file at the head revision, made once per test worker: copying it costs a
+    millisecond, an Alembic upgrade a good part of a second."""
+    path = tmp_path_factory.mktemp("template") / "chatpush.db"
+    migrate.upgrade(f"sqlite+aiosqlite:///{path}")
+    with sqlite3.connect(path) as conn:  # everything into the main file: it alone is copied
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("PRAGMA journal_mode=DELETE")
+    return path
+
+
+def provide_sqlite(url: str, template: Path) -> None:
+    """Make the SQLite file of ``url`` migrated, as ``chatpush migrate`` would: a copy of the
+    template where there is no file yet, the real upgrade where there is one."""
+    name = make_url(url).database or ""
+    if name and name != ":memory:" and not name.startswith("file:") and not Path(name).exists():
+        # Private (0600) like a file `chatpush migrate` creates: it holds secure keys.
+        private = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(private, "wb") as copy, open(template, "rb") as original:
+            shutil.copyfileobj(original, copy)
+    elif not migrate.sqlite_at_head(DatabaseSettings(url=url)):
+        migrate.upgrade(url)
+
+
+@pytest.fixture
+def migrated_sqlite(sqlite_template: Path) -> Callable[[str], None]:
+    """``migrated_sqlite(url)``: the SQLite file of ``url`` at head (see :func:`provide_sqlite`)."""
+    return lambda url: provide_sqlite(url, sqlite_template)
+
+
+@pytest.fixture(scope="session")
 def postgres() -> Iterator[pg.Postgres]:
-    """Makes migrated PostgreSQL databases; drops them all at the end of the session."""
+    """Makes migrated PostgreSQL databases; drops them all at the end of the session. With
+    ``CHATPUSH_TEST_POSTGRES=off`` every test that needs PostgreSQL is skipped, saying so."""
+    if not pg.enabled():
+        pytest.skip("PostgreSQL left out: CHATPUSH_TEST_POSTGRES=off")
     databases = pg.Postgres()
     yield databases
     databases.close()
@@ -91,12 +134,14 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 
 @pytest.fixture
-async def make_client(aiohttp_client: Callable[..., Any], clock: FakeClock) -> Callable[..., Any]:
+async def make_client(
+    aiohttp_client: Callable[..., Any], clock: FakeClock, sqlite_template: Path
+) -> Callable[..., Any]:
     """Start the real app on a migrated database and return an aiohttp test client."""
 
     async def make(settings: Settings) -> TestClient[web.Request, web.Application]:
         if settings.database.is_sqlite:  # the PostgreSQL test databases are migrated already
-            await asyncio.to_thread(migrate.upgrade, settings.database.url)
+            await asyncio.to_thread(provide_sqlite, settings.database.url, sqlite_template)
         app = create_app(settings, clock=clock, housekeeping=False)
         server = TestServer(app)
         try:

@@ -150,7 +150,10 @@ async def undrain_node(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(text=request.app[METRICS].render(), content_type="text/plain")
+    """The Prometheus text format; the scrape-time gauges are computed now."""
+    registry = request.app[METRICS]
+    await registry.refresh()
+    return web.Response(text=registry.render(), content_type="text/plain")
 
 
 def add_routes(app: web.Application) -> None:

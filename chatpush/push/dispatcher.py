@@ -368,6 +368,17 @@ class Dispatcher:
             node=route.node,
             device_type=request.device_type,
         )
+        if provider is not None:
+            self._metrics.observe(
+                "chatpush_delivery_duration_seconds",
+                result.latency_ms / 1000,
+                device_type=request.device_type,
+            )
+        self._metrics.observe(
+            "chatpush_notification_delivery_delay_seconds",
+            max(0, self._clock.now_ms() - row.created_at_ms) / 1000,
+            kind=row.kind,
+        )
         if result.outcome == "failed":
             extra = {
                 "action": "delivery_failed",

@@ -27,7 +27,7 @@ from chatpush.push.bodies import bare_body, payload_body, trigger_body
 from chatpush.push.obfuscation import obfuscate
 from chatpush.push.subscription import SubscriptionRequest, parse_subscription
 from chatpush.store import chats as chat_store
-from chatpush.store import outbox, tokens
+from chatpush.store import outbox, stats, tokens
 from chatpush.store import secrets as stored_secrets
 from chatpush.store import subscriptions as subscription_store
 from chatpush.store.database import Database
@@ -197,6 +197,8 @@ class PushPipeline:
                 superseded.append(chat_id)
             if decision.trigger is not None or decision.notify_events:
                 notifications.extend(self._notifications(item, now_ms))
+                if decision.trigger is not None and decision.trigger.attempt == 0:
+                    self._trigger_delay(conn, item, decision.trigger.position, now_ms, report)
             if decision.state != before:
                 states.append((chat_id, decision.state))
                 wake_ms, was_ms = decision.state.wake_at_ms, before.wake_at_ms
@@ -213,6 +215,20 @@ class PushPipeline:
             report.work = True
         if report.work:
             outbox.notify_work(conn)
+
+    @staticmethod
+    def _trigger_delay(
+        conn: Connection, item: Decided, position: int, now_ms: int, report: Report
+    ) -> None:
+        """Note how long the event a first trigger points at waited for it: the event is in
+        this transaction (no query) unless push waited for a refresh or the foreground to end."""
+        if position <= 0:
+            return
+        at_ms = next((e.utc_time_ms for e in item.events if e.index == position), None)
+        if at_ms is None:
+            at_ms = stats.event_time_ms(conn, item.subscription.chat_id, position)
+        if at_ms is not None:
+            report.trigger_delays_ms.append(max(0, now_ms - at_ms))
 
     def _notifications(self, item: Decided, now_ms: int) -> list[outbox.NewNotification]:
         chat, request, decision = item.chat, item.subscription.request, item.decision
@@ -288,6 +304,8 @@ class Report:
     resent: int = 0
     exhausted: list[tuple[str, str]] = field(default_factory=list)
     """(chat id, new status) of each subscription whose last resend ran out."""
+    trigger_delays_ms: list[int] = field(default_factory=list)
+    """For each first trigger enqueued: how long after its event."""
 
     def add(self, chat_id: str, decision: rules.Decision) -> None:
         if decision.trigger is not None:
@@ -305,6 +323,8 @@ class Report:
             metrics.inc("chatpush_notifications_enqueued_total", count, kind=kind)
         if self.resent:
             metrics.inc("chatpush_triggers_resent_total", self.resent)
+        for delay_ms in self.trigger_delays_ms:
+            metrics.observe("chatpush_trigger_enqueue_delay_seconds", delay_ms / 1000)
         for chat_id, status in self.exhausted:
             metrics.inc("chatpush_resend_exhausted_total")
             log.warning(

@@ -36,7 +36,7 @@ import gzip
 import json
 import re
 import string
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,6 @@ from hypothesis import strategies as st
 
 from chatpush.app import create_app
 from chatpush.config import Settings, load_settings
-from chatpush.store import migrate
 from chatpush.testing import FakeClock
 from tests.fuzz.common import EXAMPLES, record_count, record_note, traceback_in
 from tests.receivers import Receiver
@@ -795,9 +794,9 @@ class Harness:
 
 
 @pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
+def harness(tmp_path: Path, migrated_sqlite: Callable[[str], None]) -> Iterator[Harness]:
     url = f"sqlite+aiosqlite:///{tmp_path / 'chatpush.db'}"
-    migrate.upgrade(url)
+    migrated_sqlite(url)
     clock = FakeClock()
     with asyncio.Runner() as runner:
 
