@@ -36,6 +36,7 @@ from chatpush.api.keys import (
     SETTINGS,
     VAULT,
 )
+from chatpush.api.widget import setup_widget
 from chatpush.chat.service import ChatService
 from chatpush.clock import Clock, SystemClock
 from chatpush.cometd import BayeuxServer, CometdLimits, CometdStats
@@ -136,6 +137,7 @@ def create_app(
     chat_cometd.install(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    setup_widget(app, settings)
 
     async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
