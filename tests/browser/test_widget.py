@@ -159,11 +159,16 @@ def test_ending_the_chat(service: Service, agent: Agent, tab: Tab) -> None:
 
 
 @pytest.mark.skipif(not HAS_CORS, reason="needs [server] cors_origins (the chat-api-docs branch)")
-def test_the_widget_on_another_origin(service: Service, agent: Agent, tab: Tab) -> None:
+@pytest.mark.parametrize("transport", ["cometd", "rest"])
+def test_the_widget_on_another_origin(
+    transport: str, service: Service, agent: Agent, tab: Tab
+) -> None:
     """A company's page (another origin, serving the same files) points the widget at chatpush."""
     page = tab.page
-    url = f"{service.other_origin}/index.html?serviceUrl={service.base}&transport=rest"
+    url = f"{service.other_origin}/index.html?serviceUrl={service.base}&transport={transport}"
     chat_id = start_chat(page, url)
+    stored = stored_chat(page)
+    assert stored is not None and stored["transport"] == transport
     bob = agent.joins(chat_id)
     agent.says(chat_id, bob, "Hello from the agent")
     expect(page.get_by_role("log")).to_contain_text("Hello from the agent")
