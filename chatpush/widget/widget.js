@@ -10,7 +10,9 @@ const $ = (id) => document.getElementById(id);
 const query = new URLSearchParams(location.search);
 const option = (name, fallback) => query.get(name) || root.dataset[name] || fallback;
 
-const serviceUrl = option("serviceUrl", location.origin).replace(/\/+$/, "");
+// Where chatpush is: the page's attribute only, never its address bar, so that a link cannot
+// point a company's page at someone else's server.
+const serviceUrl = (root.dataset.serviceUrl || location.origin).replace(/\/+$/, "");
 const service = option("service", "customer-support");
 const transportChoice = option("transport", "auto"); // auto | cometd | rest
 const pollMs = Math.max(250, Number(option("pollMs", "1000")) || 1000);
@@ -22,6 +24,7 @@ let chat = null; // {chatId, secureKey, userId, alias, position, transport}
 let link = null; // the transport in use: CometdLink or RestLink
 const typing = new Map(); // participantId -> nickname, for the others who are typing
 let myTypingTimer = null;
+let starting = false; // a chat request is on its way: a second Enter does not start another
 
 // -- state kept across reloads ----------------------------------------------------------------
 
@@ -216,6 +219,7 @@ class RestLink {
     const envelope = await response.json();
     receive(envelope);
     if (operation === "requestChat" || operation === "requestNotifications") this.#poll();
+    return envelope;
   }
 
   #poll() {
@@ -327,11 +331,17 @@ $("cp-start").addEventListener("submit", (submit) => {
     $("cp-nickname").focus();
     return;
   }
+  if (starting) return;
+  starting = true;
   status("Starting the chat…");
   $("cp-transcript").replaceChildren();
   run(async () => {
-    link = await connect();
-    await link.call("requestChat", fields);
+    try {
+      link = await connect();
+      await link.call("requestChat", fields);
+    } finally {
+      starting = false;
+    }
   });
 });
 
@@ -364,7 +374,14 @@ $("cp-send").addEventListener("submit", (submit) => {
   run(async () => {
     clearTimeout(myTypingTimer);
     myTypingTimer = null; // a message ends typing by itself
-    await link.call("sendMessage", { message: text, transcriptPosition: String(chat.position) });
+    try {
+      const fields = { message: text, transcriptPosition: String(chat.position) };
+      const refused = await link.call("sendMessage", fields); // REST: the envelope
+      if (refused?.statusCode && !$("cp-message").value) $("cp-message").value = text;
+    } catch (error) {
+      if (!$("cp-message").value) $("cp-message").value = text; // not sent: not lost either
+      throw error;
+    }
   });
 });
 

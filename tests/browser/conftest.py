@@ -19,6 +19,7 @@ import http.server
 import json
 import os
 import re
+import shutil
 import threading
 import time
 import urllib.error
@@ -85,22 +86,37 @@ class _StaticHandler(http.server.SimpleHTTPRequestHandler):
 
 @dataclass
 class Service:
-    """chatpush serving the widget, and a second origin serving the same files (a company's
-    site embedding the widget)."""
+    """chatpush serving the widget, and a second origin serving a copy of its files pointed at
+    chatpush by ``data-service-url`` (a company's site embedding the widget)."""
 
     base: str
     other_origin: str
 
 
+def company_site(folder: Path, service_url: str) -> Path:
+    """The widget's files as a company copies them to its site, pointed at chatpush."""
+    shutil.copytree(WIDGET_ROOT, folder)
+    page = folder / "index.html"
+    html = page.read_text()
+    assert html.count("data-chatpush-widget") == 1
+    page.write_text(
+        html.replace(
+            "data-chatpush-widget", f'data-chatpush-widget data-service-url="{service_url}"'
+        )
+    )
+    return folder
+
+
 @pytest.fixture(scope="session")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     workdir = tmp_path_factory.mktemp("browser-chatpush")
+    port = free_port()
+    site = company_site(workdir / "site", f"http://127.0.0.1:{port}")
     static = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_StaticHandler, directory=str(WIDGET_ROOT))
+        ("127.0.0.1", 0), functools.partial(_StaticHandler, directory=str(site))
     )
     other_origin = f"http://127.0.0.1:{static.server_address[1]}"
     threading.Thread(target=static.serve_forever, daemon=True).start()
-    port = free_port()
     server: dict[str, Any] = {"widget": True}
     if HAS_CORS:
         server["cors_origins"] = [other_origin]
@@ -193,8 +209,13 @@ def agent(service: Service) -> Iterator[Agent]:
 # -- the browser ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """One browser for a test file (with ``--dist loadfile`` a worker runs a file whole).
+
+    Not per session: while Playwright's synchronous API is open, its event loop counts as
+    running in this thread, and the asyncio tests that a worker runs next could not start
+    theirs."""
     if not CHROMIUM.exists():
         pytest.fail(
             f"no Chromium at {CHROMIUM}: run scripts/browser-up (or set CHATPUSH_TEST_BROWSER=off)",

@@ -77,6 +77,16 @@ def test_a_chat_from_the_widget(transport: str, service: Service, agent: Agent, 
     tab.shoot("answered")
 
 
+def test_a_link_cannot_point_the_page_at_another_server(
+    service: Service, agent: Agent, tab: Tab
+) -> None:
+    """Only the page's own attribute says where chatpush is; a serviceUrl in the address bar is
+    ignored, so a link cannot make a company's page talk to someone else's server."""
+    page = tab.page
+    chat_id = start_chat(page, f"{service.base}/widget/?serviceUrl=http://127.0.0.1:9")
+    assert agent.chat(chat_id)["chat"]["status"] == "active"
+
+
 def test_the_agent_typing_shows_and_goes(service: Service, agent: Agent, tab: Tab) -> None:
     page = tab.page
     chat_id = start_chat(page, f"{service.base}/widget/")
@@ -165,7 +175,7 @@ def test_the_widget_on_another_origin(
 ) -> None:
     """A company's page (another origin, serving the same files) points the widget at chatpush."""
     page = tab.page
-    url = f"{service.other_origin}/index.html?serviceUrl={service.base}&transport={transport}"
+    url = f"{service.other_origin}/index.html?transport={transport}"
     chat_id = start_chat(page, url)
     stored = stored_chat(page)
     assert stored is not None and stored["transport"] == transport
