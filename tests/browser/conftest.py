@@ -1,8 +1,8 @@
 """Browser tests: Debian's Chromium (``scripts/browser-up`` installs it) driven by Playwright's
 synchronous Python API, against a real ``chatpush serve`` process on SQLite.
 
-One browser and one chatpush per test worker; each test gets a fresh browser context (its own
-sessionStorage and cookies) and page. Playwright's ``launch`` gives the browser a fresh temporary
+One chatpush per test worker and one browser per test file (see ``browser``); each test gets a
+fresh browser context (its own sessionStorage and cookies) and page. Playwright's ``launch`` gives the browser a fresh temporary
 user-data directory of its own. Every test saves screenshots under ``tests/browser/artifacts/``
 (gitignored): the steps it names, and its final state, pass or fail; the paths are printed at the
 end of the run.
