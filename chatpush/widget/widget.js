@@ -29,7 +29,8 @@ let starting = false; // a chat request is on its way: a second Enter does not s
 // -- state kept across reloads ----------------------------------------------------------------
 
 function save() {
-  if (chat) sessionStorage.setItem(STORE_KEY, JSON.stringify(chat));
+  // An ended chat is not resumed: a late envelope of it does not bring its entry back.
+  if (chat && !chat.ended) sessionStorage.setItem(STORE_KEY, JSON.stringify(chat));
 }
 
 function forget() {
@@ -271,7 +272,8 @@ class CometdLink {
         // A new session after a lost one (a restarted server): follow the chat again from
         // where the page is.
         else if (chat && !chat.ended) {
-          this.call("requestNotifications", { transcriptPosition: String(chat.position) });
+          const position = String(chat.position);
+          run(() => this.call("requestNotifications", { transcriptPosition: position }));
         }
       });
       cometd.handshake();

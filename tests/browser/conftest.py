@@ -2,10 +2,10 @@
 synchronous Python API, against a real ``chatpush serve`` process on SQLite.
 
 One chatpush per test worker and one browser per test file (see ``browser``); each test gets a
-fresh browser context (its own sessionStorage and cookies) and page. Playwright's ``launch`` gives the browser a fresh temporary
-user-data directory of its own. Every test saves screenshots under ``tests/browser/artifacts/``
-(gitignored): the steps it names, and its final state, pass or fail; the paths are printed at the
-end of the run.
+fresh browser context (its own sessionStorage and cookies) and page. Playwright's ``launch`` gives
+the browser a fresh temporary user-data directory of its own. Every test saves screenshots under
+``tests/browser/artifacts/`` (gitignored): the steps it names, and its final state, pass or fail;
+the paths are printed at the end of the run.
 
 Without Chromium the tests fail and say how to get it, as the PostgreSQL and Node tests do, unless
 ``CHATPUSH_TEST_BROWSER=off`` says to leave them out on purpose.
@@ -91,6 +91,13 @@ class Service:
 
     base: str
     other_origin: str
+    chatpush: Chatpush
+
+    def restart(self) -> None:
+        """Stop chatpush (SIGTERM) and start it again on the same port and database."""
+        self.chatpush.stop()
+        self.chatpush.start()
+        _wait_ready(self.chatpush)
 
 
 def company_site(folder: Path, service_url: str) -> Path:
@@ -131,7 +138,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     chatpush = Chatpush(config, port, workdir).start()
     try:
         _wait_ready(chatpush)
-        yield Service(chatpush.base, other_origin)
+        yield Service(chatpush.base, other_origin, chatpush)
         assert not chatpush.problems(), chatpush.log_tail()
     finally:
         chatpush.stop()

@@ -145,6 +145,25 @@ def test_a_reload_keeps_the_chat(transport: str, service: Service, agent: Agent,
     assert messages(page) == ["Bob first", "You second", "Bob third", "You fourth"]
 
 
+def test_the_chat_goes_on_after_chatpush_restarts(service: Service, agent: Agent, tab: Tab) -> None:
+    """Over CometD the page's session is gone with the old process: the client handshakes again
+    and the page follows the chat anew from where it was, missing nothing said meanwhile."""
+    page = tab.page
+    chat_id = start_chat(page, f"{service.base}/widget/?transport=cometd")
+    bob = agent.joins(chat_id)
+    agent.says(chat_id, bob, "before the restart")
+    log = page.get_by_role("log", name="Transcript")
+    expect(log).to_contain_text("before the restart")
+    service.restart()
+    agent.says(chat_id, bob, "after the restart")
+    expect(log.locator("li[data-type=Message]")).to_have_count(2)
+    assert messages(page) == ["Bob before the restart", "Bob after the restart"]
+    page.keyboard.type("still here")
+    page.keyboard.press("Enter")
+    agent.sees(chat_id, "Message", "still here")
+    tab.shoot("after-restart")
+
+
 def test_ending_the_chat(service: Service, agent: Agent, tab: Tab) -> None:
     page = tab.page
     chat_id = start_chat(page, f"{service.base}/widget/")
