@@ -39,6 +39,7 @@ from chatpush.api.keys import (
     VAULT,
 )
 from chatpush.api.observability import setup_metrics
+from chatpush.api.widget import setup_widget
 from chatpush.chat.service import ChatService
 from chatpush.clock import Clock, SystemClock
 from chatpush.cometd import BayeuxServer, CometdLimits, CometdStats
@@ -142,6 +143,7 @@ def create_app(
     app.router.add_get("/readyz", readyz)
     setup_admin(app, settings)
     setup_metrics(app)
+    setup_widget(app, settings)
 
     async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         yield

@@ -63,6 +63,9 @@ class ServerSettings(_Strict):
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     """``auto``: uvloop where it is installed (a dependency on Linux and macOS), else asyncio's
     own loop. uvloop spends less CPU per chat event (docs/PERFORMANCE.md §8)."""
+    widget: bool = False
+    """Serve the chat widget page at ``/widget/`` (docs/widget.md): static files of the package,
+    nothing else; off by default, as a production site usually hosts its own page."""
 
     @field_validator("trusted_proxies")
     @classmethod
