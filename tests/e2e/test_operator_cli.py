@@ -389,3 +389,14 @@ def test_credentials_print_real_characters_and_fail_when_unreadable(tmp_path: Pa
         tmp_path, "credentials", "test", "main", "fcm", "t", "--config", "chatpush.toml"
     )
     assert done.returncode == 1 and "no readable fcm credentials" in done.stdout
+
+
+def test_an_unknown_environment_variable_stops_the_command(tmp_path: Path) -> None:
+    done = run_chatpush(tmp_path, "serve", CHATPUSH_SEVER__PORT="9000")
+    assert done.returncode == 2
+    one_line(done.stderr)
+    assert (
+        "CHATPUSH_SEVER__PORT: sever.port: unknown key; did you mean CHATPUSH_SERVER__PORT?"
+        in done.stderr
+    )
+    assert not (tmp_path / "chatpush.db").exists()
