@@ -274,6 +274,11 @@ def serve(settings: Settings) -> int:
         try:
             return loop.run_until_complete(_serve(settings, loop_name))
         finally:
+            # As aiohttp's run_app ends: what is left of the tasks is cancelled and awaited.
+            left = asyncio.all_tasks(loop)
+            for task in left:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
             asyncio.set_event_loop(None)
@@ -385,12 +390,13 @@ def migrate(settings: Settings, revision: str) -> int:
         print(f"chatpush: migration failed: {message}", file=sys.stderr)
         return code
     head = migrations.HEAD_REVISION
+    at = f"head ({after})" if after == head else f"{after} (head is {head})"
     if before == after:
-        print(f"database already at revision {after} (head is {head}): nothing to do: {where}")
+        print(f"database at revision {at}, nothing to do: {where}")
         if revision not in ("head", after):
-            print(f"  {after} is newer than {revision}; chatpush migrate never downgrades")
+            print(f"  {after} is newer than {revision}: chatpush migrate never downgrades")
     else:
-        print(f"database upgraded from revision {before or 'nothing'} to {after}: {where}")
+        print(f"database at revision {at}, upgraded from {before or 'nothing'}: {where}")
     return EXIT_OK
 
 
@@ -410,9 +416,9 @@ async def _current_revision(settings: Settings) -> str | None:
 async def check(settings: Settings, config_path: Path | None) -> int:
     """What ``serve`` would run with, then whether the database is ready for it."""
     if config_path is not None:
-        print(f"config: {config_path}: ok")
+        print(f"config: ok ({config_path})")
     else:
-        print("config: no file (defaults and CHATPUSH_* variables): ok")
+        print("config: ok (no file: defaults and CHATPUSH_* variables)")
     for line in summary(settings):
         print(line)
     database = _redacted(settings.database.url)
@@ -629,7 +635,7 @@ async def _schema_problem(settings: Settings) -> Problem | None:
     if missing is not None:
         # Connecting would create an empty file: a check must not leave one behind.
         return Problem(
-            f"database: {missing} does not exist (schema head is {head}): "
+            f"database: schema at nothing: {missing} does not exist (head is {head}): "
             "run `chatpush migrate` (or `chatpush serve`) with the same settings first",
             EXIT_UNAVAILABLE,
         )

@@ -115,7 +115,7 @@ def test_config_is_accepted_before_or_after_the_subcommand(tmp_path: Path) -> No
     ):
         done = run_chatpush(tmp_path, *args)
         assert done.returncode == 0, done.stderr
-        assert f"config: {tmp_path / 'chatpush.toml'}: ok" in done.stdout
+        assert f"config: ok ({tmp_path / 'chatpush.toml'})" in done.stdout
         assert "groups: 1: main (1 nodes; customhttp; default)" in done.stdout
     done = run_chatpush(tmp_path, "nodes", "list", "--config", "chatpush.toml")
     assert done.returncode == 0, done.stderr
@@ -157,7 +157,7 @@ def test_check_names_what_it_checked_and_summarizes(tmp_path: Path) -> None:
     done = run_chatpush(tmp_path, "check", "--config", "chatpush.toml")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
-        f"config: {tmp_path / 'chatpush.toml'}: ok",
+        f"config: ok ({tmp_path / 'chatpush.toml'})",
         "groups: 2: main (1 nodes; customhttp,comet; default), other (0 nodes; customhttp)",
         "nodes hosted by this instance: n1",
         "services: 1 configured: customer-support (any name served; [services.default] set)",
@@ -170,13 +170,13 @@ def test_check_names_what_it_checked_and_summarizes(tmp_path: Path) -> None:
 
 def test_migrate_says_what_it_did(tmp_path: Path) -> None:
     done = run_chatpush(tmp_path, "migrate", "--revision", "0003")
-    assert "upgraded from revision nothing to 0003" in done.stdout, done.stderr
+    assert "database at revision 0003 (head is 0006), upgraded from nothing" in done.stdout
     done = run_chatpush(tmp_path, "migrate")
-    assert "upgraded from revision 0003 to 0006" in done.stdout
+    assert "database at revision head (0006), upgraded from 0003" in done.stdout
     done = run_chatpush(tmp_path, "migrate", "--revision", "0003")
     assert done.returncode == 0
-    assert "database already at revision 0006 (head is 0006): nothing to do" in done.stdout
-    assert "0006 is newer than 0003; chatpush migrate never downgrades" in done.stdout
+    assert "database at revision head (0006), nothing to do" in done.stdout
+    assert "0006 is newer than 0003: chatpush migrate never downgrades" in done.stdout
     assert "at revision 0003" not in done.stdout
 
 
