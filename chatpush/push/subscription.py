@@ -204,8 +204,8 @@ HINT_MIN_SIMILARITY = 0.8
 def push_key_hints(user_data: Mapping[str, str], top_level: Iterable[str]) -> list[str]:
     """Why a Request Chat may not subscribe as its sender meant: a ``userData`` key that is
     almost a push key (a typo, another case), or push keys sent beside ``userData`` instead of
-    inside it. Advice only: the request is served as it is (docs/push.md, "Hints"). Run on
-    Request Chat alone, over at most ``chat.max_user_data_keys`` keys."""
+    inside it. Advice only: the request is served as it is (docs/operations.md, "Push-key
+    hints"). Run on Request Chat alone, over at most ``chat.max_user_data_keys`` keys."""
     hints: list[str] = []
     for key in user_data:
         if key in PUSH_KEYS or len(key) > 64:
