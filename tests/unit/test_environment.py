@@ -140,3 +140,14 @@ def test_a_whole_table_as_json_still_works(monkeypatch: pytest.MonkeyPatch) -> N
     assert settings.security.keys[0].name == "agents"
     message = refusal(monkeypatch, CHATPUSH_SERVICES="[1]")
     assert "CHATPUSH_SERVICES: expected a JSON object" in message
+
+
+def test_the_walk_through_samples_load_and_comet_is_enabled() -> None:
+    samples = Path(__file__).resolve().parents[2] / "samples"
+    for name in ("push.toml", "comet.toml", "chatpush.toml"):
+        load_settings(samples / name)  # a stale key would stop here
+    comet = load_settings(samples / "comet.toml")
+    assert comet.groups["gms-cluster-1"].push_enabled == ("comet",)
+    assert [key.scopes for key in comet.security.keys if key.name == "bridge"] == [["bridge"]]
+    push = load_settings(samples / "push.toml")
+    assert push.groups["gms-cluster-1"].customhttp_signing_secret is not None
