@@ -380,11 +380,16 @@ def _bind_failure(exc: OSError, settings: Settings) -> tuple[str, int]:
 def migrate(settings: Settings, revision: str) -> int:
     from chatpush.store import migrate as migrations
 
+    from alembic.util import CommandError
+
     where = _redacted(settings.database.url)
     try:
         before = asyncio.run(_current_revision(settings))
         migrations.upgrade(settings.database, revision)
         after = asyncio.run(_current_revision(settings))
+    except CommandError as exc:  # e.g. no such revision: the command line's fault
+        print(f"chatpush: migration failed: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as exc:  # Alembic and the drivers raise many kinds; report any plainly.
         message, code = _storage_failure(exc, settings)
         print(f"chatpush: migration failed: {message}", file=sys.stderr)

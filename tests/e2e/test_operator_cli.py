@@ -178,6 +178,9 @@ def test_migrate_says_what_it_did(tmp_path: Path) -> None:
     assert "database at revision head (0006), nothing to do" in done.stdout
     assert "0006 is newer than 0003: chatpush migrate never downgrades" in done.stdout
     assert "at revision 0003" not in done.stdout
+    done = run_chatpush(tmp_path, "migrate", "--revision", "9999")
+    assert done.returncode == 2
+    assert "Can't locate revision identified by '9999'" in one_line(done.stderr)
 
 
 def test_an_unreachable_postgresql_is_one_line_and_69(tmp_path: Path) -> None:
