@@ -378,9 +378,9 @@ def _bind_failure(exc: OSError, settings: Settings) -> tuple[str, int]:
 
 
 def migrate(settings: Settings, revision: str) -> int:
-    from chatpush.store import migrate as migrations
-
     from alembic.util import CommandError
+
+    from chatpush.store import migrate as migrations
 
     where = _redacted(settings.database.url)
     try:
