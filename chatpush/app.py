@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
+from chatpush import __version__
 from chatpush.addresses import TrustedProxies
 from chatpush.admin import setup_admin
 from chatpush.api import chat_cometd, chat_v2, credentials, push, ratelimit, server
@@ -327,7 +328,7 @@ async def _end_idle_chats(app: web.Application) -> None:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return web.json_response({"status": "ok", "version": __version__})
 
 
 async def readyz(request: web.Request) -> web.Response:

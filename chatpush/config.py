@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -568,6 +569,7 @@ class Settings(BaseSettings):
         frozen=True,
     )
     _toml_path: ClassVar[Path | None] = None
+    _environment: ClassVar[dict[str, Any] | None] = None
 
     server: ServerSettings = Field(default_factory=ServerSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
@@ -645,17 +647,31 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        # CHATPUSH_* variables are read by chatpush.environment (unknown names refused, list
+        # values as JSON or comma lists), not by pydantic-settings' own source.
+        environment = cls._environment
+        if environment is None:
+            environment = _read_environment(_toml_values(cls._toml_path))
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            InitSettingsSource(settings_cls, init_kwargs=environment),
+        ]
         if cls._toml_path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_path))
         return tuple(sources)
 
 
 def _prefixed(exc: ValidationError, prefix: tuple[str, ...]) -> ConfigError:
-    return ConfigError(format_validation_error(exc, prefix))
+    error = ConfigError(format_validation_error(exc, prefix))
+    error.validation = (exc, prefix)  # type: ignore[attr-defined]  # for load_settings' message
+    return error
 
 
-def format_validation_error(exc: ValidationError, prefix: tuple[str, ...] = ()) -> str:
+def format_validation_error(
+    exc: ValidationError,
+    prefix: tuple[str, ...] = (),
+    origins: dict[tuple[str, ...], str] | None = None,
+) -> str:
     lines = []
     for error in exc.errors():
         key = ".".join(str(part) for part in (*prefix, *error["loc"]))
@@ -664,29 +680,74 @@ def format_validation_error(exc: ValidationError, prefix: tuple[str, ...] = ()) 
             message = "unknown key"
         elif error["type"] == "value_error":
             message = message.removeprefix("Value error, ")
+        variable = _origin(origins or {}, tuple(str(part) for part in (*prefix, *error["loc"])))
+        if variable is not None:
+            key = f"{variable}: {key}" if key else variable
+            if error["type"] in ("list_type", "tuple_type"):
+                message += ' (JSON such as \'["a", "b"]\', or a comma-separated list: a,b)'
         # A model-level check has no location; its message names the keys itself.
         lines.append(f"{key}: {message}" if key else message)
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
+def _origin(origins: dict[tuple[str, ...], str], loc: tuple[str, ...]) -> str | None:
+    """The variable that set ``loc`` or a table holding it."""
+    for length in range(len(loc), 0, -1):
+        if loc[:length] in origins:
+            return origins[loc[:length]]
+    return None
+
+
+def _toml_values(path: Path | None) -> dict[str, Any]:
+    if path is None or not path.is_file():
+        return {}
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+
+
+def _read_environment(file_values: dict[str, Any]) -> dict[str, Any]:
+    from chatpush.environment import read_environment
+
+    environment = read_environment(os.environ, file_values)
+    if environment.problems:
+        raise ConfigError("invalid environment:\n  " + "\n  ".join(environment.problems))
+    return environment.values
+
+
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     """Read the settings; ``path`` falls back to ``CHATPUSH_CONFIG``, then to no file at all."""
+    from chatpush.environment import read_environment
+
     if path is None:
         path = os.environ.get("CHATPUSH_CONFIG") or None
     toml_path = Path(path) if path is not None else None
+    file_values: dict[str, Any] = {}
     if toml_path is not None:
         if not toml_path.is_file():
             raise ConfigError(f"configuration file not found: {toml_path}")
         try:
             with toml_path.open("rb") as handle:
-                tomllib.load(handle)
+                file_values = tomllib.load(handle)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{toml_path}: not valid TOML: {exc}") from None
-    previous = Settings._toml_path
-    Settings._toml_path = toml_path
+    environment = read_environment(os.environ, file_values)
+    if environment.problems:
+        raise ConfigError("invalid environment:\n  " + "\n  ".join(environment.problems))
+    previous = Settings._toml_path, Settings._environment
+    Settings._toml_path, Settings._environment = toml_path, environment.values
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc)) from None
+        raise ConfigError(format_validation_error(exc, origins=environment.origins)) from None
+    except ConfigError as exc:  # a service's options: name the variable that set a bad one
+        validation = getattr(exc, "validation", None)
+        if validation is None:
+            raise
+        found, prefix = validation
+        message = format_validation_error(found, prefix, origins=environment.origins)
+        raise ConfigError(message) from None
     finally:
-        Settings._toml_path = previous
+        Settings._toml_path, Settings._environment = previous

@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import sys
+from datetime import datetime
 from typing import Any
 
 from aiohttp.http_exceptions import HttpProcessingError
@@ -13,10 +14,15 @@ from aiohttp.http_exceptions import HttpProcessingError
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
+def timestamp(record: logging.LogRecord) -> str:
+    """ISO 8601 in local time with milliseconds and the offset: 2026-12-04T18:24:22.123+00:00."""
+    return datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds")
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "time": timestamp(record),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -64,7 +70,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         record.message = escape(record.getMessage())
-        record.asctime = self.formatTime(record, self.datefmt)
+        record.asctime = timestamp(record)
         line = self.formatMessage(record)
         extras = {k: v for k, v in vars(record).items() if k not in _STANDARD}
         if extras:

@@ -13,7 +13,7 @@ resending it.
         --service customer-support
 
 The service needs ``flex-push-content`` to include ``session-id`` and ``secure-key`` (see
-``samples/push.toml``). Uses aiohttp and aiocometd-noloop (``pip install aiocometd-noloop``).
+``samples/comet.toml``). Uses aiohttp and aiocometd-noloop (``pip install '.[samples]'``).
 """
 
 from __future__ import annotations

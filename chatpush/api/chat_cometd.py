@@ -249,7 +249,7 @@ class ChatOverCometd:
         if operation == "requestChat":
             self._create_limit.check()
             reply = await chat_v2.request_chat_with(
-                self._chats, service, form, live_until_ms=self._lease_end()
+                self._chats, service, form, live_until_ms=self._lease_end(), top_level=data
             )
             self._attach(session, channel, service, reply)
             return reply

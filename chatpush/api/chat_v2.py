@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Iterable
 from importlib import resources
 
 from aiohttp import web
@@ -13,6 +14,9 @@ from chatpush.api.ratelimit import CHAT_CREATE_LIMIT
 from chatpush.chat.model import Reply
 from chatpush.chat.service import ChatService
 from chatpush.errors import Code, NotFound
+from chatpush.push.subscription import push_key_hints
+
+log = logging.getLogger("chatpush.api")
 
 Operation = Callable[[ChatService, str, str, str | None, Form], Awaitable[Reply]]
 
@@ -92,10 +96,16 @@ OPERATIONS: dict[str, Operation] = {
 
 
 async def request_chat_with(
-    chats: ChatService, service: str, form: Form, *, live_until_ms: int | None = None
+    chats: ChatService,
+    service: str,
+    form: Form,
+    *,
+    live_until_ms: int | None = None,
+    top_level: Iterable[str] | None = None,
 ) -> Reply:
-    """Request Chat from its fields, over REST or CometD alike."""
-    return await chats.request_chat(
+    """Request Chat from its fields, over REST or CometD alike. ``top_level``: the names the
+    client sent beside ``userData`` (default: the form's own), looked at for push keys."""
+    reply = await chats.request_chat(
         service,
         nickname=form.get("nickname") or None,
         first_name=form.get("firstName") or None,
@@ -105,6 +115,16 @@ async def request_chat_with(
         user_data=form.user_data,
         live_until_ms=live_until_ms,
     )
+    hints = push_key_hints(form.user_data, form.values if top_level is None else top_level)
+    if hints:
+        reply.warnings = hints
+        log.warning(
+            "Request Chat of chat %s: %s",
+            reply.chat.id,
+            " | ".join(hints),
+            extra={"action": "push_key_hint", "chat_id": reply.chat.id, "service": service},
+        )
+    return reply
 
 
 async def request_chat(request: web.Request) -> web.Response:

@@ -133,9 +133,11 @@ class Reply:
     messages: list[EventRecord] = field(default_factory=list)
     next_position: int = 1
     chat_ended: bool = False
+    warnings: list[str] = field(default_factory=list)
+    """Advice for the client (Request Chat's push-key hints), as ``chatpushWarnings``."""
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        wire = {
             "statusCode": 0,
             "alias": self.alias,
             "chatEnded": self.chat_ended,
@@ -145,3 +147,6 @@ class Reply:
             "nextPosition": self.next_position,
             "messages": [event.to_wire() for event in self.messages],
         }
+        if self.warnings:
+            wire["chatpushWarnings"] = list(self.warnings)
+        return wire

@@ -7,9 +7,10 @@ Besides the GMS keys, a service may lock customer choices (``push-customer-notif
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from chatpush.config import DEVICE_TYPE_ALIASES, DEVICE_TYPES, ServiceOptions, Settings
@@ -178,3 +179,56 @@ def _check_proof(
             f'{device_type}: expected the hex HMAC-SHA256 of "{device_type}:<device id>" made '
             "with the service's push-device-id-secret",
         )
+
+
+PUSH_KEYS = (
+    "GCTI_Chat_PushSubscribe",
+    "GCTI_GMS_PushDeviceId",
+    "GCTI_GMS_PushDeviceType",
+    "GCTI_GMS_NodeGroup",
+    "GCTI_GMS_PushProvider",
+    "GCTI_GMS_PushDebug",
+    "GCTI_GMS_NotifyRequestor",
+    "GCTI_GMS_PushIncludePayload",
+    "GCTI_GMS_PushResend",
+    "GCTI_GMS_ClientChannel",
+    PROOF_KEY,
+)
+"""The userData keys parse_subscription reads (names are case-sensitive, as in GMS)."""
+_BY_FOLDED = {key.casefold(): key for key in PUSH_KEYS}
+MAX_HINTS = 5
+HINT_MIN_SIMILARITY = 0.8
+"""How close (difflib's ratio, ignoring case) a key must be to a push key to be taken for a typo."""
+
+
+def push_key_hints(user_data: Mapping[str, str], top_level: Iterable[str]) -> list[str]:
+    """Why a Request Chat may not subscribe as its sender meant: a ``userData`` key that is
+    almost a push key (a typo, another case), or push keys sent beside ``userData`` instead of
+    inside it. Advice only: the request is served as it is (docs/operations.md, "Push-key
+    hints"). Run on Request Chat alone, over at most ``chat.max_user_data_keys`` keys."""
+    hints: list[str] = []
+    for key in user_data:
+        if key in PUSH_KEYS or len(key) > 64:
+            continue
+        known = _close_push_key(key)
+        if known is not None:
+            hints.append(
+                f"userData[{key}] is not a push key and was ignored; did you mean {known}?"
+            )
+    outside = [name for name in top_level if len(name) <= 64 and _close_push_key(name)]
+    if outside:
+        hints.append(
+            f"{', '.join(outside[:MAX_HINTS])} sent outside userData and ignored: push keys go "
+            f'inside it (REST: userData[{outside[0]}]=...; CometD: "userData": {{...}})'
+        )
+    return hints[:MAX_HINTS]
+
+
+def _close_push_key(name: str) -> str | None:
+    folded = name.casefold()
+    if folded in _BY_FOLDED:
+        return _BY_FOLDED[folded]
+    if not folded.startswith(("gcti", "chatpush")):
+        return None
+    found = difflib.get_close_matches(folded, _BY_FOLDED, n=1, cutoff=HINT_MIN_SIMILARITY)
+    return _BY_FOLDED[found[0]] if found else None

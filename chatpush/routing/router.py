@@ -177,10 +177,10 @@ class Router:
         if node in self._drained:
             return not self._drained[node]
         remote = self._remote.get(node)
-        if remote is None or remote.drained:
+        if remote is None:
             return False
         timeout_ms = int(self._settings.delivery.node_timeout_s * 1000)
-        return self._clock.now_ms() - remote.heartbeat_at_ms <= timeout_ms
+        return remote.available_at(self._clock.now_ms(), timeout_ms)
 
     def group_of(self, node: str) -> str | None:
         if node in self._group_of:

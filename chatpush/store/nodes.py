@@ -22,6 +22,10 @@ class NodeRecord:
     heartbeat_at_ms: int
     drained: bool
 
+    def available_at(self, now_ms: int, node_timeout_ms: int) -> bool:
+        """Another instance's view: not drained, and a heartbeat within the node timeout."""
+        return not self.drained and now_ms - self.heartbeat_at_ms <= node_timeout_ms
+
 
 def register_node(
     conn: Connection, name: str, group_name: str, instance_id: str, now_ms: int

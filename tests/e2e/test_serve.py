@@ -269,7 +269,16 @@ def test_check_before_and_after_migrate(tmp_path: Path) -> None:
 
     after = run_chatpush(tmp_path, "check")
     assert after.returncode == 0, after
-    assert after.stdout.splitlines() == ["config: ok", "database: reachable, schema at head"]
+    # `check` also names the database and summarizes the settings (issue 19): every line of it.
+    assert after.stdout.splitlines() == [
+        "config: ok (no file: defaults and CHATPUSH_* variables)",
+        "groups: none (push notifications have nowhere to go)",
+        "nodes hosted by this instance: none",
+        "services: 0 configured (any name served; [services.default] not set)",
+        "keys: 0 scoped; 0 with every scope (security.api_keys); credentials_key not set",
+        f"database: sqlite+aiosqlite:///chatpush.db (file {tmp_path / 'chatpush.db'})",
+        "database: reachable, schema at head",
+    ]
 
 
 def test_check_names_an_unknown_key_too(tmp_path: Path) -> None:
