@@ -28,6 +28,8 @@ _REFERENCE = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s+.*)?$", re.MULTI
 _AUTOLINK = re.compile(r"<((?:[a-z][a-z0-9+.-]*:)[^>\s]*)>", re.IGNORECASE)
 _HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$", re.MULTILINE)
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)
+_OWN_SERVICE = re.compile(r"^https?://(127\.0\.0\.1|localhost)(:\d+)?(/|$)", re.IGNORECASE)
+"""A link to the reader's own chatpush (``http://127.0.0.1:8080/widget/``): not another site."""
 _CITATIONS = re.compile(
     r"CONTRACT(\.md)?\s*§|CONTRACT section|COMETD\.md|CALLBACKS\.md|\.\./shared"
 )
@@ -94,6 +96,8 @@ def problems(source: Path, text: str | None = None) -> list[str]:
         if not target:
             wrong.append(f"{where} is empty")
             continue
+        if _OWN_SERVICE.match(target):
+            continue
         if _SCHEME.match(target) or target.startswith("//"):
             wrong.append(f"{where} leaves the repository")
             continue
@@ -148,6 +152,8 @@ def test_the_checker_refuses_what_it_must() -> None:
             "[out](https://example.com) <https://example.com/x> [up](../../shared/spec.md)",
             "[gone](nowhere.md) [anchor](push.md#no-such-heading) [abs](/etc/passwd)",
             "[ref]: http://example.org/",
+            "<http://127.0.0.1:8080/widget/> and [the console](http://localhost:8080/admin/)",
+            "[not ours](http://127.0.0.1.example.com/)",
             "`[code](https://example.com)` is not a link",
             "as CONTRACT §8 says",
         ]
@@ -159,11 +165,12 @@ def test_the_checker_refuses_what_it_must() -> None:
         "nowhere.md) names a file that does not exist",
         "push.md#no-such-heading): no heading makes #no-such-heading",
         "/etc/passwd) is absolute; write it relative to the file",
+        "http://127.0.0.1.example.com/) leaves the repository",
         "http://example.org/) leaves the repository",
         "https://example.com/x) leaves the repository",
         "docs/chat-api.md:3: cites '../shared', which a clone does not have; link a page of "
         "docs/ or say it plainly",
-        "docs/chat-api.md:7: cites 'CONTRACT §', which a clone does not have; link a page of "
+        "docs/chat-api.md:9: cites 'CONTRACT §', which a clone does not have; link a page of "
         "docs/ or say it plainly",
     ]
 
