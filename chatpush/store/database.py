@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sqlite3
 import stat
 import threading
 from collections import deque
@@ -206,7 +207,13 @@ class Database:
                         raise
                     log.info("transaction retried after %s", exc.orig.__class__.__name__)
             raise AssertionError("unreachable")
-        except (OperationalError, DBAPIError, OSError, PoolTimeout) as exc:
+        except (
+            OperationalError,
+            DBAPIError,
+            sqlite3.OperationalError,
+            OSError,
+            PoolTimeout,
+        ) as exc:
             if _is_connection_failure(exc):
                 raise StorageUnavailable() from exc
             raise
@@ -322,7 +329,13 @@ class Database:
             assert self._async is not None
             async with self._async.connect() as conn:
                 return await conn.run_sync(fn, *args, **kwargs)
-        except (OperationalError, DBAPIError, OSError, PoolTimeout) as exc:
+        except (
+            OperationalError,
+            DBAPIError,
+            sqlite3.OperationalError,
+            OSError,
+            PoolTimeout,
+        ) as exc:
             if _is_connection_failure(exc):
                 raise StorageUnavailable() from exc
             raise
@@ -368,6 +381,10 @@ PG_UNAVAILABLE_CLASSES = ("08", "53", "57")
 
 def _is_connection_failure(exc: BaseException) -> bool:
     if isinstance(exc, OSError | PoolTimeout):
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        # From the sqlite3 connection itself (BEGIN/COMMIT and the hot statements, store/sql.py):
+        # locked or busy past the busy timeout, I/O errors, a full disk, a file gone.
         return True
     if isinstance(exc, DBAPIError):
         sqlstate = getattr(exc.orig, "sqlstate", None) or ""
