@@ -9,8 +9,8 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, delete, func, insert, select, text, update
 from sqlalchemy.engine import Connection, Row
 
-from chatpush.chat.model import ChatRecord, EventRecord, NewEvent, PartyRecord
 from chatpush.store import sql
+from chatpush.store.chat_records import ChatRecord, EventRecord, NewEvent, PartyRecord
 from chatpush.store.sql import Statement
 from chatpush.store.tables import Chat, Delivery, Event, Outbox, Party, Subscription
 
