@@ -15,7 +15,7 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
 from chatpush.addresses import TrustedProxies
-from chatpush.api import chat_cometd, chat_v2, credentials, push, ratelimit, server
+from chatpush.api import chat_cometd, chat_server, chat_v2, credentials, push, ratelimit
 from chatpush.api.access import KeyRing
 from chatpush.api.body_timeout import body_timeout_middleware
 from chatpush.api.comet_push import install_push_authorizer
@@ -77,7 +77,7 @@ def create_app(
         middlewares=[
             error_middleware,
             ratelimit.address_middleware(proxies),
-            server.api_key_middleware,
+            chat_server.api_key_middleware,
             body_timeout_middleware,
         ],
         client_max_size=settings.server.max_body_bytes,
@@ -128,7 +128,7 @@ def create_app(
     )
 
     chat_v2.add_routes(app)
-    server.add_routes(app)
+    chat_server.add_routes(app)
     push.add_routes(app)
     credentials.add_routes(app)
     install_push_authorizer(app)

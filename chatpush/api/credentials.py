@@ -21,8 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
+from chatpush.api.chat_server import json_body
 from chatpush.api.keys import APNS, FCM, SETTINGS, VAULT
-from chatpush.api.server import json_body
 from chatpush.errors import BadRequest, Code, NotFound
 from chatpush.providers.base import CredentialKind, SendResult
 from chatpush.providers.mobile import MobileProvider

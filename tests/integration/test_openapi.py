@@ -27,8 +27,8 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 from yarl import URL
 
+from chatpush.api.chat_server import AddEvent, AddParty
 from chatpush.api.keys import DATABASE, DISPATCHER
-from chatpush.api.server import AddEvent, AddParty
 from chatpush.chat.model import EVENT_TYPES, PARTY_TYPES
 from chatpush.config import Settings
 from chatpush.errors import Code
