@@ -129,12 +129,3 @@ async def chat_operation(request: web.Request) -> web.Response:
         form,
     )
     return web.json_response(reply.to_wire())
-
-
-def add_routes(app: web.Application) -> None:
-    # Explicit patterns: aiohttp's default one ([^{}/]+) would not route a segment holding a
-    # brace, and a service name may hold any printable character but "/" (decisions.md).
-    app.router.add_post("/genesys/2/chat/{service:[^/]+}", request_chat)
-    app.router.add_post(
-        "/genesys/2/chat/{service:[^/]+}/{chat_id:[^/]+}/{operation:[^/]+}", chat_operation
-    )

@@ -119,12 +119,3 @@ def _verdict(result: SendResult) -> dict[str, Any]:
         "error": result.error,
         "latencyMs": result.latency_ms,
     }
-
-
-def add_routes(app: web.Application) -> None:
-    path = "/api/v1/groups/{group}/credentials/{kind}"
-    app.router.add_get("/api/v1/credentials", list_credentials)
-    app.router.add_put(path, put_credentials)
-    app.router.add_get(path, get_credentials)
-    app.router.add_delete(path, delete_credentials)
-    app.router.add_post(path + "/test", test_credentials)

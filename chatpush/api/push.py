@@ -139,12 +139,3 @@ async def undrain_node(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(text=request.app[METRICS].render(), content_type="text/plain")
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/api/v1/chats/{chat_id}/subscription", read_subscription)
-    app.router.add_get("/api/v1/chats/{chat_id}/deliveries", read_deliveries)
-    app.router.add_get("/api/v1/nodes", list_nodes)
-    app.router.add_post("/api/v1/nodes/{node}/drain", drain_node)
-    app.router.add_post("/api/v1/nodes/{node}/undrain", undrain_node)
-    app.router.add_get("/metrics", metrics)

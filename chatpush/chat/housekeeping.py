@@ -9,7 +9,8 @@ from sqlalchemy.engine import Connection
 
 from chatpush.chat.core import PushTransaction
 from chatpush.chat.server_side import ServerSide
-from chatpush.errors import NotFound
+from chatpush.errors import ChatpushError, NotFound
+from chatpush.metrics import Metrics
 from chatpush.store import chats as repo
 
 log = logging.getLogger("chatpush.chat")
@@ -85,3 +86,40 @@ class Housekeeping(ServerSide):
         now_ms = self._clock.now_ms()
         for start in range(0, len(chat_ids), 500):
             await self._db.write(repo.touch_unsubscribed, chat_ids[start : start + 500], now_ms)
+
+
+# The jobs the application runs on a timer (chatpush/app.py schedules them): each one logs or
+# counts what it did, and a failure is logged, never raised, so the next run tries again.
+
+
+async def purge_ended_chats(chats: Housekeeping) -> None:
+    try:
+        purged = await chats.purge_ended()
+    except ChatpushError as exc:
+        log.warning("purge failed: %s", exc, extra={"action": "purge_failed"})
+        return
+    if purged:
+        log.info("purged %d ended chats", purged, extra={"action": "chats_purged", "count": purged})
+
+
+async def end_idle_push_chats(chats: Housekeeping, metrics: Metrics) -> None:
+    """Chats past their flex-push-timeout (``chatpush_chats_expired_total``)."""
+    try:
+        expired = await chats.expire_idle_push_chats()
+    except ChatpushError as exc:
+        log.warning("expiry sweep failed: %s", exc, extra={"action": "expiry_failed"})
+        return
+    if expired:
+        metrics.inc("chatpush_chats_expired_total", expired)
+
+
+async def end_idle_chats(chats: Housekeeping, metrics: Metrics) -> None:
+    """Chats without push idle past ``chat.idle_chat_timeout_s`` (counted by
+    ``chatpush_chats_idle_ended_total``)."""
+    try:
+        ended = await chats.expire_idle_chats()
+    except ChatpushError as exc:
+        log.warning("idle chat sweep failed: %s", exc, extra={"action": "expiry_failed"})
+        return
+    if ended:
+        metrics.inc("chatpush_chats_idle_ended_total", ended)
