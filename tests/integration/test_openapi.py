@@ -35,8 +35,8 @@ from chatpush.chat.model import EVENT_TYPES, PARTY_TYPES
 from chatpush.config import Settings
 from chatpush.errors import Code
 from chatpush.testing import FakeClock
+from chatpush.testing.fcm import rsa_private_pem
 from tests.conftest import API_KEY, ChatDriver
-from tests.providers.fake_fcm import rsa_private_pem
 from tests.receivers import RELIABLE_PUSH, Receiver
 
 Client = TestClient[web.Request, web.Application]
