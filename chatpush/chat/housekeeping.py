@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.engine import Connection
 
-from chatpush.chat.core import PushTransaction
+from chatpush.chat.core import PushHooks
 from chatpush.chat.server_side import ServerSide
 from chatpush.errors import ChatpushError, NotFound
 from chatpush.metrics import Metrics
@@ -60,7 +60,7 @@ class Housekeeping(ServerSide):
         expired = 0
         for chat_id in candidates:
 
-            def tx(conn: Connection, push: PushTransaction, chat_id: str = chat_id) -> bool:
+            def tx(conn: Connection, push: PushHooks, chat_id: str = chat_id) -> bool:
                 chat = repo.get_chat(conn, chat_id, lock=True)
                 # Looked at again under the lock: the client may have come back meanwhile.
                 if chat is None or chat.ended or chat.last_client_request_ms >= idle_before_ms:
