@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from sqlalchemy.engine import Connection
 
@@ -104,22 +104,22 @@ async def purge_ended_chats(chats: Housekeeping) -> None:
 
 async def end_idle_push_chats(chats: Housekeeping, metrics: Metrics) -> None:
     """Chats past their flex-push-timeout (``chatpush_chats_expired_total``)."""
-    try:
-        expired = await chats.expire_idle_push_chats()
-    except ChatpushError as exc:
-        log.warning("expiry sweep failed: %s", exc, extra={"action": "expiry_failed"})
-        return
-    if expired:
-        metrics.inc("chatpush_chats_expired_total", expired)
+    await _end(chats.expire_idle_push_chats, metrics, "chatpush_chats_expired_total", "expiry")
 
 
 async def end_idle_chats(chats: Housekeeping, metrics: Metrics) -> None:
     """Chats without push idle past ``chat.idle_chat_timeout_s`` (counted by
     ``chatpush_chats_idle_ended_total``)."""
+    await _end(chats.expire_idle_chats, metrics, "chatpush_chats_idle_ended_total", "idle chat")
+
+
+async def _end(
+    sweep: Callable[[], Awaitable[int]], metrics: Metrics, metric: str, what: str
+) -> None:
     try:
-        ended = await chats.expire_idle_chats()
+        ended = await sweep()
     except ChatpushError as exc:
-        log.warning("idle chat sweep failed: %s", exc, extra={"action": "expiry_failed"})
+        log.warning("%s sweep failed: %s", what, exc, extra={"action": "expiry_failed"})
         return
     if ended:
-        metrics.inc("chatpush_chats_idle_ended_total", ended)
+        metrics.inc(metric, ended)
