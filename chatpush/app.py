@@ -16,6 +16,7 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
 from chatpush.addresses import TrustedProxies
+from chatpush.admin import setup_admin
 from chatpush.api import chat_cometd, chat_server, ratelimit, routes
 from chatpush.api.access import KeyRing
 from chatpush.api.bayeux import PATH as COMETD_PATH
@@ -138,6 +139,7 @@ def create_app(
     # Other parts of the service plug in below, one setup_<thing>(app, settings, ...) call each,
     # with their routes (a list of routes.Route, mounted with routes.mount), middleware and
     # start-up/shutdown in their own module.
+    setup_admin(app, settings)
 
     async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         yield

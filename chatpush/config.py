@@ -489,6 +489,23 @@ class DeliverySettings(_Strict):
         return self
 
 
+class AdminSettings(_Strict):
+    """The admin console at ``/admin/`` (docs/admin.md): off unless enabled; an operator logs in
+    with an API key that has the ``admin`` scope."""
+
+    enabled: bool = False
+    session_idle_s: Annotated[int, Field(ge=60, le=7 * 86400)] = 1800
+    """A session unused for this long is logged out."""
+    session_max_s: Annotated[int, Field(ge=60, le=30 * 86400)] = 8 * 3600
+    """A session ends this long after its login, however busy."""
+    max_sessions: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    """Sessions kept in this instance's memory; past it the least recently used one ends."""
+    login_attempts_per_minute: Annotated[int, Field(ge=1, le=10_000)] = 10
+    """Login attempts per client address (server.trusted_proxies decides which), refilled at
+    this rate, up to ``login_burst`` at once."""
+    login_burst: Annotated[int, Field(ge=1, le=10_000)] = 10
+
+
 MAX_CACHED_SERVICES = 1000
 """Resolved service options kept, at most: with unrestricted services a client names any service,
 and this bounds what it can make the process remember."""
@@ -513,6 +530,7 @@ class Settings(BaseSettings):
     mobile: MobileSettings = Field(default_factory=MobileSettings)
     services: dict[str, dict[str, Any]] = Field(default_factory=dict)
     groups: dict[str, GroupSettings] = Field(default_factory=dict)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
     _service_options: dict[str, ServiceOptions] = PrivateAttr(default_factory=dict)
     """Resolved service options by service name: settings do not change once loaded, and the
     request path asks for them on every event (a validation costs ~30 µs)."""

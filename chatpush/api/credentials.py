@@ -17,6 +17,7 @@ failed connection reads the same whatever the cause (the detail is logged).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -99,16 +100,22 @@ async def test_credentials(request: web.Request) -> web.Response:
     )
     if fields is None:
         raise NotFound(Code.INVALID_PARAMETER, f"no {kind} credentials for this group/provider")
-    message = test_message(token, sandbox=sandbox)
     fcm, apns = request.app[FCM], request.app[APNS]
     mobile: MobileProvider[Any] = fcm if kind == "fcm" else apns
+    result = await send_test(mobile, fields, token, sandbox=sandbox)
+    return web.json_response(_verdict(result))
+
+
+async def send_test(
+    mobile: MobileProvider[Any], fields: Mapping[str, str], token: str, *, sandbox: bool
+) -> SendResult:
+    """Send the test notification to ``token`` with ``fields``: the provider's verdict (this API
+    and the admin console's test pane)."""
     try:
         credentials = mobile.parse(fields)
     except ValueError as exc:  # stored before a check that now refuses them
-        result = SendResult("failed", 0, error=f"{mobile.label} credentials: {exc}")
-    else:
-        result = await mobile.send_message(credentials, message)
-    return web.json_response(_verdict(result))
+        return SendResult("failed", 0, error=f"{mobile.label} credentials: {exc}")
+    return await mobile.send_message(credentials, test_message(token, sandbox=sandbox))
 
 
 def _verdict(result: SendResult) -> dict[str, Any]:

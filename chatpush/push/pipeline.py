@@ -104,6 +104,29 @@ class PushPipeline:
             self.persist(conn, decided, now_ms, report)
         return report
 
+    async def redrive(self, chat_id: str) -> tuple[str, rules.Decision] | None:
+        """An operator's redrive of the chat's subscription (``rules.Redriven``), decided and
+        persisted as any fact is: its status before and the decision; None when the chat has no
+        subscription. Only a ``failed`` one changes."""
+        decision, report = await self._db.write(self._redrive, chat_id)
+        report.emit(self.metrics, self.poke)
+        return decision
+
+    def _redrive(
+        self, conn: Connection, chat_id: str
+    ) -> tuple[tuple[str, rules.Decision] | None, Report]:
+        report = Report()
+        subscription = subscription_store.get_subscription(conn, chat_id, lock=True)
+        chat = chat_store.get_chat(conn, chat_id)
+        if subscription is None or chat is None:
+            return None, report
+        now_ms = self._clock.now_ms()
+        policy = self.policy(chat.service_name) if subscription.request.reliable else None
+        fact = rules.Redriven(chat_ended=chat.ended)
+        decision = rules.decide(subscription.view, [fact], now_ms, policy)
+        self.persist(conn, [Decided(subscription, decision, chat)], now_ms, report)
+        return (subscription.state.status, decision), report
+
     async def timed_out_chats(self) -> list[tuple[str, int]]:
         """(chat id, flex-push-timeout in s) of the push-subscribed chats whose client made no
         request for longer than their service's flex-push-timeout, up to 1,000 at a time."""

@@ -22,6 +22,10 @@ Rules, numbered as in the contract, each one :func:`step` of the reliable mode:
  5. the timer resends up to ``attempts`` times, then marks the subscription failed;
  7. the end of the chat replaces the outstanding trigger with a final one (-1 on removal).
 
+An operator's redrive (:class:`Redriven`) gives a ``failed`` subscription a new start: active
+again, with a fresh trigger (attempt 0) if events above the acknowledged position wait, or a
+final one if the chat has ended; the resends then follow the timetable as for any trigger.
+
 A new trigger supersedes any copy of the previous one still waiting in the outbox, and so does
 an acknowledgement (that copy points at what the client has read). New activity in the chat
 (events, a retrieval, its end) gives notifications parked for want of a node another chance
@@ -113,7 +117,16 @@ class Foreground:
     until_ms: int | None
 
 
-Input = EventsAdded | Retrieved | TimerFired | ChatEnded | Foreground
+@dataclass(frozen=True, slots=True)
+class Redriven:
+    """An operator asked to try a ``failed`` subscription again (the admin console's "redrive"):
+    the resend timetable starts over from the acknowledged position, with a final trigger when
+    the chat has ended. Any other subscription is left as it is."""
+
+    chat_ended: bool
+
+
+Input = EventsAdded | Retrieved | TimerFired | ChatEnded | Foreground | Redriven
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +202,16 @@ def _step(state: State, event: Input, now_ms: int, policy: Policy) -> Step:
                 # Back in background: a held trigger goes now, a held resend on its timetable.
                 state = replace(state, wake_at_ms=now_ms + policy.delay_ms(trigger.attempt + 1))
             return Step(state)
+        case Redriven(chat_ended=ended):
+            if state.status != "failed":
+                return Step(state)
+            state = replace(state, status="active")
+            if ended:
+                final = Trigger(position=state.ack_position + 1, attempt=0, final=True)
+                return Step(
+                    replace(state, outstanding=final, wake_at_ms=now_ms + policy.delay_ms(1))
+                )
+            return Step(_trigger_if_due(state, now_ms, policy))
     raise AssertionError(f"unknown input {event!r}")
 
 
@@ -321,8 +344,17 @@ class ChatGone:
     """The timer of a subscription whose chat no longer exists fired."""
 
 
-Fact = EventsAppended | TranscriptRead | Ended | Foreground | TimerFired | TokenRejected | ChatGone
-_ACTIVITY = (EventsAppended, TranscriptRead, Ended)
+Fact = (
+    EventsAppended
+    | TranscriptRead
+    | Ended
+    | Foreground
+    | TimerFired
+    | TokenRejected
+    | ChatGone
+    | Redriven
+)
+_ACTIVITY = (EventsAppended, TranscriptRead, Ended, Redriven)
 """Facts that are activity of the chat: parked notifications get another chance."""
 
 
@@ -410,7 +442,7 @@ def _input(subscription: Subscription, state: State, fact: Fact) -> Input:
         case Ended(customer_removed=removed, by_customer=by_customer):
             notify = not by_customer or subscription.notify_requestor
             return ChatEnded(customer_removed=removed, notify=notify)
-        case Foreground() | TimerFired():
+        case Foreground() | TimerFired() | Redriven():
             return fact
     raise AssertionError(f"not an input of the reliable rules: {fact!r}")
 
