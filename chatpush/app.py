@@ -9,20 +9,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
-from chatpush import __version__
 from chatpush.addresses import TrustedProxies
 from chatpush.admin import setup_admin
-from chatpush.api import chat_cometd, chat_v2, credentials, push, ratelimit, server
+from chatpush.api import chat_cometd, chat_server, ratelimit, routes
 from chatpush.api.access import KeyRing
+from chatpush.api.bayeux import PATH as COMETD_PATH
+from chatpush.api.bayeux import bayeux_server
 from chatpush.api.body_timeout import body_timeout_middleware
 from chatpush.api.comet_push import install_push_authorizer
 from chatpush.api.cors import setup_cors
 from chatpush.api.errors import error_middleware
+from chatpush.api.health import HEALTHY
 from chatpush.api.keys import (
     APNS,
     CHATS,
@@ -41,29 +44,29 @@ from chatpush.api.keys import (
 )
 from chatpush.api.observability import setup_metrics
 from chatpush.api.widget import setup_widget
+from chatpush.chat import housekeeping as chat_housekeeping
 from chatpush.chat.service import ChatService
 from chatpush.clock import Clock, SystemClock
-from chatpush.cometd import BayeuxServer, CometdLimits, CometdStats
-from chatpush.config import ConfigError, Settings
-from chatpush.errors import ChatpushError
+from chatpush.config import Settings
 from chatpush.metrics import Metrics
 from chatpush.providers.apns import ApnsProvider
 from chatpush.providers.base import Provider
 from chatpush.providers.comet import CometProvider
 from chatpush.providers.customhttp import CustomHttpProvider
 from chatpush.providers.fcm import FcmProvider
+from chatpush.push import housekeeping as push_housekeeping
 from chatpush.push.credentials import CredentialVault
 from chatpush.push.dispatcher import Dispatcher
 from chatpush.push.pipeline import PushPipeline
+from chatpush.routing import heartbeat
 from chatpush.routing.router import Router
 from chatpush.store import chats as chat_store
-from chatpush.store import outbox, trail
+from chatpush.store import outbox
 from chatpush.store.database import Database
 
 log = logging.getLogger("chatpush.app")
 
 TASK_RESTART_DELAY_S = 1.0
-HEALTHY = web.AppKey("healthy", dict)
 
 
 def create_app(
@@ -82,7 +85,7 @@ def create_app(
         middlewares=[
             error_middleware,
             ratelimit.address_middleware(proxies),
-            server.api_key_middleware,
+            chat_server.api_key_middleware,
             body_timeout_middleware,
         ],
         client_max_size=settings.server.max_body_bytes,
@@ -95,8 +98,7 @@ def create_app(
     pipeline = PushPipeline(db, settings, clock, metrics)
     router = Router(settings, db, clock, instance_id)
     provider = provider or CustomHttpProvider(settings.delivery)
-    cometd = BayeuxServer(clock, _cometd_limits(settings), client_address=proxies.client_address)
-    metrics.add_collector(lambda: _cometd_samples(cometd.stats))
+    cometd = bayeux_server(settings, clock, proxies, metrics)
     comet = CometProvider(cometd)  # device type comet: /_genesys/push/{deviceId}
     vault = CredentialVault(db, clock, settings.security.credentials_key)
     fcm = FcmProvider(settings.mobile, clock, vault)
@@ -132,16 +134,15 @@ def create_app(
         metrics,
     )
 
-    chat_v2.add_routes(app)
-    server.add_routes(app)
-    push.add_routes(app)
-    credentials.add_routes(app)
+    # Every HTTP route is in chatpush/api/routes.py, with the scopes that may call it.
+    routes.mount(app, routes.ROUTES)
+    app[COMETD].add_routes(app, COMETD_PATH)
     install_push_authorizer(app)
-    app[COMETD].add_routes(app, "/genesys/cometd")
     chat_cometd.install(app)
+    # Other parts of the service plug in below, one setup_<thing>(app, settings, ...) call each,
+    # with their routes (a list of routes.Route, mounted with routes.mount), middleware and
+    # start-up/shutdown in their own module.
     setup_cors(app, settings)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
     setup_admin(app, settings)
     setup_metrics(app)
     setup_widget(app, settings)
@@ -163,9 +164,10 @@ def create_app(
         await db.write(outbox.release_leases, None if db.is_sqlite else instance_id)
         await pipeline.start()
         await router.start()
+        heartbeat_s = settings.delivery.heartbeat_interval_s
         tasks = [
             _supervise(app, "dispatcher", dispatcher.run),
-            _supervise(app, "heartbeat", lambda: _heartbeat(router, settings, clock)),
+            _supervise(app, "heartbeat", lambda: heartbeat.beat(router, clock, heartbeat_s)),
         ]
         if not db.is_sqlite:
             # Other instances' commits that make work wake this dispatcher (LISTEN/NOTIFY).
@@ -187,41 +189,6 @@ def create_app(
     if housekeeping:
         app.cleanup_ctx.append(_housekeeping_ctx)
     return app
-
-
-def _cometd_limits(settings: Settings) -> CometdLimits:
-    """The Bayeux server's limits; refuses settings whose largest chat envelope would not fit in
-    one session's queue (a client asking for it would be removed at each try)."""
-    cometd = settings.cometd
-    page_bytes = chat_cometd.page_queue_bytes(settings)
-    if page_bytes > cometd.max_queued_bytes:
-        raise ConfigError(
-            f"cometd.max_queued_bytes ({cometd.max_queued_bytes}) must hold one page of events: "
-            f"4 x (the larger of chat.max_refresh_bytes and 2 x server.max_body_bytes, plus "
-            f"{chat_cometd.ENVELOPE_CHARS}) = {page_bytes} bytes"
-        )
-    return CometdLimits(
-        max_sessions=cometd.max_sessions,
-        max_sessions_per_address=cometd.max_sessions_per_address,
-        max_ext_bytes=cometd.max_ext_bytes,
-        max_ext_depth=cometd.max_ext_depth,
-        max_queued_messages=cometd.max_queued_messages,
-        max_queued_bytes=cometd.max_queued_bytes,
-        max_total_queued_bytes=cometd.max_total_queued_bytes,
-        max_message_bytes=cometd.max_message_bytes,
-        max_subscriptions=cometd.max_subscriptions,
-        connect_timeout_ms=int(cometd.connect_timeout_s * 1000),
-        max_interval_ms=int(cometd.max_interval_s * 1000),
-    )
-
-
-def _cometd_samples(stats: CometdStats) -> Iterator[tuple[str, dict[str, str], float]]:
-    """The Bayeux server's counters, for /metrics (read at each scrape)."""
-    for reason, count in stats.refused.items():
-        yield "chatpush_cometd_refused_total", {"reason": reason}, count
-    for reason, count in stats.sessions_removed.items():
-        yield "chatpush_cometd_sessions_removed_total", {"reason": str(reason)}, count
-    yield "chatpush_cometd_bad_requests_total", {}, stats.bad_requests
 
 
 def _supervise(
@@ -250,32 +217,24 @@ def _supervise(
     return asyncio.create_task(supervisor(), name=name)
 
 
-async def _heartbeat(router: Router, settings: Settings, clock: Clock) -> None:
-    interval_ms = int(settings.delivery.heartbeat_interval_s * 1000)
-    never = asyncio.Event()
-    while True:
-        await clock.sleep_until(clock.now_ms() + interval_ms, never)
-        try:
-            await router.heartbeat()
-        except ChatpushError as exc:
-            log.warning("heartbeat failed: %s", exc, extra={"action": "heartbeat_failed"})
-
-
 async def _housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
     """APScheduler runs periodic chores, never per-chat timers (those live in the database)."""
-    settings = app[SETTINGS]
     scheduler = AsyncIOScheduler()
-    jobs = [
-        ("purge-ended-chats", _purge_ended_chats, settings.chat.purge_interval_s),
-        ("purge-delivery-trail", _purge_trail, settings.delivery.sweep_interval_s),
-        ("expire-idle-push-chats", _expire_idle_chats, settings.delivery.sweep_interval_s),
-        ("end-idle-chats", _end_idle_chats, settings.delivery.sweep_interval_s),
+    settings, chats, metrics = app[SETTINGS], app[CHATS], app[METRICS]
+    purge_s, sweep_s = settings.chat.purge_interval_s, settings.delivery.sweep_interval_s
+    trail_args = [app[DATABASE], app[CLOCK], settings.delivery.trail_retention_s]
+    idle_args = [chats, metrics]
+    jobs: list[tuple[str, Callable[..., Awaitable[None]], list[Any], int]] = [
+        ("purge-ended-chats", chat_housekeeping.purge_ended_chats, [chats], purge_s),
+        ("purge-delivery-trail", push_housekeeping.purge_trail, trail_args, sweep_s),
+        ("expire-idle-push-chats", chat_housekeeping.end_idle_push_chats, idle_args, sweep_s),
+        ("end-idle-chats", chat_housekeeping.end_idle_chats, idle_args, sweep_s),
     ]
-    for job_id, job, interval_s in jobs:
+    for job_id, job, args, interval_s in jobs:
         scheduler.add_job(
             job,
             "interval",
-            args=[app],
+            args=args,
             seconds=interval_s,
             id=job_id,
             max_instances=1,
@@ -284,61 +243,3 @@ async def _housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
     scheduler.start()
     yield
     scheduler.shutdown(wait=False)
-
-
-async def _purge_ended_chats(app: web.Application) -> None:
-    try:
-        purged = await app[CHATS].purge_ended()
-    except ChatpushError as exc:
-        log.warning("purge failed: %s", exc, extra={"action": "purge_failed"})
-        return
-    if purged:
-        log.info("purged %d ended chats", purged, extra={"action": "chats_purged", "count": purged})
-
-
-async def _purge_trail(app: web.Application) -> None:
-    cutoff_ms = app[CLOCK].now_ms() - app[SETTINGS].delivery.trail_retention_s * 1000
-    try:
-        purged = await app[DATABASE].write(trail.purge_trail, cutoff_ms)
-    except ChatpushError as exc:
-        log.warning("trail purge failed: %s", exc, extra={"action": "purge_failed"})
-        return
-    if purged:
-        log.info("purged %d delivery records", purged, extra={"action": "trail_purged"})
-
-
-async def _expire_idle_chats(app: web.Application) -> None:
-    try:
-        expired = await app[CHATS].expire_idle_push_chats()
-    except ChatpushError as exc:
-        log.warning("expiry sweep failed: %s", exc, extra={"action": "expiry_failed"})
-        return
-    if expired:
-        app[METRICS].inc("chatpush_chats_expired_total", expired)
-
-
-async def _end_idle_chats(app: web.Application) -> None:
-    try:
-        ended = await app[CHATS].expire_idle_chats()
-    except ChatpushError as exc:
-        log.warning("idle chat sweep failed: %s", exc, extra={"action": "expiry_failed"})
-        return
-    if ended:
-        app[METRICS].inc("chatpush_chats_idle_ended_total", ended)
-
-
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "version": __version__})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    stopped = sorted(name for name, alive in request.app[HEALTHY].items() if not alive)
-    if stopped:
-        return web.json_response(
-            {"status": f"background task down: {', '.join(stopped)}"}, status=503
-        )
-    try:
-        await request.app[DATABASE].ping()
-    except ChatpushError:
-        return web.json_response({"status": "database unavailable"}, status=503)
-    return web.json_response({"status": "ok"})

@@ -30,6 +30,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from chatpush.environment import Schema, read_environment
+
 FLEX_PUSH_CONTENT_KEYS = ("app-dbid", "secure-key", "session-id", "user-id")
 
 
@@ -709,18 +711,18 @@ def _toml_values(path: Path | None) -> dict[str, Any]:
 
 
 def _read_environment(file_values: dict[str, Any]) -> dict[str, Any]:
-    from chatpush.environment import read_environment
-
-    environment = read_environment(os.environ, file_values)
+    environment = read_environment(os.environ, _schema(), file_values)
     if environment.problems:
         raise ConfigError("invalid environment:\n  " + "\n  ".join(environment.problems))
     return environment.values
 
 
+def _schema() -> Schema:
+    return Schema(Settings, GroupSettings, ProviderSettings, ServiceOptions)
+
+
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     """Read the settings; ``path`` falls back to ``CHATPUSH_CONFIG``, then to no file at all."""
-    from chatpush.environment import read_environment
-
     if path is None:
         path = os.environ.get("CHATPUSH_CONFIG") or None
     toml_path = Path(path) if path is not None else None
@@ -733,7 +735,7 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
                 file_values = tomllib.load(handle)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{toml_path}: not valid TOML: {exc}") from None
-    environment = read_environment(os.environ, file_values)
+    environment = read_environment(os.environ, _schema(), file_values)
     if environment.problems:
         raise ConfigError("invalid environment:\n  " + "\n  ".join(environment.problems))
     previous = Settings._toml_path, Settings._environment

@@ -80,37 +80,44 @@ def _keys(model: type[BaseModel]) -> dict[str, str]:
     return found
 
 
-def _sections() -> dict[str, type[BaseModel]]:
-    from chatpush.config import Settings
+@dataclass(frozen=True)
+class Schema:
+    """The settings models the variables are read against (``chatpush.config`` passes its own:
+    this module sits below it and imports none of it)."""
 
+    settings: type[BaseModel]
+    group: type[BaseModel]
+    provider: type[BaseModel]
+    service: type[BaseModel]
+
+
+def _sections(schema: Schema) -> dict[str, type[BaseModel]]:
     sections = {}
-    for name, info in Settings.model_fields.items():
+    for name, info in schema.settings.model_fields.items():
         annotation = _unwrap(info.annotation)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             sections[name] = annotation
     return sections
 
 
-def valid_names() -> list[str]:
+def valid_names(schema: Schema) -> list[str]:
     """Every variable name of a single key (what a typo is compared with)."""
-    from chatpush.config import GroupSettings, ServiceOptions
-
     names = [f"{PREFIX}CONFIG", f"{PREFIX}SERVICES", f"{PREFIX}GROUPS"]
-    for section, model in _sections().items():
+    for section, model in _sections(schema).items():
         names.append(f"{PREFIX}{section.upper()}")
         names += [f"{PREFIX}{section.upper()}__{name.upper()}" for name in model.model_fields]
     names += [
-        f"{PREFIX}SERVICES__DEFAULT__{_norm(key).upper()}" for key in _keys(ServiceOptions).values()
+        f"{PREFIX}SERVICES__DEFAULT__{_norm(key).upper()}" for key in _keys(schema.service).values()
     ]
     names += [
         f"{PREFIX}GROUPS__<GROUP>__{_norm(key).upper()}"
-        for key in dict.fromkeys(_keys(GroupSettings).values())
+        for key in dict.fromkeys(_keys(schema.group).values())
     ]
     return names
 
 
-def _closest(name: str) -> str:
-    candidates = valid_names()
+def _closest(name: str, schema: Schema) -> str:
+    candidates = valid_names(schema)
     found = difflib.get_close_matches(name.upper(), candidates, n=1, cutoff=0.6)
     if not found:
         # CHATPUSH_API_KEYS: the key without its section is a prefix-less match.
@@ -155,18 +162,16 @@ def _value(
 
 
 def read_environment(
-    environ: Mapping[str, str], file_values: Mapping[str, Any] | None = None
+    environ: Mapping[str, str], schema: Schema, file_values: Mapping[str, Any] | None = None
 ) -> Environment:
     """The settings ``environ`` gives, and every problem with it."""
-    from chatpush.config import GroupSettings, ProviderSettings, ServiceOptions
-
     file_values = file_values or {}
     env = Environment()
-    sections = _sections()
+    sections = _sections(schema)
     service_keys, group_keys, provider_keys = (
-        _keys(ServiceOptions),
-        _keys(GroupSettings),
-        _keys(ProviderSettings),
+        _keys(schema.service),
+        _keys(schema.group),
+        _keys(schema.provider),
     )
 
     def put(path: tuple[str, ...], value: Any, variable: str) -> None:
@@ -182,7 +187,7 @@ def read_environment(
         env.origins[path] = variable
 
     def unknown(variable: str, path: str) -> None:
-        env.problems.append(f"{variable}: {path}: unknown key{_closest(variable)}")
+        env.problems.append(f"{variable}: {path}: unknown key{_closest(variable, schema)}")
 
     for variable in sorted(environ):
         if not variable.upper().startswith(PREFIX):

@@ -4,7 +4,7 @@
     ├── BadRequest                400, statusCode 2: missing or malformed parameters
     ├── Forbidden                 403, statusCode 2: wrong or missing secureKey / API key
     ├── NotFound                  404, statusCode 2: unknown chat, party or service
-    ├── ChatEnded                 409, statusCode 2, chatEnded true: a change to an ended chat
+    ├── ChatAlreadyEnded          409, statusCode 2, chatEnded true: a change to an ended chat
     ├── Conflict                  409, statusCode 2: the request contradicts the chat's state
     │   └── TranscriptFull        409, statusCode 2: the chat holds its most events
     ├── RateLimited               429, statusCode 1: too many requests from one client; retry later
@@ -69,7 +69,7 @@ class NotFound(ChatpushError):
     http_status = 404
 
 
-class ChatEnded(ChatpushError):
+class ChatAlreadyEnded(ChatpushError):
     http_status = 409
     chat_ended = True
 

@@ -2,16 +2,16 @@
 
 Keys come from ``[[security.keys]]`` (each with its own scopes) and from ``security.api_keys``
 (every scope, the older form). A key is compared with every configured key in constant time, so
-the time taken says nothing of which one is close. ``ROUTE_SCOPES`` is the one list of the
-routes that need a key and the scopes that admit a caller; a test checks that every ``/api/``
-route is in it, so a new route cannot slip through with "any key will do".
+the time taken says nothing of which one is close. Each route names the scopes that admit a
+caller where it is declared (``chatpush/api/routes.py``); a test checks that every ``/api/``
+route has them, so a new route cannot slip through with "any key will do".
 """
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -21,29 +21,20 @@ from chatpush.errors import Code, Forbidden
 CHAT_SERVER, ADMIN, BRIDGE, METRICS = SCOPES
 EVERY_SCOPE = frozenset(SCOPES)
 
-_CHAT = "/api/v1/chats/{chat_id}"
-_CREDENTIALS = "/api/v1/groups/{group}"
-ROUTE_SCOPES: dict[tuple[str, str], frozenset[str]] = {
-    ("GET", "/api/v1/chats"): frozenset({CHAT_SERVER, ADMIN}),
-    ("GET", _CHAT): frozenset({CHAT_SERVER, ADMIN}),
-    ("POST", _CHAT + "/parties"): frozenset({CHAT_SERVER}),
-    ("DELETE", _CHAT + "/parties/{participant_id}"): frozenset({CHAT_SERVER}),
-    ("POST", _CHAT + "/events"): frozenset({CHAT_SERVER}),
-    ("POST", _CHAT + "/end"): frozenset({CHAT_SERVER}),
-    ("GET", _CHAT + "/subscription"): frozenset({ADMIN}),
-    ("GET", _CHAT + "/deliveries"): frozenset({ADMIN}),
-    ("GET", "/api/v1/nodes"): frozenset({ADMIN}),
-    ("POST", "/api/v1/nodes/{node}/drain"): frozenset({ADMIN}),
-    ("POST", "/api/v1/nodes/{node}/undrain"): frozenset({ADMIN}),
-    ("GET", "/api/v1/credentials"): frozenset({ADMIN}),
-    ("GET", _CREDENTIALS + "/credentials/{kind}"): frozenset({ADMIN}),
-    ("PUT", _CREDENTIALS + "/credentials/{kind}"): frozenset({ADMIN}),
-    ("DELETE", _CREDENTIALS + "/credentials/{kind}"): frozenset({ADMIN}),
-    ("POST", _CREDENTIALS + "/credentials/{kind}/test"): frozenset({ADMIN}),
-    ("GET", "/metrics"): frozenset({METRICS}),
-}
-PUBLIC = frozenset({"/api/v1/openapi.json"})
-"""Paths under ``/api/`` that need no key (whatever the method: a wrong one is a plain 405)."""
+
+@dataclass(slots=True)
+class RouteAccess:
+    """The scopes each keyed route needs, as mounted by ``chatpush/api/routes.py``: the one
+    place where a route is declared names its scopes too."""
+
+    scopes: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
+    """(method, canonical path) -> the scopes that admit a caller."""
+    public: set[str] = field(default_factory=set)
+    """Paths under ``/api/`` that need no key (whatever the method: a wrong one is a plain 405)."""
+
+
+ROUTE_ACCESS = web.AppKey("route_access", RouteAccess)
+_NO_ROUTES = RouteAccess()
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,10 +97,11 @@ def route_scopes(request: web.Request) -> frozenset[str] | None:
     method = "GET" if request.method == "HEAD" else request.method
     resource = request.match_info.route.resource
     canonical = resource.canonical if resource is not None else path
-    if path in PUBLIC:
+    table = request.app.get(ROUTE_ACCESS) or _NO_ROUTES
+    if path in table.public:
         return None
     # A route not in the table (an unknown path, a wrong method) answers 404/405 to any key.
-    return ROUTE_SCOPES.get((method, canonical), EVERY_SCOPE)
+    return table.scopes.get((method, canonical), EVERY_SCOPE)
 
 
 def given_key(request: web.Request) -> bytes:

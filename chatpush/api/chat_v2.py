@@ -158,13 +158,3 @@ _OPENAPI = resources.files("chatpush.api").joinpath("chat_openapi.json")
 async def openapi_document(request: web.Request) -> web.Response:
     """The OpenAPI description of the Chat API v2 (tests check live answers against it)."""
     return web.Response(body=_OPENAPI.read_bytes(), content_type="application/json")
-
-
-def add_routes(app: web.Application) -> None:
-    # Explicit patterns: aiohttp's default one ([^{}/]+) would not route a segment holding a
-    # brace, and a service name may hold any printable character but "/" (decisions.md).
-    app.router.add_post("/genesys/2/chat/{service:[^/]+}", request_chat)
-    app.router.add_post(
-        "/genesys/2/chat/{service:[^/]+}/{chat_id:[^/]+}/{operation:[^/]+}", chat_operation
-    )
-    app.router.add_get("/genesys/2/openapi.json", openapi_document)

@@ -25,14 +25,12 @@ import re
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy.engine import Connection
 
 from chatpush.api.access import BRIDGE, KeyRing
 from chatpush.api.keys import COMETD, DATABASE, KEYS
 from chatpush.cometd import Session
 from chatpush.providers.comet import EVERY_CHAT, PUSH_PREFIX, READER, Reader, push_channel
-from chatpush.store import chats as chat_store
-from chatpush.store import subscriptions
+from chatpush.store import chat_push
 from chatpush.store.database import Database
 
 log = logging.getLogger("chatpush.cometd.push")
@@ -84,16 +82,14 @@ async def reader_for(keys: KeyRing, db: Database, ext: Any, pattern: str) -> Rea
         return None
     if not _CHAT_ID.fullmatch(chat_id):
         return None
-    if not await db.read(_chat_owns_device, chat_id, secure_key, device_id):
+    found = await db.read(chat_push.chat_and_device, chat_id)
+    if found is None:
         return None
-    return Reader(chat_id)
-
-
-def _chat_owns_device(conn: Connection, chat_id: str, secure_key: str, device_id: str) -> bool:
-    chat = chat_store.get_chat(conn, chat_id)
+    chat, subscribed_device = found
     # surrogatepass: a lone surrogate in the ext (valid JSON) must not raise, only mismatch.
     given = secure_key.encode("utf-8", "surrogatepass")
-    if chat is None or not hmac.compare_digest(chat.secure_key.encode(), given) or chat.ended:
-        return False
-    subscription = subscriptions.subscriptions_for(conn, [chat_id]).get(chat_id)
-    return subscription is not None and subscription.request.device_id == device_id
+    if not hmac.compare_digest(chat.secure_key.encode(), given) or chat.ended:
+        return None
+    if subscribed_device != device_id:
+        return None
+    return Reader(chat_id)

@@ -22,8 +22,8 @@ from typing import Any
 
 from aiohttp import web
 
+from chatpush.api.chat_server import json_body
 from chatpush.api.keys import APNS, FCM, SETTINGS, VAULT
-from chatpush.api.server import json_body
 from chatpush.errors import BadRequest, Code, NotFound
 from chatpush.providers.base import CredentialKind, SendResult
 from chatpush.providers.mobile import MobileProvider
@@ -126,12 +126,3 @@ def _verdict(result: SendResult) -> dict[str, Any]:
         "error": result.error,
         "latencyMs": result.latency_ms,
     }
-
-
-def add_routes(app: web.Application) -> None:
-    path = "/api/v1/groups/{group}/credentials/{kind}"
-    app.router.add_get("/api/v1/credentials", list_credentials)
-    app.router.add_put(path, put_credentials)
-    app.router.add_get(path, get_credentials)
-    app.router.add_delete(path, delete_credentials)
-    app.router.add_post(path + "/test", test_credentials)

@@ -5,12 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy.engine import Connection
 
 from chatpush.api.keys import DATABASE, METRICS, ROUTER
 from chatpush.errors import BadRequest, Code, NotFound
-from chatpush.store import chats as chat_store
-from chatpush.store import outbox, subscriptions, trail
+from chatpush.store import chat_push, subscriptions
 
 MAX_ID = 2**63 - 1
 
@@ -49,18 +47,12 @@ def subscription_wire(subscription: subscriptions.SubscriptionRecord) -> dict[st
 
 async def read_subscription(request: web.Request) -> web.Response:
     chat_id = request.match_info["chat_id"]
-
-    def read(
-        conn: Connection,
-    ) -> tuple[subscriptions.SubscriptionRecord | None, list[outbox.OutboxRecord]]:
-        if chat_store.get_chat(conn, chat_id) is None:
-            raise NotFound(Code.UNKNOWN_CHAT, f"unknown chat {chat_id!r}")
-        return subscriptions.get_subscription(conn, chat_id), outbox.pending_for_chat(conn, chat_id)
-
-    subscription, pending = await request.app[DATABASE].read(read)
-    if subscription is None:
+    found = await request.app[DATABASE].read(chat_push.subscription_of, chat_id)
+    if found is None:
+        raise NotFound(Code.UNKNOWN_CHAT, f"unknown chat {chat_id!r}")
+    if found.subscription is None:
         raise NotFound(Code.UNKNOWN_CHAT, f"chat {chat_id!r} has no push subscription")
-    body = subscription_wire(subscription)
+    body = subscription_wire(found.subscription)
     body["queued"] = [
         {
             "kind": row.kind,
@@ -69,7 +61,7 @@ async def read_subscription(request: web.Request) -> web.Response:
             "parked": row.due_at_ms is None,
             "queuedAt": row.created_at_ms,
         }
-        for row in pending
+        for row in found.queued
     ]
     return web.json_response(body)
 
@@ -82,13 +74,9 @@ async def read_deliveries(request: web.Request) -> web.Response:
         int(raw_after) > MAX_ID
     ):
         raise BadRequest(Code.INVALID_PARAMETER, f"after must be an integer from 0 to {MAX_ID}")
-
-    def read(conn: Connection) -> list[tuple[int, trail.DeliveryRecord]]:
-        if chat_store.get_chat(conn, chat_id) is None:
-            raise NotFound(Code.UNKNOWN_CHAT, f"unknown chat {chat_id!r}")
-        return trail.deliveries(conn, chat_id, after_id=int(raw_after))
-
-    rows = await request.app[DATABASE].read(read)
+    rows = await request.app[DATABASE].read(chat_push.deliveries_of, chat_id, int(raw_after))
+    if rows is None:
+        raise NotFound(Code.UNKNOWN_CHAT, f"unknown chat {chat_id!r}")
     return web.json_response(
         {
             "deliveries": [
@@ -154,12 +142,3 @@ async def metrics(request: web.Request) -> web.Response:
     registry = request.app[METRICS]
     await registry.refresh()
     return web.Response(text=registry.render(), content_type="text/plain")
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/api/v1/chats/{chat_id}/subscription", read_subscription)
-    app.router.add_get("/api/v1/chats/{chat_id}/deliveries", read_deliveries)
-    app.router.add_get("/api/v1/nodes", list_nodes)
-    app.router.add_post("/api/v1/nodes/{node}/drain", drain_node)
-    app.router.add_post("/api/v1/nodes/{node}/undrain", undrain_node)
-    app.router.add_get("/metrics", metrics)

@@ -3,7 +3,7 @@
 Each operation is one database transaction, a plain function run by ``Database.write``:
 authenticate, append events, build the reply, and record what the customer has retrieved, all
 committed together or not at all. Checks that need no database run before it. The push pipeline
-is told inside the transaction what happened (``PushTransaction``), decides and persists just
+is told inside the transaction what happened (``PushHooks``), decides and persists just
 before the commit (``flush``), and reports after it (``committed``).
 """
 
@@ -27,7 +27,7 @@ from chatpush.chat.model import (
 )
 from chatpush.clock import Clock
 from chatpush.config import ChatSettings, Settings
-from chatpush.errors import BadRequest, ChatEnded, Code, Forbidden, NotFound, TranscriptFull
+from chatpush.errors import BadRequest, ChatAlreadyEnded, Code, Forbidden, NotFound, TranscriptFull
 from chatpush.store import chats as repo
 from chatpush.store.database import Database
 
@@ -40,8 +40,10 @@ _CHAT_ID = re.compile(r"[\x21-\x7e]{1,64}")
 """What could be a chat id: anything else (a NUL, say, which PostgreSQL refuses) is unknown."""
 
 
-class PushTransaction(Protocol):
-    """Told, inside the chat's transaction, what happened; ``flush`` runs just before the commit."""
+class PushHooks(Protocol):
+    """Told, inside the chat's transaction, what happened; ``flush`` runs just before the commit.
+
+    The push pipeline's ``PushTransaction`` (``chatpush/push/pipeline.py``) is the one in use."""
 
     def chat_requested(self, chat: ChatRecord, user_data: Mapping[str, str]) -> None: ...
 
@@ -67,7 +69,7 @@ class PushTransaction(Protocol):
 class PushObserver(Protocol):
     """The push pipeline, as the chat service sees it."""
 
-    def transaction(self, conn: Connection) -> PushTransaction: ...
+    def transaction(self, conn: Connection) -> PushHooks: ...
 
     async def timed_out_chats(self) -> list[tuple[str, int]]:
         """(chat id, flex-push-timeout in s) of the push-subscribed chats to end for it."""
@@ -104,7 +106,7 @@ class _NoPush:
 class _Changes:
     """Passes everything on to the push transaction and notes which chats got events or ended."""
 
-    def __init__(self, push: PushTransaction, changed: set[str]) -> None:
+    def __init__(self, push: PushHooks, changed: set[str]) -> None:
         self._push = push
         self._changed = changed
 
@@ -188,7 +190,7 @@ class ChatCore:
     @staticmethod
     def _require_active(chat: ChatRecord) -> None:
         if chat.ended:
-            raise ChatEnded()
+            raise ChatAlreadyEnded()
 
     def _require_room(self, chat: ChatRecord, count: int = 1) -> None:
         """Refuse new events past ``max_events_per_chat`` (ending a chat is never refused)."""
@@ -200,15 +202,15 @@ class ChatCore:
         assert customer is not None, "every chat has its customer party"
         return customer
 
-    async def _run(self, body: Callable[[Connection, PushTransaction], R]) -> R:
+    async def _run(self, body: Callable[[Connection, PushHooks], R]) -> R:
         """Run ``body`` as one write transaction; the push pipeline decides inside it (flush,
         just before the commit) and hears of the commit afterwards."""
         push_observer = self._push
         observers = self._committed
         announce_as = self._announce_as
 
-        def transaction(conn: Connection) -> tuple[R, PushTransaction, set[str]]:
-            push: PushTransaction = (
+        def transaction(conn: Connection) -> tuple[R, PushHooks, set[str]]:
+            push: PushHooks = (
                 push_observer.transaction(conn) if push_observer is not None else _NoPush()
             )
             changed: set[str] = set()
@@ -233,7 +235,7 @@ class ChatCore:
     def _append(
         self,
         conn: Connection,
-        push: PushTransaction,
+        push: PushHooks,
         chat: ChatRecord,
         events: Sequence[NewEvent],
         now_ms: int | None = None,
@@ -248,7 +250,7 @@ class ChatCore:
     def _end(
         self,
         conn: Connection,
-        push: PushTransaction,
+        push: PushHooks,
         chat: ChatRecord,
         now_ms: int,
         *,
@@ -273,7 +275,7 @@ class ChatCore:
     def _reply(
         self,
         conn: Connection,
-        push: PushTransaction,
+        push: PushHooks,
         chat: ChatRecord,
         *,
         position: int | None,

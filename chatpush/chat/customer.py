@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from sqlalchemy.engine import Connection
 
-from chatpush.chat.core import ChatCore, PushTransaction
+from chatpush.chat.core import ChatCore, PushHooks
 from chatpush.chat.model import (
     CUSTOMER_PARTICIPANT_ID,
     ChatRecord,
@@ -79,7 +79,7 @@ class CustomerSide(ChatCore):
             last_name=last_name,
         )
 
-        def tx(conn: Connection, push: PushTransaction) -> Reply:
+        def tx(conn: Connection, push: PushHooks) -> Reply:
             repo.insert_chat(conn, chat, customer)
             push.chat_requested(chat, user_data)
             if live_until_ms is not None:
@@ -100,7 +100,7 @@ class CustomerSide(ChatCore):
     ) -> Reply:
         """``live_until_ms``: as for ``request_chat`` (CometD's ``requestNotifications``)."""
 
-        def tx(conn: Connection, push: PushTransaction) -> Reply:
+        def tx(conn: Connection, push: PushHooks) -> Reply:
             chat = self._authenticate(conn, service_name, chat_id, secure_key)
             if live_until_ms is not None:
                 push.foreground(chat, live_until_ms)
@@ -174,7 +174,7 @@ class CustomerSide(ChatCore):
             raise BadRequest(Code.MISSING_PARAMETER, "nickname is required")
         self._check_text("nickname", nickname, self._limits.max_nickname_chars)
 
-        def tx(conn: Connection, push: PushTransaction) -> Reply:
+        def tx(conn: Connection, push: PushHooks) -> Reply:
             chat = self._authenticate(conn, service_name, chat_id, secure_key)
             self._require_active(chat)
             self._require_room(chat)
@@ -191,7 +191,7 @@ class CustomerSide(ChatCore):
         if not user_data:
             raise BadRequest(Code.MISSING_PARAMETER, "at least one userData[KEY] is required")
 
-        def tx(conn: Connection, push: PushTransaction) -> Reply:
+        def tx(conn: Connection, push: PushHooks) -> Reply:
             chat = self._authenticate(conn, service_name, chat_id, secure_key)
             self._require_active(chat)
             merged = {**chat.user_data, **user_data}
@@ -216,7 +216,7 @@ class CustomerSide(ChatCore):
         what a refresh returning them would, for client position and reliable delivery
         (rule 1), without building a reply."""
 
-        def tx(conn: Connection, push: PushTransaction) -> None:
+        def tx(conn: Connection, push: PushHooks) -> None:
             chat = self._authenticate(conn, service_name, chat_id, secure_key)
             push.foreground(chat, live_until_ms)
             if position is None:
@@ -235,7 +235,7 @@ class CustomerSide(ChatCore):
         """The chat's live client vanished without a word (its CometD session expired or was
         removed): push may send again, from what the client last acknowledged."""
 
-        def tx(conn: Connection, push: PushTransaction) -> None:
+        def tx(conn: Connection, push: PushHooks) -> None:
             chat = repo.get_chat(conn, chat_id, lock=True)
             if chat is not None:
                 push.foreground(chat, None)
@@ -243,7 +243,7 @@ class CustomerSide(ChatCore):
         await self._run(tx)
 
     async def disconnect(self, service_name: str, chat_id: str, secure_key: str | None) -> Reply:
-        def tx(conn: Connection, push: PushTransaction) -> Reply:
+        def tx(conn: Connection, push: PushHooks) -> Reply:
             chat = self._authenticate(conn, service_name, chat_id, secure_key)
             if chat.ended:
                 return self._reply(conn, push, chat, position=0, touch=False)
@@ -266,7 +266,7 @@ class CustomerSide(ChatCore):
         message_type: str | None = None,
         position: int | None = 0,
     ) -> Reply:
-        def tx(conn: Connection, push: PushTransaction) -> Reply:
+        def tx(conn: Connection, push: PushHooks) -> Reply:
             chat = self._authenticate(conn, service_name, chat_id, secure_key)
             self._require_active(chat)
             self._require_room(chat)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from sqlalchemy.engine import Connection
 
-from chatpush.chat.core import PushTransaction
+from chatpush.chat.core import PushHooks
 from chatpush.chat.server_side import ServerSide
-from chatpush.errors import NotFound
+from chatpush.errors import ChatpushError, NotFound
+from chatpush.metrics import Metrics
 from chatpush.store import chats as repo
 
 log = logging.getLogger("chatpush.chat")
@@ -59,7 +60,7 @@ class Housekeeping(ServerSide):
         expired = 0
         for chat_id in candidates:
 
-            def tx(conn: Connection, push: PushTransaction, chat_id: str = chat_id) -> bool:
+            def tx(conn: Connection, push: PushHooks, chat_id: str = chat_id) -> bool:
                 chat = repo.get_chat(conn, chat_id, lock=True)
                 # Looked at again under the lock: the client may have come back meanwhile.
                 if chat is None or chat.ended or chat.last_client_request_ms >= idle_before_ms:
@@ -85,3 +86,40 @@ class Housekeeping(ServerSide):
         now_ms = self._clock.now_ms()
         for start in range(0, len(chat_ids), 500):
             await self._db.write(repo.touch_unsubscribed, chat_ids[start : start + 500], now_ms)
+
+
+# The jobs the application runs on a timer (chatpush/app.py schedules them): each one logs or
+# counts what it did, and a failure is logged, never raised, so the next run tries again.
+
+
+async def purge_ended_chats(chats: Housekeeping) -> None:
+    try:
+        purged = await chats.purge_ended()
+    except ChatpushError as exc:
+        log.warning("purge failed: %s", exc, extra={"action": "purge_failed"})
+        return
+    if purged:
+        log.info("purged %d ended chats", purged, extra={"action": "chats_purged", "count": purged})
+
+
+async def end_idle_push_chats(chats: Housekeeping, metrics: Metrics) -> None:
+    """Chats past their flex-push-timeout (``chatpush_chats_expired_total``)."""
+    await _end(chats.expire_idle_push_chats, metrics, "chatpush_chats_expired_total", "expiry")
+
+
+async def end_idle_chats(chats: Housekeeping, metrics: Metrics) -> None:
+    """Chats without push idle past ``chat.idle_chat_timeout_s`` (counted by
+    ``chatpush_chats_idle_ended_total``)."""
+    await _end(chats.expire_idle_chats, metrics, "chatpush_chats_idle_ended_total", "idle chat")
+
+
+async def _end(
+    sweep: Callable[[], Awaitable[int]], metrics: Metrics, metric: str, what: str
+) -> None:
+    try:
+        ended = await sweep()
+    except ChatpushError as exc:
+        log.warning("%s sweep failed: %s", what, exc, extra={"action": "expiry_failed"})
+        return
+    if ended:
+        metrics.inc(metric, ended)

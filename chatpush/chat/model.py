@@ -1,4 +1,5 @@
-"""Plain records of the chat domain and their Chat API v2 wire shapes (docs/chat-api.md)."""
+"""The chat domain's model: ids and keys, the records the store keeps (``store/chat_records.py``)
+and the Chat API v2 reply (docs/chat-api.md)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,23 @@ import hmac
 import secrets
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+from chatpush.store.chat_records import ChatRecord, EventRecord, NewEvent, PartyRecord
+
+__all__ = [
+    "CUSTOMER_PARTICIPANT_ID",
+    "EVENT_TYPES",
+    "PARTY_TYPES",
+    "ChatRecord",
+    "EventRecord",
+    "NewEvent",
+    "PartyRecord",
+    "Reply",
+    "keys_match",
+    "new_chat_id",
+    "new_secure_key",
+    "new_user_id",
+]
 
 PARTY_TYPES: Final = ("Client", "Agent", "Supervisor", "External")
 EVENT_TYPES: Final = (
@@ -43,85 +61,6 @@ def new_secure_key() -> str:
 def keys_match(expected: str, given: str) -> bool:
     """Constant-time comparison of secure keys (and of API keys)."""
     return hmac.compare_digest(expected.encode(), given.encode())
-
-
-@dataclass(frozen=True, slots=True)
-class ChatRecord:
-    id: str
-    service_name: str
-    secure_key: str
-    user_id: str
-    subject: str | None
-    email_address: str | None
-    user_data: dict[str, str]
-    created_at_ms: int
-    ended_at_ms: int | None
-    last_client_request_ms: int
-    last_index: int
-    client_position: int
-    last_participant_id: int
-
-    @property
-    def ended(self) -> bool:
-        return self.ended_at_ms is not None
-
-
-@dataclass(frozen=True, slots=True)
-class PartyRecord:
-    participant_id: int
-    type: str
-    nickname: str
-    joined_at_ms: int
-    left_at_ms: int | None = None
-    first_name: str | None = None
-    last_name: str | None = None
-
-    @property
-    def present(self) -> bool:
-        return self.left_at_ms is None
-
-
-@dataclass(frozen=True, slots=True)
-class EventRecord:
-    index: int
-    type: str
-    participant_id: int
-    nickname: str
-    party_type: str
-    utc_time_ms: int
-    text: str | None = None
-    message_type: str | None = None
-    user_data: dict[str, str] | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        wire: dict[str, Any] = {
-            "from": {
-                "nickname": self.nickname,
-                "participantId": self.participant_id,
-                "type": self.party_type,
-            },
-            "index": self.index,
-            "type": self.type,
-            "utcTime": self.utc_time_ms,
-        }
-        if self.text is not None:
-            wire["text"] = self.text
-        if self.message_type is not None:
-            wire["messageType"] = self.message_type
-        if self.user_data:
-            wire["userData"] = dict(self.user_data)
-        return wire
-
-
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    """An event about to be appended; the store gives it its index."""
-
-    type: str
-    party: PartyRecord
-    text: str | None = None
-    message_type: str | None = None
-    user_data: dict[str, str] | None = None
 
 
 @dataclass(slots=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Connection
 
-from chatpush.chat.core import ChatCore, PushTransaction
+from chatpush.chat.core import ChatCore, PushHooks
 from chatpush.chat.model import (
     EVENT_TYPES,
     PARTY_TYPES,
@@ -41,7 +41,7 @@ class ServerSide(ChatCore):
             )
         self._check_text("nickname", nickname, self._limits.max_nickname_chars)
 
-        def tx(conn: Connection, push: PushTransaction) -> tuple[PartyRecord, EventRecord]:
+        def tx(conn: Connection, push: PushHooks) -> tuple[PartyRecord, EventRecord]:
             chat = self._server_chat(conn, chat_id)
             self._require_active(chat)
             self._require_room(chat)
@@ -80,7 +80,7 @@ class ServerSide(ChatCore):
         if user_data:
             self._check_user_data(user_data)
 
-        def tx(conn: Connection, push: PushTransaction) -> EventRecord:
+        def tx(conn: Connection, push: PushHooks) -> EventRecord:
             chat = self._server_chat(conn, chat_id)
             self._require_active(chat)
             party = repo.get_party(conn, chat.id, participant_id)
@@ -112,7 +112,7 @@ class ServerSide(ChatCore):
     async def remove_party(self, chat_id: str, participant_id: int) -> EventRecord:
         """Remove a party; removing the customer ends the chat (rule 7)."""
 
-        def tx(conn: Connection, push: PushTransaction) -> EventRecord:
+        def tx(conn: Connection, push: PushHooks) -> EventRecord:
             chat = self._server_chat(conn, chat_id)
             self._require_active(chat)
             party = repo.get_party(conn, chat.id, participant_id)
@@ -132,7 +132,7 @@ class ServerSide(ChatCore):
     async def end_chat(self, chat_id: str) -> ChatRecord:
         """End a chat: every agent-side party still present leaves, then the chat is ended."""
 
-        def tx(conn: Connection, push: PushTransaction) -> ChatRecord:
+        def tx(conn: Connection, push: PushHooks) -> ChatRecord:
             chat = self._server_chat(conn, chat_id)
             if chat.ended:
                 return chat

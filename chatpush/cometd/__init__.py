@@ -8,6 +8,9 @@
     channels.py     channel names and the subscription index (exact, /*, /**)
     protocol.py     wire constants, error strings, batch decoding
 
+The server mounts the transports (``BayeuxServer.add_routes``); the transports know the server
+only as the ``transports.Endpoint`` protocol, so neither module imports the other both ways.
+
 Wiring, for the application::
 
     server = BayeuxServer(clock, CometdLimits())

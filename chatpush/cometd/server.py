@@ -1,11 +1,11 @@
 """The Bayeux 1.0 server: sessions, subscriptions and the meta-channel state machine.
 
 Transports (``transports.py``) turn a body or a websocket frame into a list of messages and call
-:meth:`BayeuxServer.process`; the answer is an :class:`Exchange` that is rendered at once, or
-after :meth:`BayeuxServer.wait` when it holds a ``/meta/connect``. Everything is in the memory of
-this process: sessions, subscriptions, queues. A client that reaches an instance not holding its
-session gets ``402::session_unknown``, handshakes again and resumes from its chat transcript
-position.
+:meth:`BayeuxServer.process`; the answer is an ``Exchange`` (``session.py``) that is rendered at
+once, or after :meth:`BayeuxServer.wait` when it holds a ``/meta/connect``. Everything is in
+the memory of this process: sessions, subscriptions, queues. A client that reaches an instance
+not holding its session gets ``402::session_unknown``, handshakes again and resumes from its chat
+transcript position.
 
 Time comes from the injected :class:`~chatpush.clock.Clock`: a held connect waits with
 ``clock.sleep_until(now + connect_timeout_ms, wake)`` and the expiry sweep sleeps until the
@@ -33,9 +33,15 @@ from aiohttp import web
 
 from chatpush.addresses import TrustedProxies
 from chatpush.clock import Clock
-from chatpush.cometd import channels, protocol
+from chatpush.cometd import channels, protocol, transports
 from chatpush.cometd.channels import SubscriptionIndex
-from chatpush.cometd.session import HeldConnect, QueueBudget, RemovalReason, Session
+from chatpush.cometd.session import (
+    Exchange,
+    HeldConnect,
+    QueueBudget,
+    RemovalReason,
+    Session,
+)
 
 log = logging.getLogger("chatpush.cometd")
 
@@ -102,17 +108,6 @@ class CometdStats:
     """Bodies or frames that were not Bayeux at all (replied with a 4xx error batch)."""
     broadcasts: int = 0
     messages_queued: int = 0
-
-
-@dataclass(slots=True)
-class Exchange:
-    """One request (body or frame) being answered: a reply per message, in order."""
-
-    replies: list[dict[str, Any]] = field(default_factory=list)
-    connect: HeldConnect | None = None
-    """The batch's connect, whose reply carries the session's queued messages."""
-    hold: bool = False
-    """The connect waits (:meth:`BayeuxServer.wait`) before the exchange is rendered."""
 
 
 class _Refused(Exception):
@@ -260,9 +255,7 @@ class BayeuxServer:
 
     def add_routes(self, app: web.Application, path: str = "/genesys/cometd") -> None:
         """Serve both transports at ``path`` and run the expiry sweep for the app's life."""
-        from chatpush.cometd import transports  # the transports import this module
-
-        transports.add_routes(app, self, path)
+        transports.add_routes(app, self, path, max_message_bytes=self.limits.max_message_bytes)
         app.cleanup_ctx.append(self._lifespan)
 
     async def _lifespan(self, app: web.Application) -> AsyncIterator[None]:

@@ -71,6 +71,17 @@ class HeldConnect:
     """A newer connect arrived: answer this one without draining the queue into it."""
 
 
+@dataclass(slots=True)
+class Exchange:
+    """One request (body or frame) being answered: a reply per message, in order."""
+
+    replies: list[dict[str, Any]] = field(default_factory=list)
+    connect: HeldConnect | None = None
+    """The batch's connect, whose reply carries the session's queued messages."""
+    hold: bool = False
+    """The connect waits (``BayeuxServer.wait``) before the exchange is rendered."""
+
+
 class Session:
     """A client known by its ``clientId``; the application sees it in every hook.
 

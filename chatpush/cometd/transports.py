@@ -18,14 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from chatpush.cometd import protocol
-
-if TYPE_CHECKING:
-    from chatpush.cometd.server import BayeuxServer, Exchange
+from chatpush.cometd.session import Exchange
 
 log = logging.getLogger("chatpush.cometd")
 
@@ -37,8 +36,29 @@ SHUTDOWN_GRACE_S = 1.0
 """How long a stop waits for released connects to be answered before closing the sockets."""
 
 
-def add_routes(app: web.Application, server: BayeuxServer, path: str) -> None:
-    transports = _Transports(server)
+class Endpoint(Protocol):
+    """What the transports need of the Bayeux server (``server.py``, which imports this module
+    to mount them: the transports know the server only by this shape)."""
+
+    client_address: Callable[[web.BaseRequest], str]
+
+    async def process(self, messages: list[Any], transport: str, address: str) -> Exchange: ...
+
+    async def wait(self, exchange: Exchange) -> None: ...
+
+    def abandon(self, exchange: Exchange) -> None: ...
+
+    def render(self, exchange: Exchange) -> str: ...
+
+    def count_bad_request(self, error: str, transport: str) -> None: ...
+
+    def release_held_connects(self) -> None: ...
+
+
+def add_routes(
+    app: web.Application, server: Endpoint, path: str, *, max_message_bytes: int
+) -> None:
+    transports = _Transports(server, max_message_bytes)
     app.router.add_post(path, transports.long_polling)
     app.router.add_post(path.rstrip("/") + "/{tail:.*}", transports.long_polling)
     app.router.add_get(path, transports.websocket)
@@ -52,7 +72,7 @@ def _json(text: str, status: int = 200) -> web.Response:
 class _Socket:
     """One websocket: serialized sends, and the tasks of its held connects."""
 
-    def __init__(self, server: BayeuxServer, ws: web.WebSocketResponse, address: str) -> None:
+    def __init__(self, server: Endpoint, ws: web.WebSocketResponse, address: str) -> None:
         self._server = server
         self.ws = ws
         self.address = address
@@ -96,9 +116,9 @@ class _Socket:
 
 
 class _Transports:
-    def __init__(self, server: BayeuxServer) -> None:
+    def __init__(self, server: Endpoint, max_message_bytes: int) -> None:
         self._server = server
-        self._limit = server.limits.max_message_bytes
+        self._limit = max_message_bytes
         self._sockets: set[_Socket] = set()
 
     def _refuse(self, error: str, transport: str) -> str:

@@ -6,11 +6,11 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, func, insert, select, text, update
+from sqlalchemy import Table, and_, delete, insert, select, text, update
 from sqlalchemy.engine import Connection, Row
 
-from chatpush.chat.model import ChatRecord, EventRecord, NewEvent, PartyRecord
 from chatpush.store import sql
+from chatpush.store.chat_records import ChatRecord, EventRecord, NewEvent, PartyRecord
 from chatpush.store.sql import Statement
 from chatpush.store.tables import Chat, Delivery, Event, Outbox, Party, Subscription
 
@@ -381,10 +381,6 @@ def purge_ended(conn: Connection, ended_before_ms: int, batch: int = 500) -> int
     conn.execute(delete(_parties).where(_parties.c.chat_id.in_(ids)))
     conn.execute(delete(_chats).where(_chats.c.id.in_(ids)))
     return len(ids)
-
-
-def count_chats(conn: Connection) -> int:
-    return int((conn.execute(select(func.count()).select_from(_chats))).scalar_one())
 
 
 def idle_subscribed_chats(

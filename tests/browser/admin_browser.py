@@ -29,8 +29,8 @@ from cryptography.fernet import Fernet
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
 from chatpush.clock import SystemClock
+from chatpush.testing.fcm import FakeFcm
 from tests.fault.support import API_KEY, Chatpush, free_port
-from tests.providers.fake_fcm import FakeFcm
 
 CHROMIUM = Path(os.environ.get("CHATPUSH_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(__file__).with_name("artifacts")
@@ -82,7 +82,7 @@ class Receiver:
 
 
 class ThreadedFcm:
-    """The fake FCM (tests/providers/fake_fcm.py) on an event loop of its own thread."""
+    """The fake FCM (chatpush/testing/fcm.py) on an event loop of its own thread."""
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()

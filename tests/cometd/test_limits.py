@@ -14,7 +14,7 @@ import pytest
 from aiocometd_noloop import Client as CometdClient
 from aiocometd_noloop import ConnectionType
 
-from chatpush.app import _cometd_samples
+from chatpush.api.bayeux import cometd_samples
 from chatpush.cometd import RemovalReason
 from chatpush.config import Settings
 from chatpush.testing import FakeClock
@@ -390,7 +390,7 @@ async def test_past_the_total_budget_the_largest_queue_goes_not_the_receiver(
     assert bayeux.removed == [(sessions[0], RemovalReason.TOTAL_QUEUE_FULL)]
     assert bayeux.server.stats.sessions_removed["total_queue_full"] == 1
     removals = ("chatpush_cometd_sessions_removed_total", {"reason": "total_queue_full"}, 1)
-    assert removals in list(_cometd_samples(bayeux.server.stats))  # what /metrics shows
+    assert removals in list(cometd_samples(bayeux.server.stats))  # what /metrics shows
     assert bayeux.server.queued_bytes <= TOTAL_LIMITS.max_total_queued_bytes
     assert bayeux.server.queued_bytes == sum(
         session.queued_bytes for session in sessions[1:] if session is not None

@@ -15,8 +15,8 @@ import pytest
 from aiocometd_noloop import Client, ConnectionType
 
 from chatpush.api.chat_cometd import CHAT_COMETD
-from chatpush.api.keys import CLOCK, COMETD
-from chatpush.app import _end_idle_chats
+from chatpush.api.keys import CHATS, CLOCK, COMETD, METRICS
+from chatpush.chat.housekeeping import end_idle_chats
 from chatpush.config import Settings
 from chatpush.testing import FakeClock
 from tests.cometd.conftest import until
@@ -232,9 +232,9 @@ async def test_a_chat_followed_live_is_not_idle_and_ends_once_its_client_is_gone
                 await asyncio.sleep(0.01)
             else:
                 pytest.fail("the chat followed live was not counted as requested")
-            await _end_idle_chats(app_client.app)
+            await end_idle_chats(app_client.app[CHATS], app_client.app[METRICS])
             assert (await chat.api("GET", f"/chats/{chat.chat_id}"))["chat"]["status"] == "active"
     await until(lambda: app_client.app[CHAT_COMETD].attached_sessions(chat.chat_id) == 0)
     clock.advance(61)
-    await _end_idle_chats(app_client.app)
+    await end_idle_chats(app_client.app[CHATS], app_client.app[METRICS])
     assert (await chat.api("GET", f"/chats/{chat.chat_id}"))["chat"]["status"] == "ended"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from chatpush.testing import FakeClock
-from tests.providers.fake_fcm import FakeFcm
+from chatpush.testing.fcm import FakeFcm
 
 
 async def chatpush(workdir: Path, *args: str) -> tuple[int, str, str]:

@@ -27,8 +27,8 @@ import pytest
 from chatpush import __version__
 from chatpush.cli import _parser, main
 from chatpush.testing import FakeClock
+from chatpush.testing.fcm import FakeFcm
 from tests.e2e.test_serve import chatpush_command, clean_environment, free_port, run_chatpush
-from tests.providers.fake_fcm import FakeFcm
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and fcntl")
 

@@ -12,6 +12,8 @@ from chatpush.api.keys import DISPATCHER, ROUTER
 from chatpush.app import create_app
 from chatpush.config import ConfigError, Settings
 from chatpush.testing import FakeClock
+from chatpush.testing.apns import ec_private_pem
+from chatpush.testing.fcm import FakeFcm, rsa_private_pem
 from tests.conftest import ChatDriver
 from tests.integration._push_support import api, metric
 from tests.integration.admin_support import (
@@ -23,8 +25,6 @@ from tests.integration.admin_support import (
     text_of,
 )
 from tests.integration.reliable import PUSH
-from tests.providers.fake_apns import ec_private_pem
-from tests.providers.fake_fcm import FakeFcm, rsa_private_pem
 from tests.receivers import Receiver
 
 

@@ -15,8 +15,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from chatpush.api.keys import CHATS, METRICS
 from chatpush.api.ratelimit import TokenBuckets
-from chatpush.app import _end_idle_chats, create_app
+from chatpush.app import create_app
+from chatpush.chat.housekeeping import end_idle_chats
 from chatpush.config import ConfigError, Settings
 from chatpush.errors import Code
 from chatpush.testing import FakeClock
@@ -399,11 +401,11 @@ async def test_an_idle_chat_without_push_ends_through_the_normal_end(
     clock.advance(300)
     await busy.op("refresh")  # a client request: busy is not idle
     clock.advance(299)
-    await _end_idle_chats(client.app)
+    await end_idle_chats(client.app[CHATS], client.app[METRICS])
     assert (await idle.api("GET", f"/chats/{idle.chat_id}"))["chat"]["status"] == "active"
 
     clock.advance(2)
-    await _end_idle_chats(client.app)
+    await end_idle_chats(client.app[CHATS], client.app[METRICS])
     state = await idle.api("GET", f"/chats/{idle.chat_id}")
     assert state["chat"]["status"] == "ended" and state["chat"]["endedAt"] == clock.now_ms()
     assert state["transcript"][-1]["type"] == "ParticipantLeft"  # the agent left, as on any end
@@ -413,7 +415,7 @@ async def test_an_idle_chat_without_push_ends_through_the_normal_end(
     assert "chatpush_chats_idle_ended_total 1" in await metrics(client)
 
     clock.advance(301)
-    await _end_idle_chats(client.app)
+    await end_idle_chats(client.app[CHATS], client.app[METRICS])
     assert (await busy.api("GET", f"/chats/{busy.chat_id}"))["chat"]["status"] == "ended"
 
 
@@ -426,7 +428,7 @@ async def test_an_idle_timeout_of_zero_ends_nothing(
     plain = ChatDriver(client)
     await plain.request_chat()
     clock.advance(10 * 86400)
-    await _end_idle_chats(client.app)
+    await end_idle_chats(client.app[CHATS], client.app[METRICS])
     assert (await plain.api("GET", f"/chats/{plain.chat_id}"))["chat"]["status"] == "active"
     state = await push.chat.api("GET", f"/chats/{push.chat.chat_id}")
     assert state["chat"]["status"] == "active"
@@ -439,6 +441,6 @@ async def test_idle_expiry_leaves_push_chats_to_flex_push_timeout(
     client = await make_client(settings)
     push = await start_chat(client, receiver, clock)
     clock.advance(61)
-    await _end_idle_chats(client.app)
+    await end_idle_chats(client.app[CHATS], client.app[METRICS])
     state = await push.chat.api("GET", f"/chats/{push.chat.chat_id}")
     assert state["chat"]["status"] == "active"

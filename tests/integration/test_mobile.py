@@ -17,9 +17,9 @@ from sqlalchemy import text
 from chatpush.api.keys import DATABASE, METRICS, VAULT
 from chatpush.config import Settings
 from chatpush.testing import FakeClock
+from chatpush.testing.fcm import FakeFcm, rsa_private_pem
 from tests.conftest import API_KEY, ChatDriver
 from tests.integration._push_support import api, push_form, settle, trail
-from tests.providers.fake_fcm import FakeFcm, rsa_private_pem
 from tests.providers.hostile import SECRET, Hostile, Mode
 
 Client = TestClient[web.Request, web.Application]

@@ -27,14 +27,16 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 from yarl import URL
 
+from chatpush.api.bayeux import PATH as COMETD_PATH
+from chatpush.api.chat_server import AddEvent, AddParty
 from chatpush.api.keys import DATABASE, DISPATCHER
-from chatpush.api.server import AddEvent, AddParty
+from chatpush.api.routes import MOUNTED, ROUTES
 from chatpush.chat.model import EVENT_TYPES, PARTY_TYPES
 from chatpush.config import Settings
 from chatpush.errors import Code
 from chatpush.testing import FakeClock
+from chatpush.testing.fcm import rsa_private_pem
 from tests.conftest import API_KEY, ChatDriver
-from tests.providers.fake_fcm import rsa_private_pem
 from tests.receivers import RELIABLE_PUSH, Receiver
 
 Client = TestClient[web.Request, web.Application]
@@ -342,6 +344,33 @@ async def test_every_route_of_the_app_is_documented_and_nothing_else(
     }
     documented = {(shape(template), method) for template, method, _ in conformance.operations()}
     assert live == documented
+
+
+def test_the_route_table_documents_exactly_the_operations_of_the_document(
+    conformance: Conformance,
+) -> None:
+    def shape(path: str) -> str:
+        return re.sub(r"\{[^}]+\}", "{}", path)
+
+    documented = {(shape(route.path), route.method.lower()) for route in ROUTES if route.documented}
+    operations = {(shape(template), method) for template, method, _ in conformance.operations()}
+    assert documented == operations
+    assert all(route.path.startswith("/genesys/") for route in ROUTES if not route.documented)
+
+
+async def test_every_route_the_app_serves_is_mounted_from_a_route_table(client: Client) -> None:
+    def shape(path: str) -> str:
+        return re.sub(r"\{[^}]+\}", "{}", path)
+
+    served = {
+        (shape(route.resource.canonical), route.method)
+        for route in client.app.router.routes()
+        if route.resource is not None
+        and route.method != "HEAD"
+        and not route.resource.canonical.startswith(COMETD_PATH)
+    }
+    mounted = {(shape(route.path), route.method) for route in client.app[MOUNTED]}
+    assert served == mounted
 
 
 def test_request_bodies_are_the_pydantic_models(document: dict[str, Any]) -> None:

@@ -4,7 +4,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chatpush.api.keys import CHATS, DISPATCHER, METRICS
-from chatpush.app import _expire_idle_chats
+from chatpush.chat.housekeeping import end_idle_push_chats
 from chatpush.testing import FakeClock
 from tests.conftest import ChatDriver
 from tests.receivers import RELIABLE_PUSH, Receiver
@@ -37,7 +37,7 @@ async def test_idle_chat_is_ended_with_its_final_trigger(
     assert await client.app[CHATS].expire_idle_push_chats() == 0
 
     clock.advance(2)
-    await _expire_idle_chats(client.app)
+    await end_idle_push_chats(client.app[CHATS], client.app[METRICS])
     await client.app[DISPATCHER].settle()
     ended = await quick.op("refresh", transcriptPosition="0")
     assert ended["chatEnded"] is True
@@ -49,5 +49,5 @@ async def test_idle_chat_is_ended_with_its_final_trigger(
     assert client.app[METRICS].value("chatpush_chats_expired_total") == 1
 
     clock.advance(3600)
-    await _expire_idle_chats(client.app)
+    await end_idle_push_chats(client.app[CHATS], client.app[METRICS])
     assert (await patient.op("refresh", transcriptPosition="0"))["chatEnded"] is True

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from chatpush.api.server import SERVER_EVENT_TYPES
+from chatpush.api.chat_server import SERVER_EVENT_TYPES
 from chatpush.config import Settings
 from chatpush.errors import Code
 from chatpush.testing import FakeClock

@@ -1,4 +1,4 @@
-"""The APNs provider against a fake APNs speaking real HTTP/2 over TLS (fake_apns.py).
+"""The APNs provider against a fake APNs speaking real HTTP/2 over TLS (chatpush/testing/apns.py).
 
 Production is ``127.0.0.1`` and the sandbox ``localhost``: the same fake, told apart by the
 ``:authority`` each request carries.
@@ -27,8 +27,8 @@ from chatpush.providers.base import SendResult
 from chatpush.push.bodies import bare_body, trigger_body
 from chatpush.push.mobile import MobileMessage
 from chatpush.testing import FakeClock
+from chatpush.testing.apns import FakeApns, ec_private_pem, self_signed
 from tests.providers.conftest import Credentials, target
-from tests.providers.fake_apns import FakeApns, ec_private_pem, self_signed
 
 TOKEN = "device-token-1"
 CHAT_ID = "00C0FFEE00000001"

@@ -1,4 +1,4 @@
-"""The FCM HTTP v1 provider against a fake FCM on 127.0.0.1 (tests/providers/fake_fcm.py)."""
+"""The FCM HTTP v1 provider against a fake FCM on 127.0.0.1 (chatpush/testing/fcm.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from chatpush.config import MobileSettings
 from chatpush.providers.fcm import FcmCredentials, FcmProvider
 from chatpush.push.bodies import trigger_body
 from chatpush.testing import FakeClock
+from chatpush.testing.fcm import FakeFcm, rsa_private_pem
 from tests.providers.conftest import Credentials, target
-from tests.providers.fake_fcm import FakeFcm, rsa_private_pem
 from tests.providers.hostile import SECRET, Hostile, Mode
 
 TOKEN = "device-token-1"

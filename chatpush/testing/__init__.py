@@ -1,4 +1,14 @@
-"""Fakes shipped with the package, for our tests and for people embedding chatpush."""
+"""Fakes shipped with the package, for our tests and for people embedding chatpush.
+
+- :class:`FakeClock` (here): time that moves only when a test says so.
+- ``chatpush.testing.fcm.FakeFcm``: FCM HTTP v1 (OAuth token endpoint and ``messages:send``) on
+  127.0.0.1, as strict as Google's.
+- ``chatpush.testing.apns.FakeApns``: APNs over real HTTP/2 and TLS on 127.0.0.1, as strict as
+  Apple's.
+
+The servers are modules of their own, imported by name, so that ``import chatpush.testing`` for
+the clock loads nothing more.
+"""
 
 from __future__ import annotations
 

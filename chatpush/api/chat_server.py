@@ -249,13 +249,3 @@ _OPENAPI = resources.files("chatpush.api").joinpath("openapi.json")
 
 async def openapi_document(request: web.Request) -> web.Response:
     return web.Response(body=_OPENAPI.read_bytes(), content_type="application/json")
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/api/v1/openapi.json", openapi_document)
-    app.router.add_get("/api/v1/chats", list_chats)
-    app.router.add_get("/api/v1/chats/{chat_id}", read_chat)
-    app.router.add_post("/api/v1/chats/{chat_id}/parties", add_party)
-    app.router.add_delete("/api/v1/chats/{chat_id}/parties/{participant_id}", remove_party)
-    app.router.add_post("/api/v1/chats/{chat_id}/events", add_event)
-    app.router.add_post("/api/v1/chats/{chat_id}/end", end_chat)
