@@ -89,7 +89,7 @@ def create_app(
     metrics = Metrics()
     pipeline = PushPipeline(db, settings, clock, metrics)
     router = Router(settings, db, clock, instance_id)
-    provider = provider or CustomHttpProvider(settings.delivery)
+    provider = provider or CustomHttpProvider(settings.delivery, clock)
     cometd = BayeuxServer(clock, _cometd_limits(settings), client_address=proxies.client_address)
     metrics.add_collector(lambda: _cometd_samples(cometd.stats))
     comet = CometProvider(cometd)  # device type comet: /_genesys/push/{deviceId}

@@ -105,6 +105,8 @@ async def read_deliveries(request: web.Request) -> web.Response:
                     "httpStatus": record.http_status,
                     "error": record.error,
                     "latencyMs": record.latency_ms,
+                    "failure": record.failure,
+                    "retryAfterMs": record.retry_after_ms,
                 }
                 for row_id, record in rows
             ]

@@ -45,6 +45,7 @@ from chatpush.providers.outbound import (
     disallowed,
     error_field,
     read_capped_httpx,
+    retry_after_seconds,
     unreachable,
 )
 from chatpush.push.mobile import MobileMessage
@@ -181,7 +182,7 @@ class ApnsProvider(MobileProvider[ApnsCredentials]):
             if reason == "ExpiredProviderToken" and attempt == 1:
                 expired = bearer  # made again (unless another send did already), once
                 continue
-            return _refusal(reply, reason, latency_ms)
+            return _refusal(reply, reason, latency_ms, self._clock.now_ms() / 1000)
         raise AssertionError("unreachable")
 
     async def _post(
@@ -235,17 +236,14 @@ def _reason(body: bytes) -> str:
     return error_field(reason)[:100] if reason else "no reason"
 
 
-def _refusal(reply: httpx.Response, reason: str, latency_ms: int) -> SendResult:
+def _refusal(reply: httpx.Response, reason: str, latency_ms: int, now_s: float) -> SendResult:
     status = reply.status_code
     error = f"APNs {status} {reason}"[:MAX_ERROR_CHARS]
     if status == 410 or (status == 400 and reason in DEAD_REASONS):
         return SendResult("rejected", latency_ms, http_status=status, error=error)
     temporary = status == 429 or status >= 500
     retry_after = reply.headers.get("retry-after")
-    try:
-        retry_after_s = float(retry_after) if retry_after and temporary else None
-    except ValueError:
-        retry_after_s = None
+    retry_after_s = retry_after_seconds(retry_after, now_s) if temporary else None
     return SendResult(
         "failed",
         latency_ms,

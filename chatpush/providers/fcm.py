@@ -10,9 +10,11 @@ Errors (FCM's ``error.details[].errorCode``, else ``error.status``):
 
 - ``UNREGISTERED`` (404), or ``INVALID_ARGUMENT`` about the registration token: the token is dead,
   ``rejected``;
-- 429 ``QUOTA_EXCEEDED``: temporary; nothing is sent to that project for ``Retry-After`` seconds
-  and at least 60;
-- 500 ``INTERNAL``, 503 ``UNAVAILABLE``: temporary (``Retry-After`` kept when given);
+- 429 ``QUOTA_EXCEEDED``: temporary, and a backoff: nothing is sent to that project for
+  ``Retry-After`` (seconds or an HTTP-date) and at least 60 seconds; the sends are held, not
+  failed (docs/push.md, "Outcomes");
+- 500 ``INTERNAL``, 503 ``UNAVAILABLE``: temporary (``Retry-After`` kept when given: no resend
+  before it);
 - 401 / 403 (``THIRD_PARTY_AUTH_ERROR``, ``SENDER_ID_MISMATCH``, ``PERMISSION_DENIED``) and other
   4xx: permanent; so is a token endpoint that refuses the assertion (a wrong key).
 
@@ -47,6 +49,7 @@ from chatpush.providers.outbound import (
     disallowed,
     error_field,
     read_capped,
+    retry_after_seconds,
     unreachable,
 )
 from chatpush.push.mobile import MobileMessage
@@ -57,6 +60,9 @@ ASSERTION_LIFETIME_S = 3600
 RENEW_BEFORE_S = 300
 MIN_BACKOFF_AFTER_429_S = 60
 MAX_ERROR_CHARS = 300
+TEMPORARY_CODES = frozenset({"UNAVAILABLE", "INTERNAL", "QUOTA_EXCEEDED"})
+"""FCM's codes that a later resend may cure (with their usual 503, 500 and 429); every other
+refusal (INVALID_ARGUMENT, SENDER_ID_MISMATCH, THIRD_PARTY_AUTH_ERROR, ...) is permanent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +136,7 @@ class FcmProvider(MobileProvider[FcmCredentials]):
                 error=f"FCM asked to slow down (429): no sends to project "
                 f"{credentials.project_id} for {(until_ms - now_ms) / 1000:.0f} s more",
                 retry_after_s=(until_ms - now_ms) / 1000,
+                backoff=True,
             )
         started = time.monotonic()
         url = (
@@ -200,13 +207,12 @@ class FcmProvider(MobileProvider[FcmCredentials]):
         )
         if dead:
             return SendResult("rejected", latency_ms, http_status=status, error=error)
-        wait_s = _seconds(retry_after)
+        now_ms = self._clock.now_ms()
+        wait_s = retry_after_seconds(retry_after, now_ms / 1000)
         if status == 429:
             wait_s = max(wait_s or 0, MIN_BACKOFF_AFTER_429_S)
-            self._backoff_until_ms[credentials.project_id] = self._clock.now_ms() + int(
-                wait_s * 1000
-            )
-        temporary = status == 429 or status >= 500
+            self._backoff_until_ms[credentials.project_id] = now_ms + int(wait_s * 1000)
+        temporary = status == 429 or status >= 500 or code in TEMPORARY_CODES
         return SendResult(
             "failed",
             latency_ms,
@@ -214,6 +220,7 @@ class FcmProvider(MobileProvider[FcmCredentials]):
             error=error,
             temporary=temporary,
             retry_after_s=wait_s if temporary else None,
+            backoff=status == 429,
         )
 
     async def _access_token(self, credentials: FcmCredentials) -> str:
@@ -329,12 +336,3 @@ def _oauth_error(body: bytes) -> str:
         return "no OAuth error in the answer"
     error, description = answer.get("error"), answer.get("error_description", "")
     return f"{error_field(error)[:64]}: {error_field(description)}".strip()
-
-
-def _seconds(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None

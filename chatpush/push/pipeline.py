@@ -27,7 +27,7 @@ from chatpush.push.bodies import bare_body, payload_body, trigger_body
 from chatpush.push.obfuscation import obfuscate
 from chatpush.push.subscription import SubscriptionRequest, parse_subscription
 from chatpush.store import chats as chat_store
-from chatpush.store import outbox, tokens
+from chatpush.store import outbox, tokens, trail
 from chatpush.store import secrets as stored_secrets
 from chatpush.store import subscriptions as subscription_store
 from chatpush.store.database import Database
@@ -150,6 +150,51 @@ class PushPipeline:
         report.work = True  # the dispatcher fires the next batch at once
         return len(subscriptions), report
 
+    def record_sends(self, conn: Connection, sends: Sends, now_ms: int) -> Report:
+        """Record a batch of finished sends (the dispatcher's group commit), and persist what
+        ``rules.decide`` makes of the failed and deferred ones for their subscriptions.
+
+        The subscriptions concerned are locked first, in chat order, before any outbox row (the
+        lock order of every writer)."""
+        report = Report()
+        facts = {chat_id: fact for chat_id, _outbox_id, fact in sends.outcomes}
+        locked = {*facts, *(chat_id for chat_id, _node in sends.pins)} if facts else set()
+        subscriptions = [
+            sub
+            for sub in subscription_store.lock_subscriptions(conn, list(locked))
+            if sub.chat_id in facts
+        ]
+        trail.complete(
+            conn,
+            finished=[
+                outbox_id for outbox_id in sends.finished if outbox_id not in sends.deferred_ids
+            ],
+            parked=sends.parked,
+            trail=sends.trail,
+            pins=sends.pins,
+            handed_over=sends.handed_over,
+            dead_tokens=sends.dead_tokens,
+            deferred=[
+                (outbox_id, fact.until_ms)
+                for _chat_id, outbox_id, fact in sends.outcomes
+                if isinstance(fact, rules.SendDeferred)
+            ],
+        )
+        if not subscriptions:
+            return report
+        chats = chat_store.get_chats(conn, [sub.chat_id for sub in subscriptions])
+        decided = [
+            Decided(
+                sub,
+                rules.decide(sub.view, [facts[sub.chat_id]], now_ms, self._policy_of(chat)),
+                chat,
+            )
+            for sub in subscriptions
+            if (chat := chats.get(sub.chat_id)) is not None
+        ]
+        self.persist(conn, decided, now_ms, report)
+        return report
+
     def persist(
         self,
         conn: Connection,
@@ -254,6 +299,29 @@ class Decided:
     events: Sequence[EventRecord] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Sends:
+    """A batch of finished sends, as the dispatcher's recorder hands them over."""
+
+    finished: Sequence[int] = ()
+    """Outbox ids done with (sent, failed, or deferred: those stay queued, see ``outcomes``)."""
+    parked: Sequence[tuple[str, int]] = ()
+    trail: Sequence[trail.DeliveryRecord] = ()
+    pins: Sequence[tuple[str, str]] = ()
+    handed_over: Sequence[int] = ()
+    dead_tokens: Sequence[tuple[str, str, int]] = ()
+    outcomes: Sequence[tuple[str, int, rules.SendFailed | rules.SendDeferred]] = ()
+    """(chat id, outbox id, what happened) of each failed or deferred send."""
+
+    @property
+    def deferred_ids(self) -> frozenset[int]:
+        return frozenset(
+            outbox_id
+            for _chat_id, outbox_id, fact in self.outcomes
+            if isinstance(fact, rules.SendDeferred)
+        )
+
+
 @dataclass(slots=True)
 class Report:
     """What a push transaction function did, told after its commit (never inside: on PostgreSQL
@@ -265,6 +333,8 @@ class Report:
     resent: int = 0
     exhausted: list[tuple[str, str]] = field(default_factory=list)
     """(chat id, new status) of each subscription whose last resend ran out."""
+    failed_permanently: list[str] = field(default_factory=list)
+    """Chats whose attempt series a permanent send failure ended."""
 
     def add(self, chat_id: str, decision: rules.Decision) -> None:
         if decision.trigger is not None:
@@ -275,6 +345,8 @@ class Report:
         self.resent += decision.resent
         if decision.exhausted:
             self.exhausted.append((chat_id, decision.state.status))
+        if decision.failed_permanently:
+            self.failed_permanently.append(chat_id)
 
     def emit(self, metrics: Metrics, poke: Callable[[], None]) -> None:
         """After the commit: count, log, and wake the dispatcher."""
@@ -289,6 +361,13 @@ class Report:
                 chat_id,
                 status,
                 extra={"action": "resend_exhausted", "chat_id": chat_id},
+            )
+        for chat_id in self.failed_permanently:
+            metrics.inc("chatpush_subscriptions_failed_permanently_total")
+            log.warning(
+                "a permanent send failure ended the attempts: subscription of chat %s failed",
+                chat_id,
+                extra={"action": "send_failed_permanently", "chat_id": chat_id},
             )
         if self.work:
             poke()

@@ -29,6 +29,13 @@ an acknowledgement (that copy points at what the client has read). New activity 
 and drops whatever waits for it; a subscription made for a dead token starts so. An ended
 subscription, or one whose chat is gone, has no timer.
 
+What became of a send feeds back as a fact too (docs/push.md, "Outcomes"): a permanent failure
+(the receiver refuses the notification; no resend can succeed) ends the attempt series: the
+subscription is ``failed`` and its unsent triggers are dropped, until the next notifiable event
+starts a new series. A temporary failure leaves the timetable as it is, except that no resend
+goes out before the service's ``Retry-After``. A send deferred by a service-wide backoff was not
+an attempt: it stays queued until the backoff ends, and the resend timer counts from then.
+
 While the chat's client is in the foreground (connected over CometD, CONTRACT §10) nothing is
 sent: a trigger decided then stays pending, and resends wait, until the client goes to background
 or its foreground lease (``foreground_until_ms``, renewed while its session lives) runs out.
@@ -321,7 +328,64 @@ class ChatGone:
     """The timer of a subscription whose chat no longer exists fired."""
 
 
-Fact = EventsAppended | TranscriptRead | Ended | Foreground | TimerFired | TokenRejected | ChatGone
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """Which notification a send outcome is about: a trigger's position and attempt (both None
+    for a payload or bare notification)."""
+
+    position: int | None = None
+    attempt: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendFailed:
+    """A notification was not delivered. ``permanent``: the receiver refuses it and a resend
+    cannot succeed (401, 403, 400, ...); otherwise a resend may, no sooner than
+    ``retry_after_ms`` from now when the service said so."""
+
+    notification: Sent
+    permanent: bool
+    retry_after_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendDeferred:
+    """The service asked everyone to wait (a backoff): the notification was not attempted, and
+    stays queued until ``until_ms``."""
+
+    notification: Sent
+    until_ms: int
+
+
+MAX_RETRY_AFTER_MS = 3_600_000
+"""A ``Retry-After`` longer than an hour is taken as an hour: no service parks a chat for days."""
+MIN_DEFERRAL_MS = 1_000
+"""A backoff of less than a second (``Retry-After: 0``) defers by a second, never a busy loop."""
+
+
+def retry_after_ms(seconds: float | None) -> int | None:
+    """A service's ``Retry-After`` (seconds) as the wait before the next try, bounded."""
+    if seconds is None:
+        return None
+    return min(max(int(seconds * 1000), 0), MAX_RETRY_AFTER_MS)
+
+
+def deferral_ms(seconds: float | None) -> int:
+    """How long a send deferred by a backoff of ``seconds`` stays queued, bounded."""
+    return max(retry_after_ms(seconds) or 0, MIN_DEFERRAL_MS)
+
+
+Fact = (
+    EventsAppended
+    | TranscriptRead
+    | Ended
+    | Foreground
+    | TimerFired
+    | TokenRejected
+    | ChatGone
+    | SendFailed
+    | SendDeferred
+)
 _ACTIVITY = (EventsAppended, TranscriptRead, Ended)
 """Facts that are activity of the chat: parked notifications get another chance."""
 
@@ -347,6 +411,8 @@ class Decision:
     resent: int = 0
     exhausted: bool = False
     """The last resend ran out: the subscription is ``failed``."""
+    failed_permanently: bool = False
+    """A permanent send failure ended the attempt series: the subscription is ``failed``."""
 
 
 def decide(
@@ -365,6 +431,10 @@ def decide(
         )
     if any(isinstance(fact, ChatGone) for fact in facts):
         return Decision(replace(before, wake_at_ms=None))
+    outcomes = [fact for fact in facts if isinstance(fact, SendFailed | SendDeferred)]
+    if outcomes:
+        assert len(outcomes) == len(facts), "send outcomes are decided on their own"
+        return _send_outcomes(subscription, outcomes, now_ms, policy)
     unpark = any(isinstance(fact, _ACTIVITY) for fact in facts)
     if not subscription.reliable:
         return _unreliable(subscription, facts, now_ms, unpark)
@@ -389,6 +459,48 @@ def decide(
         resent=resent,
         exhausted=exhausted,
     )
+
+
+def _send_outcomes(
+    subscription: Subscription,
+    outcomes: Sequence[SendFailed | SendDeferred],
+    now_ms: int,
+    policy: Policy | None,
+) -> Decision:
+    """What became of sends (recorded together after they finished) does to the subscription.
+
+    A permanent failure ends the attempt series, with or without PushResend: ``failed``, no
+    timer, unsent triggers dropped; the next notifiable event starts again. A temporary failure
+    of the outstanding trigger moves its resend no sooner than ``Retry-After``; one deferred by a
+    backoff moves it to the end of the backoff plus the trigger's resend delay (the deferral was
+    not an attempt). Without PushResend a temporary failure or a deferral changes nothing: the
+    deferred notification is sent when the backoff ends, a failed one is never resent."""
+    state = subscription.state
+    if any(isinstance(fact, SendFailed) and fact.permanent for fact in outcomes):
+        failed = replace(state, status="failed", outstanding=None, wake_at_ms=None)
+        return Decision(failed, drop_unsent_triggers=True, failed_permanently=True)
+    if not subscription.reliable:
+        return Decision(state)
+    for fact in outcomes:
+        trigger = state.outstanding
+        about = fact.notification
+        if (
+            trigger is None
+            or trigger.pending
+            or state.wake_at_ms is None
+            or (about.position, about.attempt) != (trigger.position, trigger.attempt)
+        ):
+            continue  # not the outstanding trigger (acknowledged, superseded): nothing to move
+        if isinstance(fact, SendFailed):
+            if fact.retry_after_ms is None:
+                continue
+            not_before = now_ms + fact.retry_after_ms
+        else:
+            assert policy is not None, "a deferred trigger needs the service's resend policy"
+            not_before = fact.until_ms + policy.delay_ms(trigger.attempt + 1)
+        if not_before > state.wake_at_ms:
+            state = replace(state, wake_at_ms=not_before)
+    return Decision(state)
 
 
 def _input(subscription: Subscription, state: State, fact: Fact) -> Input:
@@ -436,6 +548,8 @@ def _unreliable(
             for event in fact.events
             if subscription.notify_requestor or not event.by_customer
         )
+    if events and state.status == "failed":
+        state = replace(state, status="active")  # a new series of one notification each
     return Decision(
         state, unpark=unpark, notify_events=events, with_payload=subscription.include_payload
     )

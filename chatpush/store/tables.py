@@ -172,6 +172,9 @@ class Delivery(Base):
     http_status: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     latency_ms: Mapped[int | None] = mapped_column(Integer)
+    failure: Mapped[str | None] = mapped_column(String(16))
+    """A failed send: ``permanent``, ``temporary`` or ``deferred`` (held by a backoff)."""
+    retry_after_ms: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (Index(None, "chat_id", "id"), Index(None, "at_ms"))
 
