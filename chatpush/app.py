@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
@@ -21,13 +21,11 @@ from chatpush.api.body_timeout import body_timeout_middleware
 from chatpush.api.comet_push import install_push_authorizer
 from chatpush.api.errors import error_middleware
 from chatpush.api.keys import (
-    APNS,
     CHATS,
     CLOCK,
     COMETD,
     DATABASE,
     DISPATCHER,
-    FCM,
     INSTANCE_ID,
     KEYS,
     METRICS,
@@ -42,11 +40,9 @@ from chatpush.cometd import BayeuxServer, CometdLimits, CometdStats
 from chatpush.config import ConfigError, Settings
 from chatpush.errors import ChatpushError
 from chatpush.metrics import Metrics
-from chatpush.providers.apns import ApnsProvider
-from chatpush.providers.base import Provider
-from chatpush.providers.comet import CometProvider
-from chatpush.providers.customhttp import CustomHttpProvider
-from chatpush.providers.fcm import FcmProvider
+from chatpush.providers.base import Provider, ProviderContext
+from chatpush.providers.http import HttpClient
+from chatpush.providers.registry import create_all as create_providers
 from chatpush.push.credentials import CredentialVault
 from chatpush.push.dispatcher import Dispatcher
 from chatpush.push.pipeline import PushPipeline
@@ -66,10 +62,13 @@ def create_app(
     *,
     clock: Clock | None = None,
     database: Database | None = None,
-    provider: CustomHttpProvider | None = None,
+    provider: Provider | None = None,
+    providers: Mapping[str, Provider] | None = None,
     housekeeping: bool = True,
 ) -> web.Application:
-    """Build the service. Tests pass a fake ``clock`` and may share a ``database``."""
+    """Build the service. Tests pass a fake ``clock`` and may share a ``database``;
+    ``providers`` (device type -> provider) replace the registered ones' own (``provider``: the
+    ``customhttp`` one)."""
     proxies = TrustedProxies(
         settings.server.trusted_proxies, ipv6_prefix_length=settings.server.ipv6_prefix_length
     )
@@ -89,17 +88,14 @@ def create_app(
     metrics = Metrics()
     pipeline = PushPipeline(db, settings, clock, metrics)
     router = Router(settings, db, clock, instance_id)
-    provider = provider or CustomHttpProvider(settings.delivery, clock)
     cometd = BayeuxServer(clock, _cometd_limits(settings), client_address=proxies.client_address)
     metrics.add_collector(lambda: _cometd_samples(cometd.stats))
-    comet = CometProvider(cometd)  # device type comet: /_genesys/push/{deviceId}
     vault = CredentialVault(db, clock, settings.security.credentials_key)
-    fcm = FcmProvider(settings.mobile, clock, vault)
-    apns = ApnsProvider(settings.mobile, clock, vault)
-    providers: dict[str, Provider] = {"comet": comet, "fcm": fcm, "ios": apns}
-    dispatcher = Dispatcher(
-        db, settings, clock, pipeline, router, provider, metrics, providers=providers
-    )
+    http = HttpClient()  # one HTTP/1.1 session for the app's providers (APNs: its own HTTP/2)
+    given = {**({"customhttp": provider} if provider else {}), **(providers or {})}
+    context = ProviderContext(settings, clock, vault, http, publisher=cometd)
+    providers = create_providers(context, given)
+    dispatcher = Dispatcher(db, settings, clock, pipeline, router, providers, metrics)
     app[SETTINGS] = settings
     app[KEYS] = KeyRing(settings.security)
     app[CLOCK] = clock
@@ -113,7 +109,7 @@ def create_app(
     app[CHATS] = ChatService(db, settings, clock, push=pipeline, announce_as=announce_as)
     app[COMETD] = cometd
     app[INSTANCE_ID] = instance_id
-    app[VAULT], app[FCM], app[APNS] = vault, fcm, apns
+    app[VAULT] = vault
     app[HEALTHY] = {}
     app[ratelimit.CHAT_CREATE_LIMIT] = ratelimit.ClientLimit(
         "chat_create",
@@ -143,11 +139,13 @@ def create_app(
             await db.close()
 
     async def provider_ctx(app: web.Application) -> AsyncIterator[None]:
-        for each in (provider, *providers.values()):
+        await http.start()
+        for each in providers.values():
             await each.start()
         yield
-        for each in (provider, *providers.values()):
+        for each in providers.values():
             await each.close()
+        await http.close()
 
     async def delivery_ctx(app: web.Application) -> AsyncIterator[None]:
         # One SQLite file has one instance; on PostgreSQL only our own leases are void.

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -20,6 +20,13 @@ if TYPE_CHECKING:
     from chatpush.push.credentials import CredentialVault
 
 log = logging.getLogger("chatpush")
+
+
+def _credentials_kinds() -> list[str]:
+    """The credentials kinds of the registered providers (``fcm``, ``apns``)."""
+    from chatpush.providers import registry
+
+    return list(registry.credentials_classes())
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     ):
         action = actions.add_parser(name, help=text)
         action.add_argument("group", help="the node group")
-        action.add_argument("kind", choices=["fcm", "apns"])
+        action.add_argument("kind", choices=_credentials_kinds())
         action.add_argument("--provider", help="a named provider of the group")
         if name == "set":
             action.add_argument(
@@ -294,24 +301,23 @@ async def _test_credentials(
     settings: Settings, vault: CredentialVault, args: argparse.Namespace
 ) -> dict[str, object]:
     from chatpush.clock import SystemClock
-    from chatpush.providers.apns import ApnsProvider
-    from chatpush.providers.fcm import FcmProvider
-    from chatpush.providers.mobile import MobileProvider
-    from chatpush.push.credentials import test_message
+    from chatpush.providers import registry
+    from chatpush.providers.base import ProviderContext
+    from chatpush.providers.http import HttpClient
 
     fields = await vault.lookup(args.kind, args.group, args.provider)
     if fields is None:
         return {"ok": False, "error": f"no {args.kind} credentials for {args.group}"}
-    kind = FcmProvider if args.kind == "fcm" else ApnsProvider
-    provider: MobileProvider[Any] = kind(settings.mobile, SystemClock(), vault)
-    credentials = provider.parse(fields)
+    http = HttpClient()
+    context = ProviderContext(settings, SystemClock(), vault, http)
+    provider = registry.credentials_classes()[args.kind].create(context)
+    await http.start()
     await provider.start()
     try:
-        result = await provider.send_message(
-            credentials, test_message(args.device_token, sandbox=args.sandbox)
-        )
+        result = await provider.test_credentials(fields, args.device_token, sandbox=args.sandbox)
     finally:
         await provider.close()
+        await http.close()
     return {"ok": result.outcome == "sent", "outcome": result.outcome, "error": result.error}
 
 

@@ -21,20 +21,20 @@ from typing import Any
 
 from aiohttp import web
 
-from chatpush.api.keys import APNS, FCM, SETTINGS, VAULT
+from chatpush.api.keys import DISPATCHER, SETTINGS, VAULT
 from chatpush.api.server import json_body
 from chatpush.errors import BadRequest, Code, NotFound
 from chatpush.providers.base import CredentialKind, SendResult
-from chatpush.providers.mobile import MobileProvider
-from chatpush.push.credentials import FIELDS, credential_fields, test_message
+from chatpush.push.credentials import credential_fields, kinds
 
 MAX_NAME_CHARS = 200
 
 
 def _address(request: web.Request) -> tuple[CredentialKind, str, str | None]:
     kind = request.match_info["kind"]
-    if kind not in FIELDS:
-        raise BadRequest(Code.INVALID_PARAMETER, f"unknown credentials kind {kind!r}: fcm or apns")
+    if kind not in kinds():
+        known = " or ".join(kinds())
+        raise BadRequest(Code.INVALID_PARAMETER, f"unknown credentials kind {kind!r}: {known}")
     group = request.match_info["group"]
     if group not in request.app[SETTINGS].groups:
         raise NotFound(Code.UNKNOWN_GROUP, f"unknown node group {group!r}")
@@ -99,15 +99,8 @@ async def test_credentials(request: web.Request) -> web.Response:
     )
     if fields is None:
         raise NotFound(Code.INVALID_PARAMETER, f"no {kind} credentials for this group/provider")
-    message = test_message(token, sandbox=sandbox)
-    fcm, apns = request.app[FCM], request.app[APNS]
-    mobile: MobileProvider[Any] = fcm if kind == "fcm" else apns
-    try:
-        credentials = mobile.parse(fields)
-    except ValueError as exc:  # stored before a check that now refuses them
-        result = SendResult("failed", 0, error=f"{mobile.label} credentials: {exc}")
-    else:
-        result = await mobile.send_message(credentials, message)
+    sender = request.app[DISPATCHER].provider_for_credentials(kind)
+    result = await sender.test_credentials(fields, token, sandbox=sandbox)
     return web.json_response(_verdict(result))
 
 

@@ -37,7 +37,8 @@ from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurv
 
 from chatpush.clock import Clock
 from chatpush.config import MobileSettings
-from chatpush.providers.base import CredentialSource, SendResult
+from chatpush.providers.base import CredentialSource, ProviderContext, SendResult
+from chatpush.providers.message import MobileMessage
 from chatpush.providers.mobile import MobileProvider, read_credentials
 from chatpush.providers.outbound import (
     NO_COMPRESSION,
@@ -48,7 +49,7 @@ from chatpush.providers.outbound import (
     retry_after_seconds,
     unreachable,
 )
-from chatpush.push.mobile import MobileMessage
+from chatpush.providers.registry import register
 
 MAX_PAYLOAD_BYTES = 4096
 TOKEN_MAX_AGE_S = 50 * 60
@@ -101,13 +102,21 @@ def apns_request(message: MobileMessage, topic: str, now_s: int) -> tuple[dict[s
     return headers, payload
 
 
+@register
 class ApnsProvider(MobileProvider[ApnsCredentials]):
     """Device types ``ios`` / ``apple``: credentials per node group (and named provider) from
     the vault, one HTTP/2 client for all of them, provider tokens cached per key."""
 
-    kind = "apns"
+    device_type = "ios"
+    aliases = ("apple",)
+    credentials_kind = kind = "apns"
+    credential_fields = ("key_id", "team_id", "private_key", "topic")
     platform = "ios"
     label = "APNs"
+
+    @classmethod
+    def create(cls, context: ProviderContext) -> ApnsProvider:
+        return cls(context.settings.mobile, context.clock, context.credentials)
 
     def __init__(self, settings: MobileSettings, clock: Clock, credentials: CredentialSource):
         super().__init__(settings, clock, credentials)
@@ -136,7 +145,8 @@ class ApnsProvider(MobileProvider[ApnsCredentials]):
             await self._client.aclose()
             self._client = None
 
-    def parse(self, fields: Mapping[str, str]) -> ApnsCredentials:
+    @classmethod
+    def read_credentials(cls, fields: Mapping[str, str]) -> ApnsCredentials:
         return ApnsCredentials.from_mapping(fields)
 
     async def send_message(

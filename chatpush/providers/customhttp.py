@@ -30,14 +30,14 @@ import aiohttp
 
 from chatpush.clock import Clock, SystemClock
 from chatpush.config import DeliverySettings
-from chatpush.providers.base import SendResult
+from chatpush.providers.base import Provider, ProviderContext, SendResult, Target
+from chatpush.providers.http import HttpClient
 from chatpush.providers.outbound import (
-    NO_COMPRESSION,
     OutboundError,
     read_capped,
     retry_after_seconds,
 )
-from chatpush.routing.router import Target
+from chatpush.providers.registry import register
 
 MAX_ERROR_CHARS = 300
 TEMPORARY_4XX = frozenset({408, 425, 429})
@@ -59,32 +59,39 @@ def is_temporary(status: int) -> bool:
     return status >= 500 or status in TEMPORARY_4XX
 
 
-class CustomHttpProvider:
-    def __init__(self, settings: DeliverySettings, clock: Clock | None = None) -> None:
+@register
+class CustomHttpProvider(Provider):
+    device_type = "customhttp"
+
+    def __init__(
+        self, settings: DeliverySettings, clock: Clock | None = None, http: HttpClient | None = None
+    ) -> None:
+        """``http``: the app's shared session (one of its own when None: started and closed
+        with this provider)."""
         self._settings = settings
         self._clock = clock or SystemClock()
         self._backoff_until_ms: dict[str, int] = {}
         """Receiver URL -> end of the backoff it asked for (429/503 with Retry-After)."""
-        self._session: aiohttp.ClientSession | None = None
+        self._own_http = http is None
+        self._http = http or HttpClient()
+        self._timeout = aiohttp.ClientTimeout(
+            total=settings.total_timeout_s, connect=settings.connect_timeout_s
+        )
         self._per_receiver: defaultdict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(settings.concurrency_per_receiver)
         )
 
+    @classmethod
+    def create(cls, context: ProviderContext) -> CustomHttpProvider:
+        return cls(context.settings.delivery, context.clock, context.http)
+
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(
-                total=self._settings.total_timeout_s, connect=self._settings.connect_timeout_s
-            ),
-            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
-            json_serialize=json.dumps,
-            headers=NO_COMPRESSION,
-            auto_decompress=False,
-        )
+        if self._own_http:
+            await self._http.start()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._own_http:
+            await self._http.close()
 
     async def send(
         self,
@@ -101,7 +108,6 @@ class CustomHttpProvider:
         of the node, and the node's other receivers are not held up."""
         if target.url is None:
             return SendResult("failed", 0, error="no customhttp.url configured", temporary=False)
-        assert self._session is not None, "provider not started"
         waiting = self._backing_off(target.url)
         if waiting is not None:
             return waiting
@@ -118,8 +124,12 @@ class CustomHttpProvider:
         async with self._per_receiver[target.url], node_slot or contextlib.nullcontext():
             started = time.monotonic()
             try:
-                async with self._session.post(
-                    target.url, data=payload, headers=headers, allow_redirects=False
+                async with self._http.session.post(
+                    target.url,
+                    data=payload,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=self._timeout,
                 ) as reply:
                     await read_capped(reply, self._settings.max_answer_bytes, "receiver")
                     latency_ms = int((time.monotonic() - started) * 1000)

@@ -41,10 +41,11 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from chatpush.clock import Clock
 from chatpush.config import MobileSettings
-from chatpush.providers.base import CredentialSource, SendResult
+from chatpush.providers.base import CredentialSource, ProviderContext, SendResult
+from chatpush.providers.http import HttpClient
+from chatpush.providers.message import MobileMessage
 from chatpush.providers.mobile import MobileProvider, read_credentials
 from chatpush.providers.outbound import (
-    NO_COMPRESSION,
     OutboundError,
     disallowed,
     error_field,
@@ -52,7 +53,7 @@ from chatpush.providers.outbound import (
     retry_after_seconds,
     unreachable,
 )
-from chatpush.push.mobile import MobileMessage
+from chatpush.providers.registry import register
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -94,39 +95,52 @@ class _Token:
     expires_at_ms: int
 
 
+@register
 class FcmProvider(MobileProvider[FcmCredentials]):
-    kind = "fcm"
+    device_type = "fcm"
+    aliases = ("android", "gcm")
+    credentials_kind = kind = "fcm"
+    credential_fields = ("project_id", "client_email", "private_key", "private_key_id", "token_uri")
     platform = "fcm"
     label = "FCM"
 
-    def __init__(self, settings: MobileSettings, clock: Clock, credentials: CredentialSource):
+    def __init__(
+        self,
+        settings: MobileSettings,
+        clock: Clock,
+        credentials: CredentialSource,
+        http: HttpClient | None = None,
+    ):
+        """``http``: the app's shared session (one of its own when None)."""
         super().__init__(settings, clock, credentials)
-        self._session: aiohttp.ClientSession | None = None
+        self._own_http = http is None
+        self._http = http or HttpClient()
+        self._timeout = aiohttp.ClientTimeout(
+            total=settings.total_timeout_s, connect=settings.connect_timeout_s
+        )
         self._tokens: dict[tuple[str, str, str], _Token] = {}
         self._token_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._backoff_until_ms: dict[str, int] = {}
         self.token_requests = 0
 
+    @classmethod
+    def create(cls, context: ProviderContext) -> FcmProvider:
+        return cls(context.settings.mobile, context.clock, context.credentials, context.http)
+
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(
-                total=self._settings.total_timeout_s, connect=self._settings.connect_timeout_s
-            ),
-            headers=NO_COMPRESSION,
-            auto_decompress=False,
-        )
+        if self._own_http:
+            await self._http.start()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._own_http:
+            await self._http.close()
 
-    def parse(self, fields: Mapping[str, str]) -> FcmCredentials:
+    @classmethod
+    def read_credentials(cls, fields: Mapping[str, str]) -> FcmCredentials:
         return FcmCredentials.from_mapping(fields)
 
     async def send_message(self, credentials: FcmCredentials, message: MobileMessage) -> SendResult:
         """One message, with these credentials; the verdict carries FCM's own error."""
-        assert self._session is not None, "provider not started"
         now_ms = self._clock.now_ms()
         until_ms = self._backoff_until_ms.get(credentials.project_id, 0)
         if now_ms < until_ms:
@@ -162,15 +176,15 @@ class FcmProvider(MobileProvider[FcmCredentials]):
         message: MobileMessage,
         started: float,
     ) -> SendResult:
-        assert self._session is not None
         payload = {"message": fcm_message(message)}
         limit = self._settings.max_answer_bytes
         try:
-            async with self._session.post(
+            async with self._http.session.post(
                 url,
                 json=payload,
                 headers={"Authorization": f"Bearer {token}"},
                 allow_redirects=False,
+                timeout=self._timeout,
             ) as reply:
                 body = await read_capped(reply, limit, "FCM")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -242,7 +256,6 @@ class FcmProvider(MobileProvider[FcmCredentials]):
             return token.value
 
     async def _fetch_token(self, credentials: FcmCredentials, token_uri: str) -> _Token:
-        assert self._session is not None
         now_s = self._clock.now_ms() // 1000
         headers = {"kid": credentials.private_key_id} if credentials.private_key_id else None
         assertion = jwt.encode(
@@ -260,8 +273,9 @@ class FcmProvider(MobileProvider[FcmCredentials]):
         self.token_requests += 1
         where = "FCM token endpoint"
         try:
-            async with self._session.post(
+            async with self._http.session.post(
                 token_uri,
+                timeout=self._timeout,
                 data={"grant_type": GRANT_TYPE, "assertion": assertion},
                 allow_redirects=False,
             ) as reply:

@@ -27,7 +27,6 @@ from chatpush.clock import Clock
 from chatpush.config import Settings
 from chatpush.metrics import Metrics
 from chatpush.providers.base import Provider, SendResult
-from chatpush.providers.customhttp import CustomHttpProvider
 from chatpush.push import rules
 from chatpush.push.pipeline import PushPipeline, Sends
 from chatpush.routing.router import Router
@@ -92,20 +91,17 @@ class Dispatcher:
         clock: Clock,
         pipeline: PushPipeline,
         router: Router,
-        provider: CustomHttpProvider,
+        providers: Mapping[str, Provider],
         metrics: Metrics,
-        *,
-        providers: Mapping[str, Provider] | None = None,
     ) -> None:
-        """``provider`` delivers ``customhttp``; ``providers`` the other device types by name
-        (``comet``). A notification of a device type without a provider fails, permanently."""
+        """``providers``: the provider of each device type (chatpush/providers/registry.py). A
+        notification of a device type without a provider fails, permanently."""
         self._db = db
         self._settings = settings
         self._clock = clock
         self._pipeline = pipeline
         self._router = router
-        self._provider = provider
-        self._providers: dict[str, Provider] = {"customhttp": provider, **(providers or {})}
+        self._providers: dict[str, Provider] = dict(providers)
         self._metrics = metrics
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -121,6 +117,14 @@ class Dispatcher:
         self._leases: dict[int, int] = {}
         """Outbox id -> lease end (ms) of every notification claimed here and not yet recorded."""
         pipeline.on_enqueued(self.poke)
+
+    @property
+    def providers(self) -> Mapping[str, Provider]:
+        return self._providers
+
+    def provider_for_credentials(self, kind: str) -> Provider:
+        """The provider that uses credentials of ``kind`` (a registered one)."""
+        return next(p for p in self._providers.values() if p.credentials_kind == kind)
 
     def poke(self) -> None:
         self._idle.clear()

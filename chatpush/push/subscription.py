@@ -12,7 +12,8 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from chatpush.config import DEVICE_TYPE_ALIASES, DEVICE_TYPES, ServiceOptions, Settings
+from chatpush import device_types
+from chatpush.config import ServiceOptions, Settings
 from chatpush.errors import BadRequest, Code
 
 PROOF_KEY = "chatpush_PushDeviceIdProof"
@@ -67,12 +68,12 @@ def parse_subscription(
             Code.INVALID_PUSH_KEY, "userData[GCTI_GMS_PushDeviceId] is longer than 256 characters"
         )
     raw_type = (user_data.get("GCTI_GMS_PushDeviceType") or "").strip().lower()
-    device_type = DEVICE_TYPE_ALIASES.get(raw_type, raw_type)
-    if device_type not in DEVICE_TYPES:
+    device_type = device_types.canonical(raw_type)
+    if device_type is None:
         raise BadRequest(
             Code.INVALID_PUSH_KEY,
             f"userData[GCTI_GMS_PushDeviceType]: unknown device type {raw_type!r}; "
-            f"known: customhttp, comet, fcm (android, gcm), ios (apple)",
+            f"known: {device_types.describe()}",
         )
     if options.push_device_id_secret is not None:
         secrets = [options.push_device_id_secret, options.push_device_id_previous_secret]
