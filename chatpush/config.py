@@ -356,11 +356,6 @@ class ServiceOptions(_Strict):
             )
         return self
 
-    def resend_delay_s(self, resend_number: int) -> int:
-        """Delay before resend number ``resend_number`` (1-based); the last value repeats."""
-        delays = self.flex_push_resend_delays_s
-        return delays[min(resend_number, len(delays)) - 1]
-
 
 # The device types and their aliases are the registered providers' (chatpush/device_types.py).
 

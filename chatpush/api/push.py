@@ -37,7 +37,7 @@ def subscription_wire(subscription: subscriptions.SubscriptionRecord) -> dict[st
                 "notifyPosition": trigger.position,
                 "notifyAttempt": trigger.attempt,
                 "chatEnded": trigger.final,
-                "held": trigger.pending,
+                "held": trigger.held,
             }
         ),
         "nextResendAt": state.wake_at_ms,

@@ -1,12 +1,12 @@
 """The push pipeline: load, decide (``rules.decide``, pure), persist what it decided.
 
-The chat service opens a ``PushTransaction`` with every write and tells it what happened; before
-the commit, ``flush`` loads the subscription once, hands the facts to ``rules.decide`` and
-persists the decision in that same transaction. The timer batch of the dispatcher does the same
-for many subscriptions at once. Nothing is counted or logged inside a transaction function (on
-PostgreSQL it may run again after a serialization failure): each returns a ``Report``, emitted
-after the commit, which also pokes the dispatcher, so it never sees work that could still roll
-back.
+The chat service opens a ``PipelineTransaction`` (chat/core.py's ``PushTransaction``) with every
+write and tells it what happened; before the commit, ``flush`` loads the subscription once, hands
+the facts to ``rules.decide`` and persists the decision in that same transaction. The timer batch
+of the dispatcher does the same for many subscriptions at once. Nothing is counted or logged inside
+a transaction function (on PostgreSQL it may run again after a serialization failure): each returns
+a ``Report``, emitted after the commit, which also pokes the dispatcher, so it never sees work that
+could still roll back.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ class PushPipeline:
         """The dispatcher's wake-up, called after a commit that gave it work."""
         self._poke = poke
 
-    def transaction(self, conn: Connection) -> PushTransaction:
-        return PushTransaction(self, conn)
+    def transaction(self, conn: Connection) -> PipelineTransaction:
+        return PipelineTransaction(self, conn)
 
     def policy(self, service_name: str) -> rules.Policy:
         """The resend timetable of a service (its options are resolved once per service)."""
@@ -97,7 +97,7 @@ class PushPipeline:
             )
             chats = chat_store.get_chats(conn, [sub.chat_id for sub in subscriptions])
             decided = [
-                Decided(sub, rules.decide(sub.view, [fact], now_ms, self._policy_of(chat)))
+                Decided(sub, rules.decide(view(sub), [fact], now_ms, self._policy_of(chat)))
                 for sub in subscriptions
                 if (chat := chats.get(sub.chat_id)) is not None
             ]
@@ -144,7 +144,7 @@ class PushPipeline:
             chat = chats.get(subscription.chat_id)
             facts: list[rules.Fact] = [rules.TimerFired() if chat else rules.ChatGone()]
             policy = self._policy_of(chat)
-            decision = rules.decide(subscription.view, facts, now_ms, policy)
+            decision = rules.decide(view(subscription), facts, now_ms, policy)
             decided.append(Decided(subscription, decision, chat))
         self.persist(conn, decided, now_ms, report)
         report.work = True  # the dispatcher fires the next batch at once
@@ -173,20 +173,21 @@ class PushPipeline:
             trail=sends.trail,
             pins=sends.pins,
             handed_over=sends.handed_over,
-            dead_tokens=sends.dead_tokens,
             deferred=[
                 (outbox_id, fact.until_ms)
                 for _chat_id, outbox_id, fact in sends.outcomes
                 if isinstance(fact, rules.SendDeferred)
             ],
         )
+        for device_type, device_id, at_ms in sends.dead_tokens:
+            self.reject_device(conn, device_type, device_id, at_ms)
         if not subscriptions:
             return report
         chats = chat_store.get_chats(conn, [sub.chat_id for sub in subscriptions])
         decided = [
             Decided(
                 sub,
-                rules.decide(sub.view, [facts[sub.chat_id]], now_ms, self._policy_of(chat)),
+                rules.decide(view(sub), [facts[sub.chat_id]], now_ms, self._policy_of(chat)),
                 chat,
             )
             for sub in subscriptions
@@ -194,6 +195,22 @@ class PushPipeline:
         ]
         self.persist(conn, decided, now_ms, report)
         return report
+
+    @staticmethod
+    def reject_device(conn: Connection, device_type: str, device_id: str, at_ms: int) -> None:
+        """The provider reported this device token dead: remember it, and persist what
+        ``rules.decide`` makes of that for every subscription sending to it."""
+        tokens.remember_dead(conn, device_type, device_id, at_ms)
+        states: list[tuple[str, rules.State]] = []
+        dropped: list[str] = []
+        for subscription in subscription_store.of_device(conn, device_type, device_id):
+            decision = rules.decide(view(subscription), [rules.TokenRejected()], at_ms, None)
+            if decision.state != subscription.state:
+                states.append((subscription.chat_id, decision.state))
+            if decision.drop_outbox:
+                dropped.append(subscription.chat_id)
+        subscription_store.save_states(conn, states)
+        outbox.drop_outbox_of(conn, dropped)
 
     def persist(
         self,
@@ -288,6 +305,14 @@ class PushPipeline:
         )
 
 
+def view(record: subscription_store.SubscriptionRecord) -> rules.Subscription:
+    """A stored subscription as ``rules.decide`` reads it."""
+    request = record.request
+    return rules.Subscription(
+        record.state, request.reliable, request.notify_requestor, request.include_payload
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Decided:
     """A subscription, what ``rules.decide`` made of it, and what its notifications are made of:
@@ -373,7 +398,7 @@ class Report:
             poke()
 
 
-class PushTransaction:
+class PipelineTransaction:
     """What one chat transaction did, decided and persisted at flush, reported once committed."""
 
     def __init__(self, pipeline: PushPipeline, conn: Connection) -> None:
@@ -444,7 +469,7 @@ class PushTransaction:
             return
         now_ms = pipeline._clock.now_ms()
         policy = pipeline.policy(chat.service_name) if subscription.request.reliable else None
-        decision = rules.decide(subscription.view, self.facts, now_ms, policy)
+        decision = rules.decide(view(subscription), self.facts, now_ms, policy)
         last_index = max([chat.last_index, *(event.index for event in self._events)])
         current = replace(chat, last_index=last_index)
         pipeline.persist(

@@ -6,7 +6,8 @@ the timer batch load the subscription, call :func:`decide` with what happened (t
 persist exactly what the :class:`Decision` says: the new state, the trigger or the notifications
 to enqueue, the unsent triggers to drop, the parked notifications to unpark, and what to report
 after the commit. A trigger created and acknowledged within one transaction (a Request Chat whose
-own reply covers the event) is never sent: only a trigger still ``pending`` after the last fact is.
+own reply covers the event) is never sent: only a trigger still ``held`` (not handed out) after
+the last fact is.
 
 The facts are what the transaction saw, unfiltered; :func:`decide` applies the choices made at
 subscription: the NotifyRequestor filter (the customer's own events, and its own disconnect, are
@@ -37,7 +38,7 @@ goes out before the service's ``Retry-After``. A send deferred by a service-wide
 an attempt: it stays queued until the backoff ends, and the resend timer counts from then.
 
 While the chat's client is in the foreground (connected over CometD, CONTRACT §10) nothing is
-sent: a trigger decided then stays pending, and resends wait, until the client goes to background
+sent: a trigger decided then stays held, and resends wait, until the client goes to background
 or its foreground lease (``foreground_until_ms``, renewed while its session lives) runs out.
 """
 
@@ -45,35 +46,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
 
-Status = Literal["active", "failed", "done", "rejected"]
-"""``rejected``: the provider reported the device token dead; nothing is ever sent to it again."""
+from chatpush.store.states import State, Status, Trigger
+
+__all__ = ["State", "Status", "Trigger"]  # and what is defined below
+
 ENDED: tuple[Status, ...] = ("done", "rejected")
 REMOVED_POSITION = -1
-
-
-@dataclass(frozen=True, slots=True)
-class Trigger:
-    position: int
-    attempt: int
-    final: bool = False
-    pending: bool = True
-    """Decided but not yet handed to the outbox."""
-
-
-@dataclass(frozen=True, slots=True)
-class State:
-    status: Status = "active"
-    ack_position: int = 0
-    notifiable_last: int = 0
-    outstanding: Trigger | None = None
-    wake_at_ms: int | None = None
-    foreground_until_ms: int | None = None
-    """The client is connected live until then (renewed while it stays): push waits."""
-
-    def in_foreground(self, now_ms: int) -> bool:
-        return self.foreground_until_ms is not None and now_ms < self.foreground_until_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +134,7 @@ def _hold(state: State) -> State:
     trigger, until = state.outstanding, state.foreground_until_ms
     if trigger is None or until is None:
         return state
-    if trigger.pending or state.wake_at_ms is None or state.wake_at_ms < until:
+    if trigger.held or state.wake_at_ms is None or state.wake_at_ms < until:
         return replace(state, wake_at_ms=until)
     return state
 
@@ -191,7 +170,7 @@ def _step(state: State, event: Input, now_ms: int, policy: Policy) -> Step:
             if (
                 trigger is not None
                 and not state.in_foreground(now_ms)
-                and (trigger.pending or state.wake_at_ms == held_until)
+                and (trigger.held or state.wake_at_ms == held_until)
             ):
                 # Back in background: a held trigger goes now, a held resend on its timetable.
                 state = replace(state, wake_at_ms=now_ms + policy.delay_ms(trigger.attempt + 1))
@@ -200,12 +179,12 @@ def _step(state: State, event: Input, now_ms: int, policy: Policy) -> Step:
 
 
 def sent(state: State, now_ms: int) -> tuple[State, Trigger | None]:
-    """Take the pending trigger for the outbox, if any; the state then records it as sent.
-    In the foreground it stays pending (and is stored so)."""
+    """Take the held trigger for the outbox, if any; the state then records it as sent.
+    In the foreground it stays held (and is stored so)."""
     trigger = state.outstanding
-    if trigger is None or not trigger.pending or state.in_foreground(now_ms):
+    if trigger is None or not trigger.held or state.in_foreground(now_ms):
         return state, None
-    return replace(state, outstanding=replace(trigger, pending=False)), trigger
+    return replace(state, outstanding=replace(trigger, held=False)), trigger
 
 
 def _retrieved(state: State, event: Retrieved, now_ms: int, policy: Policy) -> Step:
@@ -252,7 +231,7 @@ def _timer(state: State, now_ms: int, policy: Policy) -> Step:
         return Step(state)
     if state.in_foreground(now_ms):
         return Step(state)  # the lease was renewed: decide() holds it to the new end
-    if trigger.pending:
+    if trigger.held:
         # Held while the client was in the foreground, whose lease ran out: send it now.
         return Step(replace(state, wake_at_ms=now_ms + policy.delay_ms(trigger.attempt + 1)))
     if trigger.attempt < policy.resend_attempts:
@@ -260,7 +239,7 @@ def _timer(state: State, now_ms: int, policy: Policy) -> Step:
         return Step(
             replace(
                 state,
-                outstanding=replace(trigger, attempt=attempt, pending=True),
+                outstanding=replace(trigger, attempt=attempt, held=True),
                 wake_at_ms=now_ms + policy.delay_ms(attempt + 1),
             ),
             Outcome(resent=True),
@@ -486,7 +465,7 @@ def _send_outcomes(
         about = fact.notification
         if (
             trigger is None
-            or trigger.pending
+            or trigger.held
             or state.wake_at_ms is None
             or (about.position, about.attempt) != (trigger.position, trigger.attempt)
         ):

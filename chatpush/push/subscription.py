@@ -10,27 +10,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from chatpush import device_types
 from chatpush.config import ServiceOptions, Settings
 from chatpush.errors import BadRequest, Code
+from chatpush.store.states import SubscriptionRequest
+
+__all__ = ["SubscriptionRequest", "device_id_proof", "parse_subscription"]
 
 PROOF_KEY = "chatpush_PushDeviceIdProof"
 """The userData key of the device-id proof: outside the ``GCTI_`` names, so no GMS key collides."""
-
-
-@dataclass(frozen=True, slots=True)
-class SubscriptionRequest:
-    device_id: str
-    device_type: str
-    group_name: str
-    provider: str | None
-    debug: bool
-    notify_requestor: bool
-    include_payload: bool
-    reliable: bool
-    client_channel: str | None
 
 
 def _flag(user_data: Mapping[str, str], key: str, default: bool = False) -> bool:

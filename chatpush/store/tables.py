@@ -109,7 +109,7 @@ class Subscription(Base):
     out_position: Mapped[int | None] = mapped_column(Integer)
     out_attempt: Mapped[int | None] = mapped_column(Integer)
     out_final: Mapped[bool] = mapped_column(Boolean)
-    out_pending: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    out_held: Mapped[bool] = mapped_column(Boolean, server_default=false())
     """The outstanding trigger is decided but not sent: held while the client is in the
     foreground."""
     wake_at_ms: Mapped[int | None] = mapped_column(BigInteger)

@@ -9,7 +9,7 @@ from typing import cast
 from sqlalchemy import Table, and_, delete, select
 from sqlalchemy.engine import Connection
 
-from chatpush.store import outbox, sql, subscriptions, tokens
+from chatpush.store import outbox, sql, subscriptions
 from chatpush.store.sql import Statement
 from chatpush.store.tables import Delivery
 
@@ -52,7 +52,6 @@ def complete(
     trail: Sequence[DeliveryRecord],
     pins: Sequence[tuple[str, str]],
     handed_over: Sequence[int] = (),
-    dead_tokens: Sequence[tuple[str, str, int]] = (),
     deferred: Sequence[tuple[int, int]] = (),
 ) -> None:
     """Record a batch of finished attempts in one transaction (group commit).
@@ -92,8 +91,6 @@ def complete(
     outbox.delete(conn, finished)
     outbox.defer_many(conn, deferred)
     outbox.park_many(conn, parked)
-    for device_type, device_id, at_ms in dead_tokens:
-        tokens.reject_device(conn, device_type, device_id, at_ms)
 
 
 def deliveries(

@@ -28,7 +28,7 @@ POLICY = Policy(resend_delays_s=(5,), resend_attempts=3)
 SENT_AT_0 = State(
     ack_position=1,
     notifiable_last=2,
-    outstanding=Trigger(position=2, attempt=0, pending=False),
+    outstanding=Trigger(position=2, attempt=0, held=False),
     wake_at_ms=T0 + 5 * S,
 )
 TRIGGER = Sent(2, 0)
