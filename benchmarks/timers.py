@@ -167,7 +167,7 @@ def seed(db_path: Path, dues_ms: list[int]) -> dict[str, int]:
                 status="active",
                 ack_position=1,
                 notifiable_last=2,
-                outstanding=Trigger(position=2, attempt=0, pending=False),
+                outstanding=Trigger(position=2, attempt=0, held=False),
                 wake_at_ms=due,
             )
             subscriptions.append(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -27,13 +27,11 @@ from chatpush.api.cors import setup_cors
 from chatpush.api.errors import error_middleware
 from chatpush.api.health import HEALTHY
 from chatpush.api.keys import (
-    APNS,
     CHATS,
     CLOCK,
     COMETD,
     DATABASE,
     DISPATCHER,
-    FCM,
     INSTANCE_ID,
     KEYS,
     METRICS,
@@ -49,11 +47,9 @@ from chatpush.chat.service import ChatService
 from chatpush.clock import Clock, SystemClock
 from chatpush.config import Settings
 from chatpush.metrics import Metrics
-from chatpush.providers.apns import ApnsProvider
-from chatpush.providers.base import Provider
-from chatpush.providers.comet import CometProvider
-from chatpush.providers.customhttp import CustomHttpProvider
-from chatpush.providers.fcm import FcmProvider
+from chatpush.providers.base import Provider, ProviderContext
+from chatpush.providers.http import HttpClient
+from chatpush.providers.registry import create_all as create_providers
 from chatpush.push import housekeeping as push_housekeeping
 from chatpush.push.credentials import CredentialVault
 from chatpush.push.dispatcher import Dispatcher
@@ -74,10 +70,13 @@ def create_app(
     *,
     clock: Clock | None = None,
     database: Database | None = None,
-    provider: CustomHttpProvider | None = None,
+    provider: Provider | None = None,
+    providers: Mapping[str, Provider] | None = None,
     housekeeping: bool = True,
 ) -> web.Application:
-    """Build the service. Tests pass a fake ``clock`` and may share a ``database``."""
+    """Build the service. Tests pass a fake ``clock`` and may share a ``database``;
+    ``providers`` (device type -> provider) replace the registered ones' own (``provider``: the
+    ``customhttp`` one)."""
     proxies = TrustedProxies(
         settings.server.trusted_proxies, ipv6_prefix_length=settings.server.ipv6_prefix_length
     )
@@ -97,16 +96,13 @@ def create_app(
     metrics = Metrics()
     pipeline = PushPipeline(db, settings, clock, metrics)
     router = Router(settings, db, clock, instance_id)
-    provider = provider or CustomHttpProvider(settings.delivery)
     cometd = bayeux_server(settings, clock, proxies, metrics)
-    comet = CometProvider(cometd)  # device type comet: /_genesys/push/{deviceId}
     vault = CredentialVault(db, clock, settings.security.credentials_key)
-    fcm = FcmProvider(settings.mobile, clock, vault)
-    apns = ApnsProvider(settings.mobile, clock, vault)
-    providers: dict[str, Provider] = {"comet": comet, "fcm": fcm, "ios": apns}
-    dispatcher = Dispatcher(
-        db, settings, clock, pipeline, router, provider, metrics, providers=providers
-    )
+    http = HttpClient()  # one HTTP/1.1 session for the app's providers (APNs: its own HTTP/2)
+    given = {**({"customhttp": provider} if provider else {}), **(providers or {})}
+    context = ProviderContext(settings, clock, vault, http, publisher=cometd)
+    providers = create_providers(context, given)
+    dispatcher = Dispatcher(db, settings, clock, pipeline, router, providers, metrics)
     app[SETTINGS] = settings
     app[KEYS] = KeyRing(settings.security)
     app[CLOCK] = clock
@@ -120,7 +116,7 @@ def create_app(
     app[CHATS] = ChatService(db, settings, clock, push=pipeline, announce_as=announce_as)
     app[COMETD] = cometd
     app[INSTANCE_ID] = instance_id
-    app[VAULT], app[FCM], app[APNS] = vault, fcm, apns
+    app[VAULT] = vault
     app[HEALTHY] = {}
     app[ratelimit.CHAT_CREATE_LIMIT] = ratelimit.ClientLimit(
         "chat_create",
@@ -153,11 +149,13 @@ def create_app(
             await db.close()
 
     async def provider_ctx(app: web.Application) -> AsyncIterator[None]:
-        for each in (provider, *providers.values()):
+        await http.start()
+        for each in providers.values():
             await each.start()
         yield
-        for each in (provider, *providers.values()):
+        for each in providers.values():
             await each.close()
+        await http.close()
 
     async def delivery_ctx(app: web.Application) -> AsyncIterator[None]:
         # One SQLite file has one instance; on PostgreSQL only our own leases are void.

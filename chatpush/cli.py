@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
@@ -52,6 +52,13 @@ STORAGE_ERRORS: tuple[type[BaseException], ...] = (
 )
 """What a command reports in one line (``_storage_failure``); anything else is a bug and keeps
 its traceback."""
+
+
+def _credentials_kinds() -> list[str]:
+    """The credentials kinds of the registered providers (``fcm``, ``apns``)."""
+    from chatpush.providers import registry
+
+    return list(registry.credentials_classes())
 
 
 def _config_option(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
@@ -135,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     ):
         action = command(actions, name, text)
         action.add_argument("group", help="the node group")
-        action.add_argument("kind", choices=["fcm", "apns"], help="fcm or apns")
+        action.add_argument("kind", choices=_credentials_kinds(), help="fcm or apns")
         action.add_argument("--provider", help="a named provider of the group")
         if name == "set":
             action.add_argument(
@@ -603,24 +610,23 @@ async def _test_credentials(
     settings: Settings, vault: CredentialVault, args: argparse.Namespace
 ) -> dict[str, object]:
     from chatpush.clock import SystemClock
-    from chatpush.providers.apns import ApnsProvider
-    from chatpush.providers.fcm import FcmProvider
-    from chatpush.providers.mobile import MobileProvider
-    from chatpush.push.credentials import test_message
+    from chatpush.providers import registry
+    from chatpush.providers.base import ProviderContext
+    from chatpush.providers.http import HttpClient
 
     fields = await vault.lookup(args.kind, args.group, args.provider)
     if fields is None:
         return {"ok": False, "error": f"no readable {args.kind} credentials for {args.group}"}
-    kind = FcmProvider if args.kind == "fcm" else ApnsProvider
-    provider: MobileProvider[Any] = kind(settings.mobile, SystemClock(), vault)
-    credentials = provider.parse(fields)
+    http = HttpClient()
+    context = ProviderContext(settings, SystemClock(), vault, http)
+    provider = registry.credentials_classes()[args.kind].create(context)
+    await http.start()
     await provider.start()
     try:
-        result = await provider.send_message(
-            credentials, test_message(args.device_token, sandbox=args.sandbox)
-        )
+        result = await provider.test_credentials(fields, args.device_token, sandbox=args.sandbox)
     finally:
         await provider.close()
+        await http.close()
     return {"ok": result.outcome == "sent", "outcome": result.outcome, "error": result.error}
 
 

@@ -30,6 +30,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from chatpush import device_types
 from chatpush.environment import Schema, read_environment
 
 FLEX_PUSH_CONTENT_KEYS = ("app-dbid", "secure-key", "session-id", "user-id")
@@ -406,14 +407,8 @@ class ServiceOptions(_Strict):
             )
         return self
 
-    def resend_delay_s(self, resend_number: int) -> int:
-        """Delay before resend number ``resend_number`` (1-based); the last value repeats."""
-        delays = self.flex_push_resend_delays_s
-        return delays[min(resend_number, len(delays)) - 1]
 
-
-DEVICE_TYPES = ("customhttp", "comet", "fcm", "ios")
-DEVICE_TYPE_ALIASES = {"android": "fcm", "gcm": "fcm", "apple": "ios"}
+# The device types and their aliases are the registered providers' (chatpush/device_types.py).
 
 
 class ProviderSettings(_Strict):
@@ -439,6 +434,34 @@ class ProviderSettings(_Strict):
     fcm_body: str | None = Field(None, alias="fcm.body")
     apple_title: str | None = Field(None, alias="apple.title")
     apple_body: str | None = Field(None, alias="apple.alertMessage.body")
+    _options: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def options(self) -> dict[str, str]:
+        """The keys of other registered providers, ``<device type>.<key>`` (docs/providers.md)."""
+        return self._options
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _other_providers_keys(cls, data: Any, handler: Any) -> Any:
+        """``<device type>.<key>`` of a registered device type without a field here: kept, as
+        a string, in ``options`` for that device type's provider."""
+        moved: dict[str, str] = {}
+        if isinstance(data, dict):
+            declared = {name for field in cls.model_fields.values() if (name := field.alias)}
+            declared |= set(cls.model_fields)
+            for key, value in data.items():
+                prefix = key.partition(".")[0] if isinstance(key, str) else ""
+                if key in declared or not prefix or device_types.canonical(prefix) != prefix:
+                    continue
+                if not isinstance(value, str):
+                    raise ValueError(f"{key}: must be a string")
+                moved[key] = value
+            data = {key: value for key, value in data.items() if key not in moved}
+        model = handler(data)
+        if moved:
+            model.__pydantic_private__["_options"] = moved
+        return model
 
     @field_validator("customhttp_url", "debug_customhttp_url")
     @classmethod
@@ -482,10 +505,11 @@ class GroupSettings(ProviderSettings):
             name = str(item).strip().lower()
             if not name:
                 continue
-            name = DEVICE_TYPE_ALIASES.get(name, name)
-            if name not in DEVICE_TYPES:
-                raise ValueError(f"unknown device type {item!r}; known: {', '.join(DEVICE_TYPES)}")
-            types.append(name)
+            device_type = device_types.canonical(name)
+            if device_type is None:
+                known = ", ".join(device_types.known())
+                raise ValueError(f"unknown device type {item!r}; known: {known}")
+            types.append(device_type)
         return tuple(dict.fromkeys(types))
 
 
@@ -584,6 +608,8 @@ class Settings(BaseSettings):
     services: dict[str, dict[str, Any]] = Field(default_factory=dict)
     groups: dict[str, GroupSettings] = Field(default_factory=dict)
     admin: AdminSettings = Field(default_factory=AdminSettings)
+    provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """``[provider_options.<device type>]``: a registered provider's own settings (its model)."""
     _service_options: dict[str, ServiceOptions] = PrivateAttr(default_factory=dict)
     """Resolved service options by service name: settings do not change once loaded, and the
     request path asks for them on every event (a validation costs ~30 µs)."""
@@ -605,6 +631,10 @@ class Settings(BaseSettings):
         for node in self.server.nodes or ():
             if node not in owners:
                 raise ValueError(f"server.nodes: {node!r} is not a node of any group")
+        for name in self.provider_options:
+            if device_types.canonical(name) != name:
+                known = ", ".join(device_types.known())
+                raise ValueError(f"provider_options: unknown device type {name!r}; known: {known}")
         return self
 
     @property

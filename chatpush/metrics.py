@@ -53,6 +53,16 @@ _HELP = {
     "chatpush_node_failovers_total": "Subscriptions re-pinned to another node.",
     "chatpush_chats_expired_total": "Chats ended by flex-push-timeout.",
     "chatpush_dead_tokens_total": "Device tokens a provider reported dead, by device type.",
+    "chatpush_delivery_failures_total": (
+        "Failed sends, by device type, failure (permanent or temporary) and reason (http_<status>"
+        " or no_answer)."
+    ),
+    "chatpush_sends_deferred_total": (
+        "Sends held by a service-wide backoff (FCM 429, a receiver's 503 with Retry-After)."
+    ),
+    "chatpush_subscriptions_failed_permanently_total": (
+        "Subscriptions whose attempts a permanent send failure ended."
+    ),
     "chatpush_cometd_refused_total": "CometD requests refused by a limit, by reason.",
     "chatpush_cometd_sessions_removed_total": "CometD sessions removed, by reason.",
     "chatpush_cometd_bad_requests_total": "CometD bodies or frames that were not Bayeux at all.",

@@ -25,11 +25,10 @@ from chatpush.api.access import ADMIN
 from chatpush.api.credentials import send_test
 from chatpush.api.errors import count_refusal
 from chatpush.api.keys import (
-    APNS,
     CHATS,
     CLOCK,
     DATABASE,
-    FCM,
+    DISPATCHER,
     KEYS,
     METRICS,
     PIPELINE,
@@ -40,8 +39,7 @@ from chatpush.api.keys import (
 from chatpush.api.ratelimit import ClientLimit
 from chatpush.errors import ChatpushError, Code, Forbidden, NotFound, RateLimited
 from chatpush.providers.base import CredentialKind, SendResult
-from chatpush.providers.mobile import MobileProvider
-from chatpush.push.credentials import FIELDS, credential_fields
+from chatpush.push.credentials import credential_fields, fields_of, kinds
 from chatpush.store import outbox, subscriptions
 
 log = logging.getLogger("chatpush.admin")
@@ -432,7 +430,7 @@ def _selection(request: web.Request, values: Any) -> tuple[str, str | None, Cred
     group = values.get("group") or ""
     provider = values.get("provider") or None
     kind = values.get("kind") or "fcm"
-    if kind not in FIELDS:
+    if kind not in kinds():
         return "Choose FCM or APNs."
     if (group, provider) not in _targets(request):
         return "Choose a node group (and named provider) of this service."
@@ -486,7 +484,7 @@ async def _credentials(
             group=group,
             provider=provider,
             kind=kind,
-            fields=FIELDS[kind],
+            fields=fields_of(kind),
             stored=await vault.show(kind, group, provider),
         )
     return _render(request, "credentials.html", context, status=status)
@@ -501,7 +499,7 @@ async def save_credentials(request: web.Request) -> web.Response:
     # A browser sends a textarea's lines ending in CRLF: a PEM key is stored with LF, as typed.
     given = {
         name: value.strip() if name != "private_key" else value.replace("\r\n", "\n").strip() + "\n"
-        for name in FIELDS[kind]
+        for name in fields_of(kind)
         if isinstance(value := form.get(name), str) and value.strip()
     }
     typed = {name: value for name, value in given.items() if name != "private_key"}
@@ -548,9 +546,7 @@ async def test_credentials(request: web.Request) -> web.Response:
         return await _credentials(
             request, chosen, status=400, error=error, token=token, sandbox=sandbox
         )
-    fcm, apns = request.config_dict[FCM], request.config_dict[APNS]
-    mobile: MobileProvider[Any] = fcm if kind == "fcm" else apns
-    verdict = await send_test(mobile, fields, token, sandbox=sandbox)
+    verdict = await send_test(request.config_dict[DISPATCHER], kind, fields, token, sandbox=sandbox)
     return await _credentials(request, chosen, verdict=verdict, token=token, sandbox=sandbox)
 
 

@@ -23,19 +23,20 @@ from typing import Any
 from aiohttp import web
 
 from chatpush.api.chat_server import json_body
-from chatpush.api.keys import APNS, FCM, SETTINGS, VAULT
+from chatpush.api.keys import DISPATCHER, SETTINGS, VAULT
 from chatpush.errors import BadRequest, Code, NotFound
 from chatpush.providers.base import CredentialKind, SendResult
-from chatpush.providers.mobile import MobileProvider
-from chatpush.push.credentials import FIELDS, credential_fields, test_message
+from chatpush.push.credentials import credential_fields, kinds
+from chatpush.push.dispatcher import Dispatcher
 
 MAX_NAME_CHARS = 200
 
 
 def _address(request: web.Request) -> tuple[CredentialKind, str, str | None]:
     kind = request.match_info["kind"]
-    if kind not in FIELDS:
-        raise BadRequest(Code.INVALID_PARAMETER, f"unknown credentials kind {kind!r}: fcm or apns")
+    if kind not in kinds():
+        known = " or ".join(kinds())
+        raise BadRequest(Code.INVALID_PARAMETER, f"unknown credentials kind {kind!r}: {known}")
     group = request.match_info["group"]
     if group not in request.app[SETTINGS].groups:
         raise NotFound(Code.UNKNOWN_GROUP, f"unknown node group {group!r}")
@@ -100,22 +101,17 @@ async def test_credentials(request: web.Request) -> web.Response:
     )
     if fields is None:
         raise NotFound(Code.INVALID_PARAMETER, f"no {kind} credentials for this group/provider")
-    fcm, apns = request.app[FCM], request.app[APNS]
-    mobile: MobileProvider[Any] = fcm if kind == "fcm" else apns
-    result = await send_test(mobile, fields, token, sandbox=sandbox)
+    result = await send_test(request.app[DISPATCHER], kind, fields, token, sandbox=sandbox)
     return web.json_response(_verdict(result))
 
 
 async def send_test(
-    mobile: MobileProvider[Any], fields: Mapping[str, str], token: str, *, sandbox: bool
+    dispatcher: Dispatcher, kind: str, fields: Mapping[str, str], token: str, *, sandbox: bool
 ) -> SendResult:
-    """Send the test notification to ``token`` with ``fields``: the provider's verdict (this API
-    and the admin console's test pane)."""
-    try:
-        credentials = mobile.parse(fields)
-    except ValueError as exc:  # stored before a check that now refuses them
-        return SendResult("failed", 0, error=f"{mobile.label} credentials: {exc}")
-    return await mobile.send_message(credentials, test_message(token, sandbox=sandbox))
+    """Send the test notification to ``token`` with ``fields`` through the registered provider
+    that uses credentials of ``kind``: its verdict (this API and the admin console's test pane)."""
+    sender = dispatcher.provider_for_credentials(kind)
+    return await sender.test_credentials(fields, token, sandbox=sandbox)
 
 
 def _verdict(result: SendResult) -> dict[str, Any]:

@@ -35,7 +35,7 @@ def subscription_wire(subscription: subscriptions.SubscriptionRecord) -> dict[st
                 "notifyPosition": trigger.position,
                 "notifyAttempt": trigger.attempt,
                 "chatEnded": trigger.final,
-                "held": trigger.pending,
+                "held": trigger.held,
             }
         ),
         "nextResendAt": state.wake_at_ms,
@@ -93,6 +93,8 @@ async def read_deliveries(request: web.Request) -> web.Response:
                     "httpStatus": record.http_status,
                     "error": record.error,
                     "latencyMs": record.latency_ms,
+                    "failure": record.failure,
+                    "retryAfterMs": record.retry_after_ms,
                 }
                 for row_id, record in rows
             ]

@@ -37,7 +37,8 @@ from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurv
 
 from chatpush.clock import Clock
 from chatpush.config import MobileSettings
-from chatpush.providers.base import CredentialSource, SendResult
+from chatpush.providers.base import CredentialSource, ProviderContext, SendResult
+from chatpush.providers.message import MobileMessage
 from chatpush.providers.mobile import MobileProvider, read_credentials
 from chatpush.providers.outbound import (
     NO_COMPRESSION,
@@ -45,9 +46,10 @@ from chatpush.providers.outbound import (
     disallowed,
     error_field,
     read_capped_httpx,
+    retry_after_seconds,
     unreachable,
 )
-from chatpush.push.mobile import MobileMessage
+from chatpush.providers.registry import register
 
 MAX_PAYLOAD_BYTES = 4096
 TOKEN_MAX_AGE_S = 50 * 60
@@ -100,13 +102,21 @@ def apns_request(message: MobileMessage, topic: str, now_s: int) -> tuple[dict[s
     return headers, payload
 
 
+@register
 class ApnsProvider(MobileProvider[ApnsCredentials]):
     """Device types ``ios`` / ``apple``: credentials per node group (and named provider) from
     the vault, one HTTP/2 client for all of them, provider tokens cached per key."""
 
-    kind = "apns"
+    device_type = "ios"
+    aliases = ("apple",)
+    credentials_kind = kind = "apns"
+    credential_fields = ("key_id", "team_id", "private_key", "topic")
     platform = "ios"
     label = "APNs"
+
+    @classmethod
+    def create(cls, context: ProviderContext) -> ApnsProvider:
+        return cls(context.settings.mobile, context.clock, context.credentials)
 
     def __init__(self, settings: MobileSettings, clock: Clock, credentials: CredentialSource):
         super().__init__(settings, clock, credentials)
@@ -135,7 +145,8 @@ class ApnsProvider(MobileProvider[ApnsCredentials]):
             await self._client.aclose()
             self._client = None
 
-    def parse(self, fields: Mapping[str, str]) -> ApnsCredentials:
+    @classmethod
+    def read_credentials(cls, fields: Mapping[str, str]) -> ApnsCredentials:
         return ApnsCredentials.from_mapping(fields)
 
     async def send_message(
@@ -181,7 +192,7 @@ class ApnsProvider(MobileProvider[ApnsCredentials]):
             if reason == "ExpiredProviderToken" and attempt == 1:
                 expired = bearer  # made again (unless another send did already), once
                 continue
-            return _refusal(reply, reason, latency_ms)
+            return _refusal(reply, reason, latency_ms, self._clock.now_ms() / 1000)
         raise AssertionError("unreachable")
 
     async def _post(
@@ -235,17 +246,14 @@ def _reason(body: bytes) -> str:
     return error_field(reason)[:100] if reason else "no reason"
 
 
-def _refusal(reply: httpx.Response, reason: str, latency_ms: int) -> SendResult:
+def _refusal(reply: httpx.Response, reason: str, latency_ms: int, now_s: float) -> SendResult:
     status = reply.status_code
     error = f"APNs {status} {reason}"[:MAX_ERROR_CHARS]
     if status == 410 or (status == 400 and reason in DEAD_REASONS):
         return SendResult("rejected", latency_ms, http_status=status, error=error)
     temporary = status == 429 or status >= 500
     retry_after = reply.headers.get("retry-after")
-    try:
-        retry_after_s = float(retry_after) if retry_after and temporary else None
-    except ValueError:
-        retry_after_s = None
+    retry_after_s = retry_after_seconds(retry_after, now_s) if temporary else None
     return SendResult(
         "failed",
         latency_ms,

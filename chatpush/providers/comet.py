@@ -28,9 +28,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from chatpush.cometd import BayeuxServer, Session
-from chatpush.providers.base import SendResult
-from chatpush.routing.router import Target
+from chatpush.providers.base import Provider, ProviderContext, Publisher, SendResult, Target
+from chatpush.providers.registry import register
 
 PUSH_PREFIX = "/_genesys/push/"
 READER = "chatpush.push_reader"
@@ -50,7 +49,8 @@ class Reader:
 EVERY_CHAT = Reader(None)
 
 
-def may_read(session: Session, chat_id: str) -> bool:
+def may_read(session: Any, chat_id: str) -> bool:
+    """Whether a Bayeux session (anything with ``attributes``) may read ``chat_id``'s pushes."""
     reader = session.attributes.get(READER)
     return isinstance(reader, Reader) and reader.reads(chat_id)
 
@@ -62,15 +62,21 @@ def push_channel(device_id: str) -> str | None:
     return PUSH_PREFIX + device_id
 
 
-class CometProvider:
-    def __init__(self, server: BayeuxServer) -> None:
+@register
+class CometProvider(Provider):
+    """Publishes through the app's Bayeux server (its :class:`Publisher`), which has a lifespan
+    of its own: nothing to open or close here."""
+
+    device_type = "comet"
+
+    def __init__(self, server: Publisher) -> None:
         self._server = server
 
-    async def start(self) -> None:
-        """Nothing to open: the Bayeux server has a lifespan of its own."""
-
-    async def close(self) -> None:
-        """Nothing to close."""
+    @classmethod
+    def create(cls, context: ProviderContext) -> CometProvider:
+        if context.publisher is None:
+            raise ValueError("the comet provider needs the app's CometD server (a Publisher)")
+        return cls(context.publisher)
 
     async def send(
         self,

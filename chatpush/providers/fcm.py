@@ -10,9 +10,11 @@ Errors (FCM's ``error.details[].errorCode``, else ``error.status``):
 
 - ``UNREGISTERED`` (404), or ``INVALID_ARGUMENT`` about the registration token: the token is dead,
   ``rejected``;
-- 429 ``QUOTA_EXCEEDED``: temporary; nothing is sent to that project for ``Retry-After`` seconds
-  and at least 60;
-- 500 ``INTERNAL``, 503 ``UNAVAILABLE``: temporary (``Retry-After`` kept when given);
+- 429 ``QUOTA_EXCEEDED``: temporary, and a backoff: nothing is sent to that project for
+  ``Retry-After`` (seconds or an HTTP-date) and at least 60 seconds; the sends are held, not
+  failed (docs/push.md, "Outcomes");
+- 500 ``INTERNAL``, 503 ``UNAVAILABLE``: temporary (``Retry-After`` kept when given: no resend
+  before it);
 - 401 / 403 (``THIRD_PARTY_AUTH_ERROR``, ``SENDER_ID_MISMATCH``, ``PERMISSION_DENIED``) and other
   4xx: permanent; so is a token endpoint that refuses the assertion (a wrong key).
 
@@ -39,17 +41,19 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from chatpush.clock import Clock
 from chatpush.config import MobileSettings
-from chatpush.providers.base import CredentialSource, SendResult
+from chatpush.providers.base import CredentialSource, ProviderContext, SendResult
+from chatpush.providers.http import HttpClient
+from chatpush.providers.message import MobileMessage
 from chatpush.providers.mobile import MobileProvider, read_credentials
 from chatpush.providers.outbound import (
-    NO_COMPRESSION,
     OutboundError,
     disallowed,
     error_field,
     read_capped,
+    retry_after_seconds,
     unreachable,
 )
-from chatpush.push.mobile import MobileMessage
+from chatpush.providers.registry import register
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -57,6 +61,9 @@ ASSERTION_LIFETIME_S = 3600
 RENEW_BEFORE_S = 300
 MIN_BACKOFF_AFTER_429_S = 60
 MAX_ERROR_CHARS = 300
+TEMPORARY_CODES = frozenset({"UNAVAILABLE", "INTERNAL", "QUOTA_EXCEEDED"})
+"""FCM's codes that a later resend may cure (with their usual 503, 500 and 429); every other
+refusal (INVALID_ARGUMENT, SENDER_ID_MISMATCH, THIRD_PARTY_AUTH_ERROR, ...) is permanent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,39 +95,52 @@ class _Token:
     expires_at_ms: int
 
 
+@register
 class FcmProvider(MobileProvider[FcmCredentials]):
-    kind = "fcm"
+    device_type = "fcm"
+    aliases = ("android", "gcm")
+    credentials_kind = kind = "fcm"
+    credential_fields = ("project_id", "client_email", "private_key", "private_key_id", "token_uri")
     platform = "fcm"
     label = "FCM"
 
-    def __init__(self, settings: MobileSettings, clock: Clock, credentials: CredentialSource):
+    def __init__(
+        self,
+        settings: MobileSettings,
+        clock: Clock,
+        credentials: CredentialSource,
+        http: HttpClient | None = None,
+    ):
+        """``http``: the app's shared session (one of its own when None)."""
         super().__init__(settings, clock, credentials)
-        self._session: aiohttp.ClientSession | None = None
+        self._own_http = http is None
+        self._http = http or HttpClient()
+        self._timeout = aiohttp.ClientTimeout(
+            total=settings.total_timeout_s, connect=settings.connect_timeout_s
+        )
         self._tokens: dict[tuple[str, str, str], _Token] = {}
         self._token_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._backoff_until_ms: dict[str, int] = {}
         self.token_requests = 0
 
+    @classmethod
+    def create(cls, context: ProviderContext) -> FcmProvider:
+        return cls(context.settings.mobile, context.clock, context.credentials, context.http)
+
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(
-                total=self._settings.total_timeout_s, connect=self._settings.connect_timeout_s
-            ),
-            headers=NO_COMPRESSION,
-            auto_decompress=False,
-        )
+        if self._own_http:
+            await self._http.start()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._own_http:
+            await self._http.close()
 
-    def parse(self, fields: Mapping[str, str]) -> FcmCredentials:
+    @classmethod
+    def read_credentials(cls, fields: Mapping[str, str]) -> FcmCredentials:
         return FcmCredentials.from_mapping(fields)
 
     async def send_message(self, credentials: FcmCredentials, message: MobileMessage) -> SendResult:
         """One message, with these credentials; the verdict carries FCM's own error."""
-        assert self._session is not None, "provider not started"
         now_ms = self._clock.now_ms()
         until_ms = self._backoff_until_ms.get(credentials.project_id, 0)
         if now_ms < until_ms:
@@ -130,6 +150,7 @@ class FcmProvider(MobileProvider[FcmCredentials]):
                 error=f"FCM asked to slow down (429): no sends to project "
                 f"{credentials.project_id} for {(until_ms - now_ms) / 1000:.0f} s more",
                 retry_after_s=(until_ms - now_ms) / 1000,
+                backoff=True,
             )
         started = time.monotonic()
         url = (
@@ -155,15 +176,15 @@ class FcmProvider(MobileProvider[FcmCredentials]):
         message: MobileMessage,
         started: float,
     ) -> SendResult:
-        assert self._session is not None
         payload = {"message": fcm_message(message)}
         limit = self._settings.max_answer_bytes
         try:
-            async with self._session.post(
+            async with self._http.session.post(
                 url,
                 json=payload,
                 headers={"Authorization": f"Bearer {token}"},
                 allow_redirects=False,
+                timeout=self._timeout,
             ) as reply:
                 body = await read_capped(reply, limit, "FCM")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -200,13 +221,12 @@ class FcmProvider(MobileProvider[FcmCredentials]):
         )
         if dead:
             return SendResult("rejected", latency_ms, http_status=status, error=error)
-        wait_s = _seconds(retry_after)
+        now_ms = self._clock.now_ms()
+        wait_s = retry_after_seconds(retry_after, now_ms / 1000)
         if status == 429:
             wait_s = max(wait_s or 0, MIN_BACKOFF_AFTER_429_S)
-            self._backoff_until_ms[credentials.project_id] = self._clock.now_ms() + int(
-                wait_s * 1000
-            )
-        temporary = status == 429 or status >= 500
+            self._backoff_until_ms[credentials.project_id] = now_ms + int(wait_s * 1000)
+        temporary = status == 429 or status >= 500 or code in TEMPORARY_CODES
         return SendResult(
             "failed",
             latency_ms,
@@ -214,6 +234,7 @@ class FcmProvider(MobileProvider[FcmCredentials]):
             error=error,
             temporary=temporary,
             retry_after_s=wait_s if temporary else None,
+            backoff=status == 429,
         )
 
     async def _access_token(self, credentials: FcmCredentials) -> str:
@@ -235,7 +256,6 @@ class FcmProvider(MobileProvider[FcmCredentials]):
             return token.value
 
     async def _fetch_token(self, credentials: FcmCredentials, token_uri: str) -> _Token:
-        assert self._session is not None
         now_s = self._clock.now_ms() // 1000
         headers = {"kid": credentials.private_key_id} if credentials.private_key_id else None
         assertion = jwt.encode(
@@ -253,8 +273,9 @@ class FcmProvider(MobileProvider[FcmCredentials]):
         self.token_requests += 1
         where = "FCM token endpoint"
         try:
-            async with self._session.post(
+            async with self._http.session.post(
                 token_uri,
+                timeout=self._timeout,
                 data={"grant_type": GRANT_TYPE, "assertion": assertion},
                 allow_redirects=False,
             ) as reply:
@@ -329,12 +350,3 @@ def _oauth_error(body: bytes) -> str:
         return "no OAuth error in the answer"
     error, description = answer.get("error"), answer.get("error_description", "")
     return f"{error_field(error)[:64]}: {error_field(description)}".strip()
-
-
-def _seconds(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None

@@ -1,10 +1,11 @@
 """What the FCM and APNs providers share: find the route's credentials, build the message of a
-custom HTTP body for the platform, and send it inside the node's slot (chatpush/push/mobile.py)."""
+custom HTTP body for the platform, and send it inside the node's slot
+(chatpush/providers/message.py)."""
 
 from __future__ import annotations
 
 import asyncio
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
@@ -13,9 +14,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from chatpush.clock import Clock
 from chatpush.config import MobileSettings
-from chatpush.providers.base import CredentialKind, CredentialSource, SendResult
-from chatpush.push.mobile import MobileMessage, mobile_message
-from chatpush.routing.router import Target
+from chatpush.providers.base import CredentialKind, CredentialSource, Provider, SendResult, Target
+from chatpush.providers.message import MobileMessage, mobile_message
 
 C = TypeVar("C")
 
@@ -32,8 +32,20 @@ def read_credentials(fields: Mapping[str, str], required: Sequence[str]) -> Priv
         raise ValueError(f"private_key is not a readable PEM private key ({exc})") from None
 
 
-class MobileProvider(ABC, Generic[C]):
+TEST_TITLE = "chatpush"
+TEST_BODY = "Test notification: these credentials work."
+
+
+def test_message(device_token: str, *, sandbox: bool = False) -> MobileMessage:
+    """The one notification a "test credentials" call sends."""
+    return MobileMessage(
+        device_token, "bare", TEST_TITLE, TEST_BODY, {"test": "true"}, sandbox=sandbox
+    )
+
+
+class MobileProvider(Provider, Generic[C]):
     kind: ClassVar[CredentialKind]
+    """Its ``credentials_kind``."""
     platform: ClassVar[Literal["fcm", "ios"]]
     label: ClassVar[str]
     """How errors name the service: FCM, APNs."""
@@ -43,15 +55,22 @@ class MobileProvider(ABC, Generic[C]):
         self._clock = clock
         self._credentials = credentials
 
+    @classmethod
     @abstractmethod
-    async def start(self) -> None: ...
-
-    @abstractmethod
-    async def close(self) -> None: ...
-
-    @abstractmethod
-    def parse(self, fields: Mapping[str, str]) -> C:
+    def read_credentials(cls, fields: Mapping[str, str]) -> C:
         """The credentials from their stored fields (ValueError says what is wrong)."""
+
+    def parse(self, fields: Mapping[str, str]) -> C:
+        return self.read_credentials(fields)
+
+    async def test_credentials(
+        self, fields: Mapping[str, str], device_token: str, *, sandbox: bool = False
+    ) -> SendResult:
+        try:
+            credentials = self.parse(fields)
+        except ValueError as exc:  # stored before a check that now refuses them
+            return SendResult("failed", 0, error=f"{self.label} credentials: {exc}")
+        return await self.send_message(credentials, test_message(device_token, sandbox=sandbox))
 
     @abstractmethod
     async def send_message(self, credentials: C, message: MobileMessage) -> SendResult:

@@ -10,7 +10,9 @@ fields, truncated; the detail of a connection failure is logged here, not return
 
 from __future__ import annotations
 
+import email.utils
 import logging
+import math
 import time
 from collections.abc import Sequence
 
@@ -18,7 +20,7 @@ import aiohttp
 import httpx
 import yarl
 
-from chatpush.providers.base import SendResult
+from chatpush.providers.result import SendResult
 
 log = logging.getLogger("chatpush.outbound")
 
@@ -48,6 +50,24 @@ class OutboundError(Exception):
             error=str(self)[:MAX_ERROR_CHARS],
             temporary=self.temporary,
         )
+
+
+def retry_after_seconds(value: str | None, now_s: float) -> float | None:
+    """A ``Retry-After`` header (RFC 9110 §10.2.3) as seconds from ``now_s``: delay-seconds, or
+    an HTTP-date (a date in the past is 0). None when absent or unreadable."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isascii() and text.isdigit():
+        return float(min(int(text[:12]), 10**9))
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # RFC 9110: HTTP-dates are UTC
+        return None
+    seconds = when.timestamp() - now_s
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def disallowed(url: str | yarl.URL | httpx.URL, allowed: Sequence[str]) -> str | None:

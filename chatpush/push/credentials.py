@@ -21,11 +21,10 @@ from pydantic import SecretStr
 from chatpush.clock import Clock
 from chatpush.config import MobileSettings
 from chatpush.errors import NotConfigured
-from chatpush.providers.apns import ApnsCredentials
+from chatpush.providers import registry
 from chatpush.providers.base import CredentialKind
-from chatpush.providers.fcm import FcmCredentials
+from chatpush.providers.mobile import TEST_BODY, TEST_TITLE, test_message
 from chatpush.providers.outbound import disallowed
-from chatpush.push.mobile import MobileMessage
 from chatpush.store import credentials as rows
 from chatpush.store.database import Database
 
@@ -33,14 +32,18 @@ log = logging.getLogger("chatpush.credentials")
 
 CACHE_TTL_MS = 30_000
 SHOWN_CHARS = 4
-FIELDS: dict[CredentialKind, tuple[str, ...]] = {
-    "fcm": ("project_id", "client_email", "private_key", "private_key_id", "token_uri"),
-    "apns": ("key_id", "team_id", "private_key", "topic"),
-}
-"""What is kept of what is given: a whole service-account JSON may be sent for ``fcm``, its other
-fields are not stored."""
-TEST_TITLE = "chatpush"
-TEST_BODY = "Test notification: these credentials work."
+__all__ = ["TEST_BODY", "TEST_TITLE", "test_message"]
+
+
+def kinds() -> tuple[CredentialKind, ...]:
+    """The credentials kinds of the registered providers (``fcm``, ``apns``)."""
+    return tuple(registry.credentials_classes())
+
+
+def fields_of(kind: CredentialKind) -> tuple[str, ...]:
+    """What is kept of what is given: a whole service-account JSON may be sent for ``fcm``, its
+    other fields are not stored."""
+    return registry.credentials_classes()[kind].credential_fields
 
 
 def credential_fields(
@@ -50,7 +53,7 @@ def credential_fields(
     ``token_uri`` against ``mobile.allowed_hosts`` (ValueError)."""
     if not isinstance(given, dict):
         raise ValueError("credentials must be a JSON object")
-    fields = {name: given[name] for name in FIELDS[kind] if given.get(name) is not None}
+    fields = {name: given[name] for name in fields_of(kind) if given.get(name) is not None}
     wrong = [name for name, value in fields.items() if not isinstance(value, str)]
     if wrong:
         raise ValueError(f"{', '.join(wrong)}: must be strings")
@@ -63,17 +66,9 @@ def credential_fields(
     return fields
 
 
-def parse(kind: CredentialKind, fields: Mapping[str, str]) -> FcmCredentials | ApnsCredentials:
-    if kind == "fcm":
-        return FcmCredentials.from_mapping(fields)
-    return ApnsCredentials.from_mapping(fields)
-
-
-def test_message(device_token: str, *, sandbox: bool = False) -> MobileMessage:
-    """The one notification a "test credentials" call sends."""
-    return MobileMessage(
-        device_token, "bare", TEST_TITLE, TEST_BODY, {"test": "true"}, sandbox=sandbox
-    )
+def parse(kind: CredentialKind, fields: Mapping[str, str]) -> object:
+    """The credentials of ``kind`` read by their provider (ValueError says what is wrong)."""
+    return registry.credentials_classes()[kind].read_credentials(fields)
 
 
 def mask(value: str) -> str:

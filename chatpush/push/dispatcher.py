@@ -27,8 +27,8 @@ from chatpush.clock import Clock
 from chatpush.config import Settings
 from chatpush.metrics import Metrics
 from chatpush.providers.base import Provider, SendResult
-from chatpush.providers.customhttp import CustomHttpProvider
-from chatpush.push.pipeline import PushPipeline
+from chatpush.push import rules
+from chatpush.push.pipeline import PushPipeline, Sends
 from chatpush.routing.router import Router
 from chatpush.store import outbox, trail
 from chatpush.store import subscriptions as subscription_store
@@ -76,6 +76,8 @@ class _Finished:
     handover: bool = False
     dead_token: tuple[str, str, int] | None = None
     """(device type, device id, when): the provider said the token is dead."""
+    outcome: rules.SendFailed | rules.SendDeferred | None = None
+    """A failed or deferred send, for ``rules.decide``."""
     recorded: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -89,20 +91,17 @@ class Dispatcher:
         clock: Clock,
         pipeline: PushPipeline,
         router: Router,
-        provider: CustomHttpProvider,
+        providers: Mapping[str, Provider],
         metrics: Metrics,
-        *,
-        providers: Mapping[str, Provider] | None = None,
     ) -> None:
-        """``provider`` delivers ``customhttp``; ``providers`` the other device types by name
-        (``comet``). A notification of a device type without a provider fails, permanently."""
+        """``providers``: the provider of each device type (chatpush/providers/registry.py). A
+        notification of a device type without a provider fails, permanently."""
         self._db = db
         self._settings = settings
         self._clock = clock
         self._pipeline = pipeline
         self._router = router
-        self._provider = provider
-        self._providers: dict[str, Provider] = {"customhttp": provider, **(providers or {})}
+        self._providers: dict[str, Provider] = dict(providers)
         self._metrics = metrics
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -118,6 +117,14 @@ class Dispatcher:
         self._leases: dict[int, int] = {}
         """Outbox id -> lease end (ms) of every notification claimed here and not yet recorded."""
         pipeline.on_enqueued(self.poke)
+
+    @property
+    def providers(self) -> Mapping[str, Provider]:
+        return self._providers
+
+    def provider_for_credentials(self, kind: str) -> Provider:
+        """The provider that uses credentials of ``kind`` (a registered one)."""
+        return next(p for p in self._providers.values() if p.credentials_kind == kind)
 
     def poke(self) -> None:
         self._idle.clear()
@@ -249,21 +256,27 @@ class Dispatcher:
             batch, self._finished = self._finished, []
             if not batch:
                 continue
+            sends = Sends(
+                finished=[item.outbox_id for item in batch if not (item.park or item.handover)],
+                parked=[(item.chat_id, item.outbox_id) for item in batch if item.park],
+                trail=[item.trail for item in batch if item.trail is not None],
+                pins=[(item.chat_id, item.pin) for item in batch if item.pin],
+                handed_over=[item.outbox_id for item in batch if item.handover],
+                dead_tokens=[item.dead_token for item in batch if item.dead_token],
+                outcomes=[
+                    (item.chat_id, item.outbox_id, item.outcome) for item in batch if item.outcome
+                ],
+            )
             try:
-                await self._db.write(
-                    trail.complete,
-                    finished=[item.outbox_id for item in batch if not (item.park or item.handover)],
-                    parked=[(item.chat_id, item.outbox_id) for item in batch if item.park],
-                    trail=[item.trail for item in batch if item.trail is not None],
-                    pins=[(item.chat_id, item.pin) for item in batch if item.pin],
-                    handed_over=[item.outbox_id for item in batch if item.handover],
-                    dead_tokens=[item.dead_token for item in batch if item.dead_token],
+                report = await self._db.write(
+                    self._pipeline.record_sends, sends, self._clock.now_ms()
                 )
             except Exception as exc:
                 # The rows stay leased and are claimed again when the lease runs out.
                 for item in batch:
                     item.recorded.set_exception(exc)
             else:
+                report.emit(self._metrics, self._pipeline.poke)
                 for item in batch:
                     item.recorded.set_result(None)
 
@@ -379,29 +392,48 @@ class Dispatcher:
             max(0, self._clock.now_ms() - row.created_at_ms) / 1000,
             kind=row.kind,
         )
-        if result.outcome == "failed":
-            extra = {
-                "action": "delivery_failed",
-                "chat_id": row.chat_id,
-                "node": route.node,
-                "kind": row.kind,
-                "notify_position": row.notify_position,
-                "attempt": row.attempt,
-                "status": result.http_status,
-                "latency_ms": result.latency_ms,
-            }
-            if request.reliable:
-                log.info("delivery failed, resend timer stays armed: %s", result.error, extra=extra)
-            else:
+        now_ms = self._clock.now_ms()
+        about = (
+            rules.Sent(row.notify_position, row.attempt) if row.kind == "trigger" else rules.Sent()
+        )
+        outcome: rules.SendFailed | rules.SendDeferred | None = None
+        recorded_as: str = result.outcome
+        if result.held:
+            until_ms = now_ms + rules.deferral_ms(result.retry_after_s)
+            outcome = rules.SendDeferred(about, until_ms)
+            recorded_as = "deferred"
+            self._metrics.inc("chatpush_sends_deferred_total", device_type=request.device_type)
+            log.info(
+                "delivery deferred for %.0f s, the service asked to wait: %s",
+                (until_ms - now_ms) / 1000,
+                result.error,
+                extra=self._failure_extra(row, route.node, result),
+            )
+        elif result.outcome == "failed":
+            outcome = rules.SendFailed(
+                about, result.permanent, rules.retry_after_ms(result.retry_after_s)
+            )
+            self._metrics.inc(
+                "chatpush_delivery_failures_total",
+                device_type=request.device_type,
+                failure="permanent" if result.permanent else "temporary",
+                reason=f"http_{result.http_status}" if result.http_status else "no_answer",
+            )
+            extra = self._failure_extra(row, route.node, result)
+            if not request.reliable:
                 log.warning(
                     "delivery failed, not resubmitted (no PushResend): %s",
                     result.error,
                     extra=extra,
                 )
+            elif result.permanent:
+                log.warning("delivery failed permanently, no resend: %s", result.error, extra=extra)
+            else:
+                log.info("delivery failed, resend timer stays armed: %s", result.error, extra=extra)
         dead_token = None
         if result.outcome == "rejected":
             # The token is dead: this subscription (and any other on the token) ends now.
-            dead_token = (request.device_type, request.device_id, self._clock.now_ms())
+            dead_token = (request.device_type, request.device_id, now_ms)
             self._metrics.inc("chatpush_dead_tokens_total", device_type=request.device_type)
             log.warning(
                 "device token of chat %s is dead, its subscription ends: %s",
@@ -418,11 +450,36 @@ class Dispatcher:
             request.device_type,
             route.node,
             route.group_name,
-            self._clock.now_ms(),
-            result.outcome,
+            now_ms,
+            recorded_as,
             result,
         )
-        await self._finish(_Finished(row.chat_id, row.id, trail, pin=pin, dead_token=dead_token))
+        await self._finish(
+            _Finished(
+                row.chat_id,
+                row.id,
+                trail,
+                pin=pin,
+                dead_token=dead_token,
+                outcome=outcome,
+            )
+        )
+
+    @staticmethod
+    def _failure_extra(
+        row: outbox.OutboxRecord, node: str, result: SendResult
+    ) -> dict[str, object]:
+        return {
+            "action": "delivery_failed",
+            "chat_id": row.chat_id,
+            "node": node,
+            "kind": row.kind,
+            "notify_position": row.notify_position,
+            "attempt": row.attempt,
+            "status": result.http_status,
+            "latency_ms": result.latency_ms,
+            "failure": "permanent" if result.permanent else "temporary",
+        }
 
     @staticmethod
     def _trail(
@@ -447,4 +504,19 @@ class Dispatcher:
             http_status=result.http_status if result else None,
             error=result.error if result else None,
             latency_ms=result.latency_ms if result else None,
+            failure=_failure(result),
+            retry_after_ms=(
+                rules.retry_after_ms(result.retry_after_s)
+                if result is not None and result.outcome == "failed"
+                else None
+            ),
         )
+
+
+def _failure(result: SendResult | None) -> str | None:
+    """How the trail names a failed send: ``permanent``, ``temporary``, ``deferred`` (backoff)."""
+    if result is None or result.outcome != "failed":
+        return None
+    if result.held:
+        return "deferred"
+    return "permanent" if result.permanent else "temporary"

@@ -1,12 +1,12 @@
 """The push pipeline: load, decide (``rules.decide``, pure), persist what it decided.
 
-The chat service opens a ``PushTransaction`` with every write and tells it what happened; before
-the commit, ``flush`` loads the subscription once, hands the facts to ``rules.decide`` and
-persists the decision in that same transaction. The timer batch of the dispatcher does the same
-for many subscriptions at once. Nothing is counted or logged inside a transaction function (on
-PostgreSQL it may run again after a serialization failure): each returns a ``Report``, emitted
-after the commit, which also pokes the dispatcher, so it never sees work that could still roll
-back.
+The chat service opens a ``PipelineTransaction`` (chat/core.py's ``PushTransaction``) with every
+write and tells it what happened; before the commit, ``flush`` loads the subscription once, hands
+the facts to ``rules.decide`` and persists the decision in that same transaction. The timer batch
+of the dispatcher does the same for many subscriptions at once. Nothing is counted or logged inside
+a transaction function (on PostgreSQL it may run again after a serialization failure): each returns
+a ``Report``, emitted after the commit, which also pokes the dispatcher, so it never sees work that
+could still roll back.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from chatpush.push.bodies import bare_body, payload_body, trigger_body
 from chatpush.push.obfuscation import obfuscate
 from chatpush.push.subscription import SubscriptionRequest, parse_subscription
 from chatpush.store import chats as chat_store
-from chatpush.store import outbox, stats, tokens
+from chatpush.store import outbox, stats, tokens, trail
 from chatpush.store import secrets as stored_secrets
 from chatpush.store import subscriptions as subscription_store
 from chatpush.store.database import Database
@@ -51,8 +51,8 @@ class PushPipeline:
         """The dispatcher's wake-up, called after a commit that gave it work."""
         self._poke = poke
 
-    def transaction(self, conn: Connection) -> PushTransaction:
-        return PushTransaction(self, conn)
+    def transaction(self, conn: Connection) -> PipelineTransaction:
+        return PipelineTransaction(self, conn)
 
     def policy(self, service_name: str) -> rules.Policy:
         """The resend timetable of a service (its options are resolved once per service)."""
@@ -97,7 +97,7 @@ class PushPipeline:
             )
             chats = chat_store.get_chats(conn, [sub.chat_id for sub in subscriptions])
             decided = [
-                Decided(sub, rules.decide(sub.view, [fact], now_ms, self._policy_of(chat)))
+                Decided(sub, rules.decide(view(sub), [fact], now_ms, self._policy_of(chat)))
                 for sub in subscriptions
                 if (chat := chats.get(sub.chat_id)) is not None
             ]
@@ -123,7 +123,7 @@ class PushPipeline:
         now_ms = self._clock.now_ms()
         policy = self.policy(chat.service_name) if subscription.request.reliable else None
         fact = rules.Redriven(chat_ended=chat.ended)
-        decision = rules.decide(subscription.view, [fact], now_ms, policy)
+        decision = rules.decide(view(subscription), [fact], now_ms, policy)
         self.persist(conn, [Decided(subscription, decision, chat)], now_ms, report)
         return (subscription.state.status, decision), report
 
@@ -167,11 +167,73 @@ class PushPipeline:
             chat = chats.get(subscription.chat_id)
             facts: list[rules.Fact] = [rules.TimerFired() if chat else rules.ChatGone()]
             policy = self._policy_of(chat)
-            decision = rules.decide(subscription.view, facts, now_ms, policy)
+            decision = rules.decide(view(subscription), facts, now_ms, policy)
             decided.append(Decided(subscription, decision, chat))
         self.persist(conn, decided, now_ms, report)
         report.work = True  # the dispatcher fires the next batch at once
         return len(subscriptions), report
+
+    def record_sends(self, conn: Connection, sends: Sends, now_ms: int) -> Report:
+        """Record a batch of finished sends (the dispatcher's group commit), and persist what
+        ``rules.decide`` makes of the failed and deferred ones for their subscriptions.
+
+        The subscriptions concerned are locked first, in chat order, before any outbox row (the
+        lock order of every writer)."""
+        report = Report()
+        facts = {chat_id: fact for chat_id, _outbox_id, fact in sends.outcomes}
+        locked = {*facts, *(chat_id for chat_id, _node in sends.pins)} if facts else set()
+        subscriptions = [
+            sub
+            for sub in subscription_store.lock_subscriptions(conn, list(locked))
+            if sub.chat_id in facts
+        ]
+        trail.complete(
+            conn,
+            finished=[
+                outbox_id for outbox_id in sends.finished if outbox_id not in sends.deferred_ids
+            ],
+            parked=sends.parked,
+            trail=sends.trail,
+            pins=sends.pins,
+            handed_over=sends.handed_over,
+            deferred=[
+                (outbox_id, fact.until_ms)
+                for _chat_id, outbox_id, fact in sends.outcomes
+                if isinstance(fact, rules.SendDeferred)
+            ],
+        )
+        for device_type, device_id, at_ms in sends.dead_tokens:
+            self.reject_device(conn, device_type, device_id, at_ms)
+        if not subscriptions:
+            return report
+        chats = chat_store.get_chats(conn, [sub.chat_id for sub in subscriptions])
+        decided = [
+            Decided(
+                sub,
+                rules.decide(view(sub), [facts[sub.chat_id]], now_ms, self._policy_of(chat)),
+                chat,
+            )
+            for sub in subscriptions
+            if (chat := chats.get(sub.chat_id)) is not None
+        ]
+        self.persist(conn, decided, now_ms, report)
+        return report
+
+    @staticmethod
+    def reject_device(conn: Connection, device_type: str, device_id: str, at_ms: int) -> None:
+        """The provider reported this device token dead: remember it, and persist what
+        ``rules.decide`` makes of that for every subscription sending to it."""
+        tokens.remember_dead(conn, device_type, device_id, at_ms)
+        states: list[tuple[str, rules.State]] = []
+        dropped: list[str] = []
+        for subscription in subscription_store.of_device(conn, device_type, device_id):
+            decision = rules.decide(view(subscription), [rules.TokenRejected()], at_ms, None)
+            if decision.state != subscription.state:
+                states.append((subscription.chat_id, decision.state))
+            if decision.drop_outbox:
+                dropped.append(subscription.chat_id)
+        subscription_store.save_states(conn, states)
+        outbox.drop_outbox_of(conn, dropped)
 
     def persist(
         self,
@@ -282,6 +344,14 @@ class PushPipeline:
         )
 
 
+def view(record: subscription_store.SubscriptionRecord) -> rules.Subscription:
+    """A stored subscription as ``rules.decide`` reads it."""
+    request = record.request
+    return rules.Subscription(
+        record.state, request.reliable, request.notify_requestor, request.include_payload
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Decided:
     """A subscription, what ``rules.decide`` made of it, and what its notifications are made of:
@@ -291,6 +361,29 @@ class Decided:
     decision: rules.Decision
     chat: ChatRecord | None = None
     events: Sequence[EventRecord] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Sends:
+    """A batch of finished sends, as the dispatcher's recorder hands them over."""
+
+    finished: Sequence[int] = ()
+    """Outbox ids done with (sent, failed, or deferred: those stay queued, see ``outcomes``)."""
+    parked: Sequence[tuple[str, int]] = ()
+    trail: Sequence[trail.DeliveryRecord] = ()
+    pins: Sequence[tuple[str, str]] = ()
+    handed_over: Sequence[int] = ()
+    dead_tokens: Sequence[tuple[str, str, int]] = ()
+    outcomes: Sequence[tuple[str, int, rules.SendFailed | rules.SendDeferred]] = ()
+    """(chat id, outbox id, what happened) of each failed or deferred send."""
+
+    @property
+    def deferred_ids(self) -> frozenset[int]:
+        return frozenset(
+            outbox_id
+            for _chat_id, outbox_id, fact in self.outcomes
+            if isinstance(fact, rules.SendDeferred)
+        )
 
 
 @dataclass(slots=True)
@@ -306,6 +399,8 @@ class Report:
     """(chat id, new status) of each subscription whose last resend ran out."""
     trigger_delays_ms: list[int] = field(default_factory=list)
     """For each first trigger enqueued: how long after its event."""
+    failed_permanently: list[str] = field(default_factory=list)
+    """Chats whose attempt series a permanent send failure ended."""
 
     def add(self, chat_id: str, decision: rules.Decision) -> None:
         if decision.trigger is not None:
@@ -316,6 +411,8 @@ class Report:
         self.resent += decision.resent
         if decision.exhausted:
             self.exhausted.append((chat_id, decision.state.status))
+        if decision.failed_permanently:
+            self.failed_permanently.append(chat_id)
 
     def emit(self, metrics: Metrics, poke: Callable[[], None]) -> None:
         """After the commit: count, log, and wake the dispatcher."""
@@ -333,11 +430,18 @@ class Report:
                 status,
                 extra={"action": "resend_exhausted", "chat_id": chat_id},
             )
+        for chat_id in self.failed_permanently:
+            metrics.inc("chatpush_subscriptions_failed_permanently_total")
+            log.warning(
+                "a permanent send failure ended the attempts: subscription of chat %s failed",
+                chat_id,
+                extra={"action": "send_failed_permanently", "chat_id": chat_id},
+            )
         if self.work:
             poke()
 
 
-class PushTransaction:
+class PipelineTransaction:
     """What one chat transaction did, decided and persisted at flush, reported once committed."""
 
     def __init__(self, pipeline: PushPipeline, conn: Connection) -> None:
@@ -408,7 +512,7 @@ class PushTransaction:
             return
         now_ms = pipeline._clock.now_ms()
         policy = pipeline.policy(chat.service_name) if subscription.request.reliable else None
-        decision = rules.decide(subscription.view, self.facts, now_ms, policy)
+        decision = rules.decide(view(subscription), self.facts, now_ms, policy)
         last_index = max([chat.last_index, *(event.index for event in self._events)])
         current = replace(chat, last_index=last_index)
         pipeline.persist(

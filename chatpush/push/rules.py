@@ -6,7 +6,8 @@ the timer batch load the subscription, call :func:`decide` with what happened (t
 persist exactly what the :class:`Decision` says: the new state, the trigger or the notifications
 to enqueue, the unsent triggers to drop, the parked notifications to unpark, and what to report
 after the commit. A trigger created and acknowledged within one transaction (a Request Chat whose
-own reply covers the event) is never sent: only a trigger still ``pending`` after the last fact is.
+own reply covers the event) is never sent: only a trigger still ``held`` (not handed out) after
+the last fact is.
 
 The facts are what the transaction saw, unfiltered; :func:`decide` applies the choices made at
 subscription: the NotifyRequestor filter (the customer's own events, and its own disconnect, are
@@ -34,8 +35,15 @@ an acknowledgement (that copy points at what the client has read). New activity 
 subscription (``rejected``) and drops whatever waits for it; a subscription made for a dead token
 starts so. An ended subscription, or one whose chat is gone, has no timer.
 
+What became of a send feeds back as a fact too (docs/push.md, "Outcomes"): a permanent failure
+(the receiver refuses the notification; no resend can succeed) ends the attempt series: the
+subscription is ``failed`` and its unsent triggers are dropped, until the next notifiable event
+starts a new series. A temporary failure leaves the timetable as it is, except that no resend
+goes out before the service's ``Retry-After``. A send deferred by a service-wide backoff was not
+an attempt: it stays queued until the backoff ends, and the resend timer counts from then.
+
 While the chat's client is in the foreground (connected over CometD) nothing is
-sent: a trigger decided then stays pending, and resends wait, until the client goes to background
+sent: a trigger decided then stays held, and resends wait, until the client goes to background
 or its foreground lease (``foreground_until_ms``, renewed while its session lives) runs out.
 """
 
@@ -43,35 +51,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
 
-Status = Literal["active", "failed", "done", "rejected"]
-"""``rejected``: the provider reported the device token dead; nothing is ever sent to it again."""
+from chatpush.store.states import State, Status, Trigger
+
+__all__ = ["State", "Status", "Trigger"]  # and what is defined below
+
 ENDED: tuple[Status, ...] = ("done", "rejected")
 REMOVED_POSITION = -1
-
-
-@dataclass(frozen=True, slots=True)
-class Trigger:
-    position: int
-    attempt: int
-    final: bool = False
-    pending: bool = True
-    """Decided but not yet handed to the outbox."""
-
-
-@dataclass(frozen=True, slots=True)
-class State:
-    status: Status = "active"
-    ack_position: int = 0
-    notifiable_last: int = 0
-    outstanding: Trigger | None = None
-    wake_at_ms: int | None = None
-    foreground_until_ms: int | None = None
-    """The client is connected live until then (renewed while it stays): push waits."""
-
-    def in_foreground(self, now_ms: int) -> bool:
-        return self.foreground_until_ms is not None and now_ms < self.foreground_until_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +148,7 @@ def _hold(state: State) -> State:
     trigger, until = state.outstanding, state.foreground_until_ms
     if trigger is None or until is None:
         return state
-    if trigger.pending or state.wake_at_ms is None or state.wake_at_ms < until:
+    if trigger.held or state.wake_at_ms is None or state.wake_at_ms < until:
         return replace(state, wake_at_ms=until)
     return state
 
@@ -198,7 +184,7 @@ def _step(state: State, event: Input, now_ms: int, policy: Policy) -> Step:
             if (
                 trigger is not None
                 and not state.in_foreground(now_ms)
-                and (trigger.pending or state.wake_at_ms == held_until)
+                and (trigger.held or state.wake_at_ms == held_until)
             ):
                 # Back in background: a held trigger goes now, a held resend on its timetable.
                 state = replace(state, wake_at_ms=now_ms + policy.delay_ms(trigger.attempt + 1))
@@ -217,12 +203,12 @@ def _step(state: State, event: Input, now_ms: int, policy: Policy) -> Step:
 
 
 def sent(state: State, now_ms: int) -> tuple[State, Trigger | None]:
-    """Take the pending trigger for the outbox, if any; the state then records it as sent.
-    In the foreground it stays pending (and is stored so)."""
+    """Take the held trigger for the outbox, if any; the state then records it as sent.
+    In the foreground it stays held (and is stored so)."""
     trigger = state.outstanding
-    if trigger is None or not trigger.pending or state.in_foreground(now_ms):
+    if trigger is None or not trigger.held or state.in_foreground(now_ms):
         return state, None
-    return replace(state, outstanding=replace(trigger, pending=False)), trigger
+    return replace(state, outstanding=replace(trigger, held=False)), trigger
 
 
 def _retrieved(state: State, event: Retrieved, now_ms: int, policy: Policy) -> Step:
@@ -269,7 +255,7 @@ def _timer(state: State, now_ms: int, policy: Policy) -> Step:
         return Step(state)
     if state.in_foreground(now_ms):
         return Step(state)  # the lease was renewed: decide() holds it to the new end
-    if trigger.pending:
+    if trigger.held:
         # Held while the client was in the foreground, whose lease ran out: send it now.
         return Step(replace(state, wake_at_ms=now_ms + policy.delay_ms(trigger.attempt + 1)))
     if trigger.attempt < policy.resend_attempts:
@@ -277,7 +263,7 @@ def _timer(state: State, now_ms: int, policy: Policy) -> Step:
         return Step(
             replace(
                 state,
-                outstanding=replace(trigger, attempt=attempt, pending=True),
+                outstanding=replace(trigger, attempt=attempt, held=True),
                 wake_at_ms=now_ms + policy.delay_ms(attempt + 1),
             ),
             Outcome(resent=True),
@@ -345,6 +331,53 @@ class ChatGone:
     """The timer of a subscription whose chat no longer exists fired."""
 
 
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """Which notification a send outcome is about: a trigger's position and attempt (both None
+    for a payload or bare notification)."""
+
+    position: int | None = None
+    attempt: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendFailed:
+    """A notification was not delivered. ``permanent``: the receiver refuses it and a resend
+    cannot succeed (401, 403, 400, ...); otherwise a resend may, no sooner than
+    ``retry_after_ms`` from now when the service said so."""
+
+    notification: Sent
+    permanent: bool
+    retry_after_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendDeferred:
+    """The service asked everyone to wait (a backoff): the notification was not attempted, and
+    stays queued until ``until_ms``."""
+
+    notification: Sent
+    until_ms: int
+
+
+MAX_RETRY_AFTER_MS = 3_600_000
+"""A ``Retry-After`` longer than an hour is taken as an hour: no service parks a chat for days."""
+MIN_DEFERRAL_MS = 1_000
+"""A backoff of less than a second (``Retry-After: 0``) defers by a second, never a busy loop."""
+
+
+def retry_after_ms(seconds: float | None) -> int | None:
+    """A service's ``Retry-After`` (seconds) as the wait before the next try, bounded."""
+    if seconds is None:
+        return None
+    return min(max(int(seconds * 1000), 0), MAX_RETRY_AFTER_MS)
+
+
+def deferral_ms(seconds: float | None) -> int:
+    """How long a send deferred by a backoff of ``seconds`` stays queued, bounded."""
+    return max(retry_after_ms(seconds) or 0, MIN_DEFERRAL_MS)
+
+
 Fact = (
     EventsAppended
     | TranscriptRead
@@ -354,6 +387,8 @@ Fact = (
     | TokenRejected
     | ChatGone
     | Redriven
+    | SendFailed
+    | SendDeferred
 )
 _ACTIVITY = (EventsAppended, TranscriptRead, Ended, Redriven)
 """Facts that are activity of the chat: parked notifications get another chance."""
@@ -380,6 +415,8 @@ class Decision:
     resent: int = 0
     exhausted: bool = False
     """The last resend ran out: the subscription is ``failed``."""
+    failed_permanently: bool = False
+    """A permanent send failure ended the attempt series: the subscription is ``failed``."""
 
 
 def decide(
@@ -398,6 +435,10 @@ def decide(
         )
     if any(isinstance(fact, ChatGone) for fact in facts):
         return Decision(replace(before, wake_at_ms=None))
+    outcomes = [fact for fact in facts if isinstance(fact, SendFailed | SendDeferred)]
+    if outcomes:
+        assert len(outcomes) == len(facts), "send outcomes are decided on their own"
+        return _send_outcomes(subscription, outcomes, now_ms, policy)
     unpark = any(isinstance(fact, _ACTIVITY) for fact in facts)
     if not subscription.reliable:
         return _unreliable(subscription, facts, now_ms, unpark)
@@ -422,6 +463,48 @@ def decide(
         resent=resent,
         exhausted=exhausted,
     )
+
+
+def _send_outcomes(
+    subscription: Subscription,
+    outcomes: Sequence[SendFailed | SendDeferred],
+    now_ms: int,
+    policy: Policy | None,
+) -> Decision:
+    """What became of sends (recorded together after they finished) does to the subscription.
+
+    A permanent failure ends the attempt series, with or without PushResend: ``failed``, no
+    timer, unsent triggers dropped; the next notifiable event starts again. A temporary failure
+    of the outstanding trigger moves its resend no sooner than ``Retry-After``; one deferred by a
+    backoff moves it to the end of the backoff plus the trigger's resend delay (the deferral was
+    not an attempt). Without PushResend a temporary failure or a deferral changes nothing: the
+    deferred notification is sent when the backoff ends, a failed one is never resent."""
+    state = subscription.state
+    if any(isinstance(fact, SendFailed) and fact.permanent for fact in outcomes):
+        failed = replace(state, status="failed", outstanding=None, wake_at_ms=None)
+        return Decision(failed, drop_unsent_triggers=True, failed_permanently=True)
+    if not subscription.reliable:
+        return Decision(state)
+    for fact in outcomes:
+        trigger = state.outstanding
+        about = fact.notification
+        if (
+            trigger is None
+            or trigger.held
+            or state.wake_at_ms is None
+            or (about.position, about.attempt) != (trigger.position, trigger.attempt)
+        ):
+            continue  # not the outstanding trigger (acknowledged, superseded): nothing to move
+        if isinstance(fact, SendFailed):
+            if fact.retry_after_ms is None:
+                continue
+            not_before = now_ms + fact.retry_after_ms
+        else:
+            assert policy is not None, "a deferred trigger needs the service's resend policy"
+            not_before = fact.until_ms + policy.delay_ms(trigger.attempt + 1)
+        if not_before > state.wake_at_ms:
+            state = replace(state, wake_at_ms=not_before)
+    return Decision(state)
 
 
 def _input(subscription: Subscription, state: State, fact: Fact) -> Input:
@@ -469,6 +552,8 @@ def _unreliable(
             for event in fact.events
             if subscription.notify_requestor or not event.by_customer
         )
+    if events and state.status == "failed":
+        state = replace(state, status="active")  # a new series of one notification each
     return Decision(
         state, unpark=unpark, notify_events=events, with_payload=subscription.include_payload
     )

@@ -11,26 +11,16 @@ import difflib
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
-from chatpush.config import DEVICE_TYPE_ALIASES, DEVICE_TYPES, ServiceOptions, Settings
+from chatpush import device_types
+from chatpush.config import ServiceOptions, Settings
 from chatpush.errors import BadRequest, Code
+from chatpush.store.states import SubscriptionRequest
+
+__all__ = ["SubscriptionRequest", "device_id_proof", "parse_subscription"]
 
 PROOF_KEY = "chatpush_PushDeviceIdProof"
 """The userData key of the device-id proof: outside the ``GCTI_`` names, so no GMS key collides."""
-
-
-@dataclass(frozen=True, slots=True)
-class SubscriptionRequest:
-    device_id: str
-    device_type: str
-    group_name: str
-    provider: str | None
-    debug: bool
-    notify_requestor: bool
-    include_payload: bool
-    reliable: bool
-    client_channel: str | None
 
 
 def _flag(user_data: Mapping[str, str], key: str, default: bool = False) -> bool:
@@ -68,12 +58,12 @@ def parse_subscription(
             Code.INVALID_PUSH_KEY, "userData[GCTI_GMS_PushDeviceId] is longer than 256 characters"
         )
     raw_type = (user_data.get("GCTI_GMS_PushDeviceType") or "").strip().lower()
-    device_type = DEVICE_TYPE_ALIASES.get(raw_type, raw_type)
-    if device_type not in DEVICE_TYPES:
+    device_type = device_types.canonical(raw_type)
+    if device_type is None:
         raise BadRequest(
             Code.INVALID_PUSH_KEY,
             f"userData[GCTI_GMS_PushDeviceType]: unknown device type {raw_type!r}; "
-            f"known: customhttp, comet, fcm (android, gcm), ios (apple)",
+            f"known: {device_types.describe()}",
         )
     if options.push_device_id_secret is not None:
         secrets = [options.push_device_id_secret, options.push_device_id_previous_secret]

@@ -21,29 +21,11 @@ from sqlalchemy.engine import Connection
 
 from chatpush.clock import Clock
 from chatpush.config import ConfigError, GroupSettings, ProviderSettings, Settings
+from chatpush.providers.base import Target
 from chatpush.store import nodes as store
 from chatpush.store.database import Database
 
 log = logging.getLogger("chatpush.routing")
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where and how to deliver: the effective provider settings of the group that serves it."""
-
-    url: str | None
-    message: str | None
-    signing_secret: str | None
-    authorization: str | None
-    group_name: str = ""
-    provider: str | None = None
-    """The named provider (``GCTI_GMS_PushProvider``): with the group, the key of credentials."""
-    debug: bool = False
-    """``GCTI_GMS_PushDebug``: the debug receiver, or the APNs sandbox."""
-    fcm_title: str | None = None
-    fcm_body: str | None = None
-    apple_title: str | None = None
-    apple_body: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +80,7 @@ def target_for(
             name: value if isinstance(value := pick(name), str) else None
             for name in ("fcm_title", "fcm_body", "apple_title", "apple_body")
         },
+        options={**settings.options, **(named.options if named is not None else {})},
     )
 
 

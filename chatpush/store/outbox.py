@@ -218,6 +218,20 @@ def delete(conn: Connection, outbox_ids: Sequence[int]) -> None:
         sql.run(conn, f"DELETE FROM outbox WHERE id IN {ids}", params)
 
 
+_DEFER = Statement(
+    "UPDATE outbox SET due_at_ms = :until_ms, lease_until_ms = NULL, claimed_by = NULL"
+    " WHERE id = :outbox_id"
+)
+
+
+def defer_many(conn: Connection, deferred: Sequence[tuple[int, int]]) -> None:
+    """A backoff holds these notifications (outbox id, until): queued, due again at ``until``;
+    their chats' later notifications wait behind them."""
+    sql.run_many(
+        conn, _DEFER, ({"outbox_id": outbox_id, "until_ms": until} for outbox_id, until in deferred)
+    )
+
+
 def park_many(conn: Connection, parked: Sequence[tuple[str, int]]) -> None:
     """No node: each of these notifications (chat id, outbox id) and its chat's later ones wait
     for the chat's next activity."""

@@ -1,6 +1,6 @@
 """The ``subscriptions`` table: each chat's push subscription, its state and its pinned node.
 
-The state is what ``rules.decide`` returned: this module only reads and writes it.
+The state is what ``push/rules.py: decide`` returned: this module only reads and writes it.
 """
 
 from __future__ import annotations
@@ -12,11 +12,9 @@ from typing import Any, cast
 from sqlalchemy import Table, insert, select
 from sqlalchemy.engine import Connection
 
-from chatpush.push import rules
-from chatpush.push.rules import State, Trigger
-from chatpush.push.subscription import SubscriptionRequest
 from chatpush.store import sql
 from chatpush.store.sql import Statement
+from chatpush.store.states import State, SubscriptionRequest, Trigger
 from chatpush.store.tables import Subscription
 
 _subs = cast(Table, Subscription.__table__)
@@ -30,19 +28,11 @@ class SubscriptionRecord:
     pinned_node: str | None
     created_at_ms: int
 
-    @property
-    def view(self) -> rules.Subscription:
-        """The subscription as ``rules.decide`` reads it."""
-        request = self.request
-        return rules.Subscription(
-            self.state, request.reliable, request.notify_requestor, request.include_payload
-        )
-
 
 COLUMNS = (
     "chat_id, device_id, device_type, group_name, provider, debug, notify_requestor,"
     " include_payload, reliable, client_channel, status, ack_position, notifiable_last,"
-    " out_position, out_attempt, out_final, out_pending, wake_at_ms, foreground_until_ms,"
+    " out_position, out_attempt, out_final, out_held, wake_at_ms, foreground_until_ms,"
     " pinned_node, created_at_ms"
 )
 """The columns of a subscription row, in the order ``record`` reads them."""
@@ -67,7 +57,7 @@ def record(values: Sequence[Any]) -> SubscriptionRecord:
         out_position,
         out_attempt,
         out_final,
-        out_pending,
+        out_held,
         wake_at_ms,
         foreground_until_ms,
         pinned_node,
@@ -79,7 +69,7 @@ def record(values: Sequence[Any]) -> SubscriptionRecord:
             position=out_position,
             attempt=out_attempt or 0,
             final=bool(out_final),
-            pending=bool(out_pending),
+            held=bool(out_held),
         )
     return SubscriptionRecord(
         chat_id=chat_id,
@@ -114,7 +104,7 @@ _STATE_COLUMNS = (
     "out_position",
     "out_attempt",
     "out_final",
-    "out_pending",
+    "out_held",
     "wake_at_ms",
     "foreground_until_ms",
 )
@@ -129,7 +119,7 @@ def state_values(state: State) -> dict[str, Any]:
         "out_position": trigger.position if trigger else None,
         "out_attempt": trigger.attempt if trigger else None,
         "out_final": trigger.final if trigger else False,
-        "out_pending": trigger.pending if trigger else False,
+        "out_held": trigger.held if trigger else False,
         "wake_at_ms": state.wake_at_ms,
         "foreground_until_ms": state.foreground_until_ms,
     }

@@ -109,7 +109,7 @@ class Subscription(Base):
     out_position: Mapped[int | None] = mapped_column(Integer)
     out_attempt: Mapped[int | None] = mapped_column(Integer)
     out_final: Mapped[bool] = mapped_column(Boolean)
-    out_pending: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    out_held: Mapped[bool] = mapped_column(Boolean, server_default=false())
     """The outstanding trigger is decided but not sent: held while the client is in the
     foreground."""
     wake_at_ms: Mapped[int | None] = mapped_column(BigInteger)
@@ -172,6 +172,9 @@ class Delivery(Base):
     http_status: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     latency_ms: Mapped[int | None] = mapped_column(Integer)
+    failure: Mapped[str | None] = mapped_column(String(16))
+    """A failed send: ``permanent``, ``temporary`` or ``deferred`` (held by a backoff)."""
+    retry_after_ms: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (Index(None, "chat_id", "id"), Index(None, "at_ms"))
 

@@ -9,7 +9,7 @@ from typing import cast
 from sqlalchemy import Table, and_, delete, select
 from sqlalchemy.engine import Connection
 
-from chatpush.store import outbox, sql, subscriptions, tokens
+from chatpush.store import outbox, sql, subscriptions
 from chatpush.store.sql import Statement
 from chatpush.store.tables import Delivery
 
@@ -30,13 +30,17 @@ class DeliveryRecord:
     http_status: int | None = None
     error: str | None = None
     latency_ms: int | None = None
+    failure: str | None = None
+    """A failed send: ``permanent``, ``temporary``, or ``deferred`` (a backoff held it)."""
+    retry_after_ms: int | None = None
+    """The wait the service asked for before the next try (``Retry-After``)."""
 
 
 _INSERT_TRAIL = Statement(
     "INSERT INTO deliveries (chat_id, at_ms, node, group_name, device_type, kind, attempt,"
-    " notify_position, outcome, http_status, error, latency_ms) VALUES (:chat_id, :at_ms,"
-    " :node, :group_name, :device_type, :kind, :attempt, :notify_position, :outcome,"
-    " :http_status, :error, :latency_ms)"
+    " notify_position, outcome, http_status, error, latency_ms, failure, retry_after_ms)"
+    " VALUES (:chat_id, :at_ms, :node, :group_name, :device_type, :kind, :attempt,"
+    " :notify_position, :outcome, :http_status, :error, :latency_ms, :failure, :retry_after_ms)"
 )
 
 
@@ -48,12 +52,13 @@ def complete(
     trail: Sequence[DeliveryRecord],
     pins: Sequence[tuple[str, str]],
     handed_over: Sequence[int] = (),
-    dead_tokens: Sequence[tuple[str, str, int]] = (),
+    deferred: Sequence[tuple[int, int]] = (),
 ) -> None:
     """Record a batch of finished attempts in one transaction (group commit).
 
     ``handed_over``: notifications whose chat was pinned to another instance's node; their lease
-    is released so that instance claims them. Subscriptions are locked before outbox rows, in
+    is released so that instance claims them. ``deferred``: (outbox id, until) of notifications a
+    backoff holds: they stay queued, due again then. Subscriptions are locked before outbox rows, in
     chat order, as the request transactions do: concurrent writers cannot deadlock.
     """
     subscriptions.pin_many(conn, pins)
@@ -77,14 +82,15 @@ def complete(
                 "http_status": r.http_status,
                 "error": r.error,
                 "latency_ms": r.latency_ms,
+                "failure": r.failure,
+                "retry_after_ms": r.retry_after_ms,
             }
             for r in trail
         ),
     )
     outbox.delete(conn, finished)
+    outbox.defer_many(conn, deferred)
     outbox.park_many(conn, parked)
-    for device_type, device_id, at_ms in dead_tokens:
-        tokens.reject_device(conn, device_type, device_id, at_ms)
 
 
 def deliveries(
@@ -112,6 +118,8 @@ def deliveries(
                 http_status=row.http_status,
                 error=row.error,
                 latency_ms=row.latency_ms,
+                failure=row.failure,
+                retry_after_ms=row.retry_after_ms,
             ),
         )
         for row in rows

@@ -46,3 +46,90 @@ class FakeClock:
                 # cancellation of this sleeper landing meanwhile (tests/cometd/test_fake_clock.py)
                 for waiter in waiters:
                     waiter.cancel()
+
+
+# -- a recording provider ------------------------------------------------------------------------
+
+from dataclasses import dataclass, field  # noqa: E402
+from typing import Any, Literal  # noqa: E402
+
+from pydantic import BaseModel, ConfigDict  # noqa: E402
+
+from chatpush.providers.base import (  # noqa: E402
+    Provider,
+    ProviderContext,
+    SendResult,
+    Target,
+)
+
+
+class RecordingOptions(BaseModel):
+    """``[provider_options.<device type>]`` of a :class:`RecordingProvider`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    outcome: Literal["sent", "rejected", "failed"] = "sent"
+    """What every send answers (tests may also queue ``answers``)."""
+    temporary: bool = True
+    """A ``failed`` answer is temporary (else permanent)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """One notification as a :class:`RecordingProvider` was asked to send it."""
+
+    target: Target
+    body: dict[str, Any]
+    chat_id: str
+    message_id: str
+    now_s: int
+
+
+@dataclass(eq=False)
+class RecordingProvider(Provider):
+    """A provider that keeps what it is given and answers ``sent`` (or what it is told to):
+    for tests of code that pushes, and an example of a whole provider (docs/providers.md).
+
+    Not registered: a test registers it (or a subclass with a device type of its own) with
+    ``chatpush.providers.registry.register`` and unregisters it after."""
+
+    device_type = "recording"
+    settings_model = RecordingOptions
+
+    options_given: RecordingOptions = field(default_factory=RecordingOptions)
+    sent: list[Recorded] = field(default_factory=list)
+    answers: list[SendResult] = field(default_factory=list)
+    """Answered in order, one per send, before ``options_given.answer``."""
+    started: bool = False
+
+    @classmethod
+    def create(cls, context: ProviderContext) -> RecordingProvider:
+        options = cls.options(context.settings)
+        assert isinstance(options, RecordingOptions)
+        return cls(options)
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def close(self) -> None:
+        self.started = False
+
+    async def send(
+        self,
+        target: Target,
+        body: dict[str, Any],
+        *,
+        chat_id: str,
+        message_id: str,
+        now_s: int,
+        node_slot: asyncio.Semaphore | None = None,
+    ) -> SendResult:
+        self.sent.append(Recorded(target, body, chat_id, message_id, now_s))
+        if self.answers:
+            return self.answers.pop(0)
+        given = self.options_given
+        error = (
+            None
+            if given.outcome == "sent"
+            else f"recording provider told to answer {given.outcome}"
+        )
+        return SendResult(given.outcome, 0, error=error, temporary=given.temporary)

@@ -21,7 +21,7 @@ from chatpush.chat.model import EventRecord
 from chatpush.chat.service import ChatService
 from chatpush.config import load_settings
 from chatpush.metrics import Metrics
-from chatpush.push.pipeline import PushPipeline, PushTransaction, Report
+from chatpush.push.pipeline import PipelineTransaction, PushPipeline, Report
 from chatpush.store.database import Database
 from chatpush.testing import FakeClock
 from tests.postgres import enabled
@@ -56,7 +56,7 @@ class FailsOnce(PushPipeline):
             self.armed = False
             conn.exec_driver_sql(SERIALIZATION_FAILURE)
 
-    def transaction(self, conn: Connection) -> PushTransaction:
+    def transaction(self, conn: Connection) -> PipelineTransaction:
         return _FailingTransaction(self, conn)
 
     def _fire_timers(self, conn: Connection, now_ms: int) -> tuple[int, Report]:
@@ -65,7 +65,7 @@ class FailsOnce(PushPipeline):
         return fired
 
 
-class _FailingTransaction(PushTransaction):
+class _FailingTransaction(PipelineTransaction):
     def __init__(self, pipeline: FailsOnce, conn: Connection) -> None:
         super().__init__(pipeline, conn)
         self._failing, self._connection = pipeline, conn

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from chatpush.providers.base import CredentialKind
-from chatpush.routing.router import Target
+from chatpush.providers.base import CredentialKind, Target
 
 
 @dataclass

@@ -24,8 +24,8 @@ from chatpush.chat.model import ChatRecord
 from chatpush.config import MobileSettings
 from chatpush.providers.apns import ApnsCredentials, ApnsProvider, apns_request
 from chatpush.providers.base import SendResult
+from chatpush.providers.message import MobileMessage
 from chatpush.push.bodies import bare_body, trigger_body
-from chatpush.push.mobile import MobileMessage
 from chatpush.testing import FakeClock
 from chatpush.testing.apns import FakeApns, ec_private_pem, self_signed
 from tests.providers.conftest import Credentials, target

@@ -21,6 +21,7 @@ from chatpush.config import (
     Settings,
     load_settings,
 )
+from chatpush.push.rules import Policy
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "chatpush.toml"
 
@@ -341,9 +342,11 @@ def test_resend_delay_as_integer_or_comma_list(
 
 def test_resend_k_waits_the_kth_delay_and_the_last_repeats(write_config: Any) -> None:
     listed = options(write_config, 'flex-push-resend-delay = "5,15,60"')
-    assert [listed.resend_delay_s(k) for k in range(1, 7)] == [5, 15, 60, 60, 60, 60]
+    timetable = Policy(listed.flex_push_resend_delays_s, listed.flex_push_resend_attempts)
+    assert [timetable.delay_ms(k) // 1000 for k in range(1, 7)] == [5, 15, 60, 60, 60, 60]
     single = options(write_config, "flex-push-resend-delay = 30", service="support")
-    assert [single.resend_delay_s(k) for k in range(1, 4)] == [30, 30, 30]
+    timetable = Policy(single.flex_push_resend_delays_s, single.flex_push_resend_attempts)
+    assert [timetable.delay_ms(k) // 1000 for k in range(1, 4)] == [30, 30, 30]
 
 
 @pytest.mark.parametrize(
@@ -470,7 +473,7 @@ def test_the_sample_loads_and_shows_the_real_defaults() -> None:
     sections += ("admin",)
     for section in sections:
         assert getattr(sample, section) == getattr(defaults, section), section
-    assert set(Settings.model_fields) - {"services", "groups"} == {
+    assert set(Settings.model_fields) - {"services", "groups", "provider_options"} == {
         "cometd",
         "server",
         "database",

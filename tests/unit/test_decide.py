@@ -65,7 +65,7 @@ def sent_trigger(position: int, attempt: int = 0, *, wake: int, final: bool = Fa
     return State(
         ack_position=position - 1,
         notifiable_last=position,
-        outstanding=Trigger(position, attempt, final=final, pending=False),
+        outstanding=Trigger(position, attempt, final=final, held=False),
         wake_at_ms=wake,
     )
 
@@ -320,7 +320,7 @@ def test_decisions_are_consistent(
         assert decision.trigger is None and decision.notify_events == ()
     if decision.trigger is not None:
         # Handed to the outbox: recorded as sent, superseding any unsent copy.
-        assert after.outstanding == replace(decision.trigger, pending=False)
+        assert after.outstanding == replace(decision.trigger, held=False)
         assert decision.drop_unsent_triggers
     if not is_reliable:
         assert decision.trigger is None and decision.acknowledged == decision.resent == 0

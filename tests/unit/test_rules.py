@@ -54,14 +54,14 @@ def waiting(
     notifiable: int,
     wake: int,
     final: bool = False,
-    pending: bool = False,
+    held: bool = False,
 ) -> State:
     """An active subscription with a trigger outstanding."""
     return State(
         status="active",
         ack_position=ack,
         notifiable_last=notifiable,
-        outstanding=Trigger(position, attempt, final=final, pending=pending),
+        outstanding=Trigger(position, attempt, final=final, held=held),
         wake_at_ms=wake,
     )
 
@@ -123,12 +123,12 @@ def test_first_trigger_points_at_ack_plus_one_with_attempt_0(
     policy = Policy(delays, 3)
     state, [outcome] = run(idle(ack, ack), [(EventsAdded(notifiable_last), T0)], policy)
     assert state == waiting(
-        ack + 1, 0, ack=ack, notifiable=notifiable_last, wake=T0 + wake_after_s * S, pending=True
+        ack + 1, 0, ack=ack, notifiable=notifiable_last, wake=T0 + wake_after_s * S, held=True
     )
     assert outcome == Outcome()
     state, trigger = sent(state, T0)
-    assert trigger == Trigger(ack + 1, 0, pending=True)
-    assert state.outstanding == Trigger(ack + 1, 0, pending=False)
+    assert trigger == Trigger(ack + 1, 0, held=True)
+    assert state.outstanding == Trigger(ack + 1, 0, held=False)
 
 
 @pytest.mark.parametrize(
@@ -190,7 +190,7 @@ def test_fresh_trigger_at_once_when_notifiable_events_remain_after_the_ack() -> 
     now = T0 + 50 * S
     state, [outcome] = run(before, [(retrieved(4, 6), now)])
     assert outcome == Outcome(acknowledged=True)
-    assert state == waiting(7, 0, ack=6, notifiable=8, wake=now + 15 * S, pending=True)
+    assert state == waiting(7, 0, ack=6, notifiable=8, wake=now + 15 * S, held=True)
     assert sent(state, T0)[1] == Trigger(7, 0)
 
 
@@ -267,9 +267,7 @@ def test_next_notifiable_event_after_failure_restarts_at_rule_2(
 ) -> None:
     failed = idle(ack, 3, status="failed")
     state, _ = run(failed, [(EventsAdded(new_last), T0)])
-    assert state == waiting(
-        position, 0, ack=ack, notifiable=new_last, wake=T0 + 15 * S, pending=True
-    )
+    assert state == waiting(position, 0, ack=ack, notifiable=new_last, wake=T0 + 15 * S, held=True)
     assert state.status == "active"
 
 
@@ -279,7 +277,7 @@ def test_failed_subscription_ignores_non_notifiable_batches_and_retrievals_only_
     assert state == idle(3, 3, status="failed")
     # After the refresh nothing is unretrieved; the next notifiable event points past it.
     state, _ = run(state, [(EventsAdded(4), T0 + S)])
-    assert state == waiting(4, 0, ack=3, notifiable=4, wake=T0 + 16 * S, pending=True)
+    assert state == waiting(4, 0, ack=3, notifiable=4, wake=T0 + 16 * S, held=True)
 
 
 # -- rule 7: end and removal ---------------------------------------------------------------------
@@ -315,7 +313,7 @@ def test_end_of_chat_sends_a_final_trigger(before: State, end: ChatEnded, positi
     now = T0 + 3 * S
     state, _ = run(before, [(end, now)])
     assert state.status == "active"
-    assert state.outstanding == Trigger(position, 0, final=True, pending=True)
+    assert state.outstanding == Trigger(position, 0, final=True, held=True)
     assert state.wake_at_ms == now + 15 * S
     assert state.ack_position == before.ack_position
 
@@ -441,12 +439,12 @@ LEASE = 30 * S
 
 def test_in_the_foreground_a_trigger_is_decided_but_held_until_the_lease_ends() -> None:
     state, _ = run(idle(1, 1), [(Foreground(T0 + LEASE), T0), (EventsAdded(2), T0 + S)])
-    assert state.outstanding == Trigger(2, 0, pending=True)
+    assert state.outstanding == Trigger(2, 0, held=True)
     assert state.wake_at_ms == T0 + LEASE
     assert sent(state, T0 + S) == (state, None)
     # More events send nothing new either (rule 3), and the trigger still points at the first.
     state, _ = run(state, [(EventsAdded(3), T0 + 2 * S)])
-    assert state.outstanding == Trigger(2, 0, pending=True)
+    assert state.outstanding == Trigger(2, 0, held=True)
 
 
 def test_going_to_background_sends_the_held_trigger_at_once() -> None:
@@ -503,7 +501,7 @@ def test_resends_of_a_trigger_sent_before_pause_in_the_foreground() -> None:
 def test_the_end_of_the_chat_in_the_foreground_is_held_and_acknowledged_on_leaving() -> None:
     state, _ = run(idle(3, 3), [(Foreground(T0 + LEASE), T0)])
     state, _ = run(state, [(ChatEnded(customer_removed=False, notify=True), T0 + S)])
-    assert state.outstanding == Trigger(4, 0, final=True, pending=True)
+    assert state.outstanding == Trigger(4, 0, final=True, held=True)
     assert sent(state, T0 + S)[1] is None
     # The client saw the end live and leaves with its position past it: nothing is ever sent.
     state, outcomes = run(

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from chatpush.routing.router import Target
+from chatpush.providers.base import Target
 
 Kind = Literal["trigger", "payload", "bare"]
 MAX_TEXT_CHARS = 1000
