@@ -43,7 +43,7 @@ _CHAT_ID = re.compile(r"[\x21-\x7e]{1,64}")
 class PushHooks(Protocol):
     """Told, inside the chat's transaction, what happened; ``flush`` runs just before the commit.
 
-    The push pipeline's ``PushTransaction`` (``chatpush/push/pipeline.py``) is the one in use."""
+    The push pipeline's ``PipelineTransaction`` (``push/pipeline.py``) is the one in use."""
 
     def chat_requested(self, chat: ChatRecord, user_data: Mapping[str, str]) -> None: ...
 

@@ -26,6 +26,7 @@ import pytest
 
 from chatpush import __version__
 from chatpush.cli import _parser, main
+from chatpush.store.migrate import HEAD_REVISION as HEAD
 from chatpush.testing import FakeClock
 from chatpush.testing.fcm import FakeFcm
 from tests.e2e.test_serve import chatpush_command, clean_environment, free_port, run_chatpush
@@ -170,13 +171,13 @@ def test_check_names_what_it_checked_and_summarizes(tmp_path: Path) -> None:
 
 def test_migrate_says_what_it_did(tmp_path: Path) -> None:
     done = run_chatpush(tmp_path, "migrate", "--revision", "0003")
-    assert "database at revision 0003 (head is 0006), upgraded from nothing" in done.stdout
+    assert f"database at revision 0003 (head is {HEAD}), upgraded from nothing" in done.stdout
     done = run_chatpush(tmp_path, "migrate")
-    assert "database at revision head (0006), upgraded from 0003" in done.stdout
+    assert f"database at revision head ({HEAD}), upgraded from 0003" in done.stdout
     done = run_chatpush(tmp_path, "migrate", "--revision", "0003")
     assert done.returncode == 0
-    assert "database at revision head (0006), nothing to do" in done.stdout
-    assert "0006 is newer than 0003: chatpush migrate never downgrades" in done.stdout
+    assert f"database at revision head ({HEAD}), nothing to do" in done.stdout
+    assert f"{HEAD} is newer than 0003: chatpush migrate never downgrades" in done.stdout
     assert "at revision 0003" not in done.stdout
     done = run_chatpush(tmp_path, "migrate", "--revision", "9999")
     assert done.returncode == 2

@@ -22,10 +22,10 @@ from cryptography.fernet import Fernet
 
 from chatpush.config import Settings
 from chatpush.testing import FakeClock
+from chatpush.testing.fcm import FakeFcm
 from tests.conftest import API_KEY, ChatDriver
 from tests.integration._push_support import api, metric, push_form, settle, trail
 from tests.integration.reliable import Push, push_settings, start_chat
-from tests.providers.fake_fcm import FakeFcm
 from tests.receivers import Receiver
 
 Client = TestClient[web.Request, web.Application]

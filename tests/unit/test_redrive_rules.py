@@ -18,8 +18,8 @@ def test_a_failed_subscription_with_unread_events_gets_a_fresh_trigger() -> None
     failed = State(status="failed", ack_position=3, notifiable_last=7)
     decision = decide(reliable(failed), [Redriven(chat_ended=False)], T0, POLICY)
     assert decision.state.status == "active"
-    assert decision.trigger == Trigger(position=4, attempt=0, final=False, pending=True)
-    assert decision.state.outstanding == Trigger(position=4, attempt=0, pending=False)
+    assert decision.trigger == Trigger(position=4, attempt=0, final=False, held=True)
+    assert decision.state.outstanding == Trigger(position=4, attempt=0, held=False)
     assert decision.state.wake_at_ms == T0 + 15_000
     assert decision.unpark and decision.drop_unsent_triggers
 
@@ -45,7 +45,7 @@ def test_a_failed_subscription_with_nothing_unread_becomes_active_without_a_trig
             status="active",
             ack_position=1,
             notifiable_last=4,
-            outstanding=Trigger(2, 1, pending=False),
+            outstanding=Trigger(2, 1, held=False),
             wake_at_ms=T0 + 9,
         ),
         State(status="done", ack_position=4, notifiable_last=4),
