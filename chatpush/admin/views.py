@@ -19,7 +19,6 @@ from aiohttp import web
 from markupsafe import Markup
 
 from chatpush.addresses import TrustedProxies
-from chatpush.admin import queries
 from chatpush.admin.sessions import Session, Sessions
 from chatpush.api.access import ADMIN
 from chatpush.api.credentials import send_test
@@ -40,6 +39,7 @@ from chatpush.api.ratelimit import ClientLimit
 from chatpush.errors import ChatpushError, Code, Forbidden, NotFound, RateLimited
 from chatpush.providers.base import CredentialKind, SendResult
 from chatpush.push.credentials import credential_fields, fields_of, kinds
+from chatpush.store import console as queries
 from chatpush.store import outbox, subscriptions
 
 log = logging.getLogger("chatpush.admin")
