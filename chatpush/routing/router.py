@@ -143,6 +143,10 @@ class Router:
         return sorted(name for name in self._remote if self.available(name))
 
     async def set_drained(self, name: str, drained: bool) -> bool:
+        """Drain or undrain a node of the configuration (every instance shares it); False for any
+        other name, without asking the database (a name holding NUL broke PostgreSQL's query)."""
+        if name not in self._group_of:
+            return False
         found = await self._db.write(store.set_drained, name, drained)
         if found:
             if name in self._drained:

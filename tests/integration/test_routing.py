@@ -20,7 +20,7 @@ from aiohttp import web
 
 from chatpush.config import Settings
 from chatpush.testing import FakeClock
-from tests.conftest import ChatDriver
+from tests.conftest import API_KEY, ChatDriver
 from tests.integration._push_support import (
     Client,
     Receivers,
@@ -161,6 +161,18 @@ async def test_a_chat_stays_on_one_node_and_the_node_list_shows_it(setup: Setup)
     assert listed == sorted(chat.chat_id for chat in chats)
     assert all(node["available"] and not node["drained"] for node in nodes.values())
     assert len(setup.r["g1"].received) == 36
+
+
+async def test_draining_a_node_that_is_not_configured_is_404_on_both_stores(setup: Setup) -> None:
+    """Any name (a NUL broke PostgreSQL's query: a 500) is refused alike; no node changes."""
+    before = await setup.nodes()
+    for name in ("n9", "%00", "n1a%00", "x" * 300, "%E2%80%AE"):
+        for action in ("drain", "undrain"):
+            response = await setup.client.post(
+                f"/api/v1/nodes/{name}/{action}", headers={"X-API-Key": API_KEY}
+            )
+            assert response.status == 404, (name, action, await response.text())
+    assert await setup.nodes() == before
 
 
 async def test_draining_the_pinned_node_moves_the_chat_within_its_group(setup: Setup) -> None:
