@@ -10,8 +10,6 @@ from chatpush.clock import Clock
 from chatpush.cometd import BayeuxServer
 from chatpush.config import Settings
 from chatpush.metrics import Metrics
-from chatpush.providers.apns import ApnsProvider
-from chatpush.providers.fcm import FcmProvider
 from chatpush.push.credentials import CredentialVault
 from chatpush.push.dispatcher import Dispatcher
 from chatpush.push.pipeline import PushPipeline
@@ -30,5 +28,3 @@ DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 COMETD = web.AppKey("cometd", BayeuxServer)
 INSTANCE_ID = web.AppKey("instance_id", str)
 VAULT = web.AppKey("vault", CredentialVault)
-FCM = web.AppKey("fcm", FcmProvider)
-APNS = web.AppKey("apns", ApnsProvider)

@@ -52,10 +52,6 @@ def is_service(name: str) -> bool:
     return name.startswith(SERVICE_PREFIX)
 
 
-def is_wildcard(pattern: str) -> bool:
-    return pattern.endswith("/*") or pattern.endswith("/**")
-
-
 class SubscriptionIndex(Generic[S]):
     """Subscribers by channel pattern, for fan-out without scanning every session."""
 
