@@ -232,6 +232,18 @@ async def test_a_bare_body_wakes_the_app_or_shows_the_configured_alert(
     )
 
 
+async def test_a_kind_without_a_phone_message_is_a_permanent_failure_not_sent(
+    apns: ApnsProvider, fake: FakeApns
+) -> None:
+    """The kind is the envelope's: an ``alert`` (no source makes one yet) has no APNs message,
+    whatever its body holds, so nothing goes to Apple and no resend can help."""
+    alert = chat_notification(agent_message().body, "alert", CHAT_ID)
+    result = await send(apns, alert)
+    assert (result.outcome, result.temporary) == ("failed", False)
+    assert result.error == "APNs has no message for a notification of kind alert"
+    assert fake.requests == []
+
+
 async def test_the_message_sandbox_flag_picks_the_host(apns: ApnsProvider, fake: FakeApns) -> None:
     credentials = ApnsCredentials.from_mapping(fake.credentials())
     for sandbox in (True, False, True):
