@@ -6,6 +6,9 @@ credentials it uses if any, its own settings model, how it is made from the app'
 :class:`SendResult` at its own boundary. One line registers it
 (``@chatpush.providers.registry.register``); docs/providers.md shows a whole one.
 
+What a provider is given is a :class:`Notification` (``providers/envelope.py``): the source, the
+ordering key, the kind, the message id and the provider-neutral content.
+
 The outcome of one send: sent, target rejected (a dead device), or an error. A failed send says
 what kind of failure it is: ``temporary`` (a resend may succeed: 5xx, a timeout, no connection)
 or not (a resend cannot: 401/403, 400, a refused payload), ``retry_after_s`` (the service asked
@@ -26,11 +29,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from pydantic import BaseModel, ValidationError
 
 from chatpush.config import ConfigError, format_validation_error
+from chatpush.providers.envelope import Notification
 from chatpush.providers.result import Outcome, SendResult
 
 __all__ = [
     "CredentialKind",
     "CredentialSource",
+    "Notification",
     "Outcome",
     "Provider",
     "ProviderContext",
@@ -159,11 +164,11 @@ class Provider(ABC):
     async def send(
         self,
         target: Target,
-        body: dict[str, Any],
+        notification: Notification,
         *,
-        chat_id: str,
-        message_id: str,
         now_s: int,
         node_slot: asyncio.Semaphore | None = None,
     ) -> SendResult:
-        """Deliver one notification; map every error of the service into the result."""
+        """Deliver one notification (its kind and typed fields are on the envelope; its body is
+        the content to render); map every error of the service into the result. ``node_slot``:
+        the sending node's limit of requests in flight, held while the service is asked."""

@@ -28,7 +28,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from chatpush.providers.base import Provider, ProviderContext, Publisher, SendResult, Target
+from chatpush.providers.base import (
+    Notification,
+    Provider,
+    ProviderContext,
+    Publisher,
+    SendResult,
+    Target,
+)
 from chatpush.providers.registry import register
 
 PUSH_PREFIX = "/_genesys/push/"
@@ -42,15 +49,16 @@ class Reader:
 
     chat_id: str | None
 
-    def reads(self, chat_id: str) -> bool:
-        return self.chat_id is None or self.chat_id == chat_id
+    def reads(self, chat_id: str | None) -> bool:
+        return self.chat_id is None or (chat_id is not None and self.chat_id == chat_id)
 
 
 EVERY_CHAT = Reader(None)
 
 
-def may_read(session: Any, chat_id: str) -> bool:
-    """Whether a Bayeux session (anything with ``attributes``) may read ``chat_id``'s pushes."""
+def may_read(session: Any, chat_id: str | None) -> bool:
+    """Whether a Bayeux session (anything with ``attributes``) may read ``chat_id``'s pushes
+    (None: a notification of no chat, which only a bridge reads)."""
     reader = session.attributes.get(READER)
     return isinstance(reader, Reader) and reader.reads(chat_id)
 
@@ -81,15 +89,15 @@ class CometProvider(Provider):
     async def send(
         self,
         target: Target,
-        body: dict[str, Any],
+        notification: Notification,
         *,
-        chat_id: str,
-        message_id: str,
         now_s: int,
         node_slot: asyncio.Semaphore | None = None,
     ) -> SendResult:
-        """Publish ``body`` as it is (``customhttp.*`` settings of the target do not apply)."""
+        """Publish the body as it is (``customhttp.*`` settings of the target do not apply), to
+        the sessions that may read its chat (only bridges when no chat made it)."""
         started = time.monotonic()
+        body, chat_id = notification.body, notification.chat_id
         device_id = body.get("deviceId")
         channel = push_channel(device_id) if isinstance(device_id, str) else None
         if channel is None:

@@ -24,13 +24,18 @@ import json
 import time
 from collections import defaultdict
 from http import HTTPStatus
-from typing import Any
 
 import aiohttp
 
 from chatpush.clock import Clock, SystemClock
 from chatpush.config import DeliverySettings
-from chatpush.providers.base import Provider, ProviderContext, SendResult, Target
+from chatpush.providers.base import (
+    Notification,
+    Provider,
+    ProviderContext,
+    SendResult,
+    Target,
+)
 from chatpush.providers.http import HttpClient
 from chatpush.providers.outbound import (
     OutboundError,
@@ -96,10 +101,8 @@ class CustomHttpProvider(Provider):
     async def send(
         self,
         target: Target,
-        body: dict[str, Any],
+        notification: Notification,
         *,
-        chat_id: str,
-        message_id: str,
         now_s: int,
         node_slot: asyncio.Semaphore | None = None,
     ) -> SendResult:
@@ -111,6 +114,7 @@ class CustomHttpProvider(Provider):
         waiting = self._backing_off(target.url)
         if waiting is not None:
             return waiting
+        body, message_id = notification.body, notification.message_id
         if target.message is not None and "message" in body:
             body = {**body, "message": target.message}
         payload = json.dumps(body, separators=(",", ":")).encode()

@@ -1,7 +1,8 @@
 """What a phone receives: a custom HTTP body (docs/push.md) turned into one message for FCM or APNs.
 
-The outbox keeps that body whatever the device type; the mobile providers turn it into a
-``MobileMessage`` at send time with ``mobile_message`` and then into their own wire format.
+The outbox keeps that body whatever the device type; the mobile providers turn the notification
+(its envelope's kind, its body's content) into a ``MobileMessage`` at send time with
+``mobile_message`` and then into their own wire format.
 docs/mobile.md shows the result for each kind of notification.
 
 - **Trigger** (a), a reliable ``PushUrl``: ``background`` (the app is woken to call ``refresh``);
@@ -21,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from chatpush.providers.base import Target
+from chatpush.providers.base import Notification, Target
 
 Kind = Literal["trigger", "payload", "bare"]
 MAX_TEXT_CHARS = 1000
@@ -47,25 +48,22 @@ class MobileMessage:
         return self.title is not None or self.body is not None
 
 
-def kind_of(body: dict[str, Any]) -> Kind:
-    messages = body.get("message", {}).get("messages") if isinstance(body, dict) else None
-    if not messages:
-        return "bare"
-    return "trigger" if messages[0].get("type") == "PushUrl" else "payload"
+RENDERED: frozenset[str] = frozenset({"trigger", "payload", "bare"})
+"""The kinds of notification a phone message is made for (a chat's)."""
 
 
 def mobile_message(
-    body: dict[str, Any], *, chat_id: str, target: Target, platform: Literal["fcm", "ios"]
+    notification: Notification, *, target: Target, platform: Literal["fcm", "ios"]
 ) -> MobileMessage:
-    """The message for ``platform`` of a notification ``body`` of chat ``chat_id``, routed to
-    ``target``."""
+    """The message for ``platform`` of ``notification`` (of a kind in :data:`RENDERED`), routed
+    to ``target``: the kind is the envelope's, the content is its body's."""
     title, text = (
         (target.fcm_title, target.fcm_body)
         if platform == "fcm"
         else (target.apple_title, target.apple_body)
     )
+    body, kind, key = notification.body, notification.kind, notification.key
     token = str(body.get("deviceId", ""))
-    kind = kind_of(body)
     if kind == "bare":
         return MobileMessage(
             token,
@@ -75,9 +73,11 @@ def mobile_message(
             background=title is None and text is None,
             sandbox=target.debug,
         )
-    envelope = body["message"]
-    event = envelope["messages"][0]
-    data = {"chatId": chat_id, "chatEnded": _flag(envelope.get("chatEnded"))}
+    if kind != "trigger" and kind != "payload":
+        raise ValueError(f"no phone message for a notification of kind {kind!r}")
+    content = body["message"]
+    event = content["messages"][0]
+    data = {"chatId": key, "chatEnded": _flag(content.get("chatEnded"))}
     if kind == "trigger":
         data.update({str(k): str(v) for k, v in (event.get("userData") or {}).items()})
         return MobileMessage(
@@ -87,7 +87,7 @@ def mobile_message(
             text,
             data,
             background=True,
-            collapse_id=chat_id,
+            collapse_id=key,
             sandbox=target.debug,
         )
     sender = event.get("from") or {}
@@ -97,7 +97,7 @@ def mobile_message(
             "type": str(event.get("type", "")),
             "nickname": str(sender.get("nickname", "")),
             "participantType": str(sender.get("type", "")),
-            "nextPosition": str(envelope.get("nextPosition", "")),
+            "nextPosition": str(content.get("nextPosition", "")),
         }
     )
     event_text = event.get("text")
@@ -105,7 +105,7 @@ def mobile_message(
         data["text"] = event_text[:MAX_TEXT_CHARS]
     return MobileMessage(
         token,
-        kind,
+        "payload",
         title if title is not None else (sender.get("nickname") or None),
         text if text is not None else (data.get("text") or event.get("type")),
         data,

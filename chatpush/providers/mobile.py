@@ -1,21 +1,28 @@
-"""What the FCM and APNs providers share: find the route's credentials, build the message of a
-custom HTTP body for the platform, and send it inside the node's slot
-(chatpush/providers/message.py)."""
+"""What the FCM and APNs providers share: find the route's credentials, build the platform's
+message of a notification (its kind from the envelope, its content from the body;
+chatpush/providers/message.py), and send it inside the node's slot."""
 
 from __future__ import annotations
 
 import asyncio
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import ClassVar, Generic, Literal, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from chatpush.clock import Clock
 from chatpush.config import MobileSettings
-from chatpush.providers.base import CredentialKind, CredentialSource, Provider, SendResult, Target
-from chatpush.providers.message import MobileMessage, mobile_message
+from chatpush.providers.base import (
+    CredentialKind,
+    CredentialSource,
+    Notification,
+    Provider,
+    SendResult,
+    Target,
+)
+from chatpush.providers.message import RENDERED, MobileMessage, mobile_message
 
 C = TypeVar("C")
 
@@ -79,13 +86,18 @@ class MobileProvider(Provider, Generic[C]):
     async def send(
         self,
         target: Target,
-        body: dict[str, Any],
+        notification: Notification,
         *,
-        chat_id: str,
-        message_id: str,
         now_s: int,
         node_slot: asyncio.Semaphore | None = None,
     ) -> SendResult:
+        if notification.kind not in RENDERED:
+            return SendResult(
+                "failed",
+                0,
+                error=f"{self.label} has no message for a notification of kind {notification.kind}",
+                temporary=False,
+            )
         fields = await self._credentials.lookup(self.kind, target.group_name, target.provider)
         if fields is None:
             named = f" provider {target.provider!r}" if target.provider else ""
@@ -101,7 +113,7 @@ class MobileProvider(Provider, Generic[C]):
             return SendResult(
                 "failed", 0, error=f"{self.label} credentials: {exc}", temporary=False
             )
-        message = mobile_message(body, chat_id=chat_id, target=target, platform=self.platform)
+        message = mobile_message(notification, target=target, platform=self.platform)
         if node_slot is None:
             return await self.send_message(credentials, message)
         async with node_slot:

@@ -20,13 +20,15 @@ import logging
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 from sqlalchemy.engine import Connection
 
 from chatpush.clock import Clock
 from chatpush.config import Settings
 from chatpush.metrics import Metrics
-from chatpush.providers.base import Provider, SendResult
+from chatpush.providers.base import Notification, Provider, SendResult
+from chatpush.providers.envelope import Kind
 from chatpush.push import rules
 from chatpush.push.pipeline import PushPipeline, Sends
 from chatpush.routing.router import Router
@@ -62,6 +64,20 @@ def _claim_with_subscriptions(
         subscription_store.subscriptions_for(conn, [row.chat_id for row in rows]) if rows else {}
     )
     return rows, subscriptions
+
+
+def notification(row: outbox.OutboxRecord) -> Notification:
+    """The envelope of an outbox row: the chat pipeline is its one source today, and the outbox
+    is keyed by chat (docs/architecture.md, "A new notification source")."""
+    return Notification(
+        "chat",
+        row.chat_id,
+        cast(Kind, row.kind),  # written by the pipeline: trigger, payload or bare
+        row.message_id,
+        row.body,
+        position=row.notify_position,
+        attempt=row.attempt,
+    )
 
 
 @dataclass(slots=True)
@@ -369,9 +385,7 @@ class Dispatcher:
         else:
             result = await provider.send(
                 route.target,
-                row.body,
-                chat_id=row.chat_id,
-                message_id=row.message_id,
+                notification(row),
                 now_s=now_ms // 1000,
                 node_slot=self._per_node[route.node],
             )

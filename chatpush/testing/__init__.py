@@ -56,6 +56,7 @@ from typing import Any, Literal  # noqa: E402
 from pydantic import BaseModel, ConfigDict  # noqa: E402
 
 from chatpush.providers.base import (  # noqa: E402
+    Notification,
     Provider,
     ProviderContext,
     SendResult,
@@ -78,10 +79,12 @@ class Recorded:
     """One notification as a :class:`RecordingProvider` was asked to send it."""
 
     target: Target
-    body: dict[str, Any]
-    chat_id: str
-    message_id: str
+    notification: Notification
     now_s: int
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return self.notification.body
 
 
 @dataclass(eq=False)
@@ -116,14 +119,12 @@ class RecordingProvider(Provider):
     async def send(
         self,
         target: Target,
-        body: dict[str, Any],
+        notification: Notification,
         *,
-        chat_id: str,
-        message_id: str,
         now_s: int,
         node_slot: asyncio.Semaphore | None = None,
     ) -> SendResult:
-        self.sent.append(Recorded(target, body, chat_id, message_id, now_s))
+        self.sent.append(Recorded(target, notification, now_s))
         if self.answers:
             return self.answers.pop(0)
         given = self.options_given

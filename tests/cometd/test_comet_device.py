@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestClient
 
 from chatpush.api.keys import DISPATCHER
 from chatpush.config import Settings
+from chatpush.providers.base import Notification, Target
 from chatpush.testing import FakeClock
 from tests.conftest import API_KEY, ChatDriver
 from tests.integration._push_support import push_form
@@ -239,6 +240,31 @@ async def test_unreliable_notification_without_subscriber_is_dropped(
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.2):
                 await bridge.receive()
+
+
+async def test_a_notification_of_no_chat_reaches_bridges_only(app: AppClient) -> None:
+    """The comet provider decides who may read from the envelope's source, not its key: a
+    notification that no chat made, even one whose key is a chat's id, goes to bridges and not
+    to that chat's own client."""
+    chat = await comet_chat(app, "phone-z")
+    provider = app.app[DISPATCHER].providers["comet"]
+    target = Target(url=None, message=None, signing_secret=None, authorization=None)
+    ext = {"chatId": chat.chat_id, "secureKey": chat.secure_key}
+    async with bayeux(app, {"apiKey": API_KEY}) as bridge, bayeux(app, ext) as own:
+        await bridge.subscribe("/_genesys/push/*")
+        await own.subscribe("/_genesys/push/phone-z")
+        alert = Notification("test", chat.chat_id, "alert", "m-test", {"deviceId": "phone-z"})
+        result = await provider.send(target, alert, now_s=0)
+        assert result.outcome == "sent", result
+        assert (await receive(bridge))["data"] == {"deviceId": "phone-z"}
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await own.receive()
+        # The same notification made by the chat is the chat client's to read.
+        mine = Notification("chat", chat.chat_id, "bare", "m-chat", {"deviceId": "phone-z"})
+        assert (await provider.send(target, mine, now_s=0)).outcome == "sent"
+        for client in (own, bridge):
+            assert (await receive(client))["data"] == {"deviceId": "phone-z"}
 
 
 @pytest.mark.parametrize("transport", ["long-polling", "websocket"])

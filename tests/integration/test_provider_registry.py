@@ -91,7 +91,10 @@ async def test_a_registered_provider_gets_a_chat_end_to_end(
     await chat.agent_joins()
     await settle(client)
     [first] = made.sent
-    assert first.chat_id == chat.chat_id and first.body["deviceId"] == "pager-7"
+    sent = first.notification
+    assert (sent.source, sent.key, sent.kind) == ("chat", chat.chat_id, "trigger")
+    assert (sent.position, sent.attempt) == (2, 0)
+    assert first.body["deviceId"] == "pager-7"
     assert first.target.options == {"pager.channel": "ops"}
     user_data = first.body["message"]["messages"][0]["userData"]
     assert (user_data["notify-position"], user_data["notify-attempt"]) == ("2", "0")
@@ -100,6 +103,9 @@ async def test_a_registered_provider_gets_a_chat_end_to_end(
     clock.advance(15)
     await settle(client)
     assert len(made.sent) == 2
+    resent = made.sent[1].notification
+    assert (resent.kind, resent.position, resent.attempt) == ("trigger", 2, 1)
+    assert resent.message_id != sent.message_id
     await chat.op("refresh", transcriptPosition="2")
     clock.advance(600)
     await settle(client)

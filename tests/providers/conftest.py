@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from chatpush.providers.base import CredentialKind, Target
+from chatpush.providers.base import CredentialKind, Notification, Target
+from chatpush.providers.envelope import Kind
 
 
 @dataclass
@@ -29,3 +31,16 @@ def target(**fields: object) -> Target:
         "group_name": "mobile",
     }
     return Target(**{**base, **fields})  # type: ignore[arg-type]
+
+
+def chat_notification(
+    body: dict[str, Any],
+    kind: Kind,
+    chat_id: str,
+    *,
+    position: int | None = None,
+    attempt: int | None = None,
+    message_id: str = "m1",
+) -> Notification:
+    """The envelope a chat's outbox row becomes in the dispatcher."""
+    return Notification("chat", chat_id, kind, message_id, body, position=position, attempt=attempt)

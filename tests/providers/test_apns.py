@@ -23,12 +23,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from chatpush.chat.model import ChatRecord
 from chatpush.config import MobileSettings
 from chatpush.providers.apns import ApnsCredentials, ApnsProvider, apns_request
-from chatpush.providers.base import SendResult
+from chatpush.providers.base import Notification, SendResult
 from chatpush.providers.message import MobileMessage
 from chatpush.push.bodies import bare_body, trigger_body
 from chatpush.testing import FakeClock
 from chatpush.testing.apns import FakeApns, ec_private_pem, self_signed
-from tests.providers.conftest import Credentials, target
+from tests.providers.conftest import Credentials, chat_notification, target
 
 TOKEN = "device-token-1"
 CHAT_ID = "00C0FFEE00000001"
@@ -86,8 +86,8 @@ def a_chat() -> ChatRecord:
     )
 
 
-def trigger(token: str = TOKEN) -> dict[str, Any]:
-    return trigger_body(
+def trigger(token: str = TOKEN) -> Notification:
+    body = trigger_body(
         device_id=token,
         obfuscated_key="obfuscated",
         chat=a_chat(),
@@ -98,11 +98,16 @@ def trigger(token: str = TOKEN) -> dict[str, Any]:
         content_keys=("session-id", "secure-key"),
         now_ms=0,
     )
+    return chat_notification(body, "trigger", CHAT_ID, position=2, attempt=0)
 
 
-def agent_message(token: str = TOKEN) -> dict[str, Any]:
-    """A CONTRACT §7 (b) body: one event with its payload."""
-    return {
+def bare(token: str = TOKEN) -> Notification:
+    return chat_notification(bare_body(token), "bare", CHAT_ID)
+
+
+def agent_message(token: str = TOKEN) -> Notification:
+    """A CONTRACT §7 (b) notification: one event with its payload."""
+    body = {
         "deviceId": token,
         "message": {
             "secureKey": "obfuscated",
@@ -124,10 +129,11 @@ def agent_message(token: str = TOKEN) -> dict[str, Any]:
             ],
         },
     }
+    return chat_notification(body, "payload", CHAT_ID)
 
 
-async def send(apns: ApnsProvider, body: dict[str, Any], **target_fields: Any) -> SendResult:
-    return await apns.send(target(**target_fields), body, chat_id=CHAT_ID, message_id="m1", now_s=0)
+async def send(apns: ApnsProvider, notification: Notification, **target_fields: Any) -> SendResult:
+    return await apns.send(target(**target_fields), notification, now_s=0)
 
 
 def free_port() -> int:
@@ -211,8 +217,8 @@ async def test_an_event_is_an_alert_without_content_available_or_collapse_id(
 async def test_a_bare_body_wakes_the_app_or_shows_the_configured_alert(
     apns: ApnsProvider, fake: FakeApns
 ) -> None:
-    assert (await send(apns, bare_body(TOKEN))).outcome == "sent"
-    assert (await send(apns, bare_body(TOKEN), apple_body="Something new")).outcome == "sent"
+    assert (await send(apns, bare(TOKEN))).outcome == "sent"
+    assert (await send(apns, bare(TOKEN), apple_body="Something new")).outcome == "sent"
     wake, alert = fake.requests
     assert wake["payload"] == {"aps": {"content-available": 1}}
     assert (wake["headers"]["apns-push-type"], wake["headers"]["apns-priority"]) == (
@@ -224,6 +230,18 @@ async def test_a_bare_body_wakes_the_app_or_shows_the_configured_alert(
         "alert",
         "10",
     )
+
+
+async def test_a_kind_without_a_phone_message_is_a_permanent_failure_not_sent(
+    apns: ApnsProvider, fake: FakeApns
+) -> None:
+    """The kind is the envelope's: an ``alert`` (no source makes one yet) has no APNs message,
+    whatever its body holds, so nothing goes to Apple and no resend can help."""
+    alert = chat_notification(agent_message().body, "alert", CHAT_ID)
+    result = await send(apns, alert)
+    assert (result.outcome, result.temporary) == ("failed", False)
+    assert result.error == "APNs has no message for a notification of kind alert"
+    assert fake.requests == []
 
 
 async def test_the_message_sandbox_flag_picks_the_host(apns: ApnsProvider, fake: FakeApns) -> None:

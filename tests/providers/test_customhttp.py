@@ -10,7 +10,7 @@ import pytest
 from chatpush.config import DeliverySettings
 from chatpush.providers.base import SendResult
 from chatpush.providers.customhttp import CustomHttpProvider
-from tests.providers.conftest import target
+from tests.providers.conftest import chat_notification, target
 from tests.providers.hostile import SECRET, Hostile, Mode
 
 
@@ -27,9 +27,7 @@ async def post(hostile: Hostile, settings: DeliverySettings | None = None) -> Se
     try:
         return await provider.send(
             target(url=f"{hostile.base_url}/receiver"),
-            {"deviceId": "dev-1", "message": "hello"},
-            chat_id="c1",
-            message_id="m1",
+            chat_notification({"deviceId": "dev-1", "message": "hello"}, "bare", "c1"),
             now_s=0,
         )
     finally:

@@ -11,11 +11,12 @@ import pytest
 
 from chatpush.chat.model import ChatRecord
 from chatpush.config import MobileSettings
+from chatpush.providers.base import Notification
 from chatpush.providers.fcm import FcmCredentials, FcmProvider
 from chatpush.push.bodies import trigger_body
 from chatpush.testing import FakeClock
 from chatpush.testing.fcm import FakeFcm, rsa_private_pem
-from tests.providers.conftest import Credentials, target
+from tests.providers.conftest import Credentials, chat_notification, target
 from tests.providers.hostile import SECRET, Hostile, Mode
 
 TOKEN = "device-token-1"
@@ -69,8 +70,8 @@ def a_chat() -> ChatRecord:
     )
 
 
-def trigger(position: int = 2, attempt: int = 0, token: str = TOKEN) -> dict[str, Any]:
-    return trigger_body(
+def trigger(position: int = 2, attempt: int = 0, token: str = TOKEN) -> Notification:
+    body = trigger_body(
         device_id=token,
         obfuscated_key="obfuscated",
         chat=a_chat(),
@@ -81,12 +82,13 @@ def trigger(position: int = 2, attempt: int = 0, token: str = TOKEN) -> dict[str
         content_keys=("session-id", "secure-key"),
         now_ms=0,
     )
-
-
-async def send(fcm: FcmProvider, body: dict[str, Any], **target_fields: Any) -> Any:
-    return await fcm.send(
-        target(**target_fields), body, chat_id="00C0FFEE00000001", message_id="m1", now_s=0
+    return chat_notification(
+        body, "trigger", "00C0FFEE00000001", position=position, attempt=attempt
     )
+
+
+async def send(fcm: FcmProvider, notification: Notification, **target_fields: Any) -> Any:
+    return await fcm.send(target(**target_fields), notification, now_s=0)
 
 
 async def test_a_trigger_reaches_fcm_as_a_background_data_message(
