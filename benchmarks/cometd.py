@@ -2,10 +2,15 @@
 
 Both servers get the same load from the same generator (benchmarks/cometd_load.py, raw HTTP/1.1
 over asyncio, so that the generator is not what is measured): N long-polling clients, client i
-subscribed to its own channel /bench/i, and a publisher sending R messages a second, message k
-to /bench/(k mod N), for D seconds. For each (N, R) point and each server:
+subscribed to its own channel /bench/i, each re-polling the moment a reply arrives, and four
+publisher sessions sending R messages a second, 10 per request with 64 bytes of padding each,
+message k to /bench/(k mod N), for D seconds (``--generator due``: the earlier publisher, see
+docs/PERFORMANCE.md §6.1). For each (N, R) point and each server:
 
-- publish → receive latency p50 / p99 / max (from when the message was due, open loop);
+- publish → receive latency p50 / p99 / max (from when the publish request was sent; with
+  ``--generator due``, from when the message was due), and the publisher's worst lag behind
+  schedule;
+- the server's CPU per delivered message, and connects per delivered message;
 - delivered %: messages received exactly once (duplicates and losses are counted apart);
 - the server's peak RSS (VmHWM) and CPU, and the generator's CPU (subscribers + publisher), as a
   share of one core, so that a saturated generator shows.
