@@ -2,10 +2,15 @@
 
 Both servers get the same load from the same generator (benchmarks/cometd_load.py, raw HTTP/1.1
 over asyncio, so that the generator is not what is measured): N long-polling clients, client i
-subscribed to its own channel /bench/i, and a publisher sending R messages a second, message k
-to /bench/(k mod N), for D seconds. For each (N, R) point and each server:
+subscribed to its own channel /bench/i, each re-polling the moment a reply arrives, and four
+publisher sessions sending R messages a second, 10 per request with 64 bytes of padding each,
+message k to /bench/(k mod N), for D seconds (``--generator due``: the earlier publisher, see
+docs/PERFORMANCE.md §6.1). For each (N, R) point and each server:
 
-- publish → receive latency p50 / p99 / max (from when the message was due, open loop);
+- publish → receive latency p50 / p99 / max (from when the publish request was sent; with
+  ``--generator due``, from when the message was due), and the publisher's worst lag behind
+  schedule;
+- the server's CPU per delivered message, and connects per delivered message;
 - delivered %: messages received exactly once (duplicates and losses are counted apart);
 - the server's peak RSS (VmHWM) and CPU, and the generator's CPU (subscribers + publisher), as a
   share of one core, so that a saturated generator shows.
@@ -75,6 +80,13 @@ class Result:
     generator_cpu: float
     machine_cpu: float
 
+    server_cpu_s: float = 0.0
+
+    @property
+    def cpu_us_per_message(self) -> float:
+        """Server CPU per delivered message."""
+        return 1e6 * self.server_cpu_s / max(self.report["received"], 1)
+
     @property
     def delivered_pct(self) -> float:
         return 100.0 * self.report["received"] / self.sent if self.sent else 0.0
@@ -132,7 +144,9 @@ def _line(stream: IO[str]) -> dict[str, Any]:
     return line
 
 
-def run_point(kind: str, point: Point, duration_s: float, loop: str, workdir: Path) -> Result:
+def run_point(
+    kind: str, point: Point, duration_s: float, loop: str, workdir: Path, style: str
+) -> Result:
     port = free_port()
     server = start_server(kind, port, loop, workdir)
     subscribers = subprocess.Popen(
@@ -158,6 +172,8 @@ def run_point(kind: str, point: Point, duration_s: float, loop: str, workdir: Pa
                 str(point.rate),
                 "--duration-s",
                 str(duration_s),
+                "--style",
+                style,
             ),
             cwd=ROOT,
             capture_output=True,
@@ -183,6 +199,8 @@ def run_point(kind: str, point: Point, duration_s: float, loop: str, workdir: Pa
         subscribers.stdin.flush()
         report = _line(subscribers.stdout)
         report["refused"] = published["refused"]
+        report["lag_max_ms"] = published["lag_max_ms"]
+        report["requests"] = published["requests"]
     finally:
         Process("subscribers", [], workdir, popen=subscribers).stop(10)
         server.stop(10)
@@ -195,6 +213,7 @@ def run_point(kind: str, point: Point, duration_s: float, loop: str, workdir: Pa
         server_cpu=cpu.spent["server"] / cpu.wall_s,
         generator_cpu=(cpu.spent["subscribers"] + published["cpu_s"]) / cpu.wall_s,
         machine_cpu=cpu.busy_s / cpu.wall_s,
+        server_cpu_s=cpu.spent["server"],
     )
 
 
@@ -214,13 +233,20 @@ def main() -> int:
     parser.add_argument("--servers", default=",".join(SERVERS))
     parser.add_argument("--uvloop", action="store_true", help="uvloop for server and generator")
     parser.add_argument("--smoke", action="store_true", help="50 clients x 100 msg/s for 2 s")
+    parser.add_argument(
+        "--generator",
+        choices=("sessions", "due"),
+        default="sessions",
+        help="publisher: 'sessions' (10 per request, padded, latency from sending; default) or "
+        "'due' (the earlier one: all that is due every 5 ms, latency from the due time)",
+    )
     args = parser.parse_args()
     if args.smoke:
         args.points, args.duration_s = "50x100", 2.0
     points = parse_points(args.points)
     servers = [name.strip() for name in args.servers.split(",")]
     loop = "uvloop" if args.uvloop else "asyncio"
-    print(f"{machine_line()}; uvloop: {args.uvloop}")
+    print(f"{machine_line()}; uvloop: {args.uvloop}; generator: {args.generator}")
     results: list[Result] = []
     failed = False
     with tempfile.TemporaryDirectory(prefix="chatpush-cometd-") as workdir:
@@ -229,7 +255,9 @@ def main() -> int:
                 for kind in servers:
                     progress(f"round {round_number}: {kind} {point.clients} x {point.rate}/s")
                     try:
-                        run = run_point(kind, point, args.duration_s, loop, Path(workdir))
+                        run = run_point(
+                            kind, point, args.duration_s, loop, Path(workdir), args.generator
+                        )
                         results.append(run)
                     except (RuntimeError, subprocess.TimeoutExpired) as exc:
                         progress(f"{kind} {point.clients} x {point.rate}: FAILED: {exc}")
@@ -248,6 +276,9 @@ def main() -> int:
             f"{100 * r.server_cpu:.0f}",
             f"{100 * r.generator_cpu:.0f}",
             f"{100 * r.machine_cpu:.0f}",
+            f"{r.cpu_us_per_message:.0f}",
+            f"{r.report['connects'] / max(r.report['received'], 1):.2f}",
+            f"{r.report['lag_max_ms']:.0f}",
         ]
         for r in results
     ]
@@ -265,6 +296,9 @@ def main() -> int:
             "server CPU",
             "generator CPU",
             "machine CPU",
+            "server CPU µs/msg",
+            "connects/msg",
+            "pub lag max ms",
         ],
         rows,
         f"CometD long-polling, {args.duration_s:g} s per point (latency in ms, CPU in % of a core)",

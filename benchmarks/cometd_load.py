@@ -6,15 +6,21 @@ request bytes built once per client, responses framed by Content-Length (or chun
 their bodies parsed as JSON.
 
     python -m benchmarks.cometd_load subscribe --port P --clients N
-        Handshakes N clients, subscribes client i to /bench/i, prints {"ready": ...}, then keeps a
-        /meta/connect pending per client. Each message {"s": seq, "t": ns} received is counted
-        (by seq, to find losses and duplicates) with its latency now - t. A line "count" on
-        stdin prints how many arrived so far; "stop SENT" prints the figures as one JSON line
-        and ends it.
+        Handshakes N clients, subscribes client i to /bench/i, prints {"ready": ...}, then keeps
+        exactly one /meta/connect pending per client on its own keep-alive connection, sending the
+        next one the moment a reply arrives (every connect is counted). Each message
+        {"s": seq, "t": ns} received is counted (by seq, to find losses and duplicates) with its
+        latency now - t. A line "count" on stdin prints how many arrived so far; "stop SENT"
+        prints the figures as one JSON line and ends it.
     python -m benchmarks.cometd_load publish --port P --clients N --rate R --duration-s D
-        Publishes R messages a second for D seconds, message k to /bench/(k mod N), in batches
-        every 5 ms over a few connections; t is the time the message was due (open loop: a slow
-        server shows as latency, not as a slower publisher). Prints {"sent": ...}.
+        Publishes R messages a second for D seconds, message k to /bench/(k mod N), from four
+        sessions (one keep-alive connection each), 10 messages per publish request with 64 bytes
+        of padding each; a request goes out when its last message is due, or as soon as a
+        connection is free when all are busy; t is when the request was sent (latency is publish
+        sent -> arrival, as the independent generator of issue 15 measures it) and the lag behind
+        schedule is reported. ``--style due`` is the earlier generator: whatever is due every 5 ms
+        in one request (up to 200), no padding, t the time the message was due (open loop).
+        Prints {"sent": ..., "lag_max_ms": ...}.
 """
 
 from __future__ import annotations
@@ -33,7 +39,12 @@ SETUP_CONCURRENCY = 200
 PUBLISH_CONNECTIONS = 4
 BATCH_INTERVAL_S = 0.005
 MAX_BATCH = 200
-"""Messages per publish request at most (about 18 KB), under chatpush's 64 KiB message limit."""
+"""Messages per publish request at most (about 18 KB), under chatpush's 64 KiB message limit
+(the ``due`` style)."""
+BATCH = 10
+"""Messages per publish request (the ``sessions`` style, like the independent generator)."""
+PADDING = 64
+"""Bytes of padding in each message's data (the ``sessions`` style)."""
 
 
 def _raise_file_limit() -> None:
@@ -220,6 +231,7 @@ class Subscribers:
             ]
         ).encode()
         await connection.call(_request(self.port, PATH + "/connect", first, cookie))
+        self.connects += 1
         channel_bytes = channel
 
         def on_body(body: bytes) -> None:
@@ -291,7 +303,14 @@ async def subscribe_main(port: int, clients: int) -> None:
 # -- publisher ------------------------------------------------------------------------------------
 
 
-async def publish_main(port: int, clients: int, rate: int, duration_s: float) -> None:
+async def publish_main(
+    port: int, clients: int, rate: int, duration_s: float, style: str = "sessions"
+) -> None:
+    """``sessions`` (the default, like the independent generator): PUBLISH_CONNECTIONS sessions,
+    BATCH messages per request with PADDING bytes each, a request sent when its last message is
+    due (or, when every connection is busy, as soon as one is free), each message stamped with
+    the time its request was sent. ``due`` (the earlier generator): whatever is due every 5 ms
+    (up to MAX_BATCH), no padding, each message stamped with the time it was due."""
     connections = [await _open(port) for _ in range(PUBLISH_CONNECTIONS)]
     sessions = [await _handshake(c, port) for c in connections]
     idle = list(range(PUBLISH_CONNECTIONS))
@@ -299,9 +318,13 @@ async def publish_main(port: int, clients: int, rate: int, duration_s: float) ->
     refused = 0
     total = int(rate * duration_s)
     sent = 0
+    requests = 0
+    lag_max_ns = 0
+    lag_sum_ns = 0
     started_ns = time.time_ns()
     interval_ns = 1_000_000_000 / rate
     tasks: set[asyncio.Task[None]] = set()
+    padding = "x" * PADDING if style == "sessions" else None
 
     async def post(slot: int, body: bytes, cookie: str) -> None:
         nonlocal refused
@@ -311,32 +334,56 @@ async def publish_main(port: int, clients: int, rate: int, duration_s: float) ->
         ready.set()
 
     while sent < total:
-        due = min(total, int((time.time_ns() - started_ns) / interval_ns) + 1, sent + MAX_BATCH)
-        if due > sent:
+        due = min(total, int((time.time_ns() - started_ns) / interval_ns) + 1)
+        if style == "sessions":
+            upto = min(total, sent + BATCH)
+            if due < upto:  # the batch's last message is not due yet
+                last_due_ns = started_ns + int((upto - 1) * interval_ns)
+                await asyncio.sleep(max(0.0, (last_due_ns - time.time_ns()) / 1e9))
+                continue
+        else:
+            upto = min(due, sent + MAX_BATCH)
+        if upto > sent:
             while not idle:
                 ready.clear()
                 await ready.wait()
             slot = idle.pop()
             client_id, cookie = sessions[slot]
-            batch = [
-                {
-                    "channel": f"/bench/{seq % clients}",
-                    "clientId": client_id,
-                    "data": {"s": seq, "t": started_ns + int(seq * interval_ns)},
-                }
-                for seq in range(sent, due)
-            ]
-            sent = due
+            now_ns = time.time_ns()
+            lag_ns = max(0, now_ns - (started_ns + int((upto - 1) * interval_ns)))
+            lag_max_ns = max(lag_max_ns, lag_ns)
+            lag_sum_ns += lag_ns
+            requests += 1
+            batch = []
+            for seq in range(sent, upto):
+                data: dict[str, Any] = {"s": seq}
+                if padding is None:
+                    data["t"] = started_ns + int(seq * interval_ns)
+                else:
+                    data["t"] = now_ns
+                    data["p"] = padding
+                batch.append(
+                    {"channel": f"/bench/{seq % clients}", "clientId": client_id, "data": data}
+                )
+            sent = upto
             task = asyncio.create_task(post(slot, json.dumps(batch).encode(), cookie))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
-            if sent < int((time.time_ns() - started_ns) / interval_ns):
+            if style == "sessions" or sent < int((time.time_ns() - started_ns) / interval_ns):
                 continue  # behind: the next batch as soon as a connection is free
         await asyncio.sleep(BATCH_INTERVAL_S)
     await asyncio.gather(*tasks)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu_s = usage.ru_utime + usage.ru_stime
-    print(json.dumps({"sent": sent, "refused": refused, "cpu_s": cpu_s}), flush=True)
+    result = {
+        "sent": sent,
+        "refused": refused,
+        "cpu_s": cpu_s,
+        "requests": requests,
+        "lag_max_ms": lag_max_ns / 1e6,
+        "lag_mean_ms": lag_sum_ns / max(requests, 1) / 1e6,
+    }
+    print(json.dumps(result), flush=True)
 
 
 def main() -> None:
@@ -349,12 +396,13 @@ def main() -> None:
         command.add_argument("--clients", type=int, required=True)
     publish.add_argument("--rate", type=int, required=True)
     publish.add_argument("--duration-s", type=float, required=True)
+    publish.add_argument("--style", choices=("sessions", "due"), default="sessions")
     args = parser.parse_args()
     _raise_file_limit()
     if args.command == "subscribe":
         asyncio.run(subscribe_main(args.port, args.clients))
     else:
-        asyncio.run(publish_main(args.port, args.clients, args.rate, args.duration_s))
+        asyncio.run(publish_main(args.port, args.clients, args.rate, args.duration_s, args.style))
     os._exit(0)  # skip closing thousands of transports one by one
 
 
