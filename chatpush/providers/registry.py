@@ -40,6 +40,16 @@ def register(cls: P) -> P:
         owner = next((c for c in _classes.values() if c.credentials_kind == kind), None)
         if owner is not None and owner is not cls:
             raise ValueError(f"credentials kind {kind!r} is {owner.__name__}'s already")
+        # The base class's read_credentials/test_credentials only refuse: a provider that keeps
+        # credentials must say how to read and test them, or the admin API would fail on them.
+        missing = [
+            name
+            for name in ("read_credentials", "test_credentials")
+            if getattr(cls, name).__qualname__.startswith("Provider.")
+        ]
+        if missing or not cls.credential_fields:
+            what = ", ".join([*missing, *([] if cls.credential_fields else ["credential_fields"])])
+            raise ValueError(f"{cls.__name__} keeps {kind!r} credentials but lacks {what}")
     device_types.declare(name, cls.aliases)
     _classes[name] = cls
     return cls

@@ -175,6 +175,17 @@ def test_names_are_checked_at_registration(pager: type[Pager]) -> None:
     with pytest.raises(ValueError, match="lower case"):
         registry.register(Shouting)
 
+    class Keeper(RecordingProvider):
+        device_type = "keeper"
+        credentials_kind = "keeper"
+
+    with pytest.raises(
+        ValueError,
+        match="lacks read_credentials, test_credentials, credential_fields",
+    ):
+        registry.register(Keeper)
+    assert device_types.canonical("keeper") is None
+
 
 def test_the_built_in_device_types_come_from_the_registry() -> None:
     classes = registry.provider_classes()
