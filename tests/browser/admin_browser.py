@@ -2,22 +2,17 @@
 
 A real ``chatpush serve`` on SQLite with the console enabled, a custom HTTP receiver that fails
 or answers when told (a thread), the fake FCM (its own event loop in a thread), and Debian's
-Chromium driven by Playwright's synchronous API. Screenshots go to ``tests/browser/artifacts/``
-(gitignored) and their paths are printed.
+Chromium driven by Playwright's synchronous API (the ``browser`` fixture of conftest.py).
+Screenshots go to ``tests/browser/artifacts/`` (gitignored) and their paths are printed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import http.server
 import json
-import os
 import re
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,24 +21,13 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.fernet import Fernet
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from chatpush.clock import SystemClock
 from chatpush.testing.fcm import FakeFcm
+from tests.browser.conftest import ARTIFACTS, wait_ready
 from tests.fault.support import API_KEY, Chatpush, free_port
 
-CHROMIUM = Path(os.environ.get("CHATPUSH_CHROMIUM", "/usr/bin/chromium"))
-ARTIFACTS = Path(__file__).with_name("artifacts")
-LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WAIT_MS = 15_000
 """How long an expectation on a page may take to come true (a loaded machine)."""
 ADMIN_KEY = "browser-admin-key-0123456789"
@@ -179,22 +163,6 @@ class Console:
         return dict(found)
 
 
-def _wait_ready(chatpush: Chatpush, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert chatpush.process is not None
-        if chatpush.process.poll() is not None:
-            raise AssertionError(f"chatpush exited:\n{chatpush.log_tail()}")
-        with (
-            contextlib.suppress(OSError, urllib.error.URLError),
-            urllib.request.urlopen(f"{chatpush.base}/readyz", timeout=2) as reply,
-        ):
-            if reply.status == 200:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"chatpush not ready after {timeout_s} s:\n{chatpush.log_tail()}")
-
-
 @pytest.fixture(scope="module")
 def console_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     workdir = tmp_path_factory.mktemp("admin-console")
@@ -204,7 +172,7 @@ def console_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Consol
     api = httpx.Client(base_url=chatpush.base, headers={"X-API-Key": API_KEY}, timeout=10)
     try:
         chatpush.start()
-        _wait_ready(chatpush)
+        wait_ready(chatpush)
         yield Console(chatpush.base, receiver, fcm.fcm, api)
         assert not chatpush.problems(), chatpush.log_tail()
     finally:
@@ -212,16 +180,6 @@ def console_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Consol
         chatpush.stop()
         receiver.close()
         fcm.close()
-
-
-@pytest.fixture(scope="module")
-def admin_chromium() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install -y chromium", pytrace=False)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        yield browser
-        browser.close()
 
 
 @dataclass
@@ -243,10 +201,10 @@ class Screen:
 
 
 @pytest.fixture
-def screen(admin_chromium: Browser, request: pytest.FixtureRequest) -> Iterator[Screen]:
+def screen(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Screen]:
     """A fresh context (no cookies) and page; uncaught JavaScript errors and CSP violations on
     the page fail the test."""
-    context = admin_chromium.new_context(viewport={"width": 1100, "height": 800})
+    context = browser.new_context(viewport={"width": 1100, "height": 800})
     page = context.new_page()
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name).strip("_")
     screen = Screen(page, stem)

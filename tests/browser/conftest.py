@@ -95,7 +95,7 @@ class Service:
         """Stop chatpush (SIGTERM) and start it again on the same port and database."""
         self.chatpush.stop()
         self.chatpush.start()
-        _wait_ready(self.chatpush)
+        wait_ready(self.chatpush)
 
 
 def company_site(folder: Path, service_url: str) -> Path:
@@ -133,7 +133,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     )
     chatpush = Chatpush(config, port, workdir).start()
     try:
-        _wait_ready(chatpush)
+        wait_ready(chatpush)
         yield Service(chatpush.base, other_origin, chatpush)
         assert not chatpush.problems(), chatpush.log_tail()
     finally:
@@ -142,7 +142,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         static.server_close()
 
 
-def _wait_ready(chatpush: Chatpush, timeout_s: float = 30.0) -> None:
+def wait_ready(chatpush: Chatpush, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         assert chatpush.process is not None

@@ -12,13 +12,12 @@ from tests.browser.admin_browser import (
     ADMIN_KEY,
     Console,
     Screen,
-    admin_chromium,
     console_service,
     log_in,
     screen,
 )
 
-__all__ = ["admin_chromium", "console_service", "screen"]  # the fixtures this file uses
+__all__ = ["console_service", "screen"]  # the fixtures this file uses
 
 
 def test_log_in_fails_with_a_wrong_key_then_succeeds(
