@@ -176,7 +176,11 @@ async def test_a_realistic_session_conforms_to_the_document(
             "userData[order]": "A-17",
         },
     )
-    await api.post(base, 200, {"firstName": "Bo", "lastName": "Ng"})
+    # A misspelt push key: the chat is made, and the answer's chatpushWarnings is documented.
+    hinted = await api.post(
+        base, 200, {"firstName": "Bo", "lastName": "Ng", "userData[GCTI_GMS_PushDeviceTyp]": "ios"}
+    )
+    assert hinted["chatpushWarnings"], hinted
     chat = ChatDriver(client, SERVICE)
     chat.chat_id, chat.secure_key = started["chatId"], started["secureKey"]
     agent = await chat.agent_joins("Bob")
