@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import Mapping, Sequence
@@ -527,16 +528,22 @@ class CallbackService:
     async def pull(
         self, service_name: str | None, limit: int, wait_s: float
     ) -> list[dict[str, Any]]:
+        """Lease commands; with none, wait up to ``wait_s`` for one (a long poll). The wait is
+        the HTTP request's, in real seconds (as a client's read timeout counts them), not the
+        clock's: the leases and the commands' times are the clock's."""
         lease_ms = self.settings.callback.command_lease_s * 1000
-        deadline_ms = self.clock.now_ms() + int(wait_s * 1000)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
         while True:
             made = self._commands_made
             now_ms = self.clock.now_ms()
             found = await self.db.write(store.claim_commands, service_name, limit, now_ms, lease_ms)
-            if found or now_ms >= deadline_ms:
+            left_s = deadline - loop.time()
+            if found or left_s <= 0:
                 return found
             # Commands made by another instance, or whose lease runs out: look again each second.
-            await self.clock.sleep_until(min(deadline_ms, now_ms + 1000), made)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(made.wait(), min(left_s, 1.0))
 
     async def ack(self, command_ids: Sequence[str]) -> list[str]:
         return await self.db.write(store.ack_commands, command_ids)
