@@ -668,6 +668,9 @@ class CallbackSettings(_Strict):
     open_queries: bool = False
     """Queries by properties without an API key (they show customer numbers: personal data)."""
     command_lease_s: Annotated[int, Field(ge=1, le=3600)] = 60
+    max_wait_s: Annotated[int, Field(ge=0, le=25)] = 25
+    """The longest a pull of commands waits for one (``wait_s`` above it waits this long): lower
+    it behind a proxy that times requests out sooner."""
     completed_retention_s: Annotated[int, Field(ge=0, le=366 * 86400)] = 86400
     external_base_url: str | None = None
     """``$(ExtURLBase)`` and the records' ``_url`` (``https://gms.example.com/genesys``); else

@@ -46,6 +46,8 @@ _BOTH = frozenset({CHAT_SERVER, ADMIN})
 _GMS_CB = "/genesys/1/service/callback"  # callbacks (issue 17)
 _GMS_POSITION = "/genesys/1/service/{callback_id}/check-queue-position"
 _CC = frozenset({CHAT_SERVER})
+# Not "commands" or "ewt" alone: those paths are other resources (a 405 there lists their methods).
+_CC_CALLBACK = "/api/v1/callbacks/{callback_id:(?!(?:commands|ewt)$)[^/]+}"
 
 ROUTES: list[Route] = [
     # Chat API v2 over HTTP (the customer side): its own contract, not in openapi.json. Explicit
@@ -108,8 +110,8 @@ ROUTES: list[Route] = [
     Route("GET", "/api/v1/callbacks/commands", callbacks_cc.pull_commands, _CC, True),
     Route("POST", "/api/v1/callbacks/commands/ack", callbacks_cc.ack_commands, _CC, True),
     Route("POST", "/api/v1/callbacks/ewt", callbacks_cc.post_ewt, _CC, True),
-    Route("GET", "/api/v1/callbacks/{callback_id}", callbacks_cc.read_callback, _BOTH, True),
-    Route("POST", "/api/v1/callbacks/{callback_id}/events", callbacks_cc.post_event, _CC, True),
+    Route("GET", _CC_CALLBACK, callbacks_cc.read_callback, _BOTH, True),
+    Route("POST", _CC_CALLBACK + "/events", callbacks_cc.post_event, _CC, True),
     # -- end of callbacks -------------------------------------------------------------------------
     # Operations: metrics (security.public_metrics opens it), liveness and readiness.
     Route("GET", "/metrics", push.metrics, frozenset({METRICS}), True),

@@ -134,6 +134,9 @@ def parse_event(body: Mapping[str, Any], now_ms: int) -> CcEvent:
     unknown = sorted(set(body) - KNOWN_FIELDS)
     if unknown:
         raise BadParameter(f"unknown fields: {', '.join(unknown)[:200]}")
+    nulls = sorted(name for name, value in body.items() if value is None)
+    if nulls:
+        raise BadParameter(f"leave a member out rather than null: {', '.join(nulls)}")
     kind = body.get("type")
     if not isinstance(kind, str) or kind not in EVENT_TYPES:
         raise BadParameter(f"type must be one of {', '.join(EVENT_TYPES)}")

@@ -532,6 +532,7 @@ class CallbackService:
         the HTTP request's, in real seconds (as a client's read timeout counts them), not the
         clock's: the leases and the commands' times are the clock's."""
         lease_ms = self.settings.callback.command_lease_s * 1000
+        wait_s = min(wait_s, self.settings.callback.max_wait_s)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while True:
@@ -622,6 +623,8 @@ def _ewt_updates(body: Any, now_ms: int) -> list[dict[str, Any]]:
         where = f"updates[{number}]"
         if not isinstance(update, dict) or not set(update) <= allowed:
             raise BadParameter(f"{where}: an object of {', '.join(sorted(allowed))}")
+        if any(value is None for value in update.values()):
+            raise BadParameter(f"{where}: leave a member out rather than null")
         callback_id = update.get("callbackId")
         if not isinstance(callback_id, str) or not 1 <= len(callback_id) <= 64:
             raise BadParameter(f"{where}.callbackId is required")
