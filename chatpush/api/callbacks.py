@@ -1,4 +1,4 @@
-"""The GMS Callback API, the customer's side (CALLBACKS.md §3): create, query, reschedule,
+"""The GMS Callback API, the customer's side (docs/callbacks.md §3): create, query, reschedule,
 cancel, queue position, availability, admin cancel. Errors answer in GMS's shape (§3.7) on
 these paths. Anonymous, as in GMS: a callback's ``_id`` is the capability for it."""
 

@@ -1,4 +1,4 @@
-"""The contact-centre side's callback API (CALLBACKS.md §4): commands by pull with leases and
+"""The contact-centre side's callback API (docs/callbacks.md §4): commands by pull with leases and
 acknowledgements, sequenced idempotent events, batched EWT updates, and a callback's state for
 operators. ``/api/v1`` conventions: ``X-API-Key``, strict JSON, epoch ms, ``{"errors": [...]}``."""
 

@@ -1,4 +1,4 @@
-"""Availability (CALLBACKS.md §3.6): time slots of ``_request_time_bucket`` minutes, aligned to
+"""Availability (docs/callbacks.md §3.6): time slots of ``_request_time_bucket`` minutes, aligned to
 the hour in the service's ``_timezone``, open per ``_open_hours``; a slot's free places are
 ``_max_request_by_time_bucket`` less the open scheduled callbacks due in it."""
 

@@ -1,4 +1,4 @@
-"""The dialogs the GMS API answers with (CALLBACKS.md §3.3; §8 builds on the same templates)."""
+"""The dialogs the GMS API answers with (docs/callbacks.md §3.3)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The contact-centre side's events (CALLBACKS.md §4.3, §4.4): what each one does to a callback,
-as one pure function of the callback and the event."""
+"""The contact-centre side's events (docs/callbacks.md §4.3, §4.4): what each one does to a
+callback, as one pure function of the callback and the event."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The callback record, its states and the one transition table (CALLBACKS.md §2)."""
+"""The callback record, its states and the one transition table (docs/callbacks.md §2)."""
 
 from __future__ import annotations
 

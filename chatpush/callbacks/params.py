@@ -1,4 +1,4 @@
-"""A create's or update's parameters (CALLBACKS.md §3.1, §3.2, §7.1): what is the record's,
+"""A create's or update's parameters (docs/callbacks.md §3.1, §3.2, §7.1): what is the record's,
 what is a push key, what is an option override, what is a property. Pure functions."""
 
 from __future__ import annotations

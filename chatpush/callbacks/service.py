@@ -1,4 +1,4 @@
-"""The callback service: every operation on callbacks as one transaction (CALLBACKS.md §3, §4,
+"""The callback service: every operation on callbacks as one transaction (docs/callbacks.md §3, §4,
 §9.1, §9.5). A record change commits with the commands to the contact-centre side it causes, its
 ``seq`` and its timers; nothing is answered before the commit."""
 

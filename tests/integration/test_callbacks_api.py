@@ -1,4 +1,4 @@
-"""The GMS Callback API, the customer's side (CALLBACKS.md §2, §3): real app, real database
+"""The GMS Callback API, the customer's side (docs/callbacks.md §2, §3): real app, real database
 (SQLite and PostgreSQL), the fake clock."""
 
 from __future__ import annotations

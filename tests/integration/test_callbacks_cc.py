@@ -1,4 +1,4 @@
-"""The contact-centre side of callbacks (CALLBACKS.md §4) and the durable timers (§9.5): real
+"""The contact-centre side of callbacks (docs/callbacks.md §4) and the durable timers (§9.5): real
 app, real database (SQLite and PostgreSQL), the fake clock."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The callbacks' pure rules: the transition table (CALLBACKS.md §2.3), what each CC event does
+"""The callbacks' pure rules: the transition table (docs/callbacks.md §2.3), what each CC event does
 (§4.4), the push keys (§7.1), times and opening hours."""
 
 from __future__ import annotations
