@@ -256,3 +256,19 @@ async def admin_cancel(request: web.Request) -> web.Response:
         raise BadParameter("reason must be a string of at most 1000 characters")
     cancelled, skipped = await request.app[CALLBACKS].admin_cancel(ids, reason)
     return web.json_response({"cancelled": cancelled, "skipped": skipped})
+
+
+MAX_GMS_USER_CHARS = 256
+
+
+@gms_errors
+async def dialog(request: web.Request) -> web.Response:
+    """§8: ``GET`` or ``POST /genesys/1/service/{_id}/{action}`` (GMS's Android sample GETs)."""
+    gms_user = request.headers.get("gms_user", "")[:MAX_GMS_USER_CHARS]
+    answer = await request.app[CALLBACKS].dialog(
+        request.match_info["callback_id"],
+        request.match_info["action"],
+        base_url(request),
+        gms_user if gms_user.isprintable() else "",
+    )
+    return web.json_response(answer)

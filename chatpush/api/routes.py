@@ -45,6 +45,7 @@ _CREDENTIALS = "/api/v1/groups/{group}/credentials/{kind}"
 _BOTH = frozenset({CHAT_SERVER, ADMIN})
 _GMS_CB = "/genesys/1/service/callback"  # callbacks (issue 17)
 _GMS_POSITION = "/genesys/1/service/{callback_id}/check-queue-position"
+_GMS_DIALOG = "/genesys/1/service/{callback_id}/{action}"
 _CC = frozenset({CHAT_SERVER})
 # Not "commands" or "ewt" alone: those paths are other resources (a 405 there lists their methods).
 _CC_CALLBACK = "/api/v1/callbacks/{callback_id:(?!(?:commands|ewt)$)[^/]+}"
@@ -106,6 +107,8 @@ ROUTES: list[Route] = [
     Route("GET", _GMS_POSITION, callbacks.queue_position, None, False),
     Route("POST", _GMS_POSITION, callbacks.queue_position, None, False),
     Route("POST", "/genesys/1/admin/callback/cancel", callbacks.admin_cancel, None, False),
+    Route("GET", _GMS_DIALOG, callbacks.dialog, None, False),
+    Route("POST", _GMS_DIALOG, callbacks.dialog, None, False),
     # The contact-centre side (chat-server scope: the other side of a callback, as of a chat).
     Route("GET", "/api/v1/callbacks/commands", callbacks_cc.pull_commands, _CC, True),
     Route("POST", "/api/v1/callbacks/commands/ack", callbacks_cc.ack_commands, _CC, True),

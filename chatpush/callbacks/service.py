@@ -23,6 +23,7 @@ from chatpush.callbacks.errors import (
     ServiceNotFound,
     SlotNotAvailable,
     TooManyCallbacks,
+    UnknownAction,
 )
 from chatpush.callbacks.events import CcEvent, Effect, effect, parse_event, seq_of
 from chatpush.callbacks.model import (
@@ -32,6 +33,7 @@ from chatpush.callbacks.model import (
     CallbackRecord,
     State,
     check_transition,
+    format_time,
     initial_state,
     is_id,
     new_id,
@@ -388,6 +390,57 @@ class CallbackService:
         result = await self.db.write(run)
         self._committed()
         return result
+
+    async def dialog(
+        self, callback_id: str, action: str, base_url: str, gms_user: str
+    ) -> dict[str, Any]:
+        """§8: the dialog of ``action``; ``connect``, ``snooze`` and ``cancel`` act too, in the
+        transaction that reads the callback."""
+        if action not in dialogs.ACTIONS:
+            raise UnknownAction(action)
+
+        def run(conn: Connection) -> dict[str, Any]:
+            now_ms = self.clock.now_ms()
+            record = self._locked(conn, None, callback_id)
+            options = self.options(record.service_name)
+            if action in dialogs.EFFECTS:
+                self._dialog_effect(conn, record, action, options, now_ms)
+            context = dialogs.DialogContext(
+                base_url=base_url,
+                expires=format_time(now_ms + options.cb_user_confirm_timeout_s * 1000),
+                gms_user=gms_user,
+                snooze_minutes=max(1, round(options.cb_snooze_duration_s / 60)),
+            )
+            return dialogs.render(action, record, effective(options, record.properties), context)
+
+        if action in dialogs.EFFECTS:
+            answer = await self.db.write(run)
+            self._committed()
+            return answer
+        if not is_id(callback_id):
+            raise CallbackNotFound(callback_id)
+        return await self.db.read(run)
+
+    def _dialog_effect(
+        self,
+        conn: Connection,
+        record: CallbackRecord,
+        action: str,
+        options: ServiceOptions,
+        now_ms: int,
+    ) -> None:
+        if record.state == "COMPLETED":
+            raise IllegalState(record.state, f"{action} after completion")
+        if action == "connect":
+            self._command(conn, record, "callback.user_action", now_ms, action="connect")
+        elif action == "snooze":
+            if record.state not in ("QUEUED", "ROUTING"):
+                raise IllegalState(record.state, "only a QUEUED or ROUTING callback is snoozed")
+            later = now_ms + options.cb_snooze_duration_s * 1000
+            self._set_state(conn, record, "SCHEDULED", now_ms, desired_time_ms=later)
+            self._command(conn, record, "callback.rescheduled", now_ms, action="snooze")
+        else:
+            self._cancel(conn, None, record.id, CANCELLED, {})
 
     async def queue_position(self, callback_id: str) -> dict[str, Any]:
         record = await self.get(callback_id)

@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from chatpush.app import create_app
+from chatpush.callbacks.dialogs import ACTIONS
 from chatpush.config import load_settings
 from chatpush.store import migrate
 from chatpush.testing import FakeClock
@@ -146,7 +147,17 @@ ROUTES = st.sampled_from(
         "availability-1",
         "availability-2",
         "admin-cancel",
+        "dialog-get",
+        "dialog-post",
     ]
+)
+
+
+DIALOG_ACTIONS = st.one_of(
+    st.sampled_from([*sorted(ACTIONS), "not-used", "check-queue-position"]),
+    st.text(alphabet=st.characters(blacklist_characters="/?#%"), min_size=1, max_size=30).filter(
+        lambda text: text.strip(".") != ""  # "." and ".." are path steps, not actions
+    ),
 )
 
 
@@ -252,9 +263,22 @@ def _body(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(route=ROUTES, params=PARAMS, encoding=ENCODINGS, target=TARGETS, keyed=st.booleans())
+@given(
+    route=ROUTES,
+    params=PARAMS,
+    encoding=ENCODINGS,
+    target=TARGETS,
+    keyed=st.booleans(),
+    action=DIALOG_ACTIONS,
+)
 def test_callback_requests(
-    live: Live, route: str, params: dict[str, str], encoding: str, target: str, keyed: bool
+    live: Live,
+    route: str,
+    params: dict[str, str],
+    encoding: str,
+    target: str,
+    keyed: bool,
+    action: str,
 ) -> None:
     callback_id = {
         "open": live.make(False),
@@ -281,6 +305,8 @@ def test_callback_requests(
         "availability-1": ("GET", f"{GMS}/{SERVICE}/availability", params),
         "availability-2": ("GET", f"/genesys/2/service/callback/{SERVICE}/availability", params),
         "admin-cancel": ("POST", "/genesys/1/admin/callback/cancel", None),
+        "dialog-get": ("GET", f"/genesys/1/service/{callback_id}/{action}", params),
+        "dialog-post": ("POST", f"/genesys/1/service/{callback_id}/{action}", None),
     }[route]
     if route == "admin-cancel" and encoding.startswith("json"):
         data = json.dumps({"reason": params.get("first_name", "x"), "ids": [callback_id]}).encode()
