@@ -18,7 +18,7 @@ MAX_ACK_IDS = 1000
 
 def _int_query(request: web.Request, name: str, low: int, high: int, default: int) -> int:
     raw = request.query.get(name)
-    if raw is None:
+    if raw is None or raw == "":  # empty is absent, as on the chat routes
         return default
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or not low <= int(raw) <= high:
         raise BadParameter(f"{name} must be an integer from {low} to {high}")
