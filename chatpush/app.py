@@ -46,13 +46,13 @@ from chatpush.chat import housekeeping as chat_housekeeping
 from chatpush.chat.service import ChatService
 from chatpush.clock import Clock, SystemClock
 from chatpush.config import Settings
+from chatpush.delivery.dispatcher import Dispatcher
 from chatpush.metrics import Metrics
 from chatpush.providers.base import Provider, ProviderContext
 from chatpush.providers.http import HttpClient
 from chatpush.providers.registry import create_all as create_providers
 from chatpush.push import housekeeping as push_housekeeping
 from chatpush.push.credentials import CredentialVault
-from chatpush.push.dispatcher import Dispatcher
 from chatpush.push.pipeline import PushPipeline
 from chatpush.routing import heartbeat
 from chatpush.routing.router import Router
