@@ -215,14 +215,21 @@ _OUTBOX_COLUMNS = (
 
 def _outbox_record(values: Sequence[Any]) -> OutboxRecord:
     """A notification from a row of ``_OUTBOX_COLUMNS``."""
-    (id_, source, key, kind, body, notify_position, attempt, message_id, due_at_ms, created) = (
-        values[:10]
-    )
+    id_, source, key, kind, body, notify_position, attempt, message_id, due, created = values[:10]
     if values[10] is None:  # a chat's row: no destination, no retry bookkeeping of its own
         return OutboxRecord(
-            id_, source, key, kind, sql.from_json(body), notify_position, attempt, message_id,
-            due_at_ms, created, tries=values[17],
-        )  # fmt: skip
+            id_,
+            source,
+            key,
+            kind,
+            sql.from_json(body),
+            notify_position,
+            attempt,
+            message_id,
+            due,
+            created,
+            tries=values[17],
+        )
     device_type, device_id, group, provider, debug, authorization, rendering = values[10:17]
     tries, max_attempts, delays = values[17:20]
     return OutboxRecord(
@@ -234,7 +241,7 @@ def _outbox_record(values: Sequence[Any]) -> OutboxRecord:
         notify_position=notify_position,
         attempt=attempt,
         message_id=message_id,
-        due_at_ms=due_at_ms,
+        due_at_ms=due,
         created_at_ms=created,
         device_type=device_type,
         device_id=device_id,

@@ -14,6 +14,7 @@ FCM on 127.0.0.1, a fake clock, both stores.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -382,3 +383,27 @@ async def test_many_keys_at_once_each_sent_once_and_told(
     await source.send(*(webhook(f"key-{n}", {"n": n}) for n in range(40)))
     assert sorted(item.body["message"]["n"] for item in receiver.received) == list(range(40))
     assert len(source.hooks.told) == 40
+
+
+async def test_claiming_takes_only_each_keys_head_and_two_claimers_never_share(
+    source: Source,
+) -> None:
+    """The claim of the outbox, on both stores (SKIP LOCKED on PostgreSQL): one head per
+    (source, key), in id order; what is leased is no one else's; a key in flight is excluded."""
+    db = source.client.app[DATABASE]
+    later_ms = source.clock.now_ms() + 10_000  # the app's own dispatcher leaves these alone
+    await db.write(
+        enqueue,
+        [webhook(key, {"n": n}) for n in range(3) for key in ("a", "b", "c")],
+        later_ms,
+    )
+
+    async def claim(claimer: str, exclude: list[tuple[str, str]]) -> list[tuple[str, int]]:
+        rows = await db.write(outbox.claim_heads, later_ms, 60_000, claimer, 10, exclude)
+        return [(row.key, row.body["n"]) for row in rows]
+
+    first, second = await asyncio.gather(claim("one", [("test", "b")]), claim("two", []))
+    assert sorted(first + second) == [("a", 0), ("b", 0), ("c", 0)]  # the heads, once each
+    assert not set(first) & set(second)
+    assert ("b", 0) not in first
+    assert await claim("three", []) == []  # the next of each key waits behind its leased head
