@@ -189,7 +189,7 @@ async def test_a_rendering_given_by_the_source_replaces_the_default(
 
 async def test_fcm_default_rendering_and_a_given_one(source: Source, fcm: FakeFcm) -> None:
     alert = Alert("Incoming call", "Alice is calling")
-    to = Destination("fcm", "phone-token-1", "g1")
+    to = Destination("android", "phone-token-1", "g1")  # an alias of fcm
     await source.send(
         NewNotification("test", "f1", "alert", {"call": 7}, to, alert=alert),
         NewNotification(
@@ -369,6 +369,8 @@ async def test_a_notification_the_platform_cannot_send_is_refused_and_nothing_qu
         webhook(""),
         webhook(max_attempts=0),
         webhook(retry_delays_s=(-1,)),
+        NewNotification("test", "k", "alert", {}, Destination("pager", "p-1")),
+        webhook(device=""),
     ]
     for case in cases:
         with pytest.raises(ValueError):
