@@ -43,6 +43,7 @@ from chatpush.api.keys import (
 )
 from chatpush.api.observability import setup_metrics
 from chatpush.api.widget import setup_widget
+from chatpush.callbacks.hooks import CallbackHooks
 from chatpush.callbacks.service import CallbackService
 from chatpush.chat import housekeeping as chat_housekeeping
 from chatpush.chat.service import ChatService
@@ -125,7 +126,9 @@ def create_app(
     app[INSTANCE_ID] = instance_id
     app[VAULT] = vault
     app[HEALTHY] = {}
-    app[CALLBACKS] = CallbackService(db, settings, clock)  # issue 17
+    app[CALLBACKS] = CallbackService(db, settings, clock)  # issue 17: callbacks, a source
+    app[CALLBACKS].poke = dispatcher.poke
+    dispatcher.register_source("callback", CallbackHooks())
     app[ratelimit.CHAT_CREATE_LIMIT] = ratelimit.ClientLimit(
         "chat_create",
         "chats requested",

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from chatpush.callbacks.model import CallbackRecord, format_time
 from chatpush.delivery import Alert, Destination, NewNotification
 
-SOURCE = "callback"
+SOURCE: Final = "callback"
 
 Upcoming = Literal["pending", "armed", "sent", "suppressed"]
 

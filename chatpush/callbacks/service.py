@@ -8,14 +8,14 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy.engine import Connection
 
 from chatpush.callbacks import availability as slots
-from chatpush.callbacks import dialogs
+from chatpush.callbacks import dialogs, pushes
 from chatpush.callbacks.errors import (
     BadParameter,
     CallbackNotFound,
@@ -30,6 +30,7 @@ from chatpush.callbacks.model import (
     CANCELLED,
     CANCELLED_BY_ADMIN,
     FAIL_TIMEOUT_TTL,
+    PURGED,
     CallbackRecord,
     State,
     check_transition,
@@ -42,6 +43,7 @@ from chatpush.callbacks.model import (
 from chatpush.callbacks.params import check_overrides, check_properties, create_params, effective
 from chatpush.clock import Clock
 from chatpush.config import ServiceOptions, Settings
+from chatpush.delivery import drop_pending, enqueue
 from chatpush.store import callbacks as store
 from chatpush.store.callbacks import Condition
 from chatpush.store.database import Database
@@ -74,6 +76,9 @@ class CallbackService:
         self._commands_made = asyncio.Event()
         """Set when a commit made commands: long-polling pullers look again."""
         self._timers_changed = asyncio.Event()
+        self.poke: Callable[[], None] = lambda: None
+        """Wakes the delivery platform's dispatcher after a commit that queued pushes
+        (``app.py`` hands it ``Dispatcher.poke``)."""
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -89,6 +94,7 @@ class CallbackService:
             raise ServiceNotFound(service_name)
 
     def _committed(self, made_commands: bool = True) -> None:
+        self.poke()
         if made_commands:
             self._commands_made.set()
             self._commands_made = asyncio.Event()
@@ -128,6 +134,43 @@ class CallbackService:
             now_ms=now_ms,
         )
 
+    def _route(self, record: CallbackRecord) -> pushes.Route:
+        options = self.options(record.service_name)
+        group_name = options.cb_node_group or self.settings.default_group or "default"
+        group = self.settings.groups.get(group_name)
+        title = pushes.DEFAULT_TITLE
+        if group is not None and record.device is not None:
+            given = group.apple_title if record.device.type == "ios" else group.fcm_title
+            title = given or title
+        return pushes.Route(
+            group_name,
+            options.cb_provider_name or None,
+            title,
+            options.cb_max_notify_attempts,
+            options.flex_push_resend_delays_s,
+        )
+
+    def _push(
+        self,
+        conn: Connection,
+        record: CallbackRecord,
+        event: str,
+        now_ms: int,
+        *,
+        guard: str | None,
+        action: str | None = None,
+        **extra: Any,
+    ) -> None:
+        """Queue a device push (§7) in this transaction, once per ``guard`` (§9.4)."""
+        if record.device is None:
+            return
+        if guard is not None and not store.take_guard(conn, record.id, guard, now_ms):
+            return
+        body = pushes.payload(record, event, now_ms, action=action, **extra)
+        notification = pushes.notification(record, body, self._route(record))
+        if notification is not None:
+            enqueue(conn, [notification], now_ms)
+
     def _set_state(
         self,
         conn: Connection,
@@ -163,6 +206,9 @@ class CallbackService:
             purge_at_ms=record.purge_at_ms,
         )
         store.update_callback(conn, record.id, **values)
+        if state == "COMPLETED" and reason in (FAIL_TIMEOUT_TTL, PURGED):
+            event = "CALLBACK_PURGED"
+            self._push(conn, record, event, now_ms, guard=event, reason=reason)
 
     def _desired(self, text: str | None, name: str, now_ms: int) -> int:
         if text is None:
@@ -219,6 +265,7 @@ class CallbackService:
                 device=parsed.device,
                 due_at_ms=desired if state == "SCHEDULED" else None,
                 ttl_at_ms=expiration,
+                upcoming=_initial_upcoming(options, parsed.properties),
             )
             store.insert_callback(conn, record)
             self._command(conn, record, "callback.created", now_ms)
@@ -547,12 +594,47 @@ class CallbackService:
                 reason=done.reason,
                 desired_time_ms=done.desired_time_ms,
             )
+        if done.push is not None:
+            self._event_push(conn, record, event, done.push, now_ms)
+
+    def _event_push(
+        self, conn: Connection, record: CallbackRecord, event: CcEvent, push: str, now_ms: int
+    ) -> None:
+        """§7.2's pushes of a CC event."""
+        options = effective(self.options(record.service_name), record.properties)
+        if push in ("ATTEMPT_FAILED", "FINAL_ATTEMPT_FAILED"):
+            name = f"CALLBACK_{push}"
+            maximum = event.max_attempts or options["_max_dial_attempts"]
+            guard = pushes.guard_of(name, event.attempt)
+            self._push(
+                conn, record, name, now_ms, guard=guard, attempt=event.attempt, maxAttempts=maximum
+            )
+        elif push == "READY":
+            code = "true" if options["_provide_code"] else "false"
+            action = f"{dialogs.CONFIRM_PROVIDE_CODE}{code}"
+            self._push(
+                conn, record, "CALLBACK_READY", now_ms, guard="CALLBACK_READY", action=action
+            )
+        elif push == "READY.call_in":
+            self._push(
+                conn,
+                record,
+                "CALLBACK_READY",
+                now_ms,
+                guard="CALLBACK_READY.call_in",
+                action="connect-inbound",
+                accessNumber=event.access_number,
+                accessCode=event.access_code,
+            )
+        elif push == "DIALOG":
+            self._push(conn, record, "CALLBACK_DIALOG", now_ms, guard=None, action=event.action)
 
     async def ewt(self, updates: Any) -> tuple[int, list[str]]:
         """§4.5: apply each update newer than the stored one; (applied, ignored ids)."""
         parsed = _ewt_updates(updates, self.clock.now_ms())
 
         def run(conn: Connection) -> tuple[int, list[str]]:
+            now_ms = self.clock.now_ms()
             applied, ignored = 0, []
             for update in parsed:
                 record = (
@@ -565,6 +647,8 @@ class CallbackService:
                     continue
                 if record.ewt_at_ms is not None and update["at"] <= record.ewt_at_ms:
                     continue
+                record.ewt_s, record.position = update["ewt"], update["position"]
+                record.total_waiting, record.ewt_at_ms = update["totalWaiting"], update["at"]
                 store.update_callback(
                     conn,
                     record.id,
@@ -574,9 +658,28 @@ class CallbackService:
                     ewt_at_ms=update["at"],
                 )
                 applied += 1
+                if record.state == "QUEUED":
+                    self._upcoming(conn, record, update, now_ms)
             return applied, ignored
 
-        return await self.db.write(run)
+        result = await self.db.write(run)
+        self._committed(made_commands=False)
+        return result
+
+    def _upcoming(
+        self, conn: Connection, record: CallbackRecord, update: Mapping[str, Any], now_ms: int
+    ) -> None:
+        """§7.2: CALLBACK_UPCOMING's state machine, on an estimated wait applied while QUEUED."""
+        threshold_s = self.options(record.service_name).cb_push_threshold_min * 60
+        state, push = pushes.upcoming_step(
+            record.upcoming, update["ewt"], threshold_s, will_not_complete=update["willNotComplete"]
+        )
+        if state != record.upcoming:
+            record.upcoming = state
+            store.update_callback(conn, record.id, upcoming=state)
+        if push:
+            event = "CALLBACK_UPCOMING"
+            self._push(conn, record, event, now_ms, guard=event)
 
     async def pull(
         self, service_name: str | None, limit: int, wait_s: float
@@ -625,6 +728,7 @@ class CallbackService:
         if record is None:
             return False
         if kind == "purge":
+            drop_pending(conn, pushes.SOURCE, pushes.key_of(record))
             store.delete_callback(conn, record.id)
             log.info("callback purged", extra={"action": "callback_purged", "callback": record.id})
             return True
@@ -703,3 +807,11 @@ def _ewt_updates(body: Any, now_ms: int) -> list[dict[str, Any]]:
         values["willNotComplete"] = will_not
         parsed.append(values)
     return parsed
+
+
+def _initial_upcoming(options: ServiceOptions, properties: Mapping[str, str]) -> str:
+    """CALLBACK_UPCOMING is for USERTERMINATED callbacks with a threshold (§7.2)."""
+    direction = effective(options, properties)["_call_direction"]
+    if options.cb_push_threshold_min == 0 or direction == "USERORIGINATED":
+        return "suppressed"
+    return "pending"

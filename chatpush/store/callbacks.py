@@ -26,11 +26,12 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Row
 
 from chatpush.store.callback_records import CallbackRecord, Device, State, format_time
-from chatpush.store.tables import Callback, CallbackCommand, CallbackProperty
+from chatpush.store.tables import Callback, CallbackCommand, CallbackGuard, CallbackProperty
 
 _callbacks = cast(Table, Callback.__table__)
 _properties = cast(Table, CallbackProperty.__table__)
 _commands = cast(Table, CallbackCommand.__table__)
+_guards = cast(Table, CallbackGuard.__table__)
 
 TimerKind = Literal["due", "ttl", "purge"]
 
@@ -402,7 +403,45 @@ def claim_timer(
     return _record(row, _properties_of(conn, [callback_id])[callback_id])
 
 
+def take_guard(conn: Connection, callback_id: str, guard: str, now_ms: int) -> bool:
+    """Write the once-only ``guard`` of a callback; False if it was written before (then what it
+    guards must not go again). The callback's row is locked by the caller: no race."""
+    found = conn.execute(
+        select(_guards.c.guard).where(
+            _guards.c.callback_id == callback_id, _guards.c.guard == guard
+        )
+    ).first()
+    if found is not None:
+        return False
+    conn.execute(insert(_guards).values(callback_id=callback_id, guard=guard, at_ms=now_ms))
+    return True
+
+
+def guards_of(conn: Connection, callback_id: str) -> list[str]:
+    rows = conn.execute(
+        select(_guards.c.guard)
+        .where(_guards.c.callback_id == callback_id)
+        .order_by(_guards.c.at_ms)
+    )
+    return [guard for (guard,) in rows]
+
+
+def end_device(conn: Connection, callback_id: str, device_type: str, device_id: str) -> bool:
+    """End a callback's push subscription to a dead device token (the callback goes on)."""
+    result = conn.execute(
+        update(_callbacks)
+        .where(
+            _callbacks.c.id == callback_id,
+            _callbacks.c.device_type == device_type,
+            _callbacks.c.device_id == device_id,
+        )
+        .values(device_type=None, device_id=None, device_provider=None, device_language=None)
+    )
+    return bool(result.rowcount)
+
+
 def delete_callback(conn: Connection, callback_id: str) -> None:
+    conn.execute(delete(_guards).where(_guards.c.callback_id == callback_id))
     conn.execute(delete(_commands).where(_commands.c.callback_id == callback_id))
     conn.execute(delete(_properties).where(_properties.c.callback_id == callback_id))
     conn.execute(delete(_callbacks).where(_callbacks.c.id == callback_id))

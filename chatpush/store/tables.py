@@ -330,4 +330,17 @@ class CallbackCommand(Base):
     __table_args__ = (Index(None, "callback_id", "id"), Index(None, "service_name", "id"))
 
 
+class CallbackGuard(Base):
+    """A push or reminder that went once for a callback (CALLBACK_UPCOMING, CALLBACK_PURGED,
+    CALLBACK_ATTEMPT_FAILED.<attempt>...): written with it, so it never goes twice."""
+
+    __tablename__ = "callback_guards"
+
+    callback_id: Mapped[str] = mapped_column(
+        ForeignKey("callbacks.id", ondelete="CASCADE"), primary_key=True
+    )
+    guard: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
 # -- end of callbacks ---------------------------------------------------------------------------

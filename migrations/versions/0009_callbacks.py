@@ -1,4 +1,4 @@
-"""Callbacks (issue 17): the callback record, its properties and its commands to the CC side
+"""Callbacks (issue 17): the callback record, its properties, its commands to the CC side, guards
 
 Revision ID: 0009
 Revises: 0008
@@ -98,8 +98,23 @@ def upgrade() -> None:
         op.f("ix_callback_commands_service_name_id"), "callback_commands", ["service_name", "id"]
     )
 
+    op.create_table(
+        "callback_guards",
+        sa.Column("callback_id", sa.String(32), nullable=False),
+        sa.Column("guard", sa.String(64), nullable=False),
+        sa.Column("at_ms", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["callback_id"],
+            ["callbacks.id"],
+            name=op.f("fk_callback_guards_callback_id_callbacks"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("callback_id", "guard", name=op.f("pk_callback_guards")),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("callback_guards")
     op.drop_table("callback_commands")
     op.drop_table("callback_properties")
     op.drop_table("callbacks")

@@ -201,3 +201,24 @@ def test_open_hours() -> None:
     for bad in ("always", "mon-fri 18:00-08:00", "xyz 08:00-09:00", "mon 08:00-24:01", "mon 8-9"):
         with pytest.raises(ValueError):
             parse_open_hours(bad)
+
+
+@pytest.mark.parametrize(
+    ("state", "ewt", "will_not", "expected"),
+    [
+        ("pending", 600, False, ("armed", False)),
+        ("pending", 299, False, ("suppressed", False)),
+        ("armed", 300, False, ("armed", False)),
+        ("armed", 299, False, ("sent", True)),
+        ("armed", 900, True, ("suppressed", False)),
+        ("pending", 900, True, ("suppressed", False)),
+        ("sent", 10, False, ("sent", False)),
+        ("suppressed", 10, False, ("suppressed", False)),
+    ],
+)
+def test_upcoming_state_machine(
+    state: str, ewt: int, will_not: bool, expected: tuple[str, bool]
+) -> None:
+    from chatpush.callbacks.pushes import upcoming_step
+
+    assert upcoming_step(state, ewt, 300, will_not_complete=will_not) == expected
