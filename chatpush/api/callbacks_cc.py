@@ -73,3 +73,36 @@ async def post_ewt(request: web.Request) -> web.Response:
     body: Any = await json_body(request)
     applied, ignored = await request.app[CALLBACKS].ewt(body)
     return web.json_response({"applied": applied, "ignored": ignored})
+
+
+MAX_ROW_ID = 2**63 - 1
+
+
+async def read_deliveries(request: web.Request) -> web.Response:
+    raw = request.query.get("after") or "0"
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19) or int(raw) > MAX_ROW_ID:
+        raise BadParameter(f"after must be an integer from 0 to {MAX_ROW_ID}")
+    rows = await request.app[CALLBACKS].deliveries(request.match_info["callback_id"], int(raw))
+    return web.json_response(
+        {
+            "deliveries": [
+                {
+                    "id": row_id,
+                    "at": record.at_ms,
+                    "node": record.node,
+                    "nodeGroup": record.group_name,
+                    "deviceType": record.device_type,
+                    "kind": record.kind,
+                    "notifyAttempt": record.attempt,
+                    "notifyPosition": record.notify_position,
+                    "outcome": record.outcome,
+                    "httpStatus": record.http_status,
+                    "error": record.error,
+                    "latencyMs": record.latency_ms,
+                    "failure": record.failure,
+                    "retryAfterMs": record.retry_after_ms,
+                }
+                for row_id, record in rows
+            ]
+        }
+    )

@@ -115,6 +115,7 @@ ROUTES: list[Route] = [
     Route("POST", "/api/v1/callbacks/ewt", callbacks_cc.post_ewt, _CC, True),
     Route("GET", _CC_CALLBACK, callbacks_cc.read_callback, _BOTH, True),
     Route("POST", _CC_CALLBACK + "/events", callbacks_cc.post_event, _CC, True),
+    Route("GET", _CC_CALLBACK + "/deliveries", callbacks_cc.read_deliveries, _BOTH, True),
     # -- end of callbacks -------------------------------------------------------------------------
     # Operations: metrics (security.public_metrics opens it), liveness and readiness.
     Route("GET", "/metrics", push.metrics, frozenset({METRICS}), True),

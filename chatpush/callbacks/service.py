@@ -45,6 +45,7 @@ from chatpush.clock import Clock
 from chatpush.config import ServiceOptions, Settings
 from chatpush.delivery import drop_pending, enqueue
 from chatpush.store import callbacks as store
+from chatpush.store import trail
 from chatpush.store.callbacks import Condition
 from chatpush.store.database import Database
 
@@ -542,6 +543,19 @@ class CallbackService:
                 },
                 "commands": store.pending_commands(conn, record.id),
             }
+
+        return await self.db.read(run)
+
+    async def deliveries(
+        self, callback_id: str, after_id: int
+    ) -> list[tuple[int, trail.DeliveryRecord]]:
+        """The trail of the callback's pushes (the delivery platform's, by source and key)."""
+
+        def run(conn: Connection) -> list[tuple[int, trail.DeliveryRecord]]:
+            record = store.get_callback(conn, callback_id) if is_id(callback_id) else None
+            if record is None:
+                raise CallbackNotFound(callback_id)
+            return trail.deliveries_of(conn, pushes.SOURCE, pushes.key_of(record), after_id)
 
         return await self.db.read(run)
 

@@ -80,8 +80,13 @@ async def test_attempt_failed_per_attempt_and_final_once(
         "maxAttempts": 3,
     }
     assert payloads[1]["state"] == "COMPLETED"
-    # One webhook-id per push (the platform's retries keep it).
+    # One webhook-id per push (the platform's retries keep it); the callback's trail shows them.
     assert len({item.headers["webhook-id"] for item in receiver.received}) == 2
+    trail = await cc(client, "GET", f"/callbacks/{callback_id}/deliveries")
+    assert [(d["deviceType"], d["outcome"]) for d in trail["deliveries"]] == [
+        ("customhttp", "sent"),
+        ("customhttp", "sent"),
+    ]
 
 
 async def test_upcoming_goes_once_across_ewt_jitter(client: Client, receiver: Receiver) -> None:

@@ -539,6 +539,9 @@ async def test_a_realistic_session_conforms_to_the_document(
     await api.call("POST", "/api/v1/callbacks/ewt", 200, json=waits)
     await api.call("POST", "/api/v1/callbacks/ewt", 400, json={"updates": [{}]})
     await api.call("GET", f"/api/v1/callbacks/{callback}", 200)
+    await api.call("GET", f"/api/v1/callbacks/{callback}/deliveries", 200)
+    await api.call("GET", f"/api/v1/callbacks/{callback}/deliveries", 400, params={"after": "x"})
+    await api.call("GET", "/api/v1/callbacks/0000/deliveries", 404)
     await api.call("GET", "/api/v1/callbacks/0000", 404)
     await api.call(
         "POST", cb_events, 200, json={"seq": 3, "type": "exit", "reason": "AGENT_CONNECTED"}
