@@ -44,8 +44,9 @@ _CHAT = "/api/v1/chats/{chat_id}"
 _CREDENTIALS = "/api/v1/groups/{group}/credentials/{kind}"
 _BOTH = frozenset({CHAT_SERVER, ADMIN})
 _GMS_CB = "/genesys/1/service/callback"  # callbacks (issue 17)
-_GMS_POSITION = "/genesys/1/service/{callback_id}/check-queue-position"
-_GMS_DIALOG = "/genesys/1/service/{callback_id}/{action}"
+_GMS_POSITION = "/genesys/1/service/{callback_id:[^/]+}/check-queue-position"
+# Explicit patterns: aiohttp's default ([^{}/]+) would leave a brace to a plain 404.
+_GMS_DIALOG = "/genesys/1/service/{callback_id:[^/]+}/{action:[^/]+}"
 _CC = frozenset({CHAT_SERVER})
 # Not "commands" or "ewt" alone: those paths are other resources (a 405 there lists their methods).
 _CC_CALLBACK = "/api/v1/callbacks/{callback_id:(?!(?:commands|ewt)$)[^/]+}"
@@ -102,8 +103,10 @@ ROUTES: list[Route] = [
         None,
         False,
     ),
-    Route("PUT", _GMS_CB + "/{service:[^/]+}/{callback_id}", callbacks.update, None, False),
-    Route("DELETE", _GMS_CB + "/{service:[^/]+}/{callback_id}", callbacks.cancel, None, False),
+    Route("PUT", _GMS_CB + "/{service:[^/]+}/{callback_id:[^/]+}", callbacks.update, None, False),
+    Route(
+        "DELETE", _GMS_CB + "/{service:[^/]+}/{callback_id:[^/]+}", callbacks.cancel, None, False
+    ),
     Route("GET", _GMS_POSITION, callbacks.queue_position, None, False),
     Route("POST", _GMS_POSITION, callbacks.queue_position, None, False),
     Route("POST", "/genesys/1/admin/callback/cancel", callbacks.admin_cancel, None, False),

@@ -726,7 +726,12 @@ async def test_parameter_bounds_are_what_the_document_says(
 ) -> None:
     await chat.request_chat()
     # An unknown group: a credentials call stops at its 404 once the kind is accepted.
-    values = {"chatId": chat.chat_id, "participantId": "2", "group": "no-such-group"}
+    values = {
+        "chatId": chat.chat_id,
+        "participantId": "2",
+        "group": "no-such-group",
+        "callbackId": "F" * 32,  # unknown: an accepted value ends at its 404
+    }
     params = None
     if location == "path":
         values[name] = value
