@@ -46,13 +46,14 @@ from chatpush.chat import housekeeping as chat_housekeeping
 from chatpush.chat.service import ChatService
 from chatpush.clock import Clock, SystemClock
 from chatpush.config import Settings
+from chatpush.delivery.api import SourceHooks
+from chatpush.delivery.dispatcher import Dispatcher
 from chatpush.metrics import Metrics
 from chatpush.providers.base import Provider, ProviderContext
 from chatpush.providers.http import HttpClient
 from chatpush.providers.registry import create_all as create_providers
 from chatpush.push import housekeeping as push_housekeeping
 from chatpush.push.credentials import CredentialVault
-from chatpush.push.dispatcher import Dispatcher
 from chatpush.push.pipeline import PushPipeline
 from chatpush.routing import heartbeat
 from chatpush.routing.router import Router
@@ -73,10 +74,12 @@ def create_app(
     provider: Provider | None = None,
     providers: Mapping[str, Provider] | None = None,
     housekeeping: bool = True,
+    sources: Mapping[str, SourceHooks] | None = None,
 ) -> web.Application:
     """Build the service. Tests pass a fake ``clock`` and may share a ``database``;
     ``providers`` (device type -> provider) replace the registered ones' own (``provider``: the
-    ``customhttp`` one)."""
+    ``customhttp`` one); ``sources``: hooks of notification sources other than chat (source ->
+    hooks, chatpush/delivery/api.py: SourceHooks)."""
     proxies = TrustedProxies(
         settings.server.trusted_proxies, ipv6_prefix_length=settings.server.ipv6_prefix_length
     )
@@ -102,7 +105,9 @@ def create_app(
     given = {**({"customhttp": provider} if provider else {}), **(providers or {})}
     context = ProviderContext(settings, clock, vault, http, publisher=cometd)
     providers = create_providers(context, given)
-    dispatcher = Dispatcher(db, settings, clock, pipeline, router, providers, metrics)
+    dispatcher = Dispatcher(
+        db, settings, clock, pipeline, router, providers, metrics, sources=sources
+    )
     app[SETTINGS] = settings
     app[KEYS] = KeyRing(settings.security)
     app[CLOCK] = clock
