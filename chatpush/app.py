@@ -22,6 +22,7 @@ from chatpush.api.access import KeyRing
 from chatpush.api.bayeux import PATH as COMETD_PATH
 from chatpush.api.bayeux import bayeux_server
 from chatpush.api.body_timeout import body_timeout_middleware
+from chatpush.api.callbacks import CALLBACKS
 from chatpush.api.comet_push import install_push_authorizer
 from chatpush.api.cors import setup_cors
 from chatpush.api.errors import error_middleware
@@ -42,6 +43,8 @@ from chatpush.api.keys import (
 )
 from chatpush.api.observability import setup_metrics
 from chatpush.api.widget import setup_widget
+from chatpush.callbacks.hooks import CallbackHooks
+from chatpush.callbacks.service import CallbackService
 from chatpush.chat import housekeeping as chat_housekeeping
 from chatpush.chat.service import ChatService
 from chatpush.clock import Clock, SystemClock
@@ -123,6 +126,9 @@ def create_app(
     app[INSTANCE_ID] = instance_id
     app[VAULT] = vault
     app[HEALTHY] = {}
+    app[CALLBACKS] = CallbackService(db, settings, clock)  # issue 17: callbacks, a source
+    app[CALLBACKS].poke = dispatcher.poke
+    dispatcher.register_source("callback", CallbackHooks())
     app[ratelimit.CHAT_CREATE_LIMIT] = ratelimit.ClientLimit(
         "chat_create",
         "chats requested",
@@ -171,6 +177,7 @@ def create_app(
         tasks = [
             _supervise(app, "dispatcher", dispatcher.run),
             _supervise(app, "heartbeat", lambda: heartbeat.beat(router, clock, heartbeat_s)),
+            _supervise(app, "callback-timers", app[CALLBACKS].run_timers),  # issue 17
         ]
         if not db.is_sqlite:
             # Other instances' commits that make work wake this dispatcher (LISTEN/NOTIFY).

@@ -339,6 +339,80 @@ class ServiceOptions(_Strict):
     )
     """Also accepted while the mobile backend moves to a new ``push-device-id-secret``."""
 
+    # -- callback options (issue 17, docs/callbacks.md): GMS names, in the same tables ----------
+    cb_ttl_s: Annotated[int, Field(ge=60, le=366 * 86400)] = Field(86400, alias="_ttl")
+    cb_mandatory_lookup_keys: tuple[str, ...] = Field(
+        ("_customer_number",), alias="_mandatory_customer_lookup_keys"
+    )
+    cb_call_direction: Literal["USERTERMINATED", "USERORIGINATED"] = Field(
+        "USERTERMINATED", alias="_call_direction"
+    )
+    cb_wait_for_agent: bool = Field(False, alias="_wait_for_agent")
+    cb_wait_for_user_confirm: bool = Field(False, alias="_wait_for_user_confirm")
+    cb_provide_code: bool = Field(False, alias="_provide_code")
+    cb_media_type: Annotated[str, Field(min_length=1, max_length=64)] = Field(
+        "voice", alias="_media_type"
+    )
+    cb_max_dial_attempts: Annotated[int, Field(ge=1, le=100)] = Field(3, alias="_max_dial_attempts")
+    cb_snooze_duration_s: Annotated[int, Field(ge=1, le=86400)] = Field(
+        300, alias="_snooze_duration"
+    )
+    cb_user_confirm_timeout_s: Annotated[int, Field(ge=1, le=86400)] = Field(
+        30, alias="_user_confirm_timeout"
+    )
+    cb_push_threshold_min: Annotated[int, Field(ge=0, le=1440)] = Field(
+        5, alias="_push_notification_threshold"
+    )
+    cb_provider_name: Annotated[str, Field(max_length=200)] = Field("", alias="_provider_name")
+    cb_node_group: Annotated[str, Field(max_length=200)] = Field("", alias="_node_group")
+    cb_max_notify_attempts: Annotated[int, Field(ge=1, le=100)] = Field(
+        3, alias="_max_notify_delivery_attempts"
+    )
+    cb_max_request_by_time_bucket: Annotated[int, Field(ge=0, le=1_000_000)] | None = Field(
+        None, alias="_max_request_by_time_bucket"
+    )
+    """Set: availability is served (slots of ``_request_time_bucket`` minutes)."""
+    cb_request_time_bucket_min: Annotated[int, Field(ge=1, le=1440)] = Field(
+        15, alias="_request_time_bucket"
+    )
+    cb_timezone: str = Field("UTC", alias="_timezone")
+    cb_open_hours: str | None = Field(None, alias="_open_hours")
+    """``"mon-fri 08:00-18:00"`` (several: ``;`` between); unset: always open."""
+
+    _cb_bools = field_validator(
+        "cb_wait_for_agent", "cb_wait_for_user_confirm", "cb_provide_code", mode="before"
+    )(_parse_bool)
+
+    @field_validator("cb_mandatory_lookup_keys", mode="before")
+    @classmethod
+    def _cb_lookup_keys(cls, value: Any) -> tuple[str, ...]:
+        if not isinstance(value, str | list | tuple):
+            raise ValueError("must be a comma list or a list of keys")
+        items = value.split(",") if isinstance(value, str) else list(value)
+        return tuple(dict.fromkeys(str(item).strip() for item in items if str(item).strip()))
+
+    @field_validator("cb_timezone")
+    @classmethod
+    def _cb_timezone(cls, value: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name: Europe/Paris)") from None
+        return value
+
+    @field_validator("cb_open_hours")
+    @classmethod
+    def _cb_open_hours(cls, value: str | None) -> str | None:
+        if value is not None:
+            from chatpush.open_hours import parse_open_hours
+
+            parse_open_hours(value)  # raises ValueError naming the fault
+        return value
+
+    # -- end of callback options ----------------------------------------------------------------
+
     _bools = field_validator(
         "flex_push_enabled",
         "flex_push_on_join",
@@ -582,6 +656,39 @@ class AdminSettings(_Strict):
     login_burst: Annotated[int, Field(ge=1, le=10_000)] = 10
 
 
+# -- callbacks (issue 17, docs/callbacks.md) ----------------------------------------------------
+
+
+class CallbackSettings(_Strict):
+    """``[callback]``: the GMS Callback API and the contact-centre side's API."""
+
+    restrict_services: bool = False
+    """When true, only services named under [services.*] (besides ``default``) take callbacks."""
+    max_query_results: Annotated[int, Field(ge=1, le=10_000)] = 100
+    open_queries: bool = False
+    """Queries by properties without an API key (they show customer numbers: personal data)."""
+    command_lease_s: Annotated[int, Field(ge=1, le=3600)] = 60
+    max_wait_s: Annotated[int, Field(ge=0, le=25)] = 25
+    """The longest a pull of commands waits for one (``wait_s`` above it waits this long): lower
+    it behind a proxy that times requests out sooner."""
+    completed_retention_s: Annotated[int, Field(ge=0, le=366 * 86400)] = 86400
+    external_base_url: str | None = None
+    """``$(ExtURLBase)`` and the records' ``_url`` (``https://gms.example.com/genesys``); else
+    taken from the request (``<scheme>://<Host>/genesys``)."""
+    max_open_callbacks: Annotated[int, Field(ge=1, le=100_000_000)] = 1_000_000
+    """Callbacks not yet completed, at most; past it a create is refused (503)."""
+
+    @field_validator("external_base_url")
+    @classmethod
+    def _base_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return None if url is None else url.rstrip("/")
+
+
+# -- end of callbacks -----------------------------------------------------------------------------
+
+
 MAX_CACHED_SERVICES = 1000
 """Resolved service options kept, at most: with unrestricted services a client names any service,
 and this bounds what it can make the process remember."""
@@ -608,6 +715,7 @@ class Settings(BaseSettings):
     services: dict[str, dict[str, Any]] = Field(default_factory=dict)
     groups: dict[str, GroupSettings] = Field(default_factory=dict)
     admin: AdminSettings = Field(default_factory=AdminSettings)
+    callback: CallbackSettings = Field(default_factory=CallbackSettings)  # issue 17
     provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """``[provider_options.<device type>]``: a registered provider's own settings (its model)."""
     _service_options: dict[str, ServiceOptions] = PrivateAttr(default_factory=dict)

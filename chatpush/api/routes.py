@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from chatpush.api import chat_server, chat_v2, credentials, health, push
+from chatpush.api import callbacks, callbacks_cc, chat_server, chat_v2, credentials, health, push
 from chatpush.api.access import ADMIN, CHAT_SERVER, METRICS, ROUTE_ACCESS, RouteAccess
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -43,6 +43,13 @@ MOUNTED = web.AppKey("mounted_routes", list)
 _CHAT = "/api/v1/chats/{chat_id}"
 _CREDENTIALS = "/api/v1/groups/{group}/credentials/{kind}"
 _BOTH = frozenset({CHAT_SERVER, ADMIN})
+_GMS_CB = "/genesys/1/service/callback"  # callbacks (issue 17)
+_GMS_POSITION = "/genesys/1/service/{callback_id:[^/]+}/check-queue-position"
+# Explicit patterns: aiohttp's default ([^{}/]+) would leave a brace to a plain 404.
+_GMS_DIALOG = "/genesys/1/service/{callback_id:[^/]+}/{action:[^/]+}"
+_CC = frozenset({CHAT_SERVER})
+# Not "commands" or "ewt" alone: those paths are other resources (a 405 there lists their methods).
+_CC_CALLBACK = "/api/v1/callbacks/{callback_id:(?!(?:commands|ewt)$)[^/]+}"
 
 ROUTES: list[Route] = [
     # Chat API v2 over HTTP (the customer side): its own contract, not in openapi.json. Explicit
@@ -84,6 +91,35 @@ ROUTES: list[Route] = [
     Route("GET", _CREDENTIALS, credentials.get_credentials, frozenset({ADMIN}), True),
     Route("DELETE", _CREDENTIALS, credentials.delete_credentials, frozenset({ADMIN}), True),
     Route("POST", _CREDENTIALS + "/test", credentials.test_credentials, frozenset({ADMIN}), True),
+    # -- callbacks (issue 17, docs/callbacks.md) --------------------------------------------------
+    # The GMS Callback API (the customer's side): GMS's own contract, errors in its shape.
+    Route("GET", "/genesys/1/service/callback", callbacks.query_all, None, False),
+    Route("POST", _GMS_CB + "/{service:[^/]+}", callbacks.create, None, False),
+    Route("GET", _GMS_CB + "/{service:[^/]+}", callbacks.query_service, None, False),
+    Route(
+        "GET",
+        "/genesys/{version:[12]}/service/callback/{service:[^/]+}/availability",
+        callbacks.availability,
+        None,
+        False,
+    ),
+    Route("PUT", _GMS_CB + "/{service:[^/]+}/{callback_id:[^/]+}", callbacks.update, None, False),
+    Route(
+        "DELETE", _GMS_CB + "/{service:[^/]+}/{callback_id:[^/]+}", callbacks.cancel, None, False
+    ),
+    Route("GET", _GMS_POSITION, callbacks.queue_position, None, False),
+    Route("POST", _GMS_POSITION, callbacks.queue_position, None, False),
+    Route("POST", "/genesys/1/admin/callback/cancel", callbacks.admin_cancel, None, False),
+    Route("GET", _GMS_DIALOG, callbacks.dialog, None, False),
+    Route("POST", _GMS_DIALOG, callbacks.dialog, None, False),
+    # The contact-centre side (chat-server scope: the other side of a callback, as of a chat).
+    Route("GET", "/api/v1/callbacks/commands", callbacks_cc.pull_commands, _CC, True),
+    Route("POST", "/api/v1/callbacks/commands/ack", callbacks_cc.ack_commands, _CC, True),
+    Route("POST", "/api/v1/callbacks/ewt", callbacks_cc.post_ewt, _CC, True),
+    Route("GET", _CC_CALLBACK, callbacks_cc.read_callback, _BOTH, True),
+    Route("POST", _CC_CALLBACK + "/events", callbacks_cc.post_event, _CC, True),
+    Route("GET", _CC_CALLBACK + "/deliveries", callbacks_cc.read_deliveries, _BOTH, True),
+    # -- end of callbacks -------------------------------------------------------------------------
     # Operations: metrics (security.public_metrics opens it), liveness and readiness.
     Route("GET", "/metrics", push.metrics, frozenset({METRICS}), True),
     Route("GET", "/healthz", health.healthz, None, True),

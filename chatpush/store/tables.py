@@ -241,3 +241,106 @@ class Secret(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+# -- callbacks (issue 17; docs/callbacks.md) ------------------------------------------------------
+
+
+class Callback(Base):
+    """One GMS callback: its record (``_id``, state, times) and its durable timers (NULL: none)."""
+
+    __tablename__ = "callbacks"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    service_name: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(64))
+    desired_time_ms: Mapped[int] = mapped_column(BigInteger)
+    expiration_ms: Mapped[int] = mapped_column(BigInteger)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    updated_at_ms: Mapped[int] = mapped_column(BigInteger)
+    completed_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The contact-centre side's event attributes, kept (latest wins), for status events."""
+    last_seq: Mapped[int] = mapped_column(Integer)
+    """The highest CC event ``seq`` accepted (0: none yet)."""
+    command_seq: Mapped[int] = mapped_column(Integer)
+    """The ``seq`` of the last command to the CC side (0: none yet)."""
+    ewt_s: Mapped[int | None] = mapped_column(Integer)
+    position: Mapped[int | None] = mapped_column(Integer)
+    total_waiting: Mapped[int | None] = mapped_column(Integer)
+    ewt_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+    upcoming: Mapped[str] = mapped_column(String(16))
+    """CALLBACK_UPCOMING's state: pending, armed, sent or suppressed."""
+    access_number: Mapped[str | None] = mapped_column(String(64))
+    access_code: Mapped[str | None] = mapped_column(String(64))
+    base_url: Mapped[str] = mapped_column(String(512))
+    """``$(ExtURLBase)`` when it was created: the record's ``_url`` starts with it."""
+    device_type: Mapped[str | None] = mapped_column(String(16))
+    """The push subscription of the create's push keys (§7.1); NULL: none, or ended."""
+    device_id: Mapped[str | None] = mapped_column(String(512))
+    device_provider: Mapped[str | None] = mapped_column(String(200))
+    device_debug: Mapped[bool] = mapped_column(Boolean)
+    device_language: Mapped[str | None] = mapped_column(String(35))
+    due_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+    """Timer: a SCHEDULED callback is submitted (QUEUED) then."""
+    ttl_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+    """Timer: an open callback completes as FAIL_TIMEOUT_TTL then."""
+    purge_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+    """Timer: a COMPLETED callback and all it holds are deleted then."""
+
+    __table_args__ = (
+        Index(None, "service_name", "desired_time_ms"),
+        Index(None, "due_at_ms"),
+        Index(None, "ttl_at_ms"),
+        Index(None, "purge_at_ms"),
+    )
+
+
+class CallbackProperty(Base):
+    """A callback's properties (create and update parameters), one row each, for the queries."""
+
+    __tablename__ = "callback_properties"
+
+    callback_id: Mapped[str] = mapped_column(
+        ForeignKey("callbacks.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    position: Mapped[int] = mapped_column(Integer)
+    """The order the parameters came in (the record lists them so)."""
+
+    __table_args__ = (Index(None, "name"),)
+
+
+class CallbackCommand(Base):
+    """A command to the contact-centre side, until it acknowledges it (pulled with a lease)."""
+
+    __tablename__ = "callback_commands"
+
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
+    command_id: Mapped[str] = mapped_column(String(32), unique=True)
+    callback_id: Mapped[str] = mapped_column(ForeignKey("callbacks.id", ondelete="CASCADE"))
+    service_name: Mapped[str] = mapped_column(String(200))
+    seq: Mapped[int] = mapped_column(Integer)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    lease_until_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (Index(None, "callback_id", "id"), Index(None, "service_name", "id"))
+
+
+class CallbackGuard(Base):
+    """A push or reminder that went once for a callback (CALLBACK_UPCOMING, CALLBACK_PURGED,
+    CALLBACK_ATTEMPT_FAILED.<attempt>...): written with it, so it never goes twice."""
+
+    __tablename__ = "callback_guards"
+
+    callback_id: Mapped[str] = mapped_column(
+        ForeignKey("callbacks.id", ondelete="CASCADE"), primary_key=True
+    )
+    guard: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+# -- end of callbacks ---------------------------------------------------------------------------

@@ -117,6 +117,11 @@ class Conformance:
             for rx, template in self._templates
             if (found := rx.fullmatch(raw_path))
         ]
+        # OpenAPI 3.1 ("Path Templating Matching"): concrete paths match before templated ones
+        # (/api/v1/callbacks/commands before /api/v1/callbacks/{callbackId}).
+        if len(hits) > 1:
+            fewest = min(template.count("{") for template, _ in hits)
+            hits = [hit for hit in hits if hit[0].count("{") == fewest]
         assert len(hits) == 1, f"{method} {raw_path}: matches {len(hits)} documented paths"
         template, found = hits[0]
         method = method.lower()
@@ -513,8 +518,39 @@ async def test_a_realistic_session_conforms_to_the_document(
     assert detail["transcript"][0]["index"] == 3
     await api.call("GET", f"/api/v1/chats/{cid}", 200)
 
+    # Callbacks, the contact-centre side: a callback made through the GMS API, its commands
+    # pulled and acknowledged, its events (a duplicate, a refusal, an illegal one) and waits.
+    made = await client.post("/genesys/1/service/callback/samples", data={"_customer_number": "1"})
+    callback = (await made.json())["_id"]
+    pulled = await api.call("GET", "/api/v1/callbacks/commands", 200, params={"limit": "10"})
+    assert [c["type"] for c in pulled["commands"]] == ["callback.created"]
+    await api.call("GET", "/api/v1/callbacks/commands", 400, params={"limit": "0"})
+    ids = [c["id"] for c in pulled["commands"]]
+    await api.call("POST", "/api/v1/callbacks/commands/ack", 200, json={"ids": ids})
+    await api.call("POST", "/api/v1/callbacks/commands/ack", 400, json={"ids": "all"})
+    cb_events = f"/api/v1/callbacks/{callback}/events"
+    await api.call("POST", cb_events, 200, json={"seq": 1, "type": "dial_init", "at": started})
+    await api.call("POST", cb_events, 200, json={"seq": 1, "type": "dial_init"})
+    await api.call("POST", cb_events, 400, json={"seq": 2, "type": "exit"})
+    await api.call("POST", cb_events, 200, json={"seq": 2, "type": "route_to_agent"})
+    await api.call("POST", cb_events, 409, json={"seq": 3, "type": "resubmitted"})
+    await api.call("POST", "/api/v1/callbacks/0000/events", 404, json={"seq": 1, "type": "exit"})
+    waits = {"updates": [{"callbackId": callback, "ewt": 30, "position": 1, "totalWaiting": 2}]}
+    await api.call("POST", "/api/v1/callbacks/ewt", 200, json=waits)
+    await api.call("POST", "/api/v1/callbacks/ewt", 400, json={"updates": [{}]})
+    await api.call("GET", f"/api/v1/callbacks/{callback}", 200)
+    await api.call("GET", f"/api/v1/callbacks/{callback}/deliveries", 200)
+    await api.call("GET", f"/api/v1/callbacks/{callback}/deliveries", 400, params={"after": "x"})
+    await api.call("GET", "/api/v1/callbacks/0000/deliveries", 404)
+    await api.call("GET", "/api/v1/callbacks/0000", 404)
+    await api.call(
+        "POST", cb_events, 200, json={"seq": 3, "type": "exit", "reason": "AGENT_CONNECTED"}
+    )
+
     def path_of(template: str) -> str:
-        return template.format(chatId=cid, participantId=agent, node="n1", group="g1", kind="fcm")
+        return template.format(
+            chatId=cid, participantId=agent, node="n1", group="g1", kind="fcm", callbackId=callback
+        )
 
     # FCM credentials: stored, shown masked, tested (FCM is unreachable here), deleted.
     creds = "/api/v1/groups/g1/credentials"
@@ -622,6 +658,9 @@ def _example(operation: dict[str, Any]) -> Any:
             "private_key": _RSA_KEY,
         },
         "testCredentials": {"deviceToken": "phone-1"},
+        "ackCallbackCommands": {"ids": ["F" * 32]},
+        "postCallbackEvent": {"seq": 99, "type": "exit", "reason": "AGENT_CONNECTED"},
+        "postCallbackEwt": {"updates": [{"callbackId": "F" * 32, "ewt": 1}]},
     }
     if "requestBody" in operation:
         assert operation["operationId"] in examples, (
@@ -687,7 +726,12 @@ async def test_parameter_bounds_are_what_the_document_says(
 ) -> None:
     await chat.request_chat()
     # An unknown group: a credentials call stops at its 404 once the kind is accepted.
-    values = {"chatId": chat.chat_id, "participantId": "2", "group": "no-such-group"}
+    values = {
+        "chatId": chat.chat_id,
+        "participantId": "2",
+        "group": "no-such-group",
+        "callbackId": "F" * 32,  # unknown: an accepted value ends at its 404
+    }
     params = None
     if location == "path":
         values[name] = value

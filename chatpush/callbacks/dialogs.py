@@ -1,0 +1,171 @@
+"""The dialogs the GMS API answers with (docs/callbacks.md §3.3)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from chatpush.callbacks.model import CallbackRecord
+
+CONFIRMATIONS = {
+    "scheduled": "Your callback is scheduled",
+    "connect-outbound": "You will receive the call shortly",
+    "wait-for-agent": "We will notify you when agent is available",
+}
+
+
+def confirmation(template: str, callback_id: str) -> dict[str, str]:
+    return {
+        "_id": callback_id,
+        "_dialog_id": "0",
+        "_action": "ConfirmationDialog",
+        "_text": CONFIRMATIONS[template],
+        "_ok_title": "Ok",
+    }
+
+
+def create_template(record: CallbackRecord, options: Mapping[str, Any]) -> str:
+    """§3.3: the template a create answers with."""
+    if record.state == "SCHEDULED":
+        return "scheduled"
+    if (
+        options["_call_direction"] == "USERORIGINATED"
+        or options["_wait_for_agent"]
+        or options["_wait_for_user_confirm"]
+    ):
+        return "wait-for-agent"
+    return "connect-outbound"
+
+
+# -- §8: the dialogs an app fetches from /genesys/1/service/{_id}/{action} ------------------------
+
+CONFIRM_PROVIDE_CODE = "get-dialog-user-confirmation-provide_code-"
+ACTIONS = frozenset(
+    {
+        f"{CONFIRM_PROVIDE_CODE}true",
+        f"{CONFIRM_PROVIDE_CODE}false",
+        "get-dialog-user-confirmation",
+        "get-dialog-start-chat",
+        "connect-outbound",
+        "wait-for-agent",
+        "connect-inbound",
+        "connect",
+        "snooze",
+        "cancel",
+    }
+)
+"""Every action §8 answers (``check-queue-position`` has a route of its own); any other action,
+``not-used`` included, is 404 UNKNOWN_ACTION."""
+EFFECTS = frozenset({"connect", "snooze", "cancel"})
+TONES = "You will hear tones immediately after call is connected. This is normal."
+
+
+@dataclass(frozen=True, slots=True)
+class DialogContext:
+    """The substitutions of one answer: ``$(ExtURLBase)``, ``$(Date)``, ``$(GMSUser)``."""
+
+    base_url: str
+    expires: str
+    gms_user: str
+    snooze_minutes: int
+
+
+def _menu(record: CallbackRecord, context: DialogContext, provide_code: bool) -> dict[str, Any]:
+    url = f"{context.base_url}/1/service/{record.id}"
+    ready: dict[str, Any] = {
+        "_dialog_id": "1",
+        "_label": "Yes, I'm ready to talk",
+        "_action": "MenuItem",
+        "_user_action_url": f"{url}/connect",
+        "_method": "POST",
+        "_id_to_jump_before": "exit://",
+    }
+    if provide_code:
+        ready["_confirmation_dialog"] = {
+            "_text": TONES,
+            "_dialog_type": "Notification",
+            "_dismiss_timeout": 2,
+        }
+    return {
+        "_dialog_id": "0",
+        "_label": "Agent is available right now",
+        "_user_action_url": f"{url}/not-used",
+        "_method": "POST",
+        "_action": "DisplayMenu",
+        "_expires": context.expires,
+        "_resource_url": f"{url}/get-dialog-user-confirmation",
+        "_content": [
+            {
+                "_group_name": "Are you ready?",
+                "_group_content": [
+                    ready,
+                    {
+                        "_dialog_id": "2",
+                        "_label": f"No, try again in {context.snooze_minutes} minutes",
+                        "_action": "MenuItem",
+                        "_user_action_url": f"{url}/snooze",
+                        "_method": "POST",
+                        "_id_to_jump_before": "exit://",
+                    },
+                    {
+                        "_dialog_id": "3",
+                        "_label": "Cancel, my problem has been solved",
+                        "_action": "MenuItem",
+                        "_user_action_url": f"{url}/cancel",
+                        "_method": "POST",
+                        "_id_to_jump_before": "exit://",
+                    },
+                ],
+            }
+        ],
+        "_id": record.id,
+    }
+
+
+def render(
+    action: str, record: CallbackRecord, options: Mapping[str, Any], context: DialogContext
+) -> dict[str, Any]:
+    """The answer to ``action`` (one of :data:`ACTIONS`) for ``record``."""
+    if action.startswith(CONFIRM_PROVIDE_CODE):
+        return _menu(record, context, action.endswith("-true"))
+    if action == "get-dialog-user-confirmation":
+        return _menu(record, context, bool(options["_provide_code"]))
+    if action == "get-dialog-start-chat":
+        return {
+            "_dialog_id": "1",
+            "_action": "StartChat",
+            "_label": "Start Chat",
+            "_start_chat_url": f"{context.base_url}/1/service/{record.id}/ixn/chat",
+            "_comet_url": f"{context.base_url}/cometd",
+            "_user_header": context.gms_user,
+            "_id_to_jump_before": "exit://",
+            "_chat_parameters": {"subject": "None"},
+            "_id": record.id,
+        }
+    if action == "connect":
+        inbound = options["_call_direction"] == "USERORIGINATED"
+        action = "connect-inbound" if inbound else "connect-outbound"
+    if action == "connect-inbound":
+        return {
+            "_dialog_id": "0",
+            "_label": "Connecting ...",
+            "_action": "DialNumber",
+            "_tel_url": f"tel:{record.access_number}" if record.access_number else "n/a",
+            "_access_code": record.access_code or "n/a",
+            "_id": record.id,
+        }
+    if action in ("connect-outbound", "wait-for-agent"):
+        return {**confirmation(action, record.id)}
+    text = (
+        f"We will try again in {context.snooze_minutes} minutes"
+        if action == "snooze"
+        else "Your callback has been cancelled"
+    )
+    return {
+        "_dialog_id": "0",
+        "_action": "ConfirmationDialog",
+        "_text": text,
+        "_ok_title": "Ok",
+        "_id": record.id,
+    }
