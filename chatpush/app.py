@@ -17,8 +17,11 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[impo
 
 from chatpush.addresses import TrustedProxies
 from chatpush.admin import setup_admin
+from chatpush.agents.outbound import Outbox as AgentOutbox
+from chatpush.agents.service import AgentAlerts
 from chatpush.api import chat_cometd, chat_server, ratelimit, routes
 from chatpush.api.access import KeyRing
+from chatpush.api.agents import AGENTS
 from chatpush.api.bayeux import PATH as COMETD_PATH
 from chatpush.api.bayeux import bayeux_server
 from chatpush.api.body_timeout import body_timeout_middleware
@@ -73,10 +76,12 @@ def create_app(
     provider: Provider | None = None,
     providers: Mapping[str, Provider] | None = None,
     housekeeping: bool = True,
+    agent_outbox: AgentOutbox | None = None,
 ) -> web.Application:
     """Build the service. Tests pass a fake ``clock`` and may share a ``database``;
     ``providers`` (device type -> provider) replace the registered ones' own (``provider``: the
-    ``customhttp`` one)."""
+    ``customhttp`` one). ``agent_outbox``: where agent alerts hand their rings over (until the
+    delivery platform's outbox is wired here, agent alerts register devices but send nothing)."""
     proxies = TrustedProxies(
         settings.server.trusted_proxies, ipv6_prefix_length=settings.server.ipv6_prefix_length
     )
@@ -116,6 +121,8 @@ def create_app(
     app[CHATS] = ChatService(db, settings, clock, push=pipeline, announce_as=announce_as)
     app[COMETD] = cometd
     app[INSTANCE_ID] = instance_id
+    # Agent alerts (docs/agents.md).
+    app[AGENTS] = AgentAlerts(db, settings, clock, metrics, agent_outbox)
     app[VAULT] = vault
     app[HEALTHY] = {}
     app[ratelimit.CHAT_CREATE_LIMIT] = ratelimit.ClientLimit(
@@ -227,6 +234,7 @@ async def _housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
         ("purge-delivery-trail", push_housekeeping.purge_trail, trail_args, sweep_s),
         ("expire-idle-push-chats", chat_housekeeping.end_idle_push_chats, idle_args, sweep_s),
         ("end-idle-chats", chat_housekeeping.end_idle_chats, idle_args, sweep_s),
+        ("purge-agent-alerts", app[AGENTS].purge, [], sweep_s),
     ]
     for job_id, job, args, interval_s in jobs:
         scheduler.add_job(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from chatpush.api import chat_server, chat_v2, credentials, health, push
+from chatpush.api import agents, chat_server, chat_v2, credentials, health, push
 from chatpush.api.access import ADMIN, CHAT_SERVER, METRICS, ROUTE_ACCESS, RouteAccess
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -43,6 +43,7 @@ MOUNTED = web.AppKey("mounted_routes", list)
 _CHAT = "/api/v1/chats/{chat_id}"
 _CREDENTIALS = "/api/v1/groups/{group}/credentials/{kind}"
 _BOTH = frozenset({CHAT_SERVER, ADMIN})
+_AGENT = "/api/v1/agents/{user_id}"
 
 ROUTES: list[Route] = [
     # Chat API v2 over HTTP (the customer side): its own contract, not in openapi.json. Explicit
@@ -84,6 +85,31 @@ ROUTES: list[Route] = [
     Route("GET", _CREDENTIALS, credentials.get_credentials, frozenset({ADMIN}), True),
     Route("DELETE", _CREDENTIALS, credentials.delete_credentials, frozenset({ADMIN}), True),
     Route("POST", _CREDENTIALS + "/test", credentials.test_credentials, frozenset({ADMIN}), True),
+    # Agent alerts (docs/agents.md): the device registry, event intake, rings and their trail.
+    Route("POST", _AGENT + "/devices", agents.register_device, frozenset({CHAT_SERVER}), True),
+    Route("GET", _AGENT + "/devices", agents.list_devices, frozenset({CHAT_SERVER}), True),
+    Route(
+        "DELETE",
+        _AGENT + "/devices/{device_id}",
+        agents.delete_device,
+        frozenset({CHAT_SERVER}),
+        True,
+    ),
+    Route(
+        "POST",
+        _AGENT + "/answered/{conversation_id}",
+        agents.answered,
+        frozenset({CHAT_SERVER}),
+        True,
+    ),
+    Route("POST", "/api/v1/agent-events", agents.agent_events, frozenset({CHAT_SERVER}), True),
+    Route(
+        "GET",
+        "/api/v1/agent-conversations/{conversation_id}",
+        agents.read_conversation,
+        _BOTH,
+        True,
+    ),
     # Operations: metrics (security.public_metrics opens it), liveness and readiness.
     Route("GET", "/metrics", push.metrics, frozenset({METRICS}), True),
     Route("GET", "/healthz", health.healthz, None, True),
