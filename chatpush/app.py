@@ -19,9 +19,10 @@ from chatpush.addresses import TrustedProxies
 from chatpush.admin import setup_admin
 from chatpush.agents.outbound import Outbox as AgentOutbox
 from chatpush.agents.service import AgentAlerts
+from chatpush.agents.stream import EventStream
 from chatpush.api import chat_cometd, chat_server, ratelimit, routes
 from chatpush.api.access import KeyRing
-from chatpush.api.agents import AGENTS
+from chatpush.api.agents import AGENT_STREAM, AGENTS
 from chatpush.api.bayeux import PATH as COMETD_PATH
 from chatpush.api.bayeux import bayeux_server
 from chatpush.api.body_timeout import body_timeout_middleware
@@ -191,6 +192,26 @@ def create_app(
         await asyncio.gather(*tasks, return_exceptions=True)
 
     app.cleanup_ctx.extend([database_ctx, provider_ctx, delivery_ctx])
+    # Agent alerts' event stream (docs/agents.md): one connection across instances, if configured;
+    # started after the database and the dispatcher, stopped before them.
+    if settings.agents.stream_url is not None:
+        if agent_outbox is None:
+            log.warning(
+                "agents.stream_url is set but agent alerts have no outbox to send through: the "
+                "event stream is not connected",
+                extra={"action": "agent_stream_disabled"},
+            )
+        else:
+            stream = EventStream(settings.agents, clock, db, app[AGENTS], metrics, instance_id)
+            app[AGENT_STREAM] = stream
+
+            async def agent_stream_ctx(app: web.Application) -> AsyncIterator[None]:
+                task = _supervise(app, "agent-stream", stream.run)
+                yield
+                await stream.stop()
+                await asyncio.gather(task, return_exceptions=True)
+
+            app.cleanup_ctx.append(agent_stream_ctx)
     if housekeeping:
         app.cleanup_ctx.append(_housekeeping_ctx)
     return app

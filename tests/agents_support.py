@@ -72,3 +72,90 @@ def deleted(conversation_id: str = "conv-abc-123") -> Any:
 
 def connected(conversation_id: str = "conv-abc-123", member_id: str = "agent-1") -> Any:
     return event("routing.conversation.updated", conversation_id, member_id, status="connected")
+
+
+# -- a WebSocket event source on 127.0.0.1 -------------------------------------------------------
+
+import asyncio  # noqa: E402
+import json  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+from aiohttp import WSMsgType, web  # noqa: E402
+
+
+class EventSource:
+    """A real WebSocket server standing for the contact centre's event stream. ``mode``:
+    ``accept`` (keep the connection; the test sends with :meth:`send`), ``refuse`` (answer the
+    handshake with 503), ``drop`` (accept, then close at once). Records every attempt with the
+    (fake) clock's time, the Authorization header and the connections open at once."""
+
+    def __init__(self, now_ms: Callable[[], int], mode: str = "accept") -> None:
+        self.mode = mode
+        self._now_ms = now_ms
+        self.attempts: list[int] = []
+        self.authorizations: list[str | None] = []
+        self.open: set[web.WebSocketResponse] = set()
+        self.most_open = 0
+        self.connected = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> EventSource:
+        app = web.Application()
+        app.router.add_get("/stream", self._handle)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"ws://{host}:{port}/stream"
+        return self
+
+    async def close(self) -> None:
+        for ws in list(self.open):
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.attempts.append(self._now_ms())
+        self.authorizations.append(request.headers.get("Authorization"))
+        if self.mode == "refuse":
+            return web.Response(status=503, text="maintenance")
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        if self.mode == "drop":
+            await ws.close()
+            return ws
+        self.open.add(ws)
+        self.most_open = max(self.most_open, len(self.open))
+        self.connected.set()
+        try:
+            async for message in ws:
+                if message.type == WSMsgType.ERROR:
+                    break
+        finally:
+            self.open.discard(ws)
+            if not self.open:
+                self.connected.clear()
+        return ws
+
+    async def send(self, *payloads: object) -> None:
+        """Each payload as one text message on every open connection (a str as it is)."""
+        for ws in list(self.open):
+            for payload in payloads:
+                await ws.send_str(payload if isinstance(payload, str) else json.dumps(payload))
+
+    async def drop_all(self) -> None:
+        for ws in list(self.open):
+            await ws.close()
+
+
+async def eventually(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Wait (real time) until ``check()`` holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError("timed out waiting")
+        await asyncio.sleep(0.005)

@@ -267,6 +267,31 @@ class AgentAlerts:
                 raise BadRequest(Code.INVALID_PARAMETER, each.advice)
         return parsed
 
+    def count_invalid(self, reason: str) -> None:
+        """A malformed message or event of the event stream: dropped, never an error."""
+        self._metrics.inc("chatpush_agent_events_total", event_type="other", outcome="invalid")
+        log.debug(
+            "agent event stream: dropped %s",
+            reason,
+            extra={"action": "agent_event_invalid", "reason": reason[:200]},
+        )
+
+    async def accept_stream(self, batch: Sequence[Any]) -> Intake:
+        """Events of the event stream: each checked alone; a malformed one is dropped (counted)
+        and the others are acted on, in order, in one transaction."""
+        parsed: list[events.Parsed] = []
+        for event in batch:
+            each = events.parse(
+                event,
+                event_types=self._config.event_types,
+                media_types=self._config.media_types,
+            )
+            if isinstance(each, events.Invalid):
+                self.count_invalid(each.advice)
+            else:
+                parsed.append(each)
+        return await self.accept(parsed)
+
     async def accept(self, parsed: Sequence[events.Parsed]) -> Intake:
         """Act on checked events, in order, in one transaction."""
         outbox = self._require_outbox()

@@ -9,11 +9,14 @@ from typing import Any
 from aiohttp import web
 
 from chatpush.agents.service import AgentAlerts
+from chatpush.agents.stream import EventStream
 from chatpush.api.chat_server import json_body
 from chatpush.errors import BadRequest, Code
 from chatpush.store.agents import Device, Ring, TrailEntry
 
 AGENTS = web.AppKey("agents", AgentAlerts)
+AGENT_STREAM = web.AppKey("agent_stream", EventStream)
+"""Present when ``agents.stream_url`` is set (and there is an outbox)."""
 MAX_ID = 2**63 - 1
 
 
