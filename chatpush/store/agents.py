@@ -13,7 +13,7 @@ race on are single conditional statements, so the database decides who wins:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, delete, func, insert, or_, select, text, update
@@ -113,15 +113,18 @@ def register_device(conn: Connection, new: Device, max_devices: int) -> Register
             _devices.c.device_type == new.device_type, _devices.c.token == new.token
         )
     ).first()
-    count = conn.execute(
-        select(func.count()).where(
+    count, latest_ms = conn.execute(
+        select(func.count(), func.max(_devices.c.created_at_ms)).where(
             _devices.c.user_id == new.user_id,
             or_(_devices.c.device_type != new.device_type, _devices.c.token != new.token),
         )
-    ).scalar_one()
+    ).one()
     if count >= max_devices:
         return Registered(None, old is not None)
-    device = new
+    # An agent's devices are listed (and rung) in the order they registered: two registrations
+    # within one millisecond are a millisecond apart.
+    device = replace(new, created_at_ms=max(new.created_at_ms, (latest_ms or 0) + 1))
+    new = device
     if old is not None:
         if old[1] == new.user_id:
             device = Device(

@@ -61,7 +61,6 @@ class Agents:
         return body
 
     async def register(self, user: str, platform: str, token: str, **more: Any) -> str:
-        self.clock.advance(ms=1)  # devices are listed (and rung) in the order they registered
         body = await self.call(
             "POST", f"/agents/{user}/devices", 201, {"platform": platform, "token": token, **more}
         )
