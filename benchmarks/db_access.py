@@ -159,7 +159,8 @@ def _event_row(chat_id: str, index: int, now_ms: int) -> dict[str, Any]:
 
 def _outbox_row(chat_id: str, now_ms: int) -> dict[str, Any]:
     return {
-        "chat_id": chat_id,
+        "source": "chat",
+        "key": chat_id,
         "kind": "trigger",
         "body": BODY,
         "notify_position": 3,
@@ -192,13 +193,16 @@ async def async_built(conn: AsyncConnection, chat_id: str, now_ms: int) -> None:
     (await conn.execute(select(subs).where(subs.c.chat_id == chat_id))).first()
     await conn.execute(
         update(outbox)
-        .where(and_(outbox.c.chat_id == chat_id, outbox.c.due_at_ms.is_(None)))
+        .where(
+            and_(outbox.c.source == "chat", outbox.c.key == chat_id, outbox.c.due_at_ms.is_(None))
+        )
         .values(due_at_ms=now_ms)
     )
     await conn.execute(
         delete(outbox).where(
             and_(
-                outbox.c.chat_id == chat_id,
+                outbox.c.source == "chat",
+                outbox.c.key == chat_id,
                 outbox.c.kind == "trigger",
                 outbox.c.lease_until_ms.is_(None) | (outbox.c.lease_until_ms < now_ms),
             )
@@ -229,12 +233,19 @@ class Prebuilt:
     get_sub = select(subs).where(subs.c.chat_id == bindparam("b_chat"))
     unpark = (
         update(outbox)
-        .where(and_(outbox.c.chat_id == bindparam("b_chat"), outbox.c.due_at_ms.is_(None)))
+        .where(
+            and_(
+                outbox.c.source == "chat",
+                outbox.c.key == bindparam("b_chat"),
+                outbox.c.due_at_ms.is_(None),
+            )
+        )
         .values(due_at_ms=bindparam("b_now"))
     )
     drop = delete(outbox).where(
         and_(
-            outbox.c.chat_id == bindparam("b_chat"),
+            outbox.c.source == "chat",
+            outbox.c.key == bindparam("b_chat"),
             outbox.c.kind == "trigger",
             outbox.c.lease_until_ms.is_(None) | (outbox.c.lease_until_ms < bindparam("b_now")),
         )
@@ -291,11 +302,12 @@ def raw_sqlite(db: sqlite3.Connection, chat_id: str, now_ms: int) -> None:
         )
         db.execute("SELECT * FROM subscriptions WHERE chat_id = ?", (chat_id,)).fetchone()
         db.execute(
-            "UPDATE outbox SET due_at_ms = ? WHERE chat_id = ? AND due_at_ms IS NULL",
+            "UPDATE outbox SET due_at_ms = ? WHERE source = 'chat' AND key = ?"
+            " AND due_at_ms IS NULL",
             (now_ms, chat_id),
         )
         db.execute(
-            "DELETE FROM outbox WHERE chat_id = ? AND kind = 'trigger'"
+            "DELETE FROM outbox WHERE source = 'chat' AND key = ? AND kind = 'trigger'"
             " AND (lease_until_ms IS NULL OR lease_until_ms < ?)",
             (chat_id, now_ms),
         )

@@ -189,7 +189,8 @@ def seed(db_path: Path, dues_ms: list[int]) -> dict[str, int]:
             )
             trail.append(
                 {
-                    "chat_id": chat_id,
+                    "source": "chat",
+                    "key": chat_id,
                     "at_ms": joined + 3,
                     "node": NODE,
                     "group_name": GROUP,
@@ -219,7 +220,7 @@ VARYING = {
     "parties": {"chat_id", "nickname", "joined_at_ms"},
     "events": {"chat_id", "nickname", "utc_time_ms"},
     "subscriptions": {"chat_id", "device_id", "created_at_ms", "wake_at_ms"},
-    "deliveries": {"id", "chat_id", "at_ms", "latency_ms"},
+    "deliveries": {"id", "key", "message_id", "at_ms", "latency_ms"},
     "outbox": set(),
 }
 
@@ -227,7 +228,7 @@ VARYING = {
 def chat_rows(conn: sqlite3.Connection, chat_id: str) -> dict[str, list[dict[str, Any]]]:
     out = {}
     for table, varying in VARYING.items():
-        key = "id" if table == "chats" else "chat_id"
+        key = {"chats": "id", "deliveries": "key", "outbox": "key"}.get(table, "chat_id")
         cursor = conn.execute(f"SELECT * FROM {table} WHERE {key} = ? ORDER BY rowid", (chat_id,))
         names = [d[0] for d in cursor.description]
         rows = []
@@ -298,8 +299,8 @@ async def wait_trail(db_path: Path, chat_id: str, timeout_s: float = 30) -> None
     async def recorded() -> bool:
         [(sent, queued)] = sqlite_rows(
             db_path,
-            "SELECT (SELECT count(*) FROM deliveries WHERE chat_id = ? AND outcome = 'sent'),"
-            " (SELECT count(*) FROM outbox WHERE chat_id = ?)",
+            "SELECT (SELECT count(*) FROM deliveries WHERE key = ? AND outcome = 'sent'),"
+            " (SELECT count(*) FROM outbox WHERE key = ?)",
             chat_id,
             chat_id,
         )

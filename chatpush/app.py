@@ -17,6 +17,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[impo
 
 from chatpush.addresses import TrustedProxies
 from chatpush.admin import setup_admin
+from chatpush.agents.outbound import SOURCE, PlatformOutbox
 from chatpush.agents.outbound import Outbox as AgentOutbox
 from chatpush.agents.service import AgentAlerts
 from chatpush.agents.stream import EventStream
@@ -50,13 +51,14 @@ from chatpush.chat import housekeeping as chat_housekeeping
 from chatpush.chat.service import ChatService
 from chatpush.clock import Clock, SystemClock
 from chatpush.config import Settings
+from chatpush.delivery.api import SourceHooks
+from chatpush.delivery.dispatcher import Dispatcher
 from chatpush.metrics import Metrics
 from chatpush.providers.base import Provider, ProviderContext
 from chatpush.providers.http import HttpClient
 from chatpush.providers.registry import create_all as create_providers
 from chatpush.push import housekeeping as push_housekeeping
 from chatpush.push.credentials import CredentialVault
-from chatpush.push.dispatcher import Dispatcher
 from chatpush.push.pipeline import PushPipeline
 from chatpush.routing import heartbeat
 from chatpush.routing.router import Router
@@ -77,12 +79,14 @@ def create_app(
     provider: Provider | None = None,
     providers: Mapping[str, Provider] | None = None,
     housekeeping: bool = True,
+    sources: Mapping[str, SourceHooks] | None = None,
     agent_outbox: AgentOutbox | None = None,
 ) -> web.Application:
     """Build the service. Tests pass a fake ``clock`` and may share a ``database``;
     ``providers`` (device type -> provider) replace the registered ones' own (``provider``: the
-    ``customhttp`` one). ``agent_outbox``: where agent alerts hand their rings over (until the
-    delivery platform's outbox is wired here, agent alerts register devices but send nothing)."""
+    ``customhttp`` one); ``sources``: hooks of notification sources other than chat (source ->
+    hooks, chatpush/delivery/api.py: SourceHooks); ``agent_outbox``: where agent alerts hand
+    their rings over (default: the delivery platform's outbox)."""
     proxies = TrustedProxies(
         settings.server.trusted_proxies, ipv6_prefix_length=settings.server.ipv6_prefix_length
     )
@@ -108,7 +112,15 @@ def create_app(
     given = {**({"customhttp": provider} if provider else {}), **(providers or {})}
     context = ProviderContext(settings, clock, vault, http, publisher=cometd)
     providers = create_providers(context, given)
-    dispatcher = Dispatcher(db, settings, clock, pipeline, router, providers, metrics)
+    dispatcher = Dispatcher(
+        db, settings, clock, pipeline, router, providers, metrics, sources=sources
+    )
+    # Agent alerts (docs/agents.md): a source of the platform, its hooks remove dead tokens.
+    agents = AgentAlerts(
+        db, settings, clock, metrics, agent_outbox or PlatformOutbox(dispatcher.poke)
+    )
+    if not sources or SOURCE not in sources:
+        dispatcher.register_source(SOURCE, agents)
     app[SETTINGS] = settings
     app[KEYS] = KeyRing(settings.security)
     app[CLOCK] = clock
@@ -122,8 +134,7 @@ def create_app(
     app[CHATS] = ChatService(db, settings, clock, push=pipeline, announce_as=announce_as)
     app[COMETD] = cometd
     app[INSTANCE_ID] = instance_id
-    # Agent alerts (docs/agents.md).
-    app[AGENTS] = AgentAlerts(db, settings, clock, metrics, agent_outbox)
+    app[AGENTS] = agents
     app[VAULT] = vault
     app[HEALTHY] = {}
     app[ratelimit.CHAT_CREATE_LIMIT] = ratelimit.ClientLimit(
@@ -195,23 +206,16 @@ def create_app(
     # Agent alerts' event stream (docs/agents.md): one connection across instances, if configured;
     # started after the database and the dispatcher, stopped before them.
     if settings.agents.stream_url is not None:
-        if agent_outbox is None:
-            log.warning(
-                "agents.stream_url is set but agent alerts have no outbox to send through: the "
-                "event stream is not connected",
-                extra={"action": "agent_stream_disabled"},
-            )
-        else:
-            stream = EventStream(settings.agents, clock, db, app[AGENTS], metrics, instance_id)
-            app[AGENT_STREAM] = stream
+        stream = EventStream(settings.agents, clock, db, agents, metrics, instance_id)
+        app[AGENT_STREAM] = stream
 
-            async def agent_stream_ctx(app: web.Application) -> AsyncIterator[None]:
-                task = _supervise(app, "agent-stream", stream.run)
-                yield
-                await stream.stop()
-                await asyncio.gather(task, return_exceptions=True)
+        async def agent_stream_ctx(app: web.Application) -> AsyncIterator[None]:
+            task = _supervise(app, "agent-stream", stream.run)
+            yield
+            await stream.stop()
+            await asyncio.gather(task, return_exceptions=True)
 
-            app.cleanup_ctx.append(agent_stream_ctx)
+        app.cleanup_ctx.append(agent_stream_ctx)
     if housekeeping:
         app.cleanup_ctx.append(_housekeeping_ctx)
     return app

@@ -46,7 +46,12 @@ log = logging.getLogger("chatpush.metrics")
 
 _HELP = {
     "chatpush_notifications_enqueued_total": "Notifications put in the outbox, by kind.",
-    "chatpush_deliveries_total": "Delivery attempts, by outcome, node and device type.",
+    "chatpush_deliveries_total": (
+        "Delivery attempts, by outcome, node and device type (and source, but for chat's)."
+    ),
+    "chatpush_notifications_dropped_total": (
+        "Notifications of a source other than chat given up after their last try, by source."
+    ),
     "chatpush_triggers_resent_total": "Reliable triggers resent after their delay ran out.",
     "chatpush_resend_exhausted_total": "Subscriptions marked failed after the last resend.",
     "chatpush_no_node_total": "Notifications parked because no node was available.",

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from chatpush.agents.events import Ring
-from chatpush.agents.outbound import AgentPush, Alert, Destination
+from chatpush.agents.outbound import SOURCE, AgentPush, Alert, Destination
 from chatpush.config import AgentSettings
 from chatpush.store.agents import Device
 from chatpush.store.agents import Ring as RingRecord
@@ -76,6 +76,7 @@ def ring_push(settings: AgentSettings, ring: Ring, device: Device, group_name: s
     }
     renderings = _renderings(alert, content)
     return AgentPush(
+        source=SOURCE,
         key=ordering_key(ring.conversation_id, ring.user_id, device.id),
         kind="alert",
         body=dict(renderings["customhttp"]),
@@ -111,6 +112,7 @@ def cancel_push(settings: AgentSettings, ring: RingRecord, reason: str) -> Agent
     }
     renderings = _renderings(alert, content)
     return AgentPush(
+        source=SOURCE,
         key=ordering_key(ring.conversation_id, ring.user_id, ring.device_id),
         kind="cancel",
         body=dict(renderings["customhttp"]),

@@ -18,7 +18,7 @@ from chatpush.agents import alerts, events
 from chatpush.agents.outbound import SOURCE, Outbox
 from chatpush.clock import Clock
 from chatpush.config import Settings
-from chatpush.errors import BadRequest, Code, Conflict, NotConfigured, NotFound
+from chatpush.errors import BadRequest, Code, Conflict, NotFound
 from chatpush.metrics import Metrics
 from chatpush.store import agents as store
 from chatpush.store.database import Database
@@ -132,7 +132,7 @@ class AgentAlerts:
         settings: Settings,
         clock: Clock,
         metrics: Metrics,
-        outbox: Outbox | None,
+        outbox: Outbox,
     ) -> None:
         self._db = database
         self._settings = settings
@@ -237,14 +237,6 @@ class AgentAlerts:
 
     # -- intake ----------------------------------------------------------------------------------
 
-    def _require_outbox(self) -> Outbox:
-        if self._outbox is None:
-            raise NotConfigured(
-                "agent alerts send through the delivery platform's outbox, which this build "
-                "does not have yet (docs/agents.md)"
-            )
-        return self._outbox
-
     def parse(self, batch: Sequence[Any]) -> list[events.Parsed]:
         """Every event of a batch checked; BadRequest (nothing done) if one is malformed."""
         if len(batch) > self._config.max_events_per_batch:
@@ -294,7 +286,7 @@ class AgentAlerts:
 
     async def accept(self, parsed: Sequence[events.Parsed]) -> Intake:
         """Act on checked events, in order, in one transaction."""
-        outbox = self._require_outbox()
+        outbox = self._outbox
         now_ms = self._clock.now_ms()
         intake = await self._db.write(self._apply, outbox, parsed, now_ms)
         if intake.rung or intake.cancelled:
@@ -475,7 +467,7 @@ class AgentAlerts:
         if not isinstance(device_id, str):
             raise BadRequest(Code.INVALID_PARAMETER, "deviceId must be a string")
         valid_device_id(device_id)
-        outbox = self._require_outbox()
+        outbox = self._outbox
         now_ms = self._clock.now_ms()
 
         def run(conn: Connection) -> int | None:

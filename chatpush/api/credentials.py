@@ -24,10 +24,10 @@ from aiohttp import web
 
 from chatpush.api.chat_server import json_body
 from chatpush.api.keys import DISPATCHER, SETTINGS, VAULT
+from chatpush.delivery.dispatcher import Dispatcher
 from chatpush.errors import BadRequest, Code, NotFound
 from chatpush.providers.base import CredentialKind, SendResult
 from chatpush.push.credentials import credential_fields, kinds
-from chatpush.push.dispatcher import Dispatcher
 
 MAX_NAME_CHARS = 200
 

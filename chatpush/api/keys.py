@@ -9,9 +9,9 @@ from chatpush.chat.service import ChatService
 from chatpush.clock import Clock
 from chatpush.cometd import BayeuxServer
 from chatpush.config import Settings
+from chatpush.delivery.dispatcher import Dispatcher
 from chatpush.metrics import Metrics
 from chatpush.push.credentials import CredentialVault
-from chatpush.push.dispatcher import Dispatcher
 from chatpush.push.pipeline import PushPipeline
 from chatpush.routing.router import Router
 from chatpush.store.database import Database

@@ -79,7 +79,17 @@ class ApnsCredentials:
 
 def apns_request(message: MobileMessage, topic: str, now_s: int) -> tuple[dict[str, str], bytes]:
     """Headers (without authorization) and JSON payload of one notification: ``aps`` and the
-    data keys beside it (a data key ``aps`` cannot replace it)."""
+    data keys beside it (a data key ``aps`` cannot replace it); another source's payload as it
+    was rendered."""
+    if message.rendered is not None:
+        headers = {
+            "apns-topic": topic,
+            "apns-push-type": message.push_type or "alert",
+            "apns-priority": "10" if message.high_priority else "5",
+            "apns-expiration": str(now_s + EXPIRATION_S),
+            "apns-id": str(uuid.uuid4()),
+        }
+        return headers, json.dumps(message.rendered, separators=(",", ":")).encode()
     aps: dict[str, Any] = {}
     if message.alert:
         alert = {"title": message.title, "body": message.body}

@@ -29,10 +29,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from pydantic import BaseModel, ValidationError
 
 from chatpush.config import ConfigError, format_validation_error
-from chatpush.providers.envelope import Notification
+from chatpush.providers.envelope import Alert, Notification
 from chatpush.providers.result import Outcome, SendResult
 
 __all__ = [
+    "Alert",
     "CredentialKind",
     "CredentialSource",
     "Notification",
@@ -69,6 +70,10 @@ class Target:
     apple_body: str | None = None
     options: Mapping[str, str] = field(default_factory=dict)
     """The group's (or named provider's) keys for other device types: ``<device type>.<key>``."""
+    device_id: str | None = None
+    """The device (token, device id, URL) of the notification's destination: set by the
+    dispatcher. A chat's providers read the device id from the chat's body as ever; other
+    sources' notifications are rendered for this one."""
 
 
 CredentialKind = str

@@ -94,11 +94,21 @@ class CometProvider(Provider):
         now_s: int,
         node_slot: asyncio.Semaphore | None = None,
     ) -> SendResult:
-        """Publish the body as it is (``customhttp.*`` settings of the target do not apply), to
-        the sessions that may read its chat (only bridges when no chat made it)."""
+        """Publish a chat's body as it is (``customhttp.*`` settings of the target do not apply),
+        to the sessions that may read its chat. Another source's notification goes to the
+        destination's device channel, only to bridges: its ``renderings["comet"]``, or by
+        default ``{"message": body, "id": <message id>, "tag": "<source>.<key>"}``."""
         started = time.monotonic()
         body, chat_id = notification.body, notification.chat_id
-        device_id = body.get("deviceId")
+        data: Any = body
+        device_id: Any = body.get("deviceId")
+        if notification.source != "chat":
+            device_id = target.device_id
+            data = notification.renderings.get(self.device_type) or {
+                "message": body,
+                "id": notification.message_id,
+                "tag": f"{notification.source}.{notification.key}",
+            }
         channel = push_channel(device_id) if isinstance(device_id, str) else None
         if channel is None:
             return SendResult(
@@ -109,7 +119,7 @@ class CometProvider(Provider):
             )
         try:
             reached = await self._server.publish(
-                channel, body, audience=lambda session: may_read(session, chat_id)
+                channel, data, audience=lambda session: may_read(session, chat_id)
             )
         except ValueError as exc:  # a channel name the server refuses (too long, not printable)
             return SendResult("failed", 0, error=str(exc)[:300], temporary=False)

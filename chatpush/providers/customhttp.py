@@ -23,7 +23,9 @@ import hmac
 import json
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from http import HTTPStatus
+from typing import Any
 
 import aiohttp
 
@@ -62,6 +64,21 @@ def sign(secret: str, message_id: str, timestamp_s: int, payload: bytes) -> str:
 def is_temporary(status: int) -> bool:
     """A receiver's answer that a later resend may cure."""
     return status >= 500 or status in TEMPORARY_4XX
+
+
+def render(notification: Notification, target: Target) -> Mapping[str, Any]:
+    """The JSON body POSTed: a chat's body as it is (``customhttp.message`` replacing its
+    ``message``); another source's ``renderings["customhttp"]``, or by default
+    ``{"deviceId": <the destination's device>, "message": <body>}``."""
+    body = notification.body
+    if notification.source == "chat":
+        if target.message is not None and "message" in body:
+            return {**body, "message": target.message}
+        return body
+    given = notification.renderings.get(CustomHttpProvider.device_type)
+    if given is not None:
+        return given
+    return {"deviceId": target.device_id, "message": body}
 
 
 @register
@@ -114,14 +131,15 @@ class CustomHttpProvider(Provider):
         waiting = self._backing_off(target.url)
         if waiting is not None:
             return waiting
-        body, message_id = notification.body, notification.message_id
-        if target.message is not None and "message" in body:
-            body = {**body, "message": target.message}
+        message_id = notification.message_id
+        body = render(notification, target)
         payload = json.dumps(body, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json"}
-        if target.signing_secret is not None:
+        if target.signing_secret is not None or notification.source != "chat":
+            # Another source's receiver always learns the message id (the same on every try).
             headers["webhook-id"] = message_id
             headers["webhook-timestamp"] = str(now_s)
+        if target.signing_secret is not None:
             headers["webhook-signature"] = sign(target.signing_secret, message_id, now_s, payload)
         if target.authorization is not None:
             headers["Authorization"] = target.authorization

@@ -9,10 +9,11 @@ importing nothing of the package, like ``result.py``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Kind", "Notification", "Source"]
+__all__ = ["Alert", "Kind", "Notification", "Priority", "Source"]
 
 Source = Literal["chat", "callback", "agent_alert", "test"]
 """What made the notification."""
@@ -20,7 +21,21 @@ Source = Literal["chat", "callback", "agent_alert", "test"]
 Kind = Literal["trigger", "payload", "bare", "alert", "cancel"]
 """What the notification is. A chat makes ``trigger`` (a reliable ``PushUrl``: the device calls
 ``refresh``), ``payload`` (one event, carried whole) and ``bare`` (only the device id);
-``alert`` and ``cancel`` are for the sources to come."""
+``alert`` and ``cancel`` are for the other sources (callbacks, agent alerts)."""
+
+Priority = Literal["high", "normal"]
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """What a phone shows: APNs ``aps.alert`` (and ``category``, ``sound``), FCM
+    ``notification``."""
+
+    title: str
+    body: str
+    category: str | None = None
+    """APNs category (e.g. ``INCOMING_CALL``)."""
+    sound: str | None = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +55,15 @@ class Notification:
     """A trigger's ``notify-position``: the transcript position the device is asked to read."""
     attempt: int | None = None
     """A trigger's ``notify-attempt``: 0 for the first send, then one more per resend."""
+    alert: Alert | None = None
+    """What a phone shows (sources other than chat)."""
+    renderings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Device type -> that provider's whole payload, instead of its default rendering of the
+    body and the alert (APNs: the JSON payload; FCM: the message object without its token;
+    custom HTTP: the JSON body; comet: the data published)."""
+    apns_push_type: str | None = None
+    """APNs ``apns-push-type`` (default: ``alert`` with an alert, else ``background``)."""
+    priority: Priority = "high"
 
     @property
     def chat_id(self) -> str | None:

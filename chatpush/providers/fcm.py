@@ -306,6 +306,8 @@ class FcmProvider(MobileProvider[FcmCredentials]):
 
 def fcm_message(message: MobileMessage) -> dict[str, Any]:
     """The ``message`` of an FCM v1 send request (docs/mobile.md)."""
+    if message.rendered is not None:  # another source's, whole: only the token is ours
+        return {**message.rendered, "token": message.token}
     out: dict[str, Any] = {"token": message.token}
     if message.data:
         out["data"] = dict(message.data)

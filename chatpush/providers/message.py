@@ -19,6 +19,8 @@ FCM's ``data`` values must be strings, so every value here is one.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -42,6 +44,13 @@ class MobileMessage:
     collapse_id: str | None = None
     sandbox: bool = False
     """``GCTI_GMS_PushDebug``: APNs's sandbox (development builds of the app)."""
+    rendered: Mapping[str, Any] | None = None
+    """The whole payload, already rendered (a notification of another source than chat): the
+    APNs JSON payload, or the FCM message object without its token."""
+    push_type: str | None = None
+    """With ``rendered``: APNs's ``apns-push-type``."""
+    high_priority: bool = True
+    """With ``rendered``: APNs priority 10 (else 5), FCM android priority high (else normal)."""
 
     @property
     def alert(self) -> bool:
@@ -50,6 +59,53 @@ class MobileMessage:
 
 RENDERED: frozenset[str] = frozenset({"trigger", "payload", "bare"})
 """The kinds of notification a phone message is made for (a chat's)."""
+
+
+def source_message(
+    notification: Notification, *, target: Target, platform: Literal["fcm", "ios"]
+) -> MobileMessage:
+    """The message of a notification no chat made, for its destination's device: its
+    ``renderings[platform]`` when given, else the default rendering of body and alert:
+
+    - fcm: ``data {"message": json(body)}``, ``notification {title, body}`` from the alert,
+      ``android.priority`` from the priority;
+    - ios: ``{"aps": {"alert": {title, body}, "sound", "category"}, "message": body}``,
+      ``apns-push-type`` alert (background without an alert), priority 10 (5 for normal or
+      background).
+    """
+    alert, body = notification.alert, notification.body
+    push_type = notification.apns_push_type or ("alert" if alert is not None else "background")
+    high = notification.priority == "high" and push_type != "background"
+    given = notification.renderings.get(platform)
+    if given is not None:
+        rendered: Mapping[str, Any] = given
+    elif platform == "fcm":
+        message: dict[str, Any] = {"data": {"message": json.dumps(body, separators=(",", ":"))}}
+        if alert is not None:
+            message["notification"] = {"title": alert.title, "body": alert.body}
+        message["android"] = {"priority": "high" if notification.priority == "high" else "normal"}
+        rendered = message
+    else:
+        aps: dict[str, Any] = {}
+        if alert is not None:
+            aps["alert"] = {"title": alert.title, "body": alert.body}
+            if alert.sound is not None:
+                aps["sound"] = alert.sound
+            if alert.category is not None:
+                aps["category"] = alert.category
+        else:
+            aps["content-available"] = 1
+        rendered = {"aps": aps, "message": body}
+    return MobileMessage(
+        target.device_id or "",
+        "bare",
+        None,
+        None,
+        sandbox=target.debug,
+        rendered=rendered,
+        push_type=push_type,
+        high_priority=high,
+    )
 
 
 def mobile_message(

@@ -22,7 +22,7 @@ from chatpush.providers.base import (
     SendResult,
     Target,
 )
-from chatpush.providers.message import RENDERED, MobileMessage, mobile_message
+from chatpush.providers.message import RENDERED, MobileMessage, mobile_message, source_message
 
 C = TypeVar("C")
 
@@ -91,7 +91,8 @@ class MobileProvider(Provider, Generic[C]):
         now_s: int,
         node_slot: asyncio.Semaphore | None = None,
     ) -> SendResult:
-        if notification.kind not in RENDERED:
+        chat = notification.source == "chat"
+        if chat and notification.kind not in RENDERED:
             return SendResult(
                 "failed",
                 0,
@@ -113,7 +114,8 @@ class MobileProvider(Provider, Generic[C]):
             return SendResult(
                 "failed", 0, error=f"{self.label} credentials: {exc}", temporary=False
             )
-        message = mobile_message(notification, target=target, platform=self.platform)
+        render = mobile_message if chat else source_message
+        message = render(notification, target=target, platform=self.platform)
         if node_slot is None:
             return await self.send_message(credentials, message)
         async with node_slot:

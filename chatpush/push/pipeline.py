@@ -21,6 +21,8 @@ from sqlalchemy.exc import IntegrityError
 from chatpush.chat.model import CUSTOMER_PARTICIPANT_ID, ChatRecord, EventRecord
 from chatpush.clock import Clock
 from chatpush.config import Settings
+from chatpush.delivery import api as delivery
+from chatpush.delivery.dispatcher import Sends
 from chatpush.metrics import Metrics
 from chatpush.push import rules
 from chatpush.push.bodies import bare_body, payload_body, trigger_body
@@ -246,7 +248,7 @@ class PushPipeline:
         and note in ``report`` what to tell after the commit."""
         dropped: list[str] = []
         superseded: list[str] = []
-        notifications: list[outbox.NewNotification] = []
+        notifications: list[delivery.NewNotification] = []
         states: list[tuple[str, rules.State]] = []
         for item in decided:
             subscription, decision = item.subscription, item.decision
@@ -271,7 +273,7 @@ class PushPipeline:
             report.add(chat_id, decision)
         outbox.drop_outbox_of(conn, dropped)
         outbox.drop_unsent_triggers_of(conn, superseded, now_ms)
-        outbox.enqueue_many(conn, notifications, now_ms)
+        delivery.enqueue(conn, notifications, now_ms)
         subscription_store.save_states(conn, states)
         if notifications:
             report.work = True
@@ -292,20 +294,23 @@ class PushPipeline:
         if at_ms is not None:
             report.trigger_delays_ms.append(max(0, now_ms - at_ms))
 
-    def _notifications(self, item: Decided, now_ms: int) -> list[outbox.NewNotification]:
+    def _notifications(self, item: Decided, now_ms: int) -> list[delivery.NewNotification]:
         chat, request, decision = item.chat, item.subscription.request, item.decision
         assert chat is not None, "a notification is made with the chat it belongs to"
         if decision.trigger is not None:
             return [self.trigger_notification(request, chat, decision.trigger, now_ms)]
         if not decision.with_payload:
             return [
-                outbox.NewNotification(chat.id, "bare", bare_body(request.device_id), index)
+                delivery.NewNotification(
+                    "chat", chat.id, "bare", bare_body(request.device_id), position=index
+                )
                 for index in decision.notify_events
             ]
         events = [event for event in item.events if event.index in decision.notify_events]
         obfuscated_key = obfuscate(self.secret, chat.secure_key, request.client_channel)
         return [
-            outbox.NewNotification(
+            delivery.NewNotification(
+                "chat",
                 chat.id,
                 "payload",
                 payload_body(
@@ -315,7 +320,7 @@ class PushPipeline:
                     alias=self._settings.server.alias,
                     event=event,
                 ),
-                event.index,
+                position=event.index,
             )
             for event in events
         ]
@@ -326,7 +331,7 @@ class PushPipeline:
         chat: ChatRecord,
         trigger: rules.Trigger,
         now_ms: int,
-    ) -> outbox.NewNotification:
+    ) -> delivery.NewNotification:
         """A PushUrl trigger (body (a), docs/push.md) for the outbox."""
         body = trigger_body(
             device_id=request.device_id,
@@ -339,8 +344,8 @@ class PushPipeline:
             content_keys=self._settings.service_options(chat.service_name).flex_push_content,
             now_ms=now_ms,
         )
-        return outbox.NewNotification(
-            chat.id, "trigger", body, notify_position=trigger.position, attempt=trigger.attempt
+        return delivery.NewNotification(
+            "chat", chat.id, "trigger", body, position=trigger.position, attempt=trigger.attempt
         )
 
 
@@ -361,29 +366,6 @@ class Decided:
     decision: rules.Decision
     chat: ChatRecord | None = None
     events: Sequence[EventRecord] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Sends:
-    """A batch of finished sends, as the dispatcher's recorder hands them over."""
-
-    finished: Sequence[int] = ()
-    """Outbox ids done with (sent, failed, or deferred: those stay queued, see ``outcomes``)."""
-    parked: Sequence[tuple[str, int]] = ()
-    trail: Sequence[trail.DeliveryRecord] = ()
-    pins: Sequence[tuple[str, str]] = ()
-    handed_over: Sequence[int] = ()
-    dead_tokens: Sequence[tuple[str, str, int]] = ()
-    outcomes: Sequence[tuple[str, int, rules.SendFailed | rules.SendDeferred]] = ()
-    """(chat id, outbox id, what happened) of each failed or deferred send."""
-
-    @property
-    def deferred_ids(self) -> frozenset[int]:
-        return frozenset(
-            outbox_id
-            for _chat_id, outbox_id, fact in self.outcomes
-            if isinstance(fact, rules.SendDeferred)
-        )
 
 
 @dataclass(slots=True)

@@ -52,6 +52,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from chatpush.delivery.retry import MAX_RETRY_AFTER_MS as MAX_RETRY_AFTER_MS
+from chatpush.delivery.retry import MIN_DEFERRAL_MS as MIN_DEFERRAL_MS
+from chatpush.delivery.retry import SendDeferred as SendDeferred
+from chatpush.delivery.retry import SendFailed as SendFailed
+from chatpush.delivery.retry import Sent as Sent
+from chatpush.delivery.retry import deferral_ms as deferral_ms
+from chatpush.delivery.retry import retry_after_ms as retry_after_ms
 from chatpush.store.states import State, Status, Trigger
 
 __all__ = ["State", "Status", "Trigger"]  # and what is defined below
@@ -329,53 +336,6 @@ class TokenRejected:
 @dataclass(frozen=True, slots=True)
 class ChatGone:
     """The timer of a subscription whose chat no longer exists fired."""
-
-
-@dataclass(frozen=True, slots=True)
-class Sent:
-    """Which notification a send outcome is about: a trigger's position and attempt (both None
-    for a payload or bare notification)."""
-
-    position: int | None = None
-    attempt: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SendFailed:
-    """A notification was not delivered. ``permanent``: the receiver refuses it and a resend
-    cannot succeed (401, 403, 400, ...); otherwise a resend may, no sooner than
-    ``retry_after_ms`` from now when the service said so."""
-
-    notification: Sent
-    permanent: bool
-    retry_after_ms: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SendDeferred:
-    """The service asked everyone to wait (a backoff): the notification was not attempted, and
-    stays queued until ``until_ms``."""
-
-    notification: Sent
-    until_ms: int
-
-
-MAX_RETRY_AFTER_MS = 3_600_000
-"""A ``Retry-After`` longer than an hour is taken as an hour: no service parks a chat for days."""
-MIN_DEFERRAL_MS = 1_000
-"""A backoff of less than a second (``Retry-After: 0``) defers by a second, never a busy loop."""
-
-
-def retry_after_ms(seconds: float | None) -> int | None:
-    """A service's ``Retry-After`` (seconds) as the wait before the next try, bounded."""
-    if seconds is None:
-        return None
-    return min(max(int(seconds * 1000), 0), MAX_RETRY_AFTER_MS)
-
-
-def deferral_ms(seconds: float | None) -> int:
-    """How long a send deferred by a backoff of ``seconds`` stays queued, bounded."""
-    return max(retry_after_ms(seconds) or 0, MIN_DEFERRAL_MS)
 
 
 Fact = (

@@ -175,10 +175,15 @@ class Router:
         remote = self._remote.get(node)
         return remote.group_name if remote else None
 
-    def _available_in(self, group_name: str) -> list[str]:
+    def _available_in(self, group_name: str, prefer_local: bool = False) -> list[str]:
         """The group's available nodes, this instance's and the others' alike: a chat's node is
-        chosen by a hash of its id, so chats spread evenly over nodes and instances."""
+        chosen by a hash of its id, so chats spread evenly over nodes and instances.
+        ``prefer_local``: only this instance's, when any is available."""
         local = [n for n in self.local_nodes if self._group_of[n] == group_name]
+        if prefer_local:
+            own = sorted(n for n in local if self.available(n))
+            if own:
+                return own
         remote = [n for n, r in self._remote.items() if r.group_name == group_name]
         return sorted(n for n in (*local, *remote) if self.available(n))
 
@@ -191,12 +196,16 @@ class Router:
         provider: str | None,
         debug: bool,
         pinned: str | None,
+        prefer_local: bool = False,
     ) -> Route | None:
+        """The node for ``chat_id`` (any key: a hash of it spreads them over the candidates).
+        ``prefer_local``: among a group's available nodes, this instance's own when it has any
+        (a notification no chat made has no pin to hand it over by)."""
         if pinned is not None and self.available(pinned):
             pinned_group = self.group_of(pinned)
             if pinned_group is not None and pinned_group in self._settings.groups:
                 return self._route(pinned, pinned_group, group_name, provider, debug)
-        candidates = self._available_in(group_name)
+        candidates = self._available_in(group_name, prefer_local)
         if candidates:
             return self._route(
                 _spread(chat_id, candidates), group_name, group_name, provider, debug
@@ -209,7 +218,7 @@ class Router:
         for other in others:
             if device_type not in groups[other].push_enabled:
                 continue
-            candidates = self._available_in(other)
+            candidates = self._available_in(other, prefer_local)
             if candidates:
                 return self._route(_spread(chat_id, candidates), other, group_name, provider, debug)
         return None

@@ -376,7 +376,9 @@ def purge_ended(conn: Connection, ended_before_ms: int, batch: int = 500) -> int
     )
     if not ids:
         return 0
-    for table in (_outbox, _subscriptions, _trail, _events):
+    for keyed in (_outbox, _trail):  # keyed by (source, key): a chat's are source 'chat'
+        conn.execute(delete(keyed).where(and_(keyed.c.source == "chat", keyed.c.key.in_(ids))))
+    for table in (_subscriptions, _events):
         conn.execute(delete(table).where(table.c.chat_id.in_(ids)))
     conn.execute(delete(_parties).where(_parties.c.chat_id.in_(ids)))
     conn.execute(delete(_chats).where(_chats.c.id.in_(ids)))

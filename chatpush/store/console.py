@@ -38,7 +38,8 @@ class Minute:
 @dataclass(frozen=True, slots=True)
 class TrailRow:
     id: int
-    chat_id: str
+    chat_id: str | None
+    """The chat it belongs to (None: another source made it; see ``source`` and ``key``)."""
     at_ms: int
     node: str | None
     device_type: str
@@ -49,6 +50,8 @@ class TrailRow:
     http_status: int | None
     error: str | None
     latency_ms: int | None
+    source: str = "chat"
+    key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +148,10 @@ def search_chats(
 def trail_of(conn: Connection, chat_id: str, limit: int = 200) -> list[TrailRow]:
     """The chat's last ``limit`` delivery attempts, oldest first."""
     rows = conn.execute(
-        select(_trail).where(_trail.c.chat_id == chat_id).order_by(_trail.c.id.desc()).limit(limit)
+        select(_trail)
+        .where(and_(_trail.c.source == "chat", _trail.c.key == chat_id))
+        .order_by(_trail.c.id.desc())
+        .limit(limit)
     )
     return [_trail_row(row) for row in reversed(list(rows))]
 
@@ -162,7 +168,7 @@ def pinned_counts(conn: Connection) -> dict[str, int]:
 def _trail_row(row: Row[Any]) -> TrailRow:
     return TrailRow(
         id=row.id,
-        chat_id=row.chat_id,
+        chat_id=row.key if row.source == "chat" else None,
         at_ms=row.at_ms,
         node=row.node,
         device_type=row.device_type,
@@ -173,4 +179,6 @@ def _trail_row(row: Row[Any]) -> TrailRow:
         http_status=row.http_status,
         error=row.error,
         latency_ms=row.latency_ms,
+        source=row.source,
+        key=row.key,
     )

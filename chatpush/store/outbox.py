@@ -18,10 +18,15 @@ _subs = cast(Table, Subscription.__table__)
 _outbox = cast(Table, Outbox.__table__)
 
 
+CHAT = "chat"
+"""The source of a chat's notifications: its rows route by the chat's subscription."""
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxRecord:
     id: int
-    chat_id: str
+    source: str
+    key: str
     kind: str
     body: dict[str, Any]
     notify_position: int | None
@@ -29,6 +34,23 @@ class OutboxRecord:
     message_id: str
     due_at_ms: int | None
     created_at_ms: int
+    device_type: str | None = None
+    """The destination (None for a chat's rows, which route by the chat's subscription)."""
+    device_id: str | None = None
+    group_name: str | None = None
+    provider: str | None = None
+    debug: bool = False
+    authorization: str | None = None
+    rendering: dict[str, Any] | None = None
+    """``alert``, ``renderings``, ``apns_push_type``, ``priority`` (None: none of them)."""
+    tries: int = 0
+    max_attempts: int = 1
+    retry_delays_s: tuple[float, ...] = ()
+
+    @property
+    def chat_id(self) -> str | None:
+        """The chat it belongs to, if a chat made it."""
+        return self.key if self.source == CHAT else None
 
 
 WORK_CHANNEL = "chatpush_work"
@@ -43,42 +65,114 @@ def notify_work(conn: Connection) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class NewNotification:
-    chat_id: str
+class NewRow:
+    """One notification to queue (``chatpush.delivery.enqueue`` makes these)."""
+
+    source: str
+    key: str
     kind: str
     body: dict[str, Any]
+    message_id: str
     notify_position: int | None = None
     attempt: int | None = None
+    device_type: str | None = None
+    device_id: str | None = None
+    group_name: str | None = None
+    provider: str | None = None
+    debug: bool | None = None
+    authorization: str | None = None
+    rendering: dict[str, Any] | None = None
+    max_attempts: int = 1
+    retry_delays_s: tuple[float, ...] = ()
 
 
 _ENQUEUE = Statement(
-    "INSERT INTO outbox (chat_id, kind, body, notify_position, attempt, message_id, due_at_ms,"
-    " lease_until_ms, claimed_by, created_at_ms) VALUES (:chat_id, :kind, :body,"
-    " :notify_position, :attempt, :message_id, :now_ms, NULL, NULL, :now_ms)"
+    "INSERT INTO outbox (source, key, kind, body, notify_position, attempt, message_id, due_at_ms,"
+    " lease_until_ms, claimed_by, created_at_ms, tries, max_attempts) VALUES (:source, :key,"
+    " :kind, :body, :notify_position, :attempt, :message_id, :now_ms, NULL, NULL, :now_ms, 0, 1)"
+)
+"""A row without a destination or retry bookkeeping of its own (a chat's): the hot path."""
+
+_ENQUEUE_ROUTED = Statement(
+    "INSERT INTO outbox (source, key, kind, body, notify_position, attempt, message_id, due_at_ms,"
+    " lease_until_ms, claimed_by, created_at_ms, device_type, device_id, group_name, provider,"
+    " debug, authorization_header, rendering, tries, max_attempts, retry_delays) VALUES"
+    " (:source, :key, :kind, :body, :notify_position, :attempt, :message_id, :now_ms, NULL,"
+    " NULL, :now_ms, :device_type, :device_id, :group_name, :provider, :debug, :authorization,"
+    " :rendering, 0, :max_attempts, :retry_delays)"
 )
 
 
-def enqueue_many(conn: Connection, notifications: Sequence[NewNotification], now_ms: int) -> None:
+def new_message_id() -> str:
+    """A notification's message id (``webhook-id``): the same on every try of it."""
+    return "msg_" + secrets.token_hex(12)
+
+
+def enqueue_rows(conn: Connection, rows: Sequence[NewRow], now_ms: int) -> None:
+    plain = [row for row in rows if row.device_type is None]
+    routed = [row for row in rows if row.device_type is not None]
     sql.run_many(
         conn,
         _ENQUEUE,
         (
             {
-                "chat_id": n.chat_id,
+                "source": n.source,
+                "key": n.key,
                 "kind": n.kind,
                 "body": sql.to_json(n.body),
                 "notify_position": n.notify_position,
                 "attempt": n.attempt,
-                "message_id": "msg_" + secrets.token_hex(12),
+                "message_id": n.message_id,
                 "now_ms": now_ms,
             }
-            for n in notifications
+            for n in plain
+        ),
+    )
+    sql.run_many(
+        conn,
+        _ENQUEUE_ROUTED,
+        (
+            {
+                "source": n.source,
+                "key": n.key,
+                "kind": n.kind,
+                "body": sql.to_json(n.body),
+                "notify_position": n.notify_position,
+                "attempt": n.attempt,
+                "message_id": n.message_id,
+                "now_ms": now_ms,
+                "device_type": n.device_type,
+                "device_id": n.device_id,
+                "group_name": n.group_name,
+                "provider": n.provider,
+                "debug": n.debug,
+                "authorization": n.authorization,
+                "rendering": sql.to_json(n.rendering),
+                "max_attempts": n.max_attempts,
+                "retry_delays": sql.to_json(list(n.retry_delays_s)),
+            }
+            for n in routed
         ),
     )
 
 
+def drop_pending(conn: Connection, source: str, key_prefix: str) -> int:
+    """Delete every notification of ``source`` whose key starts with ``key_prefix``."""
+    return sql.run(
+        conn,
+        _DROP_PENDING,
+        {"source": source, "prefix": key_prefix, "length": len(key_prefix)},
+    )
+
+
+_DROP_PENDING = Statement(
+    # substr, not LIKE: SQLite's LIKE ignores case, and a key may hold % or _.
+    "DELETE FROM outbox WHERE source = :source AND substr(key, 1, :length) = :prefix"
+)
+
+
 _DROP_UNSENT_TRIGGERS = Statement(
-    "DELETE FROM outbox WHERE chat_id = :chat_id AND kind = 'trigger'"
+    "DELETE FROM outbox WHERE source = 'chat' AND key = :chat_id AND kind = 'trigger'"
     " AND (lease_until_ms IS NULL OR lease_until_ms < :now_ms)"
 )
 
@@ -92,7 +186,7 @@ def drop_unsent_triggers_of(conn: Connection, chat_ids: Sequence[str], now_ms: i
     )
 
 
-_DROP_OUTBOX = Statement("DELETE FROM outbox WHERE chat_id = :chat_id")
+_DROP_OUTBOX = Statement("DELETE FROM outbox WHERE source = 'chat' AND key = :chat_id")
 
 
 def drop_outbox_of(conn: Connection, chat_ids: Sequence[str]) -> None:
@@ -101,7 +195,8 @@ def drop_outbox_of(conn: Connection, chat_ids: Sequence[str]) -> None:
 
 
 _UNPARK = Statement(
-    "UPDATE outbox SET due_at_ms = :now_ms WHERE chat_id = :chat_id AND due_at_ms IS NULL"
+    "UPDATE outbox SET due_at_ms = :now_ms"
+    " WHERE source = 'chat' AND key = :chat_id AND due_at_ms IS NULL"
 )
 
 
@@ -111,24 +206,53 @@ def unpark(conn: Connection, chat_id: str, now_ms: int) -> int:
 
 
 _OUTBOX_COLUMNS = (
-    "id, chat_id, kind, body, notify_position, attempt, message_id, due_at_ms, created_at_ms"
+    "id, source, key, kind, body, notify_position, attempt, message_id, due_at_ms, created_at_ms,"
+    " device_type, device_id, group_name, provider, debug, authorization_header, rendering, tries,"
+    " max_attempts, retry_delays"
 )
 """The columns of an outbox row, in the order of OutboxRecord's fields."""
 
 
 def _outbox_record(values: Sequence[Any]) -> OutboxRecord:
     """A notification from a row of ``_OUTBOX_COLUMNS``."""
-    id_, chat_id, kind, body, notify_position, attempt, message_id, due_at_ms, created = values
+    id_, source, key, kind, body, notify_position, attempt, message_id, due, created = values[:10]
+    if values[10] is None:  # a chat's row: no destination, no retry bookkeeping of its own
+        return OutboxRecord(
+            id_,
+            source,
+            key,
+            kind,
+            sql.from_json(body),
+            notify_position,
+            attempt,
+            message_id,
+            due,
+            created,
+            tries=values[17],
+        )
+    device_type, device_id, group, provider, debug, authorization, rendering = values[10:17]
+    tries, max_attempts, delays = values[17:20]
     return OutboxRecord(
         id=id_,
-        chat_id=chat_id,
+        source=source,
+        key=key,
         kind=kind,
         body=sql.from_json(body),
         notify_position=notify_position,
         attempt=attempt,
         message_id=message_id,
-        due_at_ms=due_at_ms,
+        due_at_ms=due,
         created_at_ms=created,
+        device_type=device_type,
+        device_id=device_id,
+        group_name=group,
+        provider=provider,
+        debug=bool(debug),
+        authorization=authorization,
+        rendering=sql.from_json(rendering),
+        tries=tries,
+        max_attempts=max_attempts,
+        retry_delays_s=tuple(float(d) for d in sql.from_json(delays) or ()),
     )
 
 
@@ -138,31 +262,42 @@ def claim_heads(
     lease_ms: int,
     claimer: str,
     limit: int,
-    exclude_chats: Sequence[str] = (),
+    exclude: Sequence[tuple[str, str]] = (),
     others_nodes: Sequence[str] = (),
 ) -> list[OutboxRecord]:
-    """Lease the oldest due notification of each chat whose earlier ones are all delivered.
+    """Lease the oldest due notification of each (source, key) whose earlier ones are all
+    delivered, in one statement.
 
-    Only a chat's head is ever claimed, so one chat's notifications go out one at a time, in order.
-    Chats pinned to ``others_nodes`` (available nodes of other instances) are left to them. On
-    PostgreSQL the candidates are locked with SKIP LOCKED, so concurrent claimers take disjoint
-    rows; the lease, committed at once, keeps them taken while they are sent (no lock is held
-    across the network).
+    Only a key's head is ever claimed, so one key's notifications go out one at a time, in order.
+    ``exclude``: (source, key) pairs in flight here. Chats pinned to ``others_nodes`` (available
+    nodes of other instances) are left to them. On PostgreSQL the candidates are locked with SKIP
+    LOCKED, so concurrent claimers take disjoint rows; the lease, committed at once, keeps them
+    taken while they are sent (no lock is held across the network).
     """
-    excluded, params = sql.in_list("exclude", exclude_chats)
-    others, others_params = sql.in_list("node", others_nodes)
+    params: dict[str, Any] = {}
     conditions = [
         "candidate.due_at_ms <= :now_ms",
         "(candidate.lease_until_ms IS NULL OR candidate.lease_until_ms < :now_ms)",
-        "NOT EXISTS (SELECT 1 FROM outbox AS earlier"
-        " WHERE earlier.chat_id = candidate.chat_id AND earlier.id < candidate.id)",
+        "NOT EXISTS (SELECT 1 FROM outbox AS earlier WHERE earlier.source = candidate.source"
+        " AND earlier.key = candidate.key AND earlier.id < candidate.id)",
     ]
-    if exclude_chats:
-        conditions.append(f"candidate.chat_id NOT IN {excluded}")
-    if others_nodes:
+    by_source: dict[str, list[str]] = {}
+    for source, key in exclude:
+        by_source.setdefault(source, []).append(key)
+    for number, (source, keys) in enumerate(sorted(by_source.items())):
+        excluded, excluded_params = sql.in_list(f"exclude{number}", keys)
+        params.update(excluded_params)
+        params[f"source{number}"] = source
         conditions.append(
-            "NOT EXISTS (SELECT 1 FROM subscriptions WHERE subscriptions.chat_id ="
-            f" candidate.chat_id AND subscriptions.pinned_node IN {others})"
+            f"NOT (candidate.source = :source{number} AND candidate.key IN {excluded})"
+        )
+    if others_nodes:
+        others, others_params = sql.in_list("node", others_nodes)
+        params.update(others_params)
+        conditions.append(
+            "NOT EXISTS (SELECT 1 FROM subscriptions WHERE candidate.source = 'chat'"
+            " AND subscriptions.chat_id = candidate.key"
+            f" AND subscriptions.pinned_node IN {others})"
         )
     lock = "" if conn.dialect.name == "sqlite" else " FOR UPDATE OF candidate SKIP LOCKED"
     statement = (
@@ -172,7 +307,6 @@ def claim_heads(
         + f" ORDER BY candidate.id LIMIT :limit{lock})"
         f" RETURNING {_OUTBOX_COLUMNS}"
     )
-    params.update(others_params)
     params.update(now_ms=now_ms, until_ms=now_ms + lease_ms, claimer=claimer, limit=limit)
     found = sql.rows(conn, statement, params)
     return sorted((_outbox_record(values) for values in found), key=lambda record: record.id)
@@ -196,7 +330,7 @@ def deadlines(conn: Connection) -> tuple[int | None, int | None]:
 
 _PARK = Statement(
     "UPDATE outbox SET due_at_ms = NULL, lease_until_ms = NULL, claimed_by = NULL"
-    " WHERE chat_id = :chat_id AND id >= :outbox_id"
+    " WHERE source = 'chat' AND key = :chat_id AND id >= :outbox_id"
 )
 
 
@@ -224,6 +358,22 @@ _DEFER = Statement(
 )
 
 
+_RETRY = Statement(
+    "UPDATE outbox SET due_at_ms = :due_ms, tries = :tries, lease_until_ms = NULL,"
+    " claimed_by = NULL WHERE id = :outbox_id"
+)
+
+
+def retry_many(conn: Connection, retried: Sequence[tuple[int, int, int]]) -> None:
+    """Tried and due again (outbox id, tries made so far, when): the same row, so the same
+    message id; its key's later notifications wait behind it."""
+    sql.run_many(
+        conn,
+        _RETRY,
+        ({"outbox_id": i, "tries": tries, "due_ms": due_ms} for i, tries, due_ms in retried),
+    )
+
+
 def defer_many(conn: Connection, deferred: Sequence[tuple[int, int]]) -> None:
     """A backoff holds these notifications (outbox id, until): queued, due again at ``until``;
     their chats' later notifications wait behind them."""
@@ -240,10 +390,21 @@ def park_many(conn: Connection, parked: Sequence[tuple[str, int]]) -> None:
     )
 
 
+def pending(conn: Connection, source: str, key: str) -> list[OutboxRecord]:
+    """What waits under (source, key), oldest first."""
+    found = sql.rows(
+        conn,
+        f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE source = :source AND key = :key ORDER BY id",
+        {"source": source, "key": key},
+    )
+    return [_outbox_record(values) for values in found]
+
+
 def pending_for_chat(conn: Connection, chat_id: str) -> list[OutboxRecord]:
     found = sql.rows(
         conn,
-        f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE chat_id = :chat_id ORDER BY id",
+        f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE source = 'chat' AND key = :chat_id"
+        " ORDER BY id",
         {"chat_id": chat_id},
     )
     return [_outbox_record(values) for values in found]

@@ -30,7 +30,7 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {dict[str, Any]: JSON}
+    type_annotation_map = {dict[str, Any]: JSON, list[float]: JSON}
 
 
 class Chat(Base):
@@ -132,12 +132,14 @@ at a thousand deliveries a second a 32-bit id runs out within a month."""
 
 
 class Outbox(Base):
-    """Notifications waiting to be delivered, oldest first per chat. NULL ``due_at_ms`` = parked."""
+    """Notifications waiting to be delivered, oldest first per (source, key). NULL ``due_at_ms``
+    = parked. A chat's rows (source ``chat``, key = the chat id) route by the chat's
+    subscription and leave the destination NULL; every other source's rows carry theirs."""
 
     __tablename__ = "outbox"
 
     id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
-    chat_id: Mapped[str] = mapped_column(ForeignKey("chats.id"))
+    key: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(16))
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
     notify_position: Mapped[int | None] = mapped_column(Integer)
@@ -147,9 +149,24 @@ class Outbox(Base):
     lease_until_ms: Mapped[int | None] = mapped_column(BigInteger)
     claimed_by: Mapped[str | None] = mapped_column(String(128))
     created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    source: Mapped[str] = mapped_column(String(16))
+    device_type: Mapped[str | None] = mapped_column(String(16))
+    device_id: Mapped[str | None] = mapped_column(Text)
+    group_name: Mapped[str | None] = mapped_column(String(200))
+    provider: Mapped[str | None] = mapped_column(String(200))
+    debug: Mapped[bool | None] = mapped_column(Boolean)
+    authorization_header: Mapped[str | None] = mapped_column(Text)
+    """The destination's Authorization header value (httpcb)."""
+    rendering: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """What a phone shows and how (``alert``, ``renderings``, ``apns_push_type``, ``priority``)."""
+    tries: Mapped[int] = mapped_column(Integer, server_default="0")
+    """Tries made so far (sources other than chat: the plain-retry rule, delivery/retry.py)."""
+    max_attempts: Mapped[int] = mapped_column(Integer, server_default="1")
+    retry_delays: Mapped[list[float] | None] = mapped_column(JSON)
+    """Seconds to wait before try 2, 3, ...; the last one repeats."""
 
     __table_args__ = (
-        Index(None, "chat_id", "id"),
+        Index(None, "source", "key", "id"),
         Index(None, "due_at_ms"),
         Index(None, "lease_until_ms"),
     )
@@ -161,7 +178,9 @@ class Delivery(Base):
     __tablename__ = "deliveries"
 
     id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
-    chat_id: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(200))
+    message_id: Mapped[str | None] = mapped_column(String(64))
     at_ms: Mapped[int] = mapped_column(BigInteger)
     node: Mapped[str | None] = mapped_column(String(128))
     group_name: Mapped[str | None] = mapped_column(String(200))
@@ -177,7 +196,7 @@ class Delivery(Base):
     """A failed send: ``permanent``, ``temporary`` or ``deferred`` (held by a backoff)."""
     retry_after_ms: Mapped[int | None] = mapped_column(BigInteger)
 
-    __table_args__ = (Index(None, "chat_id", "id"), Index(None, "at_ms"))
+    __table_args__ = (Index(None, "source", "key", "id"), Index(None, "at_ms"))
 
 
 class Node(Base):

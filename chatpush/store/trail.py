@@ -18,7 +18,8 @@ _trail = cast(Table, Delivery.__table__)
 
 @dataclass(frozen=True, slots=True)
 class DeliveryRecord:
-    chat_id: str
+    source: str
+    key: str
     at_ms: int
     node: str | None
     group_name: str | None
@@ -34,13 +35,21 @@ class DeliveryRecord:
     """A failed send: ``permanent``, ``temporary``, or ``deferred`` (a backoff held it)."""
     retry_after_ms: int | None = None
     """The wait the service asked for before the next try (``Retry-After``)."""
+    message_id: str | None = None
+    """The ``webhook-id`` of the attempt (the same on every try of one notification)."""
+
+    @property
+    def chat_id(self) -> str | None:
+        """The chat it belongs to, if a chat made it."""
+        return self.key if self.source == "chat" else None
 
 
 _INSERT_TRAIL = Statement(
-    "INSERT INTO deliveries (chat_id, at_ms, node, group_name, device_type, kind, attempt,"
-    " notify_position, outcome, http_status, error, latency_ms, failure, retry_after_ms)"
-    " VALUES (:chat_id, :at_ms, :node, :group_name, :device_type, :kind, :attempt,"
-    " :notify_position, :outcome, :http_status, :error, :latency_ms, :failure, :retry_after_ms)"
+    "INSERT INTO deliveries (source, key, message_id, at_ms, node, group_name, device_type, kind,"
+    " attempt, notify_position, outcome, http_status, error, latency_ms, failure, retry_after_ms)"
+    " VALUES (:source, :key, :message_id, :at_ms, :node, :group_name, :device_type, :kind,"
+    " :attempt, :notify_position, :outcome, :http_status, :error, :latency_ms, :failure,"
+    " :retry_after_ms)"
 )
 
 
@@ -53,13 +62,16 @@ def complete(
     pins: Sequence[tuple[str, str]],
     handed_over: Sequence[int] = (),
     deferred: Sequence[tuple[int, int]] = (),
+    retried: Sequence[tuple[int, int, int]] = (),
 ) -> None:
     """Record a batch of finished attempts in one transaction (group commit).
 
     ``handed_over``: notifications whose chat was pinned to another instance's node; their lease
     is released so that instance claims them. ``deferred``: (outbox id, until) of notifications a
-    backoff holds: they stay queued, due again then. Subscriptions are locked before outbox rows, in
-    chat order, as the request transactions do: concurrent writers cannot deadlock.
+    backoff holds: they stay queued, due again then. ``retried``: (outbox id, tries made, when) of
+    notifications tried and due again (the plain-retry rule, delivery/retry.py). Subscriptions
+    are locked before outbox rows, in chat order, as the request transactions do: concurrent
+    writers cannot deadlock.
     """
     subscriptions.pin_many(conn, pins)
     if handed_over:
@@ -70,7 +82,9 @@ def complete(
         _INSERT_TRAIL,
         (
             {
-                "chat_id": r.chat_id,
+                "source": r.source,
+                "key": r.key,
+                "message_id": r.message_id,
                 "at_ms": r.at_ms,
                 "node": r.node,
                 "group_name": r.group_name,
@@ -90,15 +104,24 @@ def complete(
     )
     outbox.delete(conn, finished)
     outbox.defer_many(conn, deferred)
+    outbox.retry_many(conn, retried)
     outbox.park_many(conn, parked)
 
 
 def deliveries(
     conn: Connection, chat_id: str, after_id: int = 0, limit: int = 500
 ) -> list[tuple[int, DeliveryRecord]]:
+    """A chat's delivery records with an id above ``after_id``, oldest first."""
+    return deliveries_of(conn, "chat", chat_id, after_id, limit)
+
+
+def deliveries_of(
+    conn: Connection, source: str, key: str, after_id: int = 0, limit: int = 500
+) -> list[tuple[int, DeliveryRecord]]:
+    """The delivery records of (source, key) with an id above ``after_id``, oldest first."""
     rows = conn.execute(
         select(_trail)
-        .where(and_(_trail.c.chat_id == chat_id, _trail.c.id > after_id))
+        .where(and_(_trail.c.source == source, _trail.c.key == key, _trail.c.id > after_id))
         .order_by(_trail.c.id)
         .limit(limit)
     )
@@ -106,7 +129,8 @@ def deliveries(
         (
             row.id,
             DeliveryRecord(
-                chat_id=row.chat_id,
+                source=row.source,
+                key=row.key,
                 at_ms=row.at_ms,
                 node=row.node,
                 group_name=row.group_name,
@@ -120,6 +144,7 @@ def deliveries(
                 latency_ms=row.latency_ms,
                 failure=row.failure,
                 retry_after_ms=row.retry_after_ms,
+                message_id=row.message_id,
             ),
         )
         for row in rows

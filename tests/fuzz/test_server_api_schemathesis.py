@@ -42,7 +42,6 @@ from chatpush.app import create_app
 from chatpush.config import load_settings
 from chatpush.store import migrate
 from chatpush.testing import FakeClock
-from tests.agents_support import RecordingOutbox
 from tests.fuzz.common import EXAMPLES, record_count, traceback_in
 from tests.receivers import RELIABLE_PUSH, Receiver
 
@@ -107,10 +106,7 @@ class LiveServer:
             security={"api_keys": [API_KEY]},
             groups={"g1": {"default": True, "nodes": [NODE], "customhttp.url": self.receiver.url}},
         )
-        # Agent alerts hand rings to an outbox (tests/agents_support.py) until the platform's.
-        app = create_app(
-            settings, clock=FakeClock(), housekeeping=False, agent_outbox=RecordingOutbox()
-        )
+        app = create_app(settings, clock=FakeClock(), housekeeping=False)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)

@@ -8,7 +8,6 @@ FCM is for the platform's end-to-end tests once it is wired.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -152,7 +151,7 @@ async def test_registering_a_token_again_replaces_its_entry(agents: Agents) -> N
 async def test_an_agent_has_at_most_the_configured_devices(
     make_client: Callable[..., Any], agent_settings: Callable[..., Settings], clock: FakeClock
 ) -> None:
-    client = await make_client(agent_settings(max_devices_per_agent=2), agent_outbox=None)
+    client = await make_client(agent_settings(max_devices_per_agent=2))
     agents = Agents(client, RecordingOutbox(), clock)
     await agents.register("agent-1", "ios", IOS_TOKEN)
     await agents.register("agent-1", "android", FCM_TOKEN)
@@ -604,21 +603,6 @@ async def test_401_keeps_the_device_when_configured_so(
     )
     await client.app[DATABASE].write(client.app[AGENTS].record, [outcome], clock.now_ms())
     assert [d["id"] for d in await agents.devices("agent-1")] == [desk]
-
-
-# -- without an outbox ---------------------------------------------------------------------------
-
-
-async def test_without_an_outbox_intake_is_refused_and_changes_nothing(
-    make_client: Callable[..., Any], agent_settings: Callable[..., Settings], clock: FakeClock
-) -> None:
-    client = await make_client(agent_settings())
-    agents = Agents(client, RecordingOutbox(), clock)
-    await agents.register("agent-1", "ios", IOS_TOKEN)
-    answer = await agents.call("POST", "/agent-events", 503, added())
-    assert codes(answer) == [Code.NOT_CONFIGURED]
-    assert (await agents.trail())["trail"] == []
-    assert json.dumps(answer).count("delivery platform") == 1
 
 
 # -- the dedup window across instances -----------------------------------------------------------

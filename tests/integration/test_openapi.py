@@ -36,7 +36,6 @@ from chatpush.config import Settings
 from chatpush.errors import Code
 from chatpush.testing import FakeClock
 from chatpush.testing.fcm import rsa_private_pem
-from tests.agents_support import RecordingOutbox
 from tests.conftest import API_KEY, ChatDriver
 from tests.receivers import RELIABLE_PUSH, Receiver
 
@@ -416,7 +415,7 @@ async def test_a_realistic_session_conforms_to_the_document(
         security={"api_keys": [API_KEY], "credentials_key": Fernet.generate_key().decode()},
         mobile={"fcm_api_url": "http://127.0.0.1:9", "fcm_token_uri": "http://127.0.0.1:9/t"},
     )
-    client: Client = await make_client(settings, agent_outbox=RecordingOutbox())
+    client: Client = await make_client(settings)
     dispatcher = client.app[DISPATCHER]
     api = CheckedApi(client, conformance)
 

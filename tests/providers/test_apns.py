@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from chatpush.chat.model import ChatRecord
 from chatpush.config import MobileSettings
 from chatpush.providers.apns import ApnsCredentials, ApnsProvider, apns_request
-from chatpush.providers.base import Notification, SendResult
+from chatpush.providers.base import Alert, Notification, SendResult
 from chatpush.providers.message import MobileMessage
 from chatpush.push.bodies import bare_body, trigger_body
 from chatpush.testing import FakeClock
@@ -643,3 +643,51 @@ async def test_only_apns_own_reason_is_shown_and_truncated(
     fake.answer_raw(TOKEN, 400, [], b'{"reason": "' + b"Bad\\nTopic" * 50 + b'", "x": "secret"}')
     long = await send(apns, trigger())
     assert long.error == "APNs 400 " + ("Bad Topic" * 50)[:100]
+
+
+# --- a notification no chat made (issue 14: the default rendering and a given one) ----------
+
+
+async def test_another_sources_alert_gets_the_default_rendering_for_its_device(
+    apns: ApnsProvider, fake: FakeApns
+) -> None:
+    alert = Alert("Incoming call", "Alice is calling", category="INCOMING_CALL")
+    notification = Notification("test", "call-1", "alert", "m1", {"call": 7}, alert=alert)
+    assert (await send(apns, notification, device_id=TOKEN)).outcome == "sent"
+    [request] = fake.requests
+    assert request["token"] == TOKEN
+    assert (request["headers"]["apns-push-type"], request["headers"]["apns-priority"]) == (
+        "alert",
+        "10",
+    )
+    assert request["payload"] == {
+        "aps": {
+            "alert": {"title": "Incoming call", "body": "Alice is calling"},
+            "sound": "default",
+            "category": "INCOMING_CALL",
+        },
+        "message": {"call": 7},
+    }
+
+
+async def test_another_sources_rendering_and_push_type_are_sent_as_given(
+    apns: ApnsProvider, fake: FakeApns
+) -> None:
+    given = {"aps": {"content-available": 1}, "conversationId": "c-9", "ring": False}
+    notification = Notification(
+        "agent_alert",
+        "c-9:dev",
+        "cancel",
+        "m2",
+        {"ignored": True},
+        renderings={"ios": given},
+        apns_push_type="background",
+    )
+    assert (await send(apns, notification, device_id=TOKEN, debug=True)).outcome == "sent"
+    [request] = fake.requests
+    assert request["authority"] == f"localhost:{fake.port}"  # debug: the sandbox
+    assert request["payload"] == given
+    assert (request["headers"]["apns-push-type"], request["headers"]["apns-priority"]) == (
+        "background",
+        "5",
+    )
