@@ -41,7 +41,7 @@ def _fields(ring: Ring) -> dict[str, Any]:
     }
 
 
-def _renderings(alert: Alert, content: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _renderings(alert: Alert, content: dict[str, Any], token: str) -> dict[str, dict[str, Any]]:
     apns = {
         "aps": {
             "alert": {"title": alert.title, "body": alert.body},
@@ -55,7 +55,9 @@ def _renderings(alert: Alert, content: dict[str, Any]) -> dict[str, dict[str, An
     data.update({name: "" if value is None else str(value) for name, value in content.items()})
     fcm = {"data": data, "android": {"priority": "high", "ttl": FCM_RING_TTL}}
     flat = {"title": alert.title, "body": alert.body, "category": alert.category, **content}
-    return {"ios": apns, "fcm": fcm, "customhttp": flat, "comet": flat}
+    # A custom HTTP receiver serves many devices at one URL: its body names the device, as every
+    # custom HTTP notification's does.
+    return {"ios": apns, "fcm": fcm, "customhttp": {"deviceId": token, **flat}, "comet": flat}
 
 
 def ring_push(settings: AgentSettings, ring: Ring, device: Device, group_name: str) -> AgentPush:
@@ -74,12 +76,12 @@ def ring_push(settings: AgentSettings, ring: Ring, device: Device, group_name: s
         "timestamp": ring.timestamp,
         "device_id": device.id,
     }
-    renderings = _renderings(alert, content)
+    renderings = _renderings(alert, content, device.token)
     return AgentPush(
         source=SOURCE,
         key=ordering_key(ring.conversation_id, ring.user_id, device.id),
         kind="alert",
-        body=dict(renderings["customhttp"]),
+        body=dict(renderings["comet"]),
         destination=Destination(device.device_type, device.token, group_name, device.provider),
         alert=alert,
         renderings=renderings,
@@ -110,12 +112,12 @@ def cancel_push(settings: AgentSettings, ring: RingRecord, reason: str) -> Agent
         "reason": reason,
         "device_id": ring.device_id,
     }
-    renderings = _renderings(alert, content)
+    renderings = _renderings(alert, content, ring.token)
     return AgentPush(
         source=SOURCE,
         key=ordering_key(ring.conversation_id, ring.user_id, ring.device_id),
         kind="cancel",
-        body=dict(renderings["customhttp"]),
+        body=dict(renderings["comet"]),
         destination=Destination(
             ring.device_type, ring.token, ring.group_name or "default", ring.provider
         ),

@@ -255,8 +255,9 @@ async def test_a_queue_member_added_rings_every_device_of_the_agent(agents: Agen
     assert all(isinstance(value, str) for value in fcm["data"].values())
     assert fcm["data"]["genesys_conversation_id"] == "conv-abc-123"
     assert fcm["data"]["category"] == "INCOMING_CALL" and fcm["data"]["action"] == "ring"
-    flat = rings[2].renderings["customhttp"]
-    assert flat == rings[2].renderings["comet"] == rings[2].body
+    flat = rings[2].renderings["comet"]
+    assert rings[2].renderings["customhttp"] == {"deviceId": "desk-7", **flat}
+    assert flat == rings[2].body
     assert flat["action"] == "ring" and flat["queue_id"] == "q-sales"
     assert flat["device_id"] == desk
 
