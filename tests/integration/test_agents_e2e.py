@@ -8,6 +8,7 @@ registry.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,10 +165,14 @@ async def test_a_cancel_never_overtakes_its_ring(gateway: Gateway) -> None:
     """The receiver takes its time over the ring; the cancel, queued meanwhile, waits for it."""
     await gateway.register("agent-1", "customhttp", "desk-1")
     gateway.receiver.delay_s = 0.3
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     await gateway.call("POST", "/agent-events", 200, [added()])
     await gateway.call("POST", "/agent-events", 200, [deleted()])
     await gateway.client.app[DISPATCHER].settle()
     assert [r.body["action"] for r in gateway.receiver.received] == ["ring", "cancel_ring"]
+    # One after the other (the cancel was sent only once the ring was answered), not together.
+    assert loop.time() - started >= 0.6
 
 
 async def test_dead_tokens_are_removed_from_the_registry(gateway: Gateway) -> None:
