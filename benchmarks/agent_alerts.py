@@ -1,22 +1,21 @@
-"""Agent alerts: latency from a routing event sent to its rings queued durably, at a fixed rate.
+"""Agent alerts: from a routing event sent to the pushes at the fake APNs and FCM, at a fixed rate.
 
-Every agent has two devices (one ``ios``, one ``fcm``). The load generator POSTs one
+Every agent has two devices, one ``ios`` (the fake APNs of chatpush/testing/apns.py: HTTP/2 over
+TLS) and one ``android`` (the fake FCM). The load generator POSTs one
 ``routing.queue.member.added`` per event (a new conversation each, agents in turn) to
 ``POST /api/v1/agent-events`` at a fixed offered rate (open loop: event k is sent at
-start + k/rate). The app runs in this process on a fresh SQLite file (or ``--database``), with
-an outbox that takes the rings as the delivery platform's ``enqueue`` does, inside the intake's
-transaction, noting when.
+start + k/rate). chatpush runs in this process on a fresh SQLite file (or ``--database``) with
+the delivery platform's dispatcher; the fakes run here too and note when each push arrives.
 
 Reported: the rate achieved, and p50/p90/p99/max of
 
-- **sent -> rings queued**: from the POST to the intake transaction handing both rings over
-  (before its commit);
-- **sent -> answered**: the POST's answer, after the commit: both rings are durable then.
+- **sent -> answered**: the POST's answer, after the commit (both rings durable);
+- **sent -> APNs**, **sent -> FCM**: the push's arrival at each fake;
+- **sent -> both devices rung**: the later of the two, per event: the issue's figure (target p99
+  < 50 ms at 200 events/s).
 
-The issue's figure is *event accepted -> push sent* on the fake APNs and FCM (target p99 < 50
-ms at 200 events/s): the send half needs the delivery platform's dispatcher, which this build
-does not wire to agent alerts yet (docs/agents.md); these figures are the intake half. Run from
-the repository root:
+The times start when the POST is sent, so they include the HTTP round trip: an upper bound of
+"event accepted -> push sent". Run from the repository root:
 
     .venv/bin/python -m benchmarks.agent_alerts                   # 200 events/s, 20 s
     .venv/bin/python -m benchmarks.agent_alerts --smoke           # a few seconds, for CI
@@ -30,38 +29,48 @@ import asyncio
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, web
-from sqlalchemy.engine import Connection
+from cryptography.fernet import Fernet
 
 from benchmarks.rig import machine_line
-from chatpush.agents.outbound import AgentPush
 from chatpush.app import create_app
+from chatpush.clock import SystemClock
 from chatpush.config import load_settings
 from chatpush.store import migrate
+from chatpush.testing import FakeClock
+from chatpush.testing.apns import FakeApns, self_signed
+from chatpush.testing.fcm import FakeFcm
 
 API_KEY = "benchmark-agent-alerts-key"
 
 
-class TimingOutbox:
-    """Takes rings as the platform's enqueue does; notes when each conversation's were queued."""
+@dataclass
+class TimedApns(FakeApns):
+    arrived: dict[str, float] = field(default_factory=dict)
 
-    def __init__(self) -> None:
-        self.queued_at: dict[str, float] = {}
-        self.pushes = 0
+    def answer(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any] | None]:
+        status, answer = super().answer(headers, body)
+        payload = self.requests[-1]["payload"] or {}
+        self.arrived.setdefault(str(payload.get("genesys_conversation_id")), time.perf_counter())
+        return status, answer
 
-    def enqueue(self, conn: Connection, pushes: Sequence[AgentPush], now_ms: int) -> list[str]:
-        now = time.perf_counter()
-        for push in pushes:
-            self.queued_at.setdefault(push.key.split("/", 1)[0], now)
-        self.pushes += len(pushes)
-        return [f"m{self.pushes - n}" for n in range(len(pushes))]
 
-    def poke(self) -> None:
-        pass
+@dataclass
+class TimedFcm(FakeFcm):
+    arrived: dict[str, float] = field(default_factory=dict)
+
+    async def _send(self, request: web.Request) -> web.Response:
+        count = len(self.sent)
+        response = await super()._send(request)
+        if len(self.sent) > count:
+            conversation = self.sent[-1].get("data", {}).get("genesys_conversation_id")
+            self.arrived.setdefault(str(conversation), time.perf_counter())
+        return response
 
 
 def percentiles(values_ms: list[float]) -> str:
@@ -91,18 +100,29 @@ def ring(conversation: str, agent: str) -> dict[str, Any]:
 
 async def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as scratch:
-        url = args.database or f"sqlite+aiosqlite:///{Path(scratch) / 'agents.db'}"
+        folder = Path(scratch)
+        url = args.database or f"sqlite+aiosqlite:///{folder / 'agents.db'}"
         if args.database is None:
             await asyncio.to_thread(migrate.upgrade, url)
+        fake_clock = FakeClock(SystemClock().now_ms())
+        certificate = self_signed(folder)
+        apns = await TimedApns(fake_clock).start(*certificate)
+        fcm = await TimedFcm(fake_clock).start()
         settings = load_settings(
             None,
             database={"url": url},
-            security={"api_keys": [API_KEY]},
+            security={"api_keys": [API_KEY], "credentials_key": Fernet.generate_key().decode()},
+            mobile={
+                "fcm_api_url": fcm.base_url,
+                "apns_host": "127.0.0.1",
+                "apns_port": apns.port,
+                "apns_ca_file": str(certificate[0]),
+                "allowed_hosts": [fcm.base_url, f"127.0.0.1:{apns.port}"],
+            },
             groups={"g1": {"default": True, "nodes": ["n1"], "pushEnabled": ["ios", "fcm"]}},
             logging={"level": "WARNING"},
         )
-        outbox = TimingOutbox()
-        app = create_app(settings, housekeeping=False, agent_outbox=outbox)
+        app = create_app(settings, housekeeping=False)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -110,8 +130,16 @@ async def run(args: argparse.Namespace) -> int:
         host, port = runner.addresses[0][:2]
         base = f"http://{host}:{port}"
         headers = {"X-API-Key": API_KEY}
+        sent_at: dict[str, float] = {}
+        answered_ms: list[float] = []
+        refused = 0
         try:
             async with ClientSession(timeout=ClientTimeout(total=30), headers=headers) as session:
+                for kind, body in (("fcm", fcm.credentials()), ("apns", apns.credentials())):
+                    async with session.put(
+                        f"{base}/api/v1/groups/g1/credentials/{kind}", json=body
+                    ) as response:
+                        assert response.status == 200, await response.text()
                 agents = [f"agent-{n}" for n in range(args.agents)]
                 for agent in agents:
                     for platform, token in (("ios", f"{agent}-apns"), ("android", f"{agent}-fcm")):
@@ -121,18 +149,13 @@ async def run(args: argparse.Namespace) -> int:
                         ) as response:
                             assert response.status == 201, await response.text()
                 total = int(args.rate * args.duration)
-                sent_at: dict[str, float] = {}
-                answered_ms: list[float] = []
-                refused = 0
 
                 async def one(n: int) -> None:
                     nonlocal refused
                     conversation = f"bench-{n}"
                     sent_at[conversation] = time.perf_counter()
-                    async with session.post(
-                        f"{base}/api/v1/agent-events",
-                        json=ring(conversation, agents[n % len(agents)]),
-                    ) as response:
+                    event = ring(conversation, agents[n % len(agents)])
+                    async with session.post(f"{base}/api/v1/agent-events", json=event) as response:
                         body = await response.json()
                         if response.status != 200 or body["rung"] != 2:
                             refused += 1
@@ -146,21 +169,41 @@ async def run(args: argparse.Namespace) -> int:
                     tasks.append(asyncio.create_task(one(n)))
                 await asyncio.gather(*tasks)
                 elapsed_s = time.perf_counter() - start
+                deadline = time.perf_counter() + 30
+                while time.perf_counter() < deadline and (  # noqa: ASYNC110 (polling the fakes' records)
+                    len(apns.arrived) < total - refused or len(fcm.arrived) < total - refused
+                ):
+                    await asyncio.sleep(0.05)
         finally:
             await runner.cleanup()
-    queued_ms = [
-        (outbox.queued_at[c] - sent) * 1000 for c, sent in sent_at.items() if c in outbox.queued_at
+            await apns.close()
+            await fcm.close()
+
+    def after(arrived: dict[str, float]) -> list[float]:
+        return [(arrived[c] - sent) * 1000 for c, sent in sent_at.items() if c in arrived]
+
+    both = [
+        (max(apns.arrived[c], fcm.arrived[c]) - sent) * 1000
+        for c, sent in sent_at.items()
+        if c in apns.arrived and c in fcm.arrived
     ]
     print(machine_line())
     print(
         f"agent alerts: {total} events at {args.rate:g}/s offered, {total / elapsed_s:.1f}/s "
-        f"achieved, {args.agents} agents x 2 devices, {outbox.pushes} rings queued, "
-        f"{refused} refused; database {'SQLite' if args.database is None else args.database}"
+        f"achieved, {args.agents} agents x 2 devices (APNs + FCM), {refused} refused, "
+        f"{len(both)} with both devices rung; database "
+        f"{'SQLite' if args.database is None else args.database}"
     )
-    print(f"  sent -> rings queued:   {percentiles(queued_ms)}")
-    print(f"  sent -> answered (durable): {percentiles(answered_ms)}")
-    print("  (rings -> sent on the fake APNs/FCM: needs the delivery platform; docs/agents.md)")
-    return 0 if refused == 0 and outbox.pushes == 2 * total else 1
+    print(f"  sent -> answered (durable):   {percentiles(answered_ms)}")
+    print(f"  sent -> APNs:                 {percentiles(after(apns.arrived))}")
+    print(f"  sent -> FCM:                  {percentiles(after(fcm.arrived))}")
+    print(f"  sent -> both devices rung:    {percentiles(both)}")
+    print(
+        f"  (fake APNs: {apns.connections} connections, {len(apns.tokens_seen)} provider tokens; "
+        f"fake FCM: {fcm.token_requests} token requests; APNs answers "
+        f"{sorted(Counter((r['status'], r['reason']) for r in apns.requests).items())})"
+    )
+    return 0 if refused == 0 and len(both) == total else 1
 
 
 def main(argv: list[str] | None = None) -> int:
