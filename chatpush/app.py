@@ -19,6 +19,7 @@ from chatpush.addresses import TrustedProxies
 from chatpush.admin import setup_admin
 from chatpush.agents.outbound import SOURCE, PlatformOutbox
 from chatpush.agents.outbound import Outbox as AgentOutbox
+from chatpush.agents.presence import PresenceSource
 from chatpush.agents.service import AgentAlerts
 from chatpush.agents.stream import EventStream
 from chatpush.api import chat_cometd, chat_server, ratelimit, routes
@@ -116,8 +117,9 @@ def create_app(
         db, settings, clock, pipeline, router, providers, metrics, sources=sources
     )
     # Agent alerts (docs/agents.md): a source of the platform, its hooks remove dead tokens.
+    presence = None if settings.agents.presence_url is None else PresenceSource(settings.agents)
     agents = AgentAlerts(
-        db, settings, clock, metrics, agent_outbox or PlatformOutbox(dispatcher.poke)
+        db, settings, clock, metrics, agent_outbox or PlatformOutbox(dispatcher.poke), presence
     )
     if not sources or SOURCE not in sources:
         dispatcher.register_source(SOURCE, agents)
@@ -205,6 +207,14 @@ def create_app(
     app.cleanup_ctx.extend([database_ctx, provider_ctx, delivery_ctx])
     # Agent alerts' event stream (docs/agents.md): one connection across instances, if configured;
     # started after the database and the dispatcher, stopped before them.
+    if presence is not None:
+
+        async def agent_presence_ctx(app: web.Application) -> AsyncIterator[None]:
+            await presence.start()
+            yield
+            await presence.close()
+
+        app.cleanup_ctx.append(agent_presence_ctx)
     if settings.agents.stream_url is not None:
         stream = EventStream(settings.agents, clock, db, agents, metrics, instance_id)
         app[AGENT_STREAM] = stream

@@ -650,6 +650,18 @@ class AgentSettings(_Strict):
     stream_max_backoff_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     stream_lease_s: Annotated[float, Field(ge=3, le=3600)] = 15.0
     """One instance holds the stream; another takes it over this long after the holder died."""
+    presence_url: str | None = None
+    """Presence, optional (off when unset): an http(s) URL with ``{userId}``, answering as the
+    contact centre's presence API does (docs/agents.md, "Presence")."""
+    presence_token: SecretStr | None = None
+    presence_timeout_s: Annotated[float, Field(gt=0, le=10)] = 0.5
+    """A presence lookup that takes longer lets the ring through."""
+    presence_suppress: tuple[Annotated[str, Field(min_length=1, max_length=64)], ...] = (
+        "offline",
+        "away",
+        "onACall",
+    )
+    """Presence ids that suppress a ring."""
 
     @field_validator("event_types")
     @classmethod
@@ -663,6 +675,11 @@ class AgentSettings(_Strict):
     def _stream(self) -> AgentSettings:
         if self.stream_url is not None and not self.stream_url.startswith(("ws://", "wss://")):
             raise ValueError("agents.stream_url must be a ws:// or wss:// URL")
+        if self.presence_url is not None and (
+            not self.presence_url.startswith(("http://", "https://"))
+            or "{userId}" not in self.presence_url
+        ):
+            raise ValueError("agents.presence_url must be an http(s) URL with {userId} in it")
         if self.stream_max_backoff_s < self.stream_initial_backoff_s:
             raise ValueError(
                 "agents.stream_max_backoff_s must be at least stream_initial_backoff_s"

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 from chatpush import device_types
 from chatpush.agents import alerts, events
 from chatpush.agents.outbound import SOURCE, Outbox
+from chatpush.agents.presence import PresenceSource
 from chatpush.clock import Clock
 from chatpush.config import Settings
 from chatpush.errors import BadRequest, Code, Conflict, NotFound
@@ -133,6 +134,7 @@ class AgentAlerts:
         clock: Clock,
         metrics: Metrics,
         outbox: Outbox,
+        presence: PresenceSource | None = None,
     ) -> None:
         self._db = database
         self._settings = settings
@@ -140,6 +142,7 @@ class AgentAlerts:
         self._clock = clock
         self._metrics = metrics
         self._outbox = outbox
+        self._presence = presence
         self._dead_seen: dict[str, None] = {}
         """Message ids of dead-token outcomes logged and counted, oldest first (bounded)."""
 
@@ -287,8 +290,13 @@ class AgentAlerts:
     async def accept(self, parsed: Sequence[events.Parsed]) -> Intake:
         """Act on checked events, in order, in one transaction."""
         outbox = self._outbox
+        presence: dict[str, str | None] = {}
+        if self._presence is not None:
+            # Looked up before the transaction (a lookup is an HTTP call), for the agents to ring.
+            rings = [each.user_id for each in parsed if isinstance(each, events.Ring)]
+            presence = await self._presence.statuses(rings)
         now_ms = self._clock.now_ms()
-        intake = await self._db.write(self._apply, outbox, parsed, now_ms)
+        intake = await self._db.write(self._apply, outbox, parsed, now_ms, presence)
         if intake.rung or intake.cancelled:
             outbox.poke()
         self._count(intake)
@@ -307,7 +315,12 @@ class AgentAlerts:
             self._metrics.inc("chatpush_agent_rings_suppressed_total", count, reason=reason)
 
     def _apply(
-        self, conn: Connection, outbox: Outbox, parsed: Sequence[events.Parsed], now_ms: int
+        self,
+        conn: Connection,
+        outbox: Outbox,
+        parsed: Sequence[events.Parsed],
+        now_ms: int,
+        presence: dict[str, str | None],
     ) -> Intake:
         intake = Intake()
         for each in parsed:
@@ -325,7 +338,12 @@ class AgentAlerts:
                 continue
             intake.accepted += 1
             if isinstance(each, events.Ring):
-                self._ring(conn, outbox, each, now_ms, intake)
+                status = presence.get(each.user_id)
+                if status is not None and status in self._config.presence_suppress:
+                    # Before the dedup mark: once the agent is available, the next offer rings.
+                    self._suppress(conn, each, f"presence:{status}", now_ms, intake)
+                else:
+                    self._ring(conn, outbox, each, now_ms, intake)
                 key = (events.ADDED, "accepted")
             elif isinstance(each, events.Cancel):
                 intake.cancelled += self._cancel(
