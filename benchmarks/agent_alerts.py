@@ -4,8 +4,9 @@ Every agent has two devices, one ``ios`` (the fake APNs of chatpush/testing/apns
 TLS) and one ``android`` (the fake FCM). The load generator POSTs one
 ``routing.queue.member.added`` per event (a new conversation each, agents in turn) to
 ``POST /api/v1/agent-events`` at a fixed offered rate (open loop: event k is sent at
-start + k/rate). chatpush runs in this process on a fresh SQLite file (or ``--database``) with
-the delivery platform's dispatcher; the fakes run here too and note when each push arrives.
+start + k/rate). chatpush runs as ``chatpush serve`` in a process of its own on a fresh SQLite
+file (or ``--database``); the fakes and the load generator run in this process, which notes when
+each push arrives (the same monotonic clock for every time measured).
 
 Reported: the rate achieved, and p50/p90/p99/max of
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import tempfile
 import time
@@ -37,10 +39,8 @@ from typing import Any
 from aiohttp import ClientSession, ClientTimeout, web
 from cryptography.fernet import Fernet
 
-from benchmarks.rig import machine_line
-from chatpush.app import create_app
+from benchmarks.rig import Process, cpu_s, free_port, machine_line
 from chatpush.clock import SystemClock
-from chatpush.config import load_settings
 from chatpush.store import migrate
 from chatpush.testing import FakeClock
 from chatpush.testing.apns import FakeApns, self_signed
@@ -98,6 +98,39 @@ def ring(conversation: str, agent: str) -> dict[str, Any]:
     }
 
 
+def write_config(path: Path, port: int, url: str, apns: FakeApns, fcm: FakeFcm, ca: Path) -> None:
+    def q(value: str) -> str:
+        return json.dumps(value)
+
+    path.write_text(
+        "\n".join(
+            [
+                "[server]",
+                'host = "127.0.0.1"',
+                f"port = {port}",
+                "[database]",
+                f"url = {q(url)}",
+                "[security]",
+                f"api_keys = [{q(API_KEY)}]",
+                f"credentials_key = {q(Fernet.generate_key().decode())}",
+                "[logging]",
+                'level = "WARNING"',
+                "[mobile]",
+                f"fcm_api_url = {q(fcm.base_url)}",
+                'apns_host = "127.0.0.1"',
+                f"apns_port = {apns.port}",
+                f"apns_ca_file = {q(str(ca))}",
+                f"allowed_hosts = [{q(fcm.base_url)}, {q(f'127.0.0.1:{apns.port}')}]",
+                "[groups.g1]",
+                "default = true",
+                'nodes = ["n1"]',
+                'pushEnabled = ["ios", "fcm"]',
+            ]
+        )
+        + "\n"
+    )
+
+
 async def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
@@ -108,33 +141,23 @@ async def run(args: argparse.Namespace) -> int:
         certificate = self_signed(folder)
         apns = await TimedApns(fake_clock).start(*certificate)
         fcm = await TimedFcm(fake_clock).start()
-        settings = load_settings(
-            None,
-            database={"url": url},
-            security={"api_keys": [API_KEY], "credentials_key": Fernet.generate_key().decode()},
-            mobile={
-                "fcm_api_url": fcm.base_url,
-                "apns_host": "127.0.0.1",
-                "apns_port": apns.port,
-                "apns_ca_file": str(certificate[0]),
-                "allowed_hosts": [fcm.base_url, f"127.0.0.1:{apns.port}"],
-            },
-            groups={"g1": {"default": True, "nodes": ["n1"], "pushEnabled": ["ios", "fcm"]}},
-            logging={"level": "WARNING"},
+        port = free_port()
+        write_config(folder / "chatpush.toml", port, url, apns, fcm, certificate[0])
+        base = f"http://127.0.0.1:{port}"
+        chatpush = Process(
+            "chatpush",
+            [sys.executable, "-m", "chatpush.cli", "--config", "chatpush.toml", "serve"],
+            folder,
+            base=base,
         )
-        app = create_app(settings, housekeeping=False)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        base = f"http://{host}:{port}"
+        chatpush.start()
         headers = {"X-API-Key": API_KEY}
         sent_at: dict[str, float] = {}
         answered_ms: list[float] = []
         refused = 0
         try:
             async with ClientSession(timeout=ClientTimeout(total=30), headers=headers) as session:
+                await chatpush.wait_ready(session)
                 for kind, body in (("fcm", fcm.credentials()), ("apns", apns.credentials())):
                     async with session.put(
                         f"{base}/api/v1/groups/g1/credentials/{kind}", json=body
@@ -162,6 +185,7 @@ async def run(args: argparse.Namespace) -> int:
                             return
                     answered_ms.append((time.perf_counter() - sent_at[conversation]) * 1000)
 
+                chatpush_cpu_s, own_cpu_s = cpu_s(chatpush.pid), time.process_time()
                 start = time.perf_counter()
                 tasks = []
                 for n in range(total):
@@ -174,8 +198,10 @@ async def run(args: argparse.Namespace) -> int:
                     len(apns.arrived) < total - refused or len(fcm.arrived) < total - refused
                 ):
                     await asyncio.sleep(0.05)
+                chatpush_cpu_s = cpu_s(chatpush.pid) - chatpush_cpu_s
+                own_cpu_s = time.process_time() - own_cpu_s
         finally:
-            await runner.cleanup()
+            chatpush.stop()
             await apns.close()
             await fcm.close()
 
@@ -193,6 +219,10 @@ async def run(args: argparse.Namespace) -> int:
         f"achieved, {args.agents} agents x 2 devices (APNs + FCM), {refused} refused, "
         f"{len(both)} with both devices rung; database "
         f"{'SQLite' if args.database is None else args.database}"
+    )
+    print(
+        f"  CPU per event: chatpush {chatpush_cpu_s / total * 1000:.2f} ms (intake and both "
+        f"sends), this process {own_cpu_s / total * 1000:.2f} ms (load, fake APNs and FCM)"
     )
     print(f"  sent -> answered (durable):   {percentiles(answered_ms)}")
     print(f"  sent -> APNs:                 {percentiles(after(apns.arrived))}")
