@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 
 from sqlalchemy.engine import Connection
 
+from chatpush import device_types
 from chatpush.providers.envelope import Alert, Kind, Priority, Source
 from chatpush.store import outbox
 
@@ -38,6 +39,8 @@ MAX_KEY_CHARS = 200
 """The longest ordering key (the outbox's ``key`` column)."""
 MAX_ATTEMPTS = 100
 """The most tries a notification may ask for."""
+MAX_DEVICE_ID_CHARS = 4096
+"""The longest device id (a token, or an httpcb URL)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +122,13 @@ def _row(notification: NewNotification, message_id: str) -> outbox.NewRow:
     destination = n.destination
     if destination is None:
         raise ValueError(f"a notification of source {n.source!r} needs a destination")
+    device_type = device_types.canonical(destination.device_type)
+    if device_type is None:
+        raise ValueError(
+            f"unknown device type {destination.device_type!r}: {device_types.describe()}"
+        )
+    if not 0 < len(destination.device_id) <= MAX_DEVICE_ID_CHARS:
+        raise ValueError(f"a device id must have 1 to {MAX_DEVICE_ID_CHARS} characters")
     if not n.key or len(n.key) > MAX_KEY_CHARS:
         raise ValueError(f"a notification's key must have 1 to {MAX_KEY_CHARS} characters")
     if not 1 <= n.max_attempts <= MAX_ATTEMPTS:
@@ -145,7 +155,7 @@ def _row(notification: NewNotification, message_id: str) -> outbox.NewRow:
         message_id,
         n.position,
         n.attempt,
-        device_type=destination.device_type,
+        device_type=device_type,
         device_id=destination.device_id,
         group_name=destination.group_name,
         provider=destination.provider,
@@ -161,7 +171,8 @@ def enqueue(conn: Connection, notifications: Sequence[NewNotification], now_ms: 
     """Inside the source's own write transaction (``Database.write``): the rows commit with the
     change that caused them. Returns the message ids (``webhook-id``), one per notification.
     ValueError (nothing queued) for a notification the platform cannot send: a source but chat
-    without a destination, a key of no or over 200 characters, max_attempts outside 1..100."""
+    without a destination or with an unknown device type (an alias is taken: ``android`` is
+    ``fcm``), a key of no or over 200 characters, max_attempts outside 1..100."""
     ids = [outbox.new_message_id() for _ in notifications]
     rows = [_row(n, message_id) for n, message_id in zip(notifications, ids, strict=True)]
     outbox.enqueue_rows(conn, rows, now_ms)

@@ -507,7 +507,7 @@ class Dispatcher:
             log.warning(
                 "could not send notification: no node found in group=%s",
                 request.group_name,
-                extra={"action": "no_node", "chat_id": row.key},
+                extra={"action": "no_node", "source": CHAT, "chat_id": row.key},
             )
             self._metrics.inc("chatpush_no_node_total", group=request.group_name)
             trail = self._trail(row, request.device_type, None, None, now_ms, "no_node")
@@ -520,7 +520,7 @@ class Dispatcher:
                 "lease of a notification of chat %s nearly ran out before sending; left to the "
                 "next claim",
                 row.key,
-                extra={"action": "lease_nearly_out", "chat_id": row.key},
+                extra={"action": "lease_nearly_out", "source": CHAT, "chat_id": row.key},
             )
             return
         if not route.local:

@@ -96,13 +96,15 @@ class CometProvider(Provider):
     ) -> SendResult:
         """Publish a chat's body as it is (``customhttp.*`` settings of the target do not apply),
         to the sessions that may read its chat. Another source's notification goes to the
-        destination's device channel, only to bridges: its ``renderings["comet"]``, or by
-        default ``{"message": body, "id": <message id>, "tag": "<source>.<key>"}``."""
+        destination's device channel (``target.device_id``), only to bridges: its
+        ``renderings["comet"]``, or by default ``{"message": body, "id": <message id>, "tag":
+        "<source>.<key>"}``; handed no destination device, its body as it is (as a chat's)."""
         started = time.monotonic()
         body, chat_id = notification.body, notification.chat_id
         data: Any = body
         device_id: Any = body.get("deviceId")
-        if notification.source != "chat":
+        if notification.source != "chat" and target.device_id is not None:
+            # Routed to a destination's device (the dispatcher sets it): the default rendering.
             device_id = target.device_id
             data = notification.renderings.get(self.device_type) or {
                 "message": body,

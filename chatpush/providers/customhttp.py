@@ -69,9 +69,10 @@ def is_temporary(status: int) -> bool:
 def render(notification: Notification, target: Target) -> Mapping[str, Any]:
     """The JSON body POSTed: a chat's body as it is (``customhttp.message`` replacing its
     ``message``); another source's ``renderings["customhttp"]``, or by default
-    ``{"deviceId": <the destination's device>, "message": <body>}``."""
+    ``{"deviceId": <the destination's device>, "message": <body>}``. Handed no destination
+    device (``target.device_id``, set by the dispatcher), any notification is sent as a chat's."""
     body = notification.body
-    if notification.source == "chat":
+    if notification.source == "chat" or target.device_id is None:
         if target.message is not None and "message" in body:
             return {**body, "message": target.message}
         return body

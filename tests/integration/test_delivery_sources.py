@@ -43,6 +43,7 @@ from chatpush.testing import FakeClock
 from chatpush.testing.fcm import FakeFcm
 from tests.conftest import API_KEY
 from tests.integration._push_support import api, metric
+from tests.integration.reliable import start_chat
 from tests.receivers import Receiver
 
 Client = TestClient[web.Request, web.Application]
@@ -189,7 +190,7 @@ async def test_a_rendering_given_by_the_source_replaces_the_default(
 
 async def test_fcm_default_rendering_and_a_given_one(source: Source, fcm: FakeFcm) -> None:
     alert = Alert("Incoming call", "Alice is calling")
-    to = Destination("fcm", "phone-token-1", "g1")
+    to = Destination("android", "phone-token-1", "g1")  # an alias of fcm
     await source.send(
         NewNotification("test", "f1", "alert", {"call": 7}, to, alert=alert),
         NewNotification(
@@ -369,6 +370,8 @@ async def test_a_notification_the_platform_cannot_send_is_refused_and_nothing_qu
         webhook(""),
         webhook(max_attempts=0),
         webhook(retry_delays_s=(-1,)),
+        NewNotification("test", "k", "alert", {}, Destination("pager", "p-1")),
+        webhook(device=""),
     ]
     for case in cases:
         with pytest.raises(ValueError):
@@ -407,3 +410,25 @@ async def test_claiming_takes_only_each_keys_head_and_two_claimers_never_share(
     assert not set(first) & set(second)
     assert ("b", 0) not in first
     assert await claim("three", []) == []  # the next of each key waits behind its leased head
+
+
+async def test_a_chat_and_another_source_go_out_side_by_side(
+    source: Source, receiver: AnsweringReceiver
+) -> None:
+    """One dispatcher, one group commit: the chat's trigger follows the chat's rules and trail,
+    the other source's notification its own; the source's hooks hear only of theirs."""
+    receiver.delay_s = 0.1  # both in flight at once, recorded in one batch
+    push = await start_chat(source.client, receiver, source.clock, agent=False)
+    chat_id = push.chat.chat_id
+    joined = asyncio.ensure_future(push.chat.agent_joins())
+    [message_id] = await source.send(webhook(chat_id, {"same": "key, another source"}))
+    await joined
+    await source.settle()
+    bodies = [item.body for item in receiver.received]
+    other = {"deviceId": "dev-1", "message": {"same": "key, another source"}}
+    assert other in bodies
+    [trigger] = [body for body in bodies if body != other]
+    assert trigger["message"]["messages"][0]["userData"]["notify-position"] == "2"
+    assert [d["outcome"] for d in await push.deliveries()] == ["sent"]  # the chat's trail only
+    assert [(r.key, r.message_id) for r in await source.trail(chat_id)] == [(chat_id, message_id)]
+    assert [o.key for o in source.hooks.told] == [chat_id]
