@@ -107,7 +107,14 @@ class Registered:
 
 def register_device(conn: Connection, new: Device, max_devices: int) -> Registered:
     """Add ``new`` to the registry; a device of the same type and token is replaced (moved to
-    this agent if it was another's), keeping its id when it stays with the same agent."""
+    this agent if it was another's), keeping its id when it stays with the same agent.
+
+    On PostgreSQL the agent's registrations take turns (a transaction-scoped advisory lock on
+    the user id), so concurrent ones cannot together pass ``max_devices``."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": "agent:" + new.user_id}
+        )
     old = conn.execute(
         select(*_DEVICE_COLUMNS).where(
             _devices.c.device_type == new.device_type, _devices.c.token == new.token

@@ -165,6 +165,27 @@ async def test_an_agent_has_at_most_the_configured_devices(
     assert len(await agents.devices("agent-1")) == 2
 
 
+async def test_concurrent_registrations_stay_within_the_limit(
+    make_client: Callable[..., Any], agent_settings: Callable[..., Settings], clock: FakeClock
+) -> None:
+    import asyncio
+
+    client = await make_client(agent_settings(max_devices_per_agent=2))
+    agents = Agents(client, RecordingOutbox(), clock)
+    answers = await asyncio.gather(
+        *(
+            client.post(
+                "/api/v1/agents/agent-1/devices",
+                json={"platform": "comet", "token": f"desk-{n}"},
+                headers={"X-API-Key": API_KEY},
+            )
+            for n in range(6)
+        )
+    )
+    assert sorted(answer.status for answer in answers) == [201, 201, 409, 409, 409, 409]
+    assert len(await agents.devices("agent-1")) == 2
+
+
 BAD_REGISTRATIONS: list[tuple[str, Any, int | tuple[int, int]]] = [
     ("agent-1", [], Code.INVALID_PARAMETER),
     ("agent-1", {"token": "t"}, Code.MISSING_PARAMETER),
