@@ -42,7 +42,9 @@ class Endpoint(Protocol):
 
     client_address: Callable[[web.BaseRequest], str]
 
-    async def process(self, messages: list[Any], transport: str, address: str) -> Exchange: ...
+    async def process(
+        self, messages: list[Any], transport: str, address: str | Callable[[], str]
+    ) -> Exchange: ...
 
     async def wait(self, exchange: Exchange) -> None: ...
 
@@ -65,8 +67,13 @@ def add_routes(
     app.on_shutdown.append(transports.close_sockets)
 
 
+_JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
+"""What ``web.Response(text=..., content_type="application/json")`` sends, without parsing the
+content type again for every reply."""
+
+
 def _json(text: str, status: int = 200) -> web.Response:
-    return web.Response(text=text, status=status, content_type="application/json")
+    return web.Response(body=text.encode("utf-8"), status=status, headers=_JSON_HEADERS)
 
 
 class _Socket:
@@ -133,8 +140,10 @@ class _Transports:
             messages = protocol.decode_batch(body)
         except protocol.BatchError as exc:
             return _json(self._refuse(exc.error, protocol.LONG_POLLING), 400)
-        address = self._server.client_address(request)
-        exchange = await self._server.process(messages, protocol.LONG_POLLING, address)
+        server = self._server
+        exchange = await server.process(
+            messages, protocol.LONG_POLLING, lambda: server.client_address(request)
+        )
         if exchange.hold:
             await self._server.wait(exchange)
             if request.transport is None or request.transport.is_closing():
@@ -145,8 +154,14 @@ class _Transports:
 
     async def _read_body(self, request: web.Request) -> bytes | None:
         """The body, or None when it is longer than the limit (read no further than that)."""
-        if request.content_length is not None and request.content_length > self._limit:
-            return None
+        length = request.content_length
+        if length is not None:
+            if length > self._limit:
+                return None
+            try:
+                return await request.content.readexactly(length)
+            except asyncio.IncompleteReadError as exc:  # the client went away mid-body
+                return exc.partial
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.content.iter_any():
