@@ -112,6 +112,7 @@ def node_folder() -> Path:
 
 
 def start_server(kind: str, port: int, loop: str, workdir: Path) -> Process:
+    """``loop`` is the event loop of chatpush's server (the Node server has its own)."""
     if kind == "node":
         command = ["node", str(node_folder() / NODE_SCRIPT.name), str(port)]
     else:
@@ -145,10 +146,17 @@ def _line(stream: IO[str]) -> dict[str, Any]:
 
 
 def run_point(
-    kind: str, point: Point, duration_s: float, loop: str, workdir: Path, style: str
+    kind: str,
+    point: Point,
+    duration_s: float,
+    loop: str,
+    workdir: Path,
+    style: str,
+    server_loop: str = "uvloop",
 ) -> Result:
+    """``loop``: the generator's event loop; ``server_loop``: chatpush's server's."""
     port = free_port()
-    server = start_server(kind, port, loop, workdir)
+    server = start_server(kind, port, server_loop, workdir)
     subscribers = subprocess.Popen(
         _generator("subscribe", port, point.clients, loop),
         cwd=ROOT,
@@ -231,7 +239,16 @@ def main() -> int:
     parser.add_argument("--duration-s", type=float, default=15.0)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--servers", default=",".join(SERVERS))
-    parser.add_argument("--uvloop", action="store_true", help="uvloop for server and generator")
+    parser.add_argument(
+        "--uvloop", action="store_true", help="uvloop for the generator too (and the server)"
+    )
+    parser.add_argument(
+        "--server-loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="chatpush's server's event loop: uvloop (default, as `chatpush serve` runs with "
+        "server.event_loop = auto) or asyncio; the generator stays on asyncio unless --uvloop",
+    )
     parser.add_argument("--smoke", action="store_true", help="50 clients x 100 msg/s for 2 s")
     parser.add_argument(
         "--generator",
@@ -246,7 +263,11 @@ def main() -> int:
     points = parse_points(args.points)
     servers = [name.strip() for name in args.servers.split(",")]
     loop = "uvloop" if args.uvloop else "asyncio"
-    print(f"{machine_line()}; uvloop: {args.uvloop}; generator: {args.generator}")
+    server_loop = "uvloop" if args.uvloop else args.server_loop
+    print(
+        f"{machine_line()}; generator loop: {loop}; chatpush server loop: {server_loop}; "
+        f"generator: {args.generator}"
+    )
     results: list[Result] = []
     failed = False
     with tempfile.TemporaryDirectory(prefix="chatpush-cometd-") as workdir:
@@ -256,7 +277,13 @@ def main() -> int:
                     progress(f"round {round_number}: {kind} {point.clients} x {point.rate}/s")
                     try:
                         run = run_point(
-                            kind, point, args.duration_s, loop, Path(workdir), args.generator
+                            kind,
+                            point,
+                            args.duration_s,
+                            loop,
+                            Path(workdir),
+                            args.generator,
+                            server_loop,
                         )
                         results.append(run)
                     except (RuntimeError, subprocess.TimeoutExpired) as exc:

@@ -49,6 +49,8 @@ CONNECT: Final = "/meta/connect"
 DISCONNECT: Final = "/meta/disconnect"
 SUBSCRIBE: Final = "/meta/subscribe"
 UNSUBSCRIBE: Final = "/meta/unsubscribe"
+META_CHANNELS: Final = frozenset((HANDSHAKE, CONNECT, DISCONNECT, SUBSCRIBE, UNSUBSCRIBE))
+"""Valid channel names, known without parsing them (most messages are on one of these)."""
 ERROR_CHANNEL: Final = "/meta/error"
 """The channel of an error reply that has no valid channel to echo (a body that is not JSON)."""
 

@@ -186,6 +186,9 @@ class BayeuxServer:
             "interval": 0,
             "timeout": self.limits.connect_timeout_ms,
         }
+        self._connect_tail = ',"successful":true,"advice":' + protocol.dumps(self._advice) + "}"
+        """How a successful connect reply without ``ext`` ends, after its ``clientId``: the
+        same text ``protocol.dumps`` makes of the reply, written once."""
 
     # --- hooks ---------------------------------------------------------------------------------
 
@@ -336,9 +339,15 @@ class BayeuxServer:
         """The reply array: the session's queued messages first, then a reply per message."""
         parts: list[str] = []
         held = exchange.connect
-        if held is not None:
-            parts = self._complete_connect(held)
-        parts.extend(protocol.dumps(reply) for reply in exchange.replies)
+        if held is None:
+            parts.extend(map(protocol.dumps, exchange.replies))
+            return protocol.join(parts)
+        parts = self._complete_connect(held)
+        for reply in exchange.replies:
+            if reply is held.reply and held.text is not None:
+                parts.append(held.text)
+            else:
+                parts.append(protocol.dumps(reply))
         return protocol.join(parts)
 
     def count_bad_request(self, error: str, transport: str) -> None:
@@ -364,8 +373,9 @@ class BayeuxServer:
         if not isinstance(message, dict):
             return _error({}, protocol.ERROR_CHANNEL, "400::invalid_message")
         channel = message.get("channel")
-        if not isinstance(channel, str) or not channels.is_valid_channel(
-            channel, allow_wildcards=False
+        if not isinstance(channel, str) or (
+            channel not in protocol.META_CHANNELS
+            and not channels.is_valid_channel(channel, allow_wildcards=False)
         ):
             return _error(message, protocol.ERROR_CHANNEL, "400::invalid_channel")
         message_id = message.get("id")
@@ -530,6 +540,14 @@ class BayeuxServer:
         reply.update(successful=True, advice=dict(self._advice))
         if batch is not None:
             reply["ext"] = {"ack": batch}
+        elif len(reply) == 5:  # channel, id, clientId, successful, advice: the usual reply
+            held.text = (
+                '{"channel":"/meta/connect","id":'
+                + protocol.dumps(reply["id"])
+                + ',"clientId":'
+                + protocol.dumps(session.client_id)
+                + self._connect_tail
+            )
         self._mark_idle(session)
         if messages and batch is None:  # with acknowledgements, the next connect frees them
             self._drained(session)
@@ -634,7 +652,7 @@ class BayeuxServer:
             return default
         try:
             answer = callback(session, channel)
-            if inspect.isawaitable(answer):
+            if answer is not True and answer is not False and inspect.isawaitable(answer):
                 answer = await answer
         except Exception:
             log.exception(

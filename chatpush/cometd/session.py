@@ -77,6 +77,8 @@ class HeldConnect:
     """Answer it now: a message was queued, its deadline passed, or the server is stopping."""
     waiter: asyncio.Future[None] | None = None
     """What ``BayeuxServer.wait`` awaits (made only if it was not released already)."""
+    text: str | None = None
+    """The reply as JSON, when the server wrote it directly (the usual successful one)."""
 
     def release(self) -> None:
         """Stop holding: the awaiting transport renders the reply. Idempotent."""
