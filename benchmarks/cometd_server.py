@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import resource
 import sys
+import time
+from typing import Any
 
 from aiohttp import web
 
@@ -29,12 +32,30 @@ def allow(session: Session, channel: str) -> bool:
     return True
 
 
+class GcTimer:
+    """Time spent in the cyclic garbage collector, by generation (reported with the stats)."""
+
+    def __init__(self) -> None:
+        self.spent_s = [0.0, 0.0, 0.0]
+        self.runs = [0, 0, 0]
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.spent_s[info["generation"]] += time.perf_counter() - self._started
+            self.runs[info["generation"]] += 1
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    gc_timer = GcTimer()
     server = BayeuxServer(SystemClock(), LIMITS)
     server.authorize_publish(allow)
     app = web.Application()
@@ -42,7 +63,8 @@ def main() -> None:
 
     async def report(app: web.Application) -> None:  # bad_requests > 0 would void the run
         stats = {f.name: getattr(server.stats, f.name) for f in dataclasses.fields(server.stats)}
-        print(json.dumps({"stats": stats}, default=str), file=sys.stderr, flush=True)
+        collector = {"gc_s": gc_timer.spent_s, "gc_runs": gc_timer.runs}
+        print(json.dumps({"stats": stats, **collector}, default=str), file=sys.stderr, flush=True)
 
     app.on_cleanup.append(report)
     web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None)
