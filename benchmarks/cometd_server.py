@@ -38,6 +38,8 @@ class GcTimer:
     def __init__(self) -> None:
         self.spent_s = [0.0, 0.0, 0.0]
         self.runs = [0, 0, 0]
+        self.full: list[tuple[float, float]] = []
+        """Each full (generation 2) collection: when it ended (monotonic s) and how long."""
         self._started = 0.0
         gc.callbacks.append(self._callback)
 
@@ -45,14 +47,26 @@ class GcTimer:
         if phase == "start":
             self._started = time.perf_counter()
         else:
-            self.spent_s[info["generation"]] += time.perf_counter() - self._started
+            spent_s = time.perf_counter() - self._started
+            self.spent_s[info["generation"]] += spent_s
             self.runs[info["generation"]] += 1
+            if info["generation"] == 2:
+                self.full.append((round(time.monotonic(), 2), round(spent_s, 3)))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--gc-threshold",
+        type=int,
+        default=0,
+        help="the collector's first threshold (gc.set_threshold), for the profile's experiment; "
+        "0: Python's default, as `chatpush serve` runs",
+    )
     args = parser.parse_args()
+    if args.gc_threshold:
+        gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     gc_timer = GcTimer()
@@ -63,7 +77,7 @@ def main() -> None:
 
     async def report(app: web.Application) -> None:  # bad_requests > 0 would void the run
         stats = {f.name: getattr(server.stats, f.name) for f in dataclasses.fields(server.stats)}
-        collector = {"gc_s": gc_timer.spent_s, "gc_runs": gc_timer.runs}
+        collector = {"gc_s": gc_timer.spent_s, "gc_runs": gc_timer.runs, "gc_full": gc_timer.full}
         print(json.dumps({"stats": stats, **collector}, default=str), file=sys.stderr, flush=True)
 
     app.on_cleanup.append(report)

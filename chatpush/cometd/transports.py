@@ -32,6 +32,9 @@ WEBSOCKET_HEARTBEAT_S = 60.0
 FRAME_HARD_LIMIT_FACTOR = 4
 """Frames up to this many times ``max_message_bytes`` get a 413 reply; longer ones close the
 socket (aiohttp has to buffer a frame whole before we see it)."""
+META_TAILS = ("connect", "handshake", "subscribe", "unsubscribe", "disconnect")
+"""What clients append to the path (the JavaScript client's ``appendMessageTypeToURL``): a
+request with one meta message goes to ``<path>/connect`` and so on."""
 SHUTDOWN_GRACE_S = 1.0
 """How long a stop waits for released connects to be answered before closing the sockets."""
 
@@ -61,8 +64,11 @@ def add_routes(
     app: web.Application, server: Endpoint, path: str, *, max_message_bytes: int
 ) -> None:
     transports = _Transports(server, max_message_bytes)
+    base = path.rstrip("/")
     app.router.add_post(path, transports.long_polling)
-    app.router.add_post(path.rstrip("/") + "/{tail:.*}", transports.long_polling)
+    for tail in META_TAILS:  # plain routes: found by one look-up, no pattern to match
+        app.router.add_post(f"{base}/{tail}", transports.long_polling)
+    app.router.add_post(base + "/{tail:.*}", transports.long_polling)
     app.router.add_get(path, transports.websocket)
     app.on_shutdown.append(transports.close_sockets)
 
