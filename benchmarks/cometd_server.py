@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from chatpush.cli import tune_collector
 from chatpush.clock import SystemClock
 from chatpush.cometd import BayeuxServer, CometdLimits, Session
 
@@ -62,11 +63,13 @@ def main() -> None:
         type=int,
         default=0,
         help="the collector's first threshold (gc.set_threshold), for the profile's experiment; "
-        "0: Python's default, as `chatpush serve` runs",
+        "0: as `chatpush serve` runs (chatpush.cli.tune_collector)",
     )
     args = parser.parse_args()
     if args.gc_threshold:
         gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
+    else:
+        tune_collector()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     gc_timer = GcTimer()
