@@ -345,6 +345,8 @@ class CallbackGuard(Base):
 
 
 # -- end of callbacks ---------------------------------------------------------------------------
+
+
 # -- agent alerts (issue 18; chatpush/agents/, store/agents.py) ----------------------------------
 
 
