@@ -389,11 +389,12 @@ async def test_timers_due_while_dead_fire_after_restart_in_time_order(
                     await create(_device_os="customhttp", _device_notification_id=f"phone-{n}")
                 )
                 await asyncio.sleep(0.3)
-            while commands := await cc("GET", "/callbacks/commands", params={"limit": "100"}):
-                if not commands["commands"]:
-                    break
-                ids = [c["id"] for c in commands["commands"]]
-                await cc("POST", "/callbacks/commands/ack", json={"ids": ids})
+            while created := (await cc("GET", "/callbacks/commands", params={"limit": "100"}))[
+                "commands"
+            ]:
+                await cc(
+                    "POST", "/callbacks/commands/ack", json={"ids": [c["id"] for c in created]}
+                )
             timers: list[tuple[int, str, str]] = []
             for each in scheduled:
                 found = await cc("GET", f"/callbacks/{each}")
@@ -414,9 +415,7 @@ async def test_timers_due_while_dead_fire_after_restart_in_time_order(
             fired: list[dict[str, Any]] = []
             while len(fired) < len(timers):
                 assert time.monotonic() - restarted < 15, fired
-                batch = (await cc("GET", "/callbacks/commands", params={"wait_s": "1"}))[
-                    "commands"
-                ]
+                batch = (await cc("GET", "/callbacks/commands", params={"wait_s": "1"}))["commands"]
                 fired += batch
                 await cc("POST", "/callbacks/commands/ack", json={"ids": [c["id"] for c in batch]})
             assert [(c["type"], c["callbackId"]) for c in fired] == [
