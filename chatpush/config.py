@@ -7,6 +7,7 @@ Service options keep the Chat Server names (``flex-push-resend-delay``) that ope
 from __future__ import annotations
 
 import os
+import re
 import string
 import tomllib
 import urllib.parse
@@ -795,6 +796,98 @@ class AgentSettings(_Strict):
 # -- end of agent alerts -------------------------------------------------------------------------
 
 
+# -- callback texts (issue 17 §7.5; docs/callbacks.md "Texts") -----------------------------------
+
+CALLBACK_TEXTS: dict[str, str] = {
+    "push.title": "Callback",
+    "push.CALLBACK_UPCOMING.body": "An agent will call you shortly.",
+    "push.CALLBACK_READY.body": "An agent is ready for your call.",
+    "push.CALLBACK_ATTEMPT_FAILED.body": "We could not reach you; we will try again.",
+    "push.CALLBACK_FINAL_ATTEMPT_FAILED.body": "We could not reach you.",
+    "push.CALLBACK_PURGED.body": "Your callback request has expired.",
+    "push.CALLBACK_DIALOG.body": "Your callback needs your answer.",
+    "dialog.scheduled.text": "Your callback is scheduled",
+    "dialog.scheduled.ok_title": "Ok",
+    "dialog.connect-outbound.text": "You will receive the call shortly",
+    "dialog.connect-outbound.ok_title": "Ok",
+    "dialog.wait-for-agent.text": "We will notify you when agent is available",
+    "dialog.wait-for-agent.ok_title": "Ok",
+    "dialog.menu.label": "Agent is available right now",
+    "dialog.menu.group_name": "Are you ready?",
+    "dialog.menu.connect": "Yes, I'm ready to talk",
+    "dialog.menu.snooze": "No, try again in {minutes} minutes",
+    "dialog.menu.cancel": "Cancel, my problem has been solved",
+    "dialog.menu.tones": "You will hear tones immediately after call is connected. This is normal.",
+    "dialog.start-chat.label": "Start Chat",
+    "dialog.connect-inbound.label": "Connecting ...",
+    "dialog.snooze.text": "We will try again in {minutes} minutes",
+    "dialog.snooze.ok_title": "Ok",
+    "dialog.cancel.text": "Your callback has been cancelled",
+    "dialog.cancel.ok_title": "Ok",
+}
+"""Every text key of ``[texts.*]`` with its built-in English (the last step of a lookup). The
+title's built-in is used only when the node group has no ``fcm.title`` / ``apple.title``."""
+CALLBACK_TEXT_FIELDS: dict[str, tuple[str, ...]] = {
+    "dialog.menu.snooze": ("minutes",),
+    "dialog.snooze.text": ("minutes",),
+}
+"""The ``{name}`` substitutions a text may use; a text of any other key has none."""
+MAX_TEXT_LANGUAGES = 500
+MAX_TEXT_CHARS = 1000
+"""A text's length at most (a push body must fit APNs's 4 KB payload beside the callback's)."""
+MAX_LANGUAGE_TAG_CHARS = 35
+_LANGUAGE_TAG = re.compile(r"[a-z]{2,3}(?:-[a-z0-9]{1,8})*", re.ASCII)
+
+
+def language_tag(tag: str) -> str:
+    """The form of a language tag texts are looked up by: lower case, ``_`` as ``-``."""
+    return tag.strip().lower().replace("_", "-")
+
+
+def _check_texts(tables: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """``[texts.default]`` and ``[texts."<language>"]``: known keys, BCP 47-like tags, bounded
+    sizes, only the substitutions a key has. The tables come back keyed by :func:`language_tag`."""
+    if len(tables) > MAX_TEXT_LANGUAGES:
+        raise ValueError(f"at most {MAX_TEXT_LANGUAGES} languages, got {len(tables)}")
+    checked: dict[str, dict[str, str]] = {}
+    for language, table in tables.items():
+        tag = language_tag(language)
+        if tag != "default" and (
+            len(tag) > MAX_LANGUAGE_TAG_CHARS or not _LANGUAGE_TAG.fullmatch(tag)
+        ):
+            raise ValueError(
+                f"{language!r} is not a language tag (such as fr, fr-CA, pt-BR) or default"
+            )
+        if tag in checked:
+            raise ValueError(f"{language!r}: the language is given twice")
+        for key, text in table.items():
+            where = f'texts."{language}": "{key}"'
+            if key not in CALLBACK_TEXTS:
+                known = ", ".join(CALLBACK_TEXTS)
+                raise ValueError(f"{where}: unknown text key; known: {known}")
+            if not text.strip() or len(text) > MAX_TEXT_CHARS:
+                raise ValueError(f"{where}: a text is 1 to {MAX_TEXT_CHARS} characters")
+            allowed = CALLBACK_TEXT_FIELDS.get(key, ())
+            try:
+                parts = list(string.Formatter().parse(text))
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc} (write a brace as {{{{ or }}}})") from None
+            for _literal, name, spec, conversion in parts:
+                if name is not None and (name not in allowed or spec or conversion):
+                    names = ", ".join("{" + field + "}" for field in allowed) or "nothing"
+                    raise ValueError(
+                        f"{where}: may substitute {names} (write a brace as {{{{ or }}}})"
+                    )
+        checked[tag] = dict(table)
+    return checked
+
+
+CallbackTexts = Annotated[dict[str, dict[str, str]], AfterValidator(_check_texts)]
+
+
+# -- end of callback texts -----------------------------------------------------------------------
+
+
 MAX_CACHED_SERVICES = 1000
 """Resolved service options kept, at most: with unrestricted services a client names any service,
 and this bounds what it can make the process remember."""
@@ -823,6 +916,8 @@ class Settings(BaseSettings):
     admin: AdminSettings = Field(default_factory=AdminSettings)
     callback: CallbackSettings = Field(default_factory=CallbackSettings)  # issue 17
     agents: AgentSettings = Field(default_factory=AgentSettings)
+    texts: CallbackTexts = Field(default_factory=dict)
+    """``[texts.default]``, ``[texts."<language>"]``: callback pushes' and dialogs' texts."""
     provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """``[provider_options.<device type>]``: a registered provider's own settings (its model)."""
     _service_options: dict[str, ServiceOptions] = PrivateAttr(default_factory=dict)

@@ -7,21 +7,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from chatpush.callbacks.model import CallbackRecord
+from chatpush.callbacks.texts import Texts
 
-CONFIRMATIONS = {
-    "scheduled": "Your callback is scheduled",
-    "connect-outbound": "You will receive the call shortly",
-    "wait-for-agent": "We will notify you when agent is available",
-}
+CONFIRMATIONS = frozenset({"scheduled", "connect-outbound", "wait-for-agent"})
+"""The templates of a ``ConfirmationDialog``; their texts are ``dialog.<template>.text`` and
+``dialog.<template>.ok_title`` (docs/callbacks.md §7.6)."""
 
 
-def confirmation(template: str, callback_id: str) -> dict[str, str]:
+def confirmation(template: str, callback_id: str, texts: Texts) -> dict[str, str]:
     return {
         "_id": callback_id,
         "_dialog_id": "0",
         "_action": "ConfirmationDialog",
-        "_text": CONFIRMATIONS[template],
-        "_ok_title": "Ok",
+        "_text": texts.get(f"dialog.{template}.text"),
+        "_ok_title": texts.get(f"dialog.{template}.ok_title"),
     }
 
 
@@ -58,24 +57,26 @@ ACTIONS = frozenset(
 """Every action §8 answers (``check-queue-position`` has a route of its own); any other action,
 ``not-used`` included, is 404 UNKNOWN_ACTION."""
 EFFECTS = frozenset({"connect", "snooze", "cancel"})
-TONES = "You will hear tones immediately after call is connected. This is normal."
 
 
 @dataclass(frozen=True, slots=True)
 class DialogContext:
-    """The substitutions of one answer: ``$(ExtURLBase)``, ``$(Date)``, ``$(GMSUser)``."""
+    """The substitutions of one answer: ``$(ExtURLBase)``, ``$(Date)``, ``$(GMSUser)``; the
+    texts in the callback's language."""
 
     base_url: str
     expires: str
     gms_user: str
     snooze_minutes: int
+    texts: Texts
 
 
 def _menu(record: CallbackRecord, context: DialogContext, provide_code: bool) -> dict[str, Any]:
     url = f"{context.base_url}/1/service/{record.id}"
+    texts = context.texts
     ready: dict[str, Any] = {
         "_dialog_id": "1",
-        "_label": "Yes, I'm ready to talk",
+        "_label": texts.get("dialog.menu.connect"),
         "_action": "MenuItem",
         "_user_action_url": f"{url}/connect",
         "_method": "POST",
@@ -83,13 +84,13 @@ def _menu(record: CallbackRecord, context: DialogContext, provide_code: bool) ->
     }
     if provide_code:
         ready["_confirmation_dialog"] = {
-            "_text": TONES,
+            "_text": texts.get("dialog.menu.tones"),
             "_dialog_type": "Notification",
             "_dismiss_timeout": 2,
         }
     return {
         "_dialog_id": "0",
-        "_label": "Agent is available right now",
+        "_label": texts.get("dialog.menu.label"),
         "_user_action_url": f"{url}/not-used",
         "_method": "POST",
         "_action": "DisplayMenu",
@@ -97,12 +98,12 @@ def _menu(record: CallbackRecord, context: DialogContext, provide_code: bool) ->
         "_resource_url": f"{url}/get-dialog-user-confirmation",
         "_content": [
             {
-                "_group_name": "Are you ready?",
+                "_group_name": texts.get("dialog.menu.group_name"),
                 "_group_content": [
                     ready,
                     {
                         "_dialog_id": "2",
-                        "_label": f"No, try again in {context.snooze_minutes} minutes",
+                        "_label": texts.get("dialog.menu.snooze", minutes=context.snooze_minutes),
                         "_action": "MenuItem",
                         "_user_action_url": f"{url}/snooze",
                         "_method": "POST",
@@ -110,7 +111,7 @@ def _menu(record: CallbackRecord, context: DialogContext, provide_code: bool) ->
                     },
                     {
                         "_dialog_id": "3",
-                        "_label": "Cancel, my problem has been solved",
+                        "_label": texts.get("dialog.menu.cancel"),
                         "_action": "MenuItem",
                         "_user_action_url": f"{url}/cancel",
                         "_method": "POST",
@@ -135,7 +136,7 @@ def render(
         return {
             "_dialog_id": "1",
             "_action": "StartChat",
-            "_label": "Start Chat",
+            "_label": context.texts.get("dialog.start-chat.label"),
             "_start_chat_url": f"{context.base_url}/1/service/{record.id}/ixn/chat",
             "_comet_url": f"{context.base_url}/cometd",
             "_user_header": context.gms_user,
@@ -149,23 +150,19 @@ def render(
     if action == "connect-inbound":
         return {
             "_dialog_id": "0",
-            "_label": "Connecting ...",
+            "_label": context.texts.get("dialog.connect-inbound.label"),
             "_action": "DialNumber",
             "_tel_url": f"tel:{record.access_number}" if record.access_number else "n/a",
             "_access_code": record.access_code or "n/a",
             "_id": record.id,
         }
     if action in ("connect-outbound", "wait-for-agent"):
-        return {**confirmation(action, record.id)}
-    text = (
-        f"We will try again in {context.snooze_minutes} minutes"
-        if action == "snooze"
-        else "Your callback has been cancelled"
-    )
+        return {**confirmation(action, record.id, context.texts)}
+    kind = "snooze" if action == "snooze" else "cancel"
     return {
         "_dialog_id": "0",
         "_action": "ConfirmationDialog",
-        "_text": text,
-        "_ok_title": "Ok",
+        "_text": context.texts.get(f"dialog.{kind}.text", minutes=context.snooze_minutes),
+        "_ok_title": context.texts.get(f"dialog.{kind}.ok_title"),
         "_id": record.id,
     }

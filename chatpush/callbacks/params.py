@@ -10,12 +10,13 @@ from typing import Any
 from chatpush import device_types
 from chatpush.callbacks.errors import BadParameter, InvalidPushKey
 from chatpush.callbacks.model import IGNORED_IN_REQUESTS, Device
-from chatpush.config import ServiceOptions
+from chatpush.config import MAX_LANGUAGE_TAG_CHARS, ServiceOptions
 
 MAX_NAME_CHARS = 200
 MAX_CUSTOMER_NUMBER_CHARS = 64
 MAX_DEVICE_ID_CHARS = 512
-MAX_LANGUAGE_CHARS = 35
+MAX_LANGUAGE_CHARS = MAX_LANGUAGE_TAG_CHARS
+"""A push key's language tag at most, as a [texts] table's (docs/callbacks.md §7.6)."""
 
 PUSH_FIELDS = ("id", "type", "provider", "debug", "language")
 PUSH_KEY_STYLES: Mapping[str, Mapping[str, str]] = {

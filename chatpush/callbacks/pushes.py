@@ -4,27 +4,17 @@ goes, as pure functions building the delivery platform's ``NewNotification``s, a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from chatpush.callbacks.model import CallbackRecord, format_time
+from chatpush.callbacks.texts import Texts
 from chatpush.delivery import Alert, Destination, NewNotification
 
 SOURCE: Final = "callback"
 
 Upcoming = Literal["pending", "armed", "sent", "suppressed"]
-
-TEXTS: Mapping[str, str] = {
-    "CALLBACK_UPCOMING": "An agent will call you shortly.",
-    "CALLBACK_READY": "An agent is ready for your call.",
-    "CALLBACK_ATTEMPT_FAILED": "We could not reach you; we will try again.",
-    "CALLBACK_FINAL_ATTEMPT_FAILED": "We could not reach you.",
-    "CALLBACK_PURGED": "Your callback request has expired.",
-    "CALLBACK_DIALOG": "Your callback needs your answer.",
-}
-"""Built-in English bodies of what a phone shows (FCM's notification, APNs's alert)."""
-DEFAULT_TITLE = "Callback"
 
 
 def key_of(record: CallbackRecord) -> str:
@@ -78,13 +68,14 @@ class Route:
 
 
 def notification(
-    record: CallbackRecord, body: dict[str, Any], route: Route
+    record: CallbackRecord, body: dict[str, Any], route: Route, texts: Texts
 ) -> NewNotification | None:
-    """The push of ``body`` to the callback's device (None: it has none)."""
+    """The push of ``body`` to the callback's device (None: it has none), its body in the
+    callback's language (``route.title`` is too)."""
     device = record.device
     if device is None:
         return None
-    text = TEXTS.get(body["event"], body["event"])
+    text = texts.push_body(body["event"])
     return NewNotification(
         source=SOURCE,
         key=key_of(record),

@@ -41,6 +41,7 @@ from chatpush.callbacks.model import (
     parse_time,
 )
 from chatpush.callbacks.params import check_overrides, check_properties, create_params, effective
+from chatpush.callbacks.texts import Texts
 from chatpush.clock import Clock
 from chatpush.config import ServiceOptions, Settings
 from chatpush.delivery import drop_pending, enqueue
@@ -139,17 +140,20 @@ class CallbackService:
         options = self.options(record.service_name)
         group_name = options.cb_node_group or self.settings.default_group or "default"
         group = self.settings.groups.get(group_name)
-        title = pushes.DEFAULT_TITLE
+        given = None
         if group is not None and record.device is not None:
             given = group.apple_title if record.device.type == "ios" else group.fcm_title
-            title = given or title
         return pushes.Route(
             group_name,
             options.cb_provider_name or None,
-            title,
+            self._texts(record).title(given),
             options.cb_max_notify_attempts,
             options.flex_push_resend_delays_s,
         )
+
+    def _texts(self, record: CallbackRecord) -> Texts:
+        """§7.6: the texts in the language of the callback's push keys."""
+        return Texts(self.settings.texts, record.device.language if record.device else None)
 
     def _push(
         self,
@@ -168,7 +172,8 @@ class CallbackService:
         if guard is not None and not store.take_guard(conn, record.id, guard, now_ms):
             return
         body = pushes.payload(record, event, now_ms, action=action, **extra)
-        notification = pushes.notification(record, body, self._route(record))
+        route = self._route(record)
+        notification = pushes.notification(record, body, route, self._texts(record))
         if notification is not None:
             enqueue(conn, [notification], now_ms)
 
@@ -282,7 +287,8 @@ class CallbackService:
 
     def create_dialog(self, record: CallbackRecord) -> dict[str, str]:
         options = effective(self.options(record.service_name), record.properties)
-        return dialogs.confirmation(dialogs.create_template(record, options), record.id)
+        template = dialogs.create_template(record, options)
+        return dialogs.confirmation(template, record.id, self._texts(record))
 
     async def get(self, callback_id: str) -> CallbackRecord | None:
         if not is_id(callback_id):
@@ -458,6 +464,7 @@ class CallbackService:
                 expires=format_time(now_ms + options.cb_user_confirm_timeout_s * 1000),
                 gms_user=gms_user,
                 snooze_minutes=max(1, round(options.cb_snooze_duration_s / 60)),
+                texts=self._texts(record),
             )
             return dialogs.render(action, record, effective(options, record.properties), context)
 

@@ -473,7 +473,7 @@ def test_the_sample_loads_and_shows_the_real_defaults() -> None:
     sections += ("admin", "callback", "agents")
     for section in sections:
         assert getattr(sample, section) == getattr(defaults, section), section
-    assert set(Settings.model_fields) - {"services", "groups", "provider_options"} == {
+    assert set(Settings.model_fields) - {"services", "groups", "provider_options", "texts"} == {
         "cometd",
         "server",
         "database",
@@ -487,6 +487,7 @@ def test_the_sample_loads_and_shows_the_real_defaults() -> None:
         "agents",
     }, "a new section: compare it here too"
     assert sample.groups == {}
+    assert sample.texts == {}
     assert sample.service_options("default") == defaults.service_options("default")
     assert sample.service_options("customer-support") != sample.service_options("default")
 
@@ -497,6 +498,7 @@ def test_the_sample_with_its_examples_switched_on_is_valid(tmp_path: Path) -> No
     settings = load_settings(path)
     assert settings.default_group == "main"
     assert settings.groups["main"].providers
+    assert settings.texts["fr-ca"] == {"dialog.menu.cancel": "Annuler, mon problème est réglé"}
 
 
 def _toml_keys(model: type[BaseModel]) -> list[str]:
