@@ -228,6 +228,15 @@ async def run(args: argparse.Namespace) -> int:
     print(f"  sent -> APNs:                 {percentiles(after(apns.arrived))}")
     print(f"  sent -> FCM:                  {percentiles(after(fcm.arrived))}")
     print(f"  sent -> both devices rung:    {percentiles(both)}")
+    missing = [c for c in sent_at if c not in apns.arrived or c not in fcm.arrived]
+    if missing:
+        lost = ", ".join(
+            f"{c} ({'APNs' if c not in apns.arrived else ''}"
+            f"{' and ' if c not in apns.arrived and c not in fcm.arrived else ''}"
+            f"{'FCM' if c not in fcm.arrived else ''})"
+            for c in missing[:10]
+        )
+        print(f"  NOT RUNG within 30 s of the last event: {len(missing)}: {lost}")
     print(
         f"  (fake APNs: {apns.connections} connections, {len(apns.tokens_seen)} provider tokens; "
         f"fake FCM: {fcm.token_requests} token requests; APNs answers "
