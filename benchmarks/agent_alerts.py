@@ -21,6 +21,7 @@ The times start when the POST is sent, so they include the HTTP round trip: an u
     .venv/bin/python -m benchmarks.agent_alerts                   # 200 events/s, 20 s
     .venv/bin/python -m benchmarks.agent_alerts --smoke           # a few seconds, for CI
     .venv/bin/python -m benchmarks.agent_alerts --rate 400 --duration 30 --agents 200
+    .venv/bin/python -m benchmarks.agent_alerts --rate 50 --profile /tmp/prof   # py-spy, collapsed
 """
 
 from __future__ import annotations
@@ -185,6 +186,7 @@ async def run(args: argparse.Namespace) -> int:
                             return
                     answered_ms.append((time.perf_counter() - sent_at[conversation]) * 1000)
 
+                chatpush.profile(args.profile, "agent-alerts")
                 chatpush_cpu_s, own_cpu_s = cpu_s(chatpush.pid), time.process_time()
                 start = time.perf_counter()
                 tasks = []
@@ -251,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds")
     parser.add_argument("--agents", type=int, default=100)
     parser.add_argument("--database", help="a migrated database URL (default: a new SQLite file)")
+    parser.add_argument(
+        "--profile", type=Path, help="record chatpush with py-spy into this folder (collapsed)"
+    )
     parser.add_argument("--smoke", action="store_true", help="a few seconds, for CI")
     args = parser.parse_args(argv)
     if args.smoke:
