@@ -21,6 +21,7 @@ The times start when the POST is sent, so they include the HTTP round trip: an u
     .venv/bin/python -m benchmarks.agent_alerts                   # 200 events/s, 20 s
     .venv/bin/python -m benchmarks.agent_alerts --smoke           # a few seconds, for CI
     .venv/bin/python -m benchmarks.agent_alerts --rate 400 --duration 30 --agents 200
+    .venv/bin/python -m benchmarks.agent_alerts --rate 50 --profile /tmp/prof   # py-spy, collapsed
 """
 
 from __future__ import annotations
@@ -185,6 +186,7 @@ async def run(args: argparse.Namespace) -> int:
                             return
                     answered_ms.append((time.perf_counter() - sent_at[conversation]) * 1000)
 
+                chatpush.profile(args.profile, "agent-alerts")
                 chatpush_cpu_s, own_cpu_s = cpu_s(chatpush.pid), time.process_time()
                 start = time.perf_counter()
                 tasks = []
@@ -228,6 +230,15 @@ async def run(args: argparse.Namespace) -> int:
     print(f"  sent -> APNs:                 {percentiles(after(apns.arrived))}")
     print(f"  sent -> FCM:                  {percentiles(after(fcm.arrived))}")
     print(f"  sent -> both devices rung:    {percentiles(both)}")
+    missing = [c for c in sent_at if c not in apns.arrived or c not in fcm.arrived]
+    if missing:
+        lost = ", ".join(
+            f"{c} ({'APNs' if c not in apns.arrived else ''}"
+            f"{' and ' if c not in apns.arrived and c not in fcm.arrived else ''}"
+            f"{'FCM' if c not in fcm.arrived else ''})"
+            for c in missing[:10]
+        )
+        print(f"  NOT RUNG within 30 s of the last event: {len(missing)}: {lost}")
     print(
         f"  (fake APNs: {apns.connections} connections, {len(apns.tokens_seen)} provider tokens; "
         f"fake FCM: {fcm.token_requests} token requests; APNs answers "
@@ -242,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds")
     parser.add_argument("--agents", type=int, default=100)
     parser.add_argument("--database", help="a migrated database URL (default: a new SQLite file)")
+    parser.add_argument(
+        "--profile", type=Path, help="record chatpush with py-spy into this folder (collapsed)"
+    )
     parser.add_argument("--smoke", action="store_true", help="a few seconds, for CI")
     args = parser.parse_args(argv)
     if args.smoke:

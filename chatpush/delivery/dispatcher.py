@@ -188,6 +188,13 @@ class _Finished:
     )
 
 
+@dataclass(slots=True)
+class _Lease:
+    """The lease of one claim of an outbox row: when it ends (ms), as last renewed."""
+
+    until_ms: int
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -224,8 +231,11 @@ class Dispatcher:
         self._stopping = False
         self.stop_grace_s = STOP_GRACE_S
         self._lease_ms = int(settings.delivery.lease_s * 1000)
-        self._leases: dict[int, int] = {}
-        """Outbox id -> lease end (ms) of every notification claimed here and not yet recorded."""
+        self._leases: dict[int, _Lease] = {}
+        """Outbox id -> the lease of every notification claimed here and not yet recorded. On
+        SQLite a new row may take the id of a row just delivered (INTEGER PRIMARY KEY reuses
+        the highest id deleted), even before that delivery's task has ended: a task ends only
+        its own lease (``is``), never the one of a later claim of the same id."""
         pipeline.on_enqueued(self.poke)
 
     @property
@@ -336,10 +346,10 @@ class Dispatcher:
         if self._stopping:
             return 0  # claimed during the stop: the leases are released at the next start
         for row in rows:
-            self._leases[row.id] = now_ms + self._lease_ms
+            lease = self._leases[row.id] = _Lease(now_ms + self._lease_ms)
             subscription = subscriptions.get(row.key) if row.source == CHAT else None
             task = asyncio.create_task(
-                self._deliver(row, subscription), name=f"deliver-{row.source}-{row.key}"
+                self._deliver(row, subscription, lease), name=f"deliver-{row.source}-{row.key}"
             )
             self._inflight[(row.source, row.key)] = task
         return len(rows)
@@ -361,8 +371,9 @@ class Dispatcher:
                 log.warning("could not renew leases: %s", exc, extra={"action": "lease_renewal"})
                 continue
             for outbox_id in renewed:
-                if outbox_id in self._leases:
-                    self._leases[outbox_id] = until_ms
+                lease = self._leases.get(outbox_id)
+                if lease is not None:
+                    lease.until_ms = until_ms
 
     async def _record_finished(self) -> None:
         while True:
@@ -466,10 +477,13 @@ class Dispatcher:
         await item.recorded
 
     async def _deliver(
-        self, row: outbox.OutboxRecord, subscription: subscription_store.SubscriptionRecord | None
+        self,
+        row: outbox.OutboxRecord,
+        subscription: subscription_store.SubscriptionRecord | None,
+        lease: _Lease,
     ) -> None:
         try:
-            await self._deliver_one(row, subscription)
+            await self._deliver_one(row, subscription, lease)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -481,14 +495,18 @@ class Dispatcher:
             )
         finally:
             self._inflight.pop((row.source, row.key), None)
-            self._leases.pop(row.id, None)
+            if self._leases.get(row.id) is lease:
+                del self._leases[row.id]
             self.poke()
 
     async def _deliver_one(
-        self, row: outbox.OutboxRecord, subscription: subscription_store.SubscriptionRecord | None
+        self,
+        row: outbox.OutboxRecord,
+        subscription: subscription_store.SubscriptionRecord | None,
+        lease: _Lease,
     ) -> None:
         if row.source != CHAT:
-            await self._deliver_other(row)
+            await self._deliver_other(row, lease)
             return
         if subscription is None:
             await self._finish(_Finished(row.key, row.id, None))
@@ -513,7 +531,7 @@ class Dispatcher:
             trail = self._trail(row, request.device_type, None, None, now_ms, "no_node")
             await self._finish(_Finished(row.key, row.id, trail, park=True))
             return
-        if self._leases.get(row.id, 0) - now_ms < self._lease_ms // 2:
+        if lease.until_ms - now_ms < self._lease_ms // 2:
             # Renewals stalled (a frozen loop, an unreachable database): another instance may
             # have taken it over by now. Sending it as well could deliver it twice; leave it.
             log.warning(
@@ -635,7 +653,7 @@ class Dispatcher:
             )
         )
 
-    async def _deliver_other(self, row: outbox.OutboxRecord) -> None:
+    async def _deliver_other(self, row: outbox.OutboxRecord, lease: _Lease) -> None:
         """A notification of a source other than chat: routed by its row's destination (no pin:
         a hash of its key picks the group's node, this instance's own first), sent, and decided
         by the plain-retry rule (``retry.after_send``)."""
@@ -661,7 +679,7 @@ class Dispatcher:
             trail_row = self._trail(row, to.device_type, None, None, now_ms, "no_node")
             await self._finish(self._decided(row, to, failed, trail_row, now_ms))
             return
-        if self._leases.get(row.id, 0) - now_ms < self._lease_ms // 2:
+        if lease.until_ms - now_ms < self._lease_ms // 2:
             log.warning(
                 "lease of a notification of %s %s nearly ran out before sending; left to the "
                 "next claim",

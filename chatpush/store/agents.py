@@ -19,6 +19,7 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, delete, func, insert, or_, select, text, update
 from sqlalchemy.engine import Connection
 
+from chatpush.store import sql
 from chatpush.store.tables import AgentDedup, AgentDevice, AgentRing, AgentStreamLease, AgentTrail
 
 _devices = cast(Table, AgentDevice.__table__)
@@ -160,13 +161,15 @@ def register_device(conn: Connection, new: Device, max_devices: int) -> Register
     return Registered(device, old is not None)
 
 
+_DEVICES_OF = sql.Statement(
+    "SELECT id, user_id, device_type, token, topic, group_name, provider, created_at_ms"
+    " FROM agent_devices WHERE user_id = :user_id ORDER BY created_at_ms, id"
+)
+
+
 def devices_of(conn: Connection, user_id: str) -> list[Device]:
-    rows = conn.execute(
-        select(*_DEVICE_COLUMNS)
-        .where(_devices.c.user_id == user_id)
-        .order_by(_devices.c.created_at_ms, _devices.c.id)
-    ).all()
-    return [_device(row) for row in rows]
+    """An agent's devices, oldest first (on every ring: SQL written once, chatpush/store/sql.py)."""
+    return [_device(row) for row in sql.rows(conn, _DEVICES_OF, {"user_id": user_id})]
 
 
 def delete_device(conn: Connection, user_id: str, device_id: str) -> bool:
@@ -192,7 +195,7 @@ def remove_token(conn: Connection, device_type: str, token: str) -> list[Device]
 
 # -- the dedup window ----------------------------------------------------------------------------
 
-_CLAIM_RING = text(
+_CLAIM_RING = sql.Statement(
     "INSERT INTO agent_dedup (conversation_id, user_id, rung_at_ms)"
     " VALUES (:conversation_id, :user_id, :now_ms)"
     " ON CONFLICT (conversation_id, user_id) DO UPDATE SET rung_at_ms = excluded.rung_at_ms"
@@ -205,7 +208,8 @@ def claim_ring(
 ) -> bool:
     """True: no ring of this conversation for this agent within ``window_ms`` (now marked);
     False: a duplicate, to be suppressed. One statement, so two instances cannot both win."""
-    result = conn.execute(
+    changed = sql.run(
+        conn,
         _CLAIM_RING,
         {
             "conversation_id": conversation_id,
@@ -214,7 +218,7 @@ def claim_ring(
             "cutoff_ms": now_ms - window_ms,
         },
     )
-    return result.rowcount == 1
+    return changed == 1
 
 
 # -- rings ---------------------------------------------------------------------------------------
@@ -233,36 +237,48 @@ _RING_COLUMNS = (
 )
 
 
+_UNRING = sql.Statement(
+    "DELETE FROM agent_rings"
+    " WHERE conversation_id = :conversation_id AND user_id = :user_id AND device_id = :device_id"
+)
+_SAVE_RING = sql.Statement(
+    "INSERT INTO agent_rings (conversation_id, user_id, device_id, device_type, token,"
+    " group_name, provider, message_id, rung_at_ms, cancelled_at_ms)"
+    " VALUES (:conversation_id, :user_id, :device_id, :device_type, :token, :group_name,"
+    " :provider, :message_id, :rung_at_ms, :cancelled_at_ms)"
+)
+
+
 def save_rings(conn: Connection, rings: Sequence[Ring]) -> None:
     """Record rings; a device rung again for the same conversation (after the dedup window)
     replaces its earlier ring."""
-    for ring in rings:
-        conn.execute(
-            delete(_rings).where(
-                _rings.c.conversation_id == ring.conversation_id,
-                _rings.c.user_id == ring.user_id,
-                _rings.c.device_id == ring.device_id,
-            )
-        )
-    if rings:
-        conn.execute(
-            insert(_rings),
-            [
-                {
-                    "conversation_id": r.conversation_id,
-                    "user_id": r.user_id,
-                    "device_id": r.device_id,
-                    "device_type": r.device_type,
-                    "token": r.token,
-                    "group_name": r.group_name,
-                    "provider": r.provider,
-                    "message_id": r.message_id,
-                    "rung_at_ms": r.rung_at_ms,
-                    "cancelled_at_ms": r.cancelled_at_ms,
-                }
-                for r in rings
-            ],
-        )
+    sql.run_many(
+        conn,
+        _UNRING,
+        (
+            {"conversation_id": r.conversation_id, "user_id": r.user_id, "device_id": r.device_id}
+            for r in rings
+        ),
+    )
+    sql.run_many(
+        conn,
+        _SAVE_RING,
+        (
+            {
+                "conversation_id": r.conversation_id,
+                "user_id": r.user_id,
+                "device_id": r.device_id,
+                "device_type": r.device_type,
+                "token": r.token,
+                "group_name": r.group_name,
+                "provider": r.provider,
+                "message_id": r.message_id,
+                "rung_at_ms": r.rung_at_ms,
+                "cancelled_at_ms": r.cancelled_at_ms,
+            }
+            for r in rings
+        ),
+    )
 
 
 def ringing(conn: Connection, conversation_id: str, user_id: str | None = None) -> list[Ring]:
@@ -304,12 +320,18 @@ def end_rings(conn: Connection, rings: Sequence[Ring], now_ms: int) -> None:
 # -- the trail -----------------------------------------------------------------------------------
 
 
+_ADD_TRAIL = sql.Statement(
+    "INSERT INTO agent_trail (conversation_id, user_id, device_id, device_type, action, reason,"
+    " message_id, at_ms) VALUES (:conversation_id, :user_id, :device_id, :device_type, :action,"
+    " :reason, :message_id, :at_ms)"
+)
+
+
 def add_trail(conn: Connection, entries: Sequence[TrailEntry]) -> None:
-    if not entries:
-        return
-    conn.execute(
-        insert(_trail),
-        [
+    sql.run_many(
+        conn,
+        _ADD_TRAIL,
+        (
             {
                 "conversation_id": e.conversation_id,
                 "user_id": e.user_id,
@@ -321,7 +343,7 @@ def add_trail(conn: Connection, entries: Sequence[TrailEntry]) -> None:
                 "at_ms": e.at_ms,
             }
             for e in entries
-        ],
+        ),
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -432,3 +433,44 @@ async def test_a_chat_and_another_source_go_out_side_by_side(
     assert [d["outcome"] for d in await push.deliveries()] == ["sent"]  # the chat's trail only
     assert [(r.key, r.message_id) for r in await source.trail(chat_id)] == [(chat_id, message_id)]
     assert [o.key for o in source.hooks.told] == [chat_id]
+
+
+async def test_an_outbox_id_reused_at_once_is_sent_at_once(
+    source: Source, receiver: AnsweringReceiver
+) -> None:
+    """SQLite gives a new row the id of the newest row deleted (INTEGER PRIMARY KEY without
+    AUTOINCREMENT). The recording of a finished send, a new notification taking its row's id, and
+    the dispatcher's claim of that notification can commit together (group commit): the claim's
+    lease must survive the finished send's clean-up, else the new notification is left leased,
+    unsent, until the lease runs out (a lost ring of the agent-alerts benchmark, 60 s late)."""
+    db, dispatcher = source.client.app[DATABASE], source.client.app[DISPATCHER]
+    if not db.is_sqlite:
+        pytest.skip("PostgreSQL never reuses an id")
+    receiver.delay_s = 0.3  # the first send is in flight while the writer is held below
+    [first_id] = await db.write(enqueue, [webhook("a", {"n": 1})], source.clock.now_ms())
+    dispatcher.poke()
+    for _ in range(500):
+        if receiver.received:
+            break
+        await asyncio.sleep(0.01)
+    assert receiver.received, "the first notification was never sent"
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_writer(conn: Connection) -> None:
+        held.set()
+        release.wait(10)
+
+    blocker = asyncio.create_task(db.write(hold_the_writer))
+    await asyncio.to_thread(held.wait, 10)
+    await asyncio.sleep(0.6)  # the receiver answered: the recording is queued behind the blocker
+    second = asyncio.create_task(db.write(enqueue, [webhook("b", {"n": 2})], source.clock.now_ms()))
+    await asyncio.sleep(0.05)
+    dispatcher.poke()  # its claim queues behind the new notification
+    await asyncio.sleep(0.05)
+    release.set()
+    await blocker
+    [second_id] = await second
+    await source.settle()
+    assert [item.body["message"]["n"] for item in receiver.received] == [1, 2]
+    assert [item.headers["webhook-id"] for item in receiver.received] == [first_id, second_id]
+    assert await source.queued("b") == []
