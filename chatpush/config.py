@@ -397,6 +397,10 @@ class ServiceOptions(_Strict):
         None, alias="_status_notification_language"
     )
     cb_events_list: Annotated[str, Field(max_length=200)] = Field("", alias="_callback_events_list")
+    cb_reminder: bool | None = Field(None, alias="_enable_notification_reminder")
+    cb_reminder_buffer_s: Annotated[int, Field(ge=0, le=366 * 86400)] | None = Field(
+        None, alias="_notification_reminder_buffer"
+    )
     """The name of an ``[event_lists."<name>"]``; empty: the default list."""
 
     _cb_bools = field_validator(
@@ -404,6 +408,7 @@ class ServiceOptions(_Strict):
         "cb_wait_for_user_confirm",
         "cb_provide_code",
         "cb_status_debug",
+        "cb_reminder",
         mode="before",
     )(_parse_bool)
 

@@ -96,6 +96,8 @@ PROPERTIES: Final = (
     "_status_notification_debug",
     "_status_notification_language",
     "_status_notification_attempts",
+    "_enable_notification_reminder",
+    "_notification_reminder_buffer",
 )
 """What a list's ``[properties]`` may hold (§5.1's options, and the attempts)."""
 
@@ -161,12 +163,19 @@ def _property(where: str, name: str, value: Any) -> str:
         raise ValueError(f"{where}.{name}: one of {', '.join(MODES)}")
     if name == "_status_notification_type" and text not in TYPES:
         raise ValueError(f"{where}.{name}: one of {', '.join(TYPES)}")
-    if name == "_status_notification_debug" and text.lower() not in ("true", "false"):
+    if name in (
+        "_status_notification_debug",
+        "_enable_notification_reminder",
+    ) and text.lower() not in ("true", "false"):
         raise ValueError(f"{where}.{name}: true or false")
     if name == "_status_notification_attempts" and not (
         text.isascii() and text.isdigit() and 1 <= int(text) <= 100
     ):
         raise ValueError(f"{where}.{name}: a whole number from 1 to 100")
+    if name == "_notification_reminder_buffer" and not (
+        text.isascii() and text.isdigit() and int(text) <= 366 * 86400
+    ):
+        raise ValueError(f"{where}.{name}: a whole number of seconds")
     return text
 
 

@@ -51,6 +51,7 @@ from chatpush.callbacks.params import check_overrides, check_properties, create_
 from chatpush.clock import Clock
 from chatpush.config import ServiceOptions, Settings
 from chatpush.delivery import drop_pending, enqueue
+from chatpush.event_lists import REMINDER
 from chatpush.store import callbacks as store
 from chatpush.store import trail
 from chatpush.store.callbacks import Condition
@@ -241,7 +242,12 @@ class CallbackService:
             record.reason = None
             record.due_at_ms = record.desired_time_ms if state == "SCHEDULED" else None
             record.ttl_at_ms = record.expiration_ms
+        record.reminder_at_ms = None
+        if state == "SCHEDULED":
+            route = status.resolve(options, record.properties, self.settings.event_lists)
+            record.reminder_at_ms = status.reminder_at(route, record.desired_time_ms, now_ms)
         values.update(
+            reminder_at_ms=record.reminder_at_ms,
             reason=record.reason,
             completed_at_ms=record.completed_at_ms,
             due_at_ms=record.due_at_ms,
@@ -314,6 +320,9 @@ class CallbackService:
                 ttl_at_ms=expiration,
                 upcoming=_initial_upcoming(options, parsed.properties),
             )
+            if state == "SCHEDULED":
+                route = status.resolve(options, parsed.properties, self.settings.event_lists)
+                record.reminder_at_ms = status.reminder_at(route, desired, now_ms)
             store.insert_callback(conn, record)
             self._command(conn, record, "callback.created", now_ms)
             if state == "SCHEDULED":
@@ -592,6 +601,7 @@ class CallbackService:
                     "dueAt": record.due_at_ms,
                     "ttlAt": record.ttl_at_ms,
                     "purgeAt": record.purge_at_ms,
+                    "reminderAt": record.reminder_at_ms,
                 },
                 "subscription": None
                 if record.device is None
@@ -824,6 +834,13 @@ class CallbackService:
             drop_pending(conn, pushes.SOURCE, pushes.key_of(record))
             store.delete_callback(conn, record.id)
             log.info("callback purged", extra={"action": "callback_purged", "callback": record.id})
+            return True
+        if kind == "reminder":
+            store.update_callback(conn, record.id, reminder_at_ms=None)
+            guard = f"reminder.{format_time(record.desired_time_ms)}"
+            if record.state != "SCHEDULED" or not store.take_guard(conn, record.id, guard, now_ms):
+                return False
+            self._status(conn, record, [REMINDER], now_ms)
             return True
         if kind == "due":
             if record.state != "SCHEDULED":

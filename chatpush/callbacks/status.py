@@ -17,7 +17,15 @@ from chatpush.callbacks.model import CallbackRecord
 from chatpush.callbacks.pushes import SOURCE, key_of
 from chatpush.config import ServiceOptions
 from chatpush.delivery import Destination, NewNotification
-from chatpush.event_lists import MODES, TYPES, EventList, EventSpec, default_list
+from chatpush.event_lists import (
+    MODES,
+    REMINDER,
+    REMINDER_PARAMS,
+    TYPES,
+    EventList,
+    EventSpec,
+    default_list,
+)
 
 CREATE_PARAMS: Final = (
     "_enable_status_notification",
@@ -44,6 +52,8 @@ class StatusRoute:
     events: Mapping[str, EventSpec]
     max_attempts: int
     target_from_request: bool
+    reminder_buffer_s: int | None = None
+    """Set: the reminder is on (§5.6), this many seconds before ``_desired_time``."""
 
 
 def resolve(
@@ -72,6 +82,15 @@ def resolve(
 
     attempts = from_list.get("_status_notification_attempts")
     target = pick("_status_notification_target", "") or None
+    reminder = options.cb_reminder
+    if reminder is None:
+        reminder = from_list.get("_enable_notification_reminder", "false").lower() == "true"
+    buffer_s = options.cb_reminder_buffer_s
+    if buffer_s is None:
+        buffer_s = int(from_list.get("_notification_reminder_buffer", "300"))
+    events = dict(listed.events) if listed is not None else default_list()
+    if reminder and listed is None:
+        events[REMINDER] = EventSpec(REMINDER_PARAMS)
     return StatusRoute(
         mode=pick("_enable_status_notification", "false"),
         type=pick("_status_notification_type", "httpcb"),
@@ -79,10 +98,20 @@ def resolve(
         provider=pick("_status_notification_provider", "") or None,
         debug=pick("_status_notification_debug", "false").lower() == "true",
         language=pick("_status_notification_language", "") or None,
-        events=dict(listed.events) if listed is not None else default_list(),
+        events=events,
         max_attempts=int(attempts) if attempts is not None else options.cb_max_notify_attempts,
         target_from_request="_status_notification_target" in properties,
+        reminder_buffer_s=buffer_s if reminder else None,
     )
+
+
+def reminder_at(route: StatusRoute, desired_time_ms: int, now_ms: int) -> int | None:
+    """When a SCHEDULED callback's reminder goes (§5.6): ``_desired_time`` minus the buffer, if the
+    reminder is on, notifications are not off, and that time is not past; else None."""
+    if route.reminder_buffer_s is None or route.mode == "false" or REMINDER not in route.events:
+        return None
+    at_ms = desired_time_ms - route.reminder_buffer_s * 1000
+    return at_ms if at_ms >= now_ms else None
 
 
 def check_params(properties: Mapping[str, str]) -> None:

@@ -22,7 +22,7 @@ from chatpush.providers.customhttp import sign
 from chatpush.store import callbacks as callback_store
 from chatpush.store import trail
 from chatpush.testing import FakeClock
-from tests.integration.callback_support import Client, create, event, gms
+from tests.integration.callback_support import Client, cc, create, event, gms
 from tests.receivers import Receiver
 
 START_MS = FakeClock().now_ms()
@@ -39,7 +39,10 @@ async def status_rx() -> AsyncIterator[Receiver]:
 
 
 def settings_for(
-    make_settings: Callable[..., Settings], status_url: str, device_url: str, **extra: Any
+    make_settings: Callable[..., Settings],
+    status_url: str,
+    device_url: str,
+    reminder: dict[str, Any] | None = None,
 ) -> Settings:
     prefix = status_url.rsplit("/", 1)[0] + "/"
     return make_settings(
@@ -60,6 +63,7 @@ def settings_for(
                 "_enable_status_notification": "subscribe_notify",
                 "_status_notification_target": status_url,
                 "flex-push-resend-delay": 5,
+                **(reminder or {}),
             },
             "listed": {"_callback_events_list": "GMS_Events", "flex-push-resend-delay": 5},
             "quiet": {},
@@ -87,7 +91,6 @@ def settings_for(
                 "_cbe_on_dial_done": {"notify_params": "c_call_result"},
             }
         },
-        **extra,
     )
 
 
@@ -416,3 +419,56 @@ async def test_httpcb_refuses_a_chats_notification(
         assert status_rx.received == []
     finally:
         await provider.close()
+
+
+async def test_reminder_goes_once_per_desired_time_while_scheduled(
+    make_client: Callable[..., Any],
+    make_settings: Callable[..., Settings],
+    status_rx: Receiver,
+    receiver: Receiver,
+    clock: FakeClock,
+) -> None:
+    reminder = {"_enable_notification_reminder": True, "_notification_reminder_buffer": 600}
+    client = await make_client(settings_for(make_settings, status_rx.url, receiver.url, reminder))
+    timers = client.app[CALLBACKS]
+    first = (await create(client, _desired_time=SCHEDULED_AT))["_id"]
+    # Within the buffer already: the reminder's time is past, nothing goes.
+    soon = (await create(client, _desired_time=format_time(START_MS + 300_000)))["_id"]
+    cancelled = (await create(client, _desired_time=SCHEDULED_AT))["_id"]
+    await gms(client, "DELETE", f"/genesys/1/service/callback/samples_dev/{cancelled}")
+    clock.advance(3000)  # 50 min: the reminders of 60-min callbacks are due
+    await timers.fire_timers()
+    # Rescheduled later: the reminder is armed again, for the new time.
+    later = format_time(START_MS + 7_200_000)
+    await gms(
+        client,
+        "PUT",
+        f"/genesys/1/service/callback/samples_dev/{first}",
+        data={"_new_desired_time": later},
+    )
+    clock.advance(3600)
+    await timers.fire_timers()
+    bodies = await delivered(client, status_rx)
+    reminders = [b for b in bodies if b["event_id"] == "_cbe_on_callback_reminder"]
+    assert reminders == [
+        {
+            "event_id": "_cbe_on_callback_reminder",
+            "timestamp": str(START_MS // 1000 + 3000),
+            "_callback_state": "SCHEDULED",
+            "_service_id": first,
+            "_service_name": "samples_dev",
+            "_desired_time": SCHEDULED_AT,
+            "_customer_number": "5115",
+        },
+        {
+            "event_id": "_cbe_on_callback_reminder",
+            "timestamp": str(START_MS // 1000 + 6600),
+            "_callback_state": "SCHEDULED",
+            "_service_id": first,
+            "_service_name": "samples_dev",
+            "_desired_time": later,
+            "_customer_number": "5115",
+        },
+    ]
+    state = await cc(client, "GET", f"/callbacks/{soon}")
+    assert state["timers"]["reminderAt"] is None
