@@ -58,6 +58,10 @@ from benchmarks.rig import (
 NODE_PACKAGE = "cometd-nodejs-server@1.2.1"
 NODE_SCRIPT = Path(__file__).with_name("cometd_node_server.mjs")
 SERVERS = ("node", "chatpush")
+"""The default; ``--servers node,chatpush,chatpush-pygc`` adds chatpush with the garbage
+collector's first threshold at Python's default (GC_EXPERIMENT_THRESHOLD) instead of the one
+``chatpush serve`` sets (chatpush/cli.py: GC_FIRST_THRESHOLD; docs/PERFORMANCE.md §6.2)."""
+GC_EXPERIMENT_THRESHOLD = 700
 DEFAULT_POINTS = "1000x1000,5000x1000,10000x1000,10000x2000"
 DRAIN_S = 2.0
 DRAIN_MAX_S = 60.0
@@ -81,6 +85,8 @@ class Result:
     machine_cpu: float
 
     server_cpu_s: float = 0.0
+    load: str = ""
+    """The machine's 1-minute load average when the measured window began (neighbours show)."""
 
     @property
     def cpu_us_per_message(self) -> float:
@@ -112,10 +118,14 @@ def node_folder() -> Path:
 
 
 def start_server(kind: str, port: int, loop: str, workdir: Path) -> Process:
+    """``loop`` is the event loop of chatpush's server (the Node server has its own)."""
     if kind == "node":
         command = ["node", str(node_folder() / NODE_SCRIPT.name), str(port)]
     else:
-        command = python_command("benchmarks.cometd_server", ["--port", str(port)], loop=loop)
+        args = ["--port", str(port)]
+        if kind == "chatpush-pygc":  # the profile's experiment: the collector at Python's default
+            args += ["--gc-threshold", str(GC_EXPERIMENT_THRESHOLD)]
+        command = python_command("benchmarks.cometd_server", args, loop=loop)
     server = Process(kind, command, workdir)
     server.start()
     deadline = time.monotonic() + 30
@@ -145,10 +155,17 @@ def _line(stream: IO[str]) -> dict[str, Any]:
 
 
 def run_point(
-    kind: str, point: Point, duration_s: float, loop: str, workdir: Path, style: str
+    kind: str,
+    point: Point,
+    duration_s: float,
+    loop: str,
+    workdir: Path,
+    style: str,
+    server_loop: str = "uvloop",
 ) -> Result:
+    """``loop``: the generator's event loop; ``server_loop``: chatpush's server's."""
     port = free_port()
-    server = start_server(kind, port, loop, workdir)
+    server = start_server(kind, port, server_loop, workdir)
     subscribers = subprocess.Popen(
         _generator("subscribe", port, point.clients, loop),
         cwd=ROOT,
@@ -160,6 +177,7 @@ def run_point(
         assert subscribers.stdout is not None and subscribers.stdin is not None
         ready = _line(subscribers.stdout)
         progress(f"{kind}: {point.clients} clients ready in {ready['setup_s']:.1f} s")
+        load = f"{os.getloadavg()[0]:.2f}"
         cpu = CpuMeter()
         cpu.start({"server": server.pid, "subscribers": subscribers.pid})
         publisher = subprocess.run(
@@ -214,6 +232,7 @@ def run_point(
         generator_cpu=(cpu.spent["subscribers"] + published["cpu_s"]) / cpu.wall_s,
         machine_cpu=cpu.busy_s / cpu.wall_s,
         server_cpu_s=cpu.spent["server"],
+        load=load,
     )
 
 
@@ -231,7 +250,16 @@ def main() -> int:
     parser.add_argument("--duration-s", type=float, default=15.0)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--servers", default=",".join(SERVERS))
-    parser.add_argument("--uvloop", action="store_true", help="uvloop for server and generator")
+    parser.add_argument(
+        "--uvloop", action="store_true", help="uvloop for the generator too (and the server)"
+    )
+    parser.add_argument(
+        "--server-loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="chatpush's server's event loop: uvloop (default, as `chatpush serve` runs with "
+        "server.event_loop = auto) or asyncio; the generator stays on asyncio unless --uvloop",
+    )
     parser.add_argument("--smoke", action="store_true", help="50 clients x 100 msg/s for 2 s")
     parser.add_argument(
         "--generator",
@@ -246,7 +274,11 @@ def main() -> int:
     points = parse_points(args.points)
     servers = [name.strip() for name in args.servers.split(",")]
     loop = "uvloop" if args.uvloop else "asyncio"
-    print(f"{machine_line()}; uvloop: {args.uvloop}; generator: {args.generator}")
+    server_loop = "uvloop" if args.uvloop else args.server_loop
+    print(
+        f"{machine_line()}; generator loop: {loop}; chatpush server loop: {server_loop}; "
+        f"generator: {args.generator}"
+    )
     results: list[Result] = []
     failed = False
     with tempfile.TemporaryDirectory(prefix="chatpush-cometd-") as workdir:
@@ -256,7 +288,13 @@ def main() -> int:
                     progress(f"round {round_number}: {kind} {point.clients} x {point.rate}/s")
                     try:
                         run = run_point(
-                            kind, point, args.duration_s, loop, Path(workdir), args.generator
+                            kind,
+                            point,
+                            args.duration_s,
+                            loop,
+                            Path(workdir),
+                            args.generator,
+                            server_loop,
                         )
                         results.append(run)
                     except (RuntimeError, subprocess.TimeoutExpired) as exc:
@@ -279,6 +317,7 @@ def main() -> int:
             f"{r.cpu_us_per_message:.0f}",
             f"{r.report['connects'] / max(r.report['received'], 1):.2f}",
             f"{r.report['lag_max_ms']:.0f}",
+            r.load,
         ]
         for r in results
     ]
@@ -299,19 +338,23 @@ def main() -> int:
             "server CPU µs/msg",
             "connects/msg",
             "pub lag max ms",
+            "load",
         ],
         rows,
         f"CometD long-polling, {args.duration_s:g} s per point (latency in ms, CPU in % of a core)",
     )
     for point in points:
-        ours = [r for r in results if r.point == point and r.server == "chatpush"]
         theirs = [r for r in results if r.point == point and r.server == "node"]
-        for a, b in zip(ours, theirs, strict=False):  # one pair per round
-            print(
-                f"{point.clients} x {point.rate}/s: p99 chatpush / node = "
-                f"{a.report['p99_ms'] / b.report['p99_ms']:.2f} (lower is better), "
-                f"peak RSS chatpush / node = {a.rss_mb / max(b.rss_mb, 1):.2f}"
-            )
+        for kind in [s for s in servers if s != "node"]:
+            ours = [r for r in results if r.point == point and r.server == kind]
+            for a, b in zip(ours, theirs, strict=False):  # one pair per round
+                print(
+                    f"{point.clients} x {point.rate}/s: p99 {kind} / node = "
+                    f"{a.report['p99_ms'] / b.report['p99_ms']:.2f} (lower is better), "
+                    f"CPU per message {kind} / node = "
+                    f"{a.cpu_us_per_message / max(b.cpu_us_per_message, 1e-9):.2f}, "
+                    f"peak RSS {kind} / node = {a.rss_mb / max(b.rss_mb, 1):.2f}"
+                )
     incomplete = [r for r in results if r.report["missing"] or r.report["duplicates"]]
     for r in incomplete:
         print(f"{r.server} {r.point}: {r.report['missing']} missing, {r.report['duplicates']} dup")

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import resource
 import sys
+import time
+from typing import Any
 
 from aiohttp import web
 
+from chatpush.cli import tune_collector
 from chatpush.clock import SystemClock
 from chatpush.cometd import BayeuxServer, CometdLimits, Session
 
@@ -29,12 +33,46 @@ def allow(session: Session, channel: str) -> bool:
     return True
 
 
+class GcTimer:
+    """Time spent in the cyclic garbage collector, by generation (reported with the stats)."""
+
+    def __init__(self) -> None:
+        self.spent_s = [0.0, 0.0, 0.0]
+        self.runs = [0, 0, 0]
+        self.full: list[tuple[float, float]] = []
+        """Each full (generation 2) collection: when it ended (monotonic s) and how long."""
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            spent_s = time.perf_counter() - self._started
+            self.spent_s[info["generation"]] += spent_s
+            self.runs[info["generation"]] += 1
+            if info["generation"] == 2:
+                self.full.append((round(time.monotonic(), 2), round(spent_s, 3)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--gc-threshold",
+        type=int,
+        default=0,
+        help="the collector's first threshold (gc.set_threshold), for the profile's experiment; "
+        "0: as `chatpush serve` runs (chatpush.cli.tune_collector)",
+    )
     args = parser.parse_args()
+    if args.gc_threshold:
+        gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
+    else:
+        tune_collector()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    gc_timer = GcTimer()
     server = BayeuxServer(SystemClock(), LIMITS)
     server.authorize_publish(allow)
     app = web.Application()
@@ -42,7 +80,8 @@ def main() -> None:
 
     async def report(app: web.Application) -> None:  # bad_requests > 0 would void the run
         stats = {f.name: getattr(server.stats, f.name) for f in dataclasses.fields(server.stats)}
-        print(json.dumps({"stats": stats}, default=str), file=sys.stderr, flush=True)
+        collector = {"gc_s": gc_timer.spent_s, "gc_runs": gc_timer.runs, "gc_full": gc_timer.full}
+        print(json.dumps({"stats": stats, **collector}, default=str), file=sys.stderr, flush=True)
 
     app.on_cleanup.append(report)
     web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None)

@@ -17,8 +17,14 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[impo
 
 from chatpush.addresses import TrustedProxies
 from chatpush.admin import setup_admin
+from chatpush.agents.outbound import SOURCE, PlatformOutbox
+from chatpush.agents.outbound import Outbox as AgentOutbox
+from chatpush.agents.presence import PresenceSource
+from chatpush.agents.service import AgentAlerts
+from chatpush.agents.stream import EventStream
 from chatpush.api import chat_cometd, chat_server, ratelimit, routes
 from chatpush.api.access import KeyRing
+from chatpush.api.agents import AGENT_STREAM, AGENTS
 from chatpush.api.bayeux import PATH as COMETD_PATH
 from chatpush.api.bayeux import bayeux_server
 from chatpush.api.body_timeout import body_timeout_middleware
@@ -78,11 +84,13 @@ def create_app(
     providers: Mapping[str, Provider] | None = None,
     housekeeping: bool = True,
     sources: Mapping[str, SourceHooks] | None = None,
+    agent_outbox: AgentOutbox | None = None,
 ) -> web.Application:
     """Build the service. Tests pass a fake ``clock`` and may share a ``database``;
     ``providers`` (device type -> provider) replace the registered ones' own (``provider``: the
     ``customhttp`` one); ``sources``: hooks of notification sources other than chat (source ->
-    hooks, chatpush/delivery/api.py: SourceHooks)."""
+    hooks, chatpush/delivery/api.py: SourceHooks); ``agent_outbox``: where agent alerts hand
+    their rings over (default: the delivery platform's outbox)."""
     proxies = TrustedProxies(
         settings.server.trusted_proxies, ipv6_prefix_length=settings.server.ipv6_prefix_length
     )
@@ -111,6 +119,13 @@ def create_app(
     dispatcher = Dispatcher(
         db, settings, clock, pipeline, router, providers, metrics, sources=sources
     )
+    # Agent alerts (docs/agents.md): a source of the platform, its hooks remove dead tokens.
+    presence = None if settings.agents.presence_url is None else PresenceSource(settings.agents)
+    agents = AgentAlerts(
+        db, settings, clock, metrics, agent_outbox or PlatformOutbox(dispatcher.poke), presence
+    )
+    if not sources or SOURCE not in sources:
+        dispatcher.register_source(SOURCE, agents)
     app[SETTINGS] = settings
     app[KEYS] = KeyRing(settings.security)
     app[CLOCK] = clock
@@ -124,6 +139,7 @@ def create_app(
     app[CHATS] = ChatService(db, settings, clock, push=pipeline, announce_as=announce_as)
     app[COMETD] = cometd
     app[INSTANCE_ID] = instance_id
+    app[AGENTS] = agents
     app[VAULT] = vault
     app[HEALTHY] = {}
     app[CALLBACKS] = CallbackService(db, settings, clock)  # issue 17: callbacks, a source
@@ -196,6 +212,27 @@ def create_app(
         await asyncio.gather(*tasks, return_exceptions=True)
 
     app.cleanup_ctx.extend([database_ctx, provider_ctx, delivery_ctx])
+    # Agent alerts' event stream (docs/agents.md): one connection across instances, if configured;
+    # started after the database and the dispatcher, stopped before them.
+    if presence is not None:
+
+        async def agent_presence_ctx(app: web.Application) -> AsyncIterator[None]:
+            await presence.start()
+            yield
+            await presence.close()
+
+        app.cleanup_ctx.append(agent_presence_ctx)
+    if settings.agents.stream_url is not None:
+        stream = EventStream(settings.agents, clock, db, agents, metrics, instance_id)
+        app[AGENT_STREAM] = stream
+
+        async def agent_stream_ctx(app: web.Application) -> AsyncIterator[None]:
+            task = _supervise(app, "agent-stream", stream.run)
+            yield
+            await stream.stop()
+            await asyncio.gather(task, return_exceptions=True)
+
+        app.cleanup_ctx.append(agent_stream_ctx)
     if housekeeping:
         app.cleanup_ctx.append(_housekeeping_ctx)
     return app
@@ -239,6 +276,7 @@ async def _housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
         ("purge-delivery-trail", push_housekeeping.purge_trail, trail_args, sweep_s),
         ("expire-idle-push-chats", chat_housekeeping.end_idle_push_chats, idle_args, sweep_s),
         ("end-idle-chats", chat_housekeeping.end_idle_chats, idle_args, sweep_s),
+        ("purge-agent-alerts", app[AGENTS].purge, [], sweep_s),
     ]
     for job_id, job, args, interval_s in jobs:
         scheduler.add_job(

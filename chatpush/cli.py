@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import gc
 import logging
 import os
 import signal
@@ -222,6 +223,23 @@ def _event_loop(choice: str) -> tuple[asyncio.AbstractEventLoop, str]:
     return asyncio.new_event_loop(), "asyncio"
 
 
+GC_FIRST_THRESHOLD = 50_000
+"""The cyclic garbage collector's first threshold while serving (Python's default is 700).
+
+A serving process keeps tens of thousands of long-lived objects (CometD sessions, held connects,
+connections), and every collection of the older generations walks them all. A young generation
+of 50,000 allocations instead of 700 makes those collections about seventy times rarer; the
+process makes no cyclic garbage of note (docs/PERFORMANCE.md §6.2 measured 0 unreachable objects
+after 2,000 CometD round trips), so memory does not grow for it. Measured on the CometD benchmark:
+about 10% less CPU per message (1-23%); docs/operations.md, "The garbage collector"."""
+
+
+def tune_collector() -> None:
+    """The collector's settings of a serving process (``GC_FIRST_THRESHOLD``); the CometD
+    benchmark's server calls this too, so that it measures what ``serve`` runs."""
+    gc.set_threshold(GC_FIRST_THRESHOLD, *gc.get_threshold()[1:])
+
+
 def serve(settings: Settings) -> int:
     from chatpush.store import migrate as migrations
 
@@ -278,6 +296,7 @@ def serve(settings: Settings) -> int:
             )
             return EXIT_USAGE
         asyncio.set_event_loop(loop)
+        tune_collector()
         try:
             return loop.run_until_complete(_serve(settings, loop_name))
         finally:

@@ -7,12 +7,14 @@ Service options keep the Chat Server names (``flex-push-resend-delay``) that ope
 from __future__ import annotations
 
 import os
+import string
 import tomllib
 import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -725,6 +727,110 @@ class CallbackSettings(_Strict):
 
 
 # -- end of callbacks -----------------------------------------------------------------------------
+# -- agent alerts (issue 18; docs/agents.md) -----------------------------------------------------
+
+AGENT_EVENT_TYPES = (
+    "routing.queue.member.added",
+    "routing.queue.member.removed",
+    "routing.conversation.updated",
+    "routing.conversation.deleted",
+)
+"""The routing events agent alerts act on (a ring, or a cancel of one)."""
+AGENT_TEMPLATE_FIELDS = ("conversation_id", "user_id", "queue_id", "media_type", "timestamp")
+"""What an alert's title and body templates may name, as ``{media_type}``."""
+
+
+def _check_template(template: str) -> str:
+    """A title or body template names only :data:`AGENT_TEMPLATE_FIELDS`, without format specs."""
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"not a template ({exc}): {template!r}") from None
+    for _text, name, spec, conversion in parts:
+        if name is not None and (name not in AGENT_TEMPLATE_FIELDS or spec or conversion):
+            raise ValueError(
+                "a template names only "
+                + ", ".join("{" + field + "}" for field in AGENT_TEMPLATE_FIELDS)
+                + f" (no format specs or conversions); got {template!r}"
+            )
+    return template
+
+
+AgentTemplate = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_check_template)]
+
+
+class AgentSettings(_Strict):
+    """Agent alerts: ring mobile agents' phones on routing events, and stop ringing them."""
+
+    max_devices_per_agent: Annotated[int, Field(ge=1, le=100)] = 10
+    """Registered devices one agent may have; one more is a 409 until one is deleted."""
+    max_events_per_batch: Annotated[int, Field(ge=1, le=10_000)] = 100
+    """Events one ``POST /api/v1/agent-events`` may carry."""
+    event_types: tuple[str, ...] = AGENT_EVENT_TYPES
+    """The routing events acted on (some of :data:`AGENT_EVENT_TYPES`); the others are counted
+    and dropped."""
+    media_types: tuple[Annotated[str, Field(min_length=1, max_length=32)], ...] = ()
+    """The media types acted on (``voice``, ``chat``, ``callback``...); empty: every one."""
+    dedup_window_s: Annotated[float, Field(ge=0, le=3600)] = 5.0
+    """A second ring of one conversation for one agent within this long is suppressed."""
+    ring_title: AgentTemplate = "Incoming {media_type}"
+    ring_body: AgentTemplate = "Conversation {conversation_id}"
+    cancel_title: AgentTemplate = "Call Cancelled"
+    cancel_body: AgentTemplate = "The call has been transferred or abandoned."
+    ring_max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    """Tries of one ring or cancel on a temporary failure (every try the same message id)."""
+    ring_retry_delays_s: tuple[Annotated[float, Field(ge=0, le=60)], ...] = (0.5, 1.0)
+    dead_on_http_401: bool = True
+    """A device whose send is answered 401 leaves the registry, as the reference gateway does
+    (beside APNs 410 and FCM UNREGISTERED, always)."""
+    trail_retention_s: Annotated[int, Field(ge=0, le=366 * 86400)] = 7 * 86400
+    """How long rings, the per-conversation trail and dedup marks are kept."""
+    stream_url: str | None = None
+    """The event stream's WebSocket URL (ws:// or wss://); unset: webhook intake only."""
+    stream_token: SecretStr | None = None
+    """The bearer token sent on the stream's WebSocket handshake."""
+    stream_initial_backoff_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    stream_max_backoff_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    stream_lease_s: Annotated[float, Field(ge=3, le=3600)] = 15.0
+    """One instance holds the stream; another takes it over this long after the holder died."""
+    presence_url: str | None = None
+    """Presence, optional (off when unset): an http(s) URL with ``{userId}``, answering as the
+    contact centre's presence API does (docs/agents.md, "Presence")."""
+    presence_token: SecretStr | None = None
+    presence_timeout_s: Annotated[float, Field(gt=0, le=10)] = 0.5
+    """A presence lookup that takes longer lets the ring through."""
+    presence_suppress: tuple[Annotated[str, Field(min_length=1, max_length=64)], ...] = (
+        "offline",
+        "away",
+        "onACall",
+    )
+    """Presence ids that suppress a ring."""
+
+    @field_validator("event_types")
+    @classmethod
+    def _known_events(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [name for name in value if name not in AGENT_EVENT_TYPES]
+        if unknown:
+            raise ValueError(f"unknown event types {unknown}; known: {list(AGENT_EVENT_TYPES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _stream(self) -> AgentSettings:
+        if self.stream_url is not None and not self.stream_url.startswith(("ws://", "wss://")):
+            raise ValueError("agents.stream_url must be a ws:// or wss:// URL")
+        if self.presence_url is not None and (
+            not self.presence_url.startswith(("http://", "https://"))
+            or "{userId}" not in self.presence_url
+        ):
+            raise ValueError("agents.presence_url must be an http(s) URL with {userId} in it")
+        if self.stream_max_backoff_s < self.stream_initial_backoff_s:
+            raise ValueError(
+                "agents.stream_max_backoff_s must be at least stream_initial_backoff_s"
+            )
+        return self
+
+
+# -- end of agent alerts -------------------------------------------------------------------------
 
 
 MAX_CACHED_SERVICES = 1000
@@ -778,6 +884,7 @@ class Settings(BaseSettings):
                 )
         return self
 
+    agents: AgentSettings = Field(default_factory=AgentSettings)
     provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """``[provider_options.<device type>]``: a registered provider's own settings (its model)."""
     _service_options: dict[str, ServiceOptions] = PrivateAttr(default_factory=dict)

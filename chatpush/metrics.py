@@ -78,6 +78,20 @@ _HELP = {
     "chatpush_cometd_handshakes_total": "CometD handshakes that opened a session.",
     "chatpush_cometd_messages_queued_total": "Messages queued for CometD sessions.",
     "chatpush_cometd_broadcasts_total": "Messages published to CometD channels.",
+    # Agent alerts (docs/agents.md).
+    "chatpush_agent_events_total": (
+        "Routing events received for agent alerts, by event type and outcome (accepted, dropped"
+        " by a filter, unknown)."
+    ),
+    "chatpush_agent_rings_total": "Devices rung for an agent's conversation.",
+    "chatpush_agent_cancels_total": "Cancel-ring notifications sent to devices.",
+    "chatpush_agent_rings_suppressed_total": (
+        "Rings suppressed, by reason (duplicate within the window, no devices)."
+    ),
+    "chatpush_agent_dead_tokens_total": "Agent device tokens removed as dead, by device type.",
+    "chatpush_agent_stream_connections_total": (
+        "Event-stream connections, by outcome (connected, refused, lost)."
+    ),
 }
 
 _GAUGES = {

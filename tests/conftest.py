@@ -139,10 +139,11 @@ async def make_client(
 ) -> Callable[..., Any]:
     """Start the real app on a migrated database and return an aiohttp test client."""
 
-    async def make(settings: Settings) -> TestClient[web.Request, web.Application]:
+    async def make(settings: Settings, **app_args: Any) -> TestClient[web.Request, web.Application]:
+        """``app_args``: more arguments of ``create_app`` (e.g. ``agent_outbox``)."""
         if settings.database.is_sqlite:  # the PostgreSQL test databases are migrated already
             await asyncio.to_thread(provide_sqlite, settings.database.url, sqlite_template)
-        app = create_app(settings, clock=clock, housekeeping=False)
+        app = create_app(settings, clock=clock, housekeeping=False, **app_args)
         server = TestServer(app)
         try:
             await server.start_server()

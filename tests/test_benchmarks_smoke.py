@@ -108,3 +108,10 @@ def test_cometd_smoke_measures_both_servers_with_everything_delivered() -> None:
     for row in by_server.values():
         assert row[7].strip() == "100.00" and row[8].strip() == "0", output  # delivered %, dup
     assert "p99 chatpush / node =" in output
+
+
+def test_cometd_chat_smoke_delivers_every_agent_event_to_its_client() -> None:
+    output = run_benchmark("benchmarks.cometd_chat")
+    rows = [line.split("|") for line in output.splitlines() if line.startswith("| ")]
+    [row] = rows[1:]
+    assert row[4].strip() == "100.00" and row[5].strip() == "0", output  # received %, dup

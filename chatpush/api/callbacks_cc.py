@@ -10,6 +10,7 @@ from aiohttp import web
 
 from chatpush.api.callbacks import CALLBACKS
 from chatpush.api.chat_server import json_body
+from chatpush.api.push import delivery_json
 from chatpush.callbacks.errors import BadParameter
 from chatpush.callbacks.service import MAX_PULL, MAX_WAIT_S
 
@@ -84,25 +85,5 @@ async def read_deliveries(request: web.Request) -> web.Response:
         raise BadParameter(f"after must be an integer from 0 to {MAX_ROW_ID}")
     rows = await request.app[CALLBACKS].deliveries(request.match_info["callback_id"], int(raw))
     return web.json_response(
-        {
-            "deliveries": [
-                {
-                    "id": row_id,
-                    "at": record.at_ms,
-                    "node": record.node,
-                    "nodeGroup": record.group_name,
-                    "deviceType": record.device_type,
-                    "kind": record.kind,
-                    "notifyAttempt": record.attempt,
-                    "notifyPosition": record.notify_position,
-                    "outcome": record.outcome,
-                    "httpStatus": record.http_status,
-                    "error": record.error,
-                    "latencyMs": record.latency_ms,
-                    "failure": record.failure,
-                    "retryAfterMs": record.retry_after_ms,
-                }
-                for row_id, record in rows
-            ]
-        }
+        {"deliveries": [delivery_json(row_id, record) for row_id, record in rows]}
     )

@@ -9,6 +9,7 @@ from aiohttp import web
 from chatpush.api.keys import DATABASE, METRICS, ROUTER
 from chatpush.errors import BadRequest, Code, NotFound
 from chatpush.store import chat_push, subscriptions
+from chatpush.store.trail import DeliveryRecord
 
 MAX_ID = 2**63 - 1
 
@@ -78,27 +79,7 @@ async def read_deliveries(request: web.Request) -> web.Response:
     if rows is None:
         raise NotFound(Code.UNKNOWN_CHAT, f"unknown chat {chat_id!r}")
     return web.json_response(
-        {
-            "deliveries": [
-                {
-                    "id": row_id,
-                    "at": record.at_ms,
-                    "node": record.node,
-                    "nodeGroup": record.group_name,
-                    "deviceType": record.device_type,
-                    "kind": record.kind,
-                    "notifyAttempt": record.attempt,
-                    "notifyPosition": record.notify_position,
-                    "outcome": record.outcome,
-                    "httpStatus": record.http_status,
-                    "error": record.error,
-                    "latencyMs": record.latency_ms,
-                    "failure": record.failure,
-                    "retryAfterMs": record.retry_after_ms,
-                }
-                for row_id, record in rows
-            ]
-        }
+        {"deliveries": [delivery_json(row_id, record) for row_id, record in rows]}
     )
 
 
@@ -144,3 +125,23 @@ async def metrics(request: web.Request) -> web.Response:
     registry = request.app[METRICS]
     await registry.refresh()
     return web.Response(text=registry.render(), content_type="text/plain")
+
+
+def delivery_json(row_id: int, record: DeliveryRecord) -> dict[str, Any]:
+    """One row of a delivery trail as the API shows it (a chat's, a callback's)."""
+    return {
+        "id": row_id,
+        "at": record.at_ms,
+        "node": record.node,
+        "nodeGroup": record.group_name,
+        "deviceType": record.device_type,
+        "kind": record.kind,
+        "notifyAttempt": record.attempt,
+        "notifyPosition": record.notify_position,
+        "outcome": record.outcome,
+        "httpStatus": record.http_status,
+        "error": record.error,
+        "latencyMs": record.latency_ms,
+        "failure": record.failure,
+        "retryAfterMs": record.retry_after_ms,
+    }

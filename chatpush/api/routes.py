@@ -19,7 +19,16 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from chatpush.api import callbacks, callbacks_cc, chat_server, chat_v2, credentials, health, push
+from chatpush.api import (
+    agents,
+    callbacks,
+    callbacks_cc,
+    chat_server,
+    chat_v2,
+    credentials,
+    health,
+    push,
+)
 from chatpush.api.access import ADMIN, CHAT_SERVER, METRICS, ROUTE_ACCESS, RouteAccess
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -50,6 +59,7 @@ _GMS_DIALOG = "/genesys/1/service/{callback_id:[^/]+}/{action:[^/]+}"
 _CC = frozenset({CHAT_SERVER})
 # Not "commands" or "ewt" alone: those paths are other resources (a 405 there lists their methods).
 _CC_CALLBACK = "/api/v1/callbacks/{callback_id:(?!(?:commands|ewt)$)[^/]+}"
+_AGENT = "/api/v1/agents/{user_id}"
 
 ROUTES: list[Route] = [
     # Chat API v2 over HTTP (the customer side): its own contract, not in openapi.json. Explicit
@@ -120,6 +130,31 @@ ROUTES: list[Route] = [
     Route("POST", _CC_CALLBACK + "/events", callbacks_cc.post_event, _CC, True),
     Route("GET", _CC_CALLBACK + "/deliveries", callbacks_cc.read_deliveries, _BOTH, True),
     # -- end of callbacks -------------------------------------------------------------------------
+    # Agent alerts (docs/agents.md): the device registry, event intake, rings and their trail.
+    Route("POST", _AGENT + "/devices", agents.register_device, frozenset({CHAT_SERVER}), True),
+    Route("GET", _AGENT + "/devices", agents.list_devices, frozenset({CHAT_SERVER}), True),
+    Route(
+        "DELETE",
+        _AGENT + "/devices/{device_id}",
+        agents.delete_device,
+        frozenset({CHAT_SERVER}),
+        True,
+    ),
+    Route(
+        "POST",
+        _AGENT + "/answered/{conversation_id}",
+        agents.answered,
+        frozenset({CHAT_SERVER}),
+        True,
+    ),
+    Route("POST", "/api/v1/agent-events", agents.agent_events, frozenset({CHAT_SERVER}), True),
+    Route(
+        "GET",
+        "/api/v1/agent-conversations/{conversation_id}",
+        agents.read_conversation,
+        _BOTH,
+        True,
+    ),
     # Operations: metrics (security.public_metrics opens it), liveness and readiness.
     Route("GET", "/metrics", push.metrics, frozenset({METRICS}), True),
     Route("GET", "/healthz", health.healthz, None, True),

@@ -49,6 +49,8 @@ CONNECT: Final = "/meta/connect"
 DISCONNECT: Final = "/meta/disconnect"
 SUBSCRIBE: Final = "/meta/subscribe"
 UNSUBSCRIBE: Final = "/meta/unsubscribe"
+META_CHANNELS: Final = frozenset((HANDSHAKE, CONNECT, DISCONNECT, SUBSCRIBE, UNSUBSCRIBE))
+"""Valid channel names, known without parsing them (most messages are on one of these)."""
 ERROR_CHANNEL: Final = "/meta/error"
 """The channel of an error reply that has no valid channel to echo (a body that is not JSON)."""
 
@@ -79,6 +81,10 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+_DECODE = json.JSONDecoder(parse_constant=_refuse_constant).decode
+"""One decoder for every batch: json.loads with options builds a new one per call."""
+
+
 def decode_batch(body: str | bytes) -> list[Any]:
     """The messages of a body or websocket frame: an array of messages, or a single object.
 
@@ -88,7 +94,7 @@ def decode_batch(body: str | bytes) -> list[Any]:
         text = body.decode("utf-8") if isinstance(body, bytes) else body
         # NaN and Infinity would be echoed into replies as invalid JSON; deep nesting would
         # raise RecursionError from the decoder.
-        decoded = json.loads(text, parse_constant=_refuse_constant)
+        decoded = _DECODE(text)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise BatchError("400::invalid_json") from exc
     if _SURROGATE_ESCAPE.search(text) and not _encodable(decoded):

@@ -7,9 +7,10 @@ the memory of this process: sessions, subscriptions, queues. A client that reach
 not holding its session gets ``402::session_unknown``, handshakes again and resumes from its chat
 transcript position.
 
-Time comes from the injected :class:`~chatpush.clock.Clock`: a held connect waits with
-``clock.sleep_until(now + connect_timeout_ms, wake)`` and the expiry sweep sleeps until the
-earliest idle session's deadline, so tests drive both with a ``FakeClock``.
+Time comes from the injected :class:`~chatpush.clock.Clock`. One sweep task serves every timer:
+it sleeps (``clock.sleep_until``) until the earliest held connect's deadline (``now +
+connect_timeout_ms`` when it was held) or idle session's expiry, whichever comes first; a held
+connect has no task and no timer of its own. Tests drive the sweep with a ``FakeClock``.
 
 The application plugs in with hooks: :meth:`on_service` (requests on ``/service/...``),
 :meth:`authorize_subscribe` / :meth:`authorize_publish`, :meth:`on_disconnect`,
@@ -164,6 +165,9 @@ class BayeuxServer:
         self._index: SubscriptionIndex[Session] = SubscriptionIndex()
         self._idle: dict[Session, int] = {}
         """Sessions without a held connect, by when that began, oldest first (insertion order)."""
+        self._holding: dict[HeldConnect, int] = {}
+        """Held connects by their deadline; one timeout for all, so insertion order is deadline
+        order (the sweep reads the oldest first)."""
         self._sweep_wake = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
@@ -182,6 +186,9 @@ class BayeuxServer:
             "interval": 0,
             "timeout": self.limits.connect_timeout_ms,
         }
+        self._connect_tail = ',"successful":true,"advice":' + protocol.dumps(self._advice) + "}"
+        """How a successful connect reply without ``ext`` ends, after its ``clientId``: the
+        same text ``protocol.dumps`` makes of the reply, written once."""
 
     # --- hooks ---------------------------------------------------------------------------------
 
@@ -273,7 +280,10 @@ class BayeuxServer:
         self._closing = True
         for session in self._sessions.values():
             if session.held is not None:
-                session.held.wake.set()
+                session.held.release()
+        for held in self._holding:
+            held.release()
+        self._holding.clear()
 
     async def stop(self) -> None:
         self.release_held_connects()
@@ -285,10 +295,13 @@ class BayeuxServer:
 
     # --- the transports' side ------------------------------------------------------------------
 
-    async def process(self, messages: list[Any], transport: str, address: str) -> Exchange:
+    async def process(
+        self, messages: list[Any], transport: str, address: str | Callable[[], str]
+    ) -> Exchange:
         """Handle every message of a batch, in order; never raises for bad input.
 
-        ``address`` is the client's (:attr:`client_address` of the request or websocket).
+        ``address`` is the client's (:attr:`client_address` of the request or websocket), or a
+        function giving it: only a handshake needs it, so a connect does not pay for it.
         """
         exchange = Exchange()
         alone = len(messages) == 1
@@ -302,8 +315,9 @@ class BayeuxServer:
         held = exchange.connect
         assert held is not None and exchange.hold
         try:
-            deadline_ms = self.clock.now_ms() + self.limits.connect_timeout_ms
-            await self.clock.sleep_until(deadline_ms, held.wake)
+            if not held.released:
+                held.waiter = asyncio.get_running_loop().create_future()
+                await held.waiter
         finally:
             self.abandon(exchange)
 
@@ -314,7 +328,10 @@ class BayeuxServer:
         queue is kept for that next connect. Idempotent; :meth:`wait` ends with it.
         """
         held = exchange.connect
-        if held is not None and held.session.held is held:
+        if held is None:
+            return
+        self._holding.pop(held, None)
+        if held.session.held is held:
             held.session.held = None
             self._mark_idle(held.session)
 
@@ -322,9 +339,15 @@ class BayeuxServer:
         """The reply array: the session's queued messages first, then a reply per message."""
         parts: list[str] = []
         held = exchange.connect
-        if held is not None:
-            parts = self._complete_connect(held)
-        parts.extend(protocol.dumps(reply) for reply in exchange.replies)
+        if held is None:
+            parts.extend(map(protocol.dumps, exchange.replies))
+            return protocol.join(parts)
+        parts = self._complete_connect(held)
+        for reply in exchange.replies:
+            if reply is held.reply and held.text is not None:
+                parts.append(held.text)
+            else:
+                parts.append(protocol.dumps(reply))
         return protocol.join(parts)
 
     def count_bad_request(self, error: str, transport: str) -> None:
@@ -340,13 +363,19 @@ class BayeuxServer:
     # --- messages ------------------------------------------------------------------------------
 
     async def _handle(
-        self, message: Any, exchange: Exchange, alone: bool, transport: str, address: str
+        self,
+        message: Any,
+        exchange: Exchange,
+        alone: bool,
+        transport: str,
+        address: str | Callable[[], str],
     ) -> dict[str, Any]:
         if not isinstance(message, dict):
             return _error({}, protocol.ERROR_CHANNEL, "400::invalid_message")
         channel = message.get("channel")
-        if not isinstance(channel, str) or not channels.is_valid_channel(
-            channel, allow_wildcards=False
+        if not isinstance(channel, str) or (
+            channel not in protocol.META_CHANNELS
+            and not channels.is_valid_channel(channel, allow_wildcards=False)
         ):
             return _error(message, protocol.ERROR_CHANNEL, "400::invalid_channel")
         message_id = message.get("id")
@@ -358,7 +387,9 @@ class BayeuxServer:
             if not channels.is_meta(channel):
                 return await self._publish(message, channel, transport)
             if channel == protocol.HANDSHAKE:
-                return self._handshake(message, alone, address)
+                return self._handshake(
+                    message, alone, address if isinstance(address, str) else address()
+                )
             if channel == protocol.CONNECT:
                 return self._connect(message, exchange, alone, transport)
             if channel == protocol.SUBSCRIBE:
@@ -472,7 +503,7 @@ class BayeuxServer:
         # A newer connect supersedes an older one: held in another request, or in this batch.
         if session.held is not None:
             session.held.superseded = True
-            session.held.wake.set()  # its wait() ends and render() answers it empty
+            session.held.release()  # its wait() ends and render() answers it empty
             session.held = None
         if exchange.connect is not None:
             exchange.connect.superseded = True
@@ -485,6 +516,9 @@ class BayeuxServer:
         if exchange.hold:
             session.held = held
             self._idle.pop(session, None)
+            if not self._holding:
+                self._sweep_wake.set()  # else the sweep already wakes for an earlier deadline
+            self._holding[held] = self.clock.now_ms() + self.limits.connect_timeout_ms
         return reply  # completed by render()
 
     def _complete_connect(self, held: HeldConnect) -> list[str]:
@@ -506,6 +540,14 @@ class BayeuxServer:
         reply.update(successful=True, advice=dict(self._advice))
         if batch is not None:
             reply["ext"] = {"ack": batch}
+        elif len(reply) == 5:  # channel, id, clientId, successful, advice: the usual reply
+            held.text = (
+                '{"channel":"/meta/connect","id":'
+                + protocol.dumps(reply["id"])
+                + ',"clientId":'
+                + protocol.dumps(session.client_id)
+                + self._connect_tail
+            )
         self._mark_idle(session)
         if messages and batch is None:  # with acknowledgements, the next connect frees them
             self._drained(session)
@@ -610,7 +652,7 @@ class BayeuxServer:
             return default
         try:
             answer = callback(session, channel)
-            if inspect.isawaitable(answer):
+            if answer is not True and answer is not False and inspect.isawaitable(answer):
                 answer = await answer
         except Exception:
             log.exception(
@@ -700,7 +742,7 @@ class BayeuxServer:
         for pattern in session.subscriptions:
             self._index.remove(pattern, session)
         if session.held is not None:
-            session.held.wake.set()  # answered by render() with the reason's advice
+            session.held.release()  # answered by render() with the reason's advice
         self.stats.sessions_removed[reason] += 1
         full = (RemovalReason.QUEUE_FULL, RemovalReason.TOTAL_QUEUE_FULL)
         level = logging.WARNING if reason in full else logging.INFO
@@ -729,8 +771,10 @@ class BayeuxServer:
                 )
 
     def sweep(self) -> int | None:
-        """Remove expired sessions; the time of the next expiry (None: no idle session)."""
+        """Answer the held connects whose deadline passed and remove expired sessions; the time
+        of the next deadline or expiry (None: no held connect and no idle session)."""
         now_ms = self.clock.now_ms()
+        next_hold_ms = self._release_due_connects(now_ms)
         max_interval_ms = self.limits.max_interval_ms
         expired: list[Session] = []
         next_ms: int | None = None
@@ -741,6 +785,22 @@ class BayeuxServer:
             expired.append(session)
         for session in expired:
             self._remove(session, RemovalReason.EXPIRED)
+        if next_hold_ms is not None and (next_ms is None or next_hold_ms < next_ms):
+            return next_hold_ms
+        return next_ms
+
+    def _release_due_connects(self, now_ms: int) -> int | None:
+        """Release the held connects whose deadline passed; the next deadline, if any."""
+        due: list[HeldConnect] = []
+        next_ms: int | None = None
+        for held, deadline_ms in self._holding.items():  # earliest first
+            if deadline_ms > now_ms:
+                next_ms = deadline_ms
+                break
+            due.append(held)
+        for held in due:
+            del self._holding[held]
+            held.release()
         return next_ms
 
     async def _sweep_loop(self) -> None:

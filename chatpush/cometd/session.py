@@ -62,13 +62,31 @@ class QueueBudget:
 
 @dataclass(slots=True, eq=False)
 class HeldConnect:
-    """A ``/meta/connect`` whose reply waits for a message, its deadline or a newer connect."""
+    """A ``/meta/connect`` whose reply waits for a message, its deadline or a newer connect.
+
+    No task and no timer of its own: the server keeps every held connect's deadline in one
+    table that its sweep walks (``BayeuxServer._holding``), and :meth:`release` completes the
+    one future its transport awaits.
+    """
 
     session: Session
     reply: dict[str, Any]
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
     superseded: bool = False
     """A newer connect arrived: answer this one without draining the queue into it."""
+    released: bool = False
+    """Answer it now: a message was queued, its deadline passed, or the server is stopping."""
+    waiter: asyncio.Future[None] | None = None
+    """What ``BayeuxServer.wait`` awaits (made only if it was not released already)."""
+    text: str | None = None
+    """The reply as JSON, when the server wrote it directly (the usual successful one)."""
+
+    def release(self) -> None:
+        """Stop holding: the awaiting transport renders the reply. Idempotent."""
+        if not self.released:
+            self.released = True
+            waiter = self.waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
 
 @dataclass(slots=True)
@@ -212,7 +230,7 @@ class Session:
         self._queued_bytes += size
         budget.queued_bytes += size
         if self.held is not None:
-            self.held.wake.set()
+            self.held.release()
         return True
 
     def count_connect(self) -> bool:

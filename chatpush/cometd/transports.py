@@ -32,6 +32,9 @@ WEBSOCKET_HEARTBEAT_S = 60.0
 FRAME_HARD_LIMIT_FACTOR = 4
 """Frames up to this many times ``max_message_bytes`` get a 413 reply; longer ones close the
 socket (aiohttp has to buffer a frame whole before we see it)."""
+META_TAILS = ("connect", "handshake", "subscribe", "unsubscribe", "disconnect")
+"""What clients append to the path (the JavaScript client's ``appendMessageTypeToURL``): a
+request with one meta message goes to ``<path>/connect`` and so on."""
 SHUTDOWN_GRACE_S = 1.0
 """How long a stop waits for released connects to be answered before closing the sockets."""
 
@@ -42,7 +45,9 @@ class Endpoint(Protocol):
 
     client_address: Callable[[web.BaseRequest], str]
 
-    async def process(self, messages: list[Any], transport: str, address: str) -> Exchange: ...
+    async def process(
+        self, messages: list[Any], transport: str, address: str | Callable[[], str]
+    ) -> Exchange: ...
 
     async def wait(self, exchange: Exchange) -> None: ...
 
@@ -59,14 +64,22 @@ def add_routes(
     app: web.Application, server: Endpoint, path: str, *, max_message_bytes: int
 ) -> None:
     transports = _Transports(server, max_message_bytes)
+    base = path.rstrip("/")
     app.router.add_post(path, transports.long_polling)
-    app.router.add_post(path.rstrip("/") + "/{tail:.*}", transports.long_polling)
+    for tail in META_TAILS:  # plain routes: found by one look-up, no pattern to match
+        app.router.add_post(f"{base}/{tail}", transports.long_polling)
+    app.router.add_post(base + "/{tail:.*}", transports.long_polling)
     app.router.add_get(path, transports.websocket)
     app.on_shutdown.append(transports.close_sockets)
 
 
+_JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
+"""What ``web.Response(text=..., content_type="application/json")`` sends, without parsing the
+content type again for every reply."""
+
+
 def _json(text: str, status: int = 200) -> web.Response:
-    return web.Response(text=text, status=status, content_type="application/json")
+    return web.Response(body=text.encode("utf-8"), status=status, headers=_JSON_HEADERS)
 
 
 class _Socket:
@@ -133,8 +146,10 @@ class _Transports:
             messages = protocol.decode_batch(body)
         except protocol.BatchError as exc:
             return _json(self._refuse(exc.error, protocol.LONG_POLLING), 400)
-        address = self._server.client_address(request)
-        exchange = await self._server.process(messages, protocol.LONG_POLLING, address)
+        server = self._server
+        exchange = await server.process(
+            messages, protocol.LONG_POLLING, lambda: server.client_address(request)
+        )
         if exchange.hold:
             await self._server.wait(exchange)
             if request.transport is None or request.transport.is_closing():
@@ -145,8 +160,14 @@ class _Transports:
 
     async def _read_body(self, request: web.Request) -> bytes | None:
         """The body, or None when it is longer than the limit (read no further than that)."""
-        if request.content_length is not None and request.content_length > self._limit:
-            return None
+        length = request.content_length
+        if length is not None:
+            if length > self._limit:
+                return None
+            try:
+                return await request.content.readexactly(length)
+            except asyncio.IncompleteReadError as exc:  # the client went away mid-body
+                return exc.partial
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.content.iter_any():

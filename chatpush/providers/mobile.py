@@ -25,6 +25,8 @@ from chatpush.providers.base import (
 from chatpush.providers.message import RENDERED, MobileMessage, mobile_message, source_message
 
 C = TypeVar("C")
+MAX_PARSED_CREDENTIALS = 64
+"""Credentials kept read per provider (one per node group and named provider in use)."""
 
 
 def read_credentials(fields: Mapping[str, str], required: Sequence[str]) -> PrivateKeyTypes:
@@ -61,6 +63,8 @@ class MobileProvider(Provider, Generic[C]):
         self._settings = settings
         self._clock = clock
         self._credentials = credentials
+        self._parsed: dict[tuple[tuple[str, str], ...], C] = {}
+        """Credentials read, by their stored fields (at most ``MAX_PARSED_CREDENTIALS``)."""
 
     @classmethod
     @abstractmethod
@@ -68,7 +72,16 @@ class MobileProvider(Provider, Generic[C]):
         """The credentials from their stored fields (ValueError says what is wrong)."""
 
     def parse(self, fields: Mapping[str, str]) -> C:
-        return self.read_credentials(fields)
+        """The credentials read from ``fields``, remembered by their content: reading a PEM key
+        costs milliseconds (an RSA key, 5-25 ms), once per credentials rather than per send."""
+        key = tuple(sorted(fields.items()))
+        found = self._parsed.get(key)
+        if found is None:
+            found = self.read_credentials(fields)
+            if len(self._parsed) >= MAX_PARSED_CREDENTIALS:
+                self._parsed.pop(next(iter(self._parsed)))
+            self._parsed[key] = found
+        return found
 
     async def test_credentials(
         self, fields: Mapping[str, str], device_token: str, *, sandbox: bool = False

@@ -14,6 +14,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
     false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -289,7 +290,7 @@ class Callback(Base):
     purge_at_ms: Mapped[int | None] = mapped_column(BigInteger)
     """Timer: a COMPLETED callback and all it holds are deleted then."""
     reminder_at_ms: Mapped[int | None] = mapped_column(BigInteger)
-    """Timer: the status reminder of a SCHEDULED callback goes then (migration 0010)."""
+    """Timer: the status reminder of a SCHEDULED callback goes then (migration 0011)."""
 
     __table_args__ = (
         Index(None, "service_name", "desired_time_ms"),
@@ -347,3 +348,89 @@ class CallbackGuard(Base):
 
 
 # -- end of callbacks ---------------------------------------------------------------------------
+
+
+# -- agent alerts (issue 18; chatpush/agents/, store/agents.py) ----------------------------------
+
+
+class AgentDevice(Base):
+    """A mobile agent's registered device: rung on the agent's routing events."""
+
+    __tablename__ = "agent_devices"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128))
+    device_type: Mapped[str] = mapped_column(String(16))
+    token: Mapped[str] = mapped_column(String(256))
+    """The APNs or FCM token, or the custom HTTP / comet device id."""
+    topic: Mapped[str | None] = mapped_column(String(200))
+    group_name: Mapped[str | None] = mapped_column(String(200))
+    provider: Mapped[str | None] = mapped_column(String(200))
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        UniqueConstraint("device_type", "token"),
+        Index(None, "user_id"),
+    )
+
+
+class AgentRing(Base):
+    """One device rung for one conversation (cancels go to exactly these), with where it went."""
+
+    __tablename__ = "agent_rings"
+
+    conversation_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    device_type: Mapped[str] = mapped_column(String(16))
+    token: Mapped[str] = mapped_column(String(256))
+    group_name: Mapped[str | None] = mapped_column(String(200))
+    provider: Mapped[str | None] = mapped_column(String(200))
+    message_id: Mapped[str] = mapped_column(String(64))
+    rung_at_ms: Mapped[int] = mapped_column(BigInteger)
+    cancelled_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (Index(None, "rung_at_ms"),)
+
+
+class AgentDedup(Base):
+    """The last ring of a conversation for an agent: another within the window is suppressed."""
+
+    __tablename__ = "agent_dedup"
+
+    conversation_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    rung_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index(None, "rung_at_ms"),)
+
+
+class AgentTrail(Base):
+    """What happened to a conversation's alerts: rung, cancelled, suppressed, dead token."""
+
+    __tablename__ = "agent_trail"
+
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[str] = mapped_column(String(128))
+    device_id: Mapped[str | None] = mapped_column(String(32))
+    device_type: Mapped[str | None] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(String(64))
+    at_ms: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index(None, "conversation_id", "id"), Index(None, "at_ms"))
+
+
+class AgentStreamLease(Base):
+    """Who holds the event stream's one connection, until when (renewed while it holds it)."""
+
+    __tablename__ = "agent_stream_lease"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    until_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+# -- end of agent alerts -------------------------------------------------------------------------

@@ -547,9 +547,20 @@ async def test_a_realistic_session_conforms_to_the_document(
         "POST", cb_events, 200, json={"seq": 3, "type": "exit", "reason": "AGENT_CONNECTED"}
     )
 
+    # Agent alerts: a device registry, a ring, a cancel, the trail.
+    agent_device = await _agent_session(api, clock)
+
     def path_of(template: str) -> str:
         return template.format(
-            chatId=cid, participantId=agent, node="n1", group="g1", kind="fcm", callbackId=callback
+            chatId=cid,
+            participantId=agent,
+            node="n1",
+            group="g1",
+            kind="fcm",
+            callbackId=callback,
+            userId="agent-1",
+            deviceId=agent_device,
+            conversationId="conv-1",
         )
 
     # FCM credentials: stored, shown masked, tested (FCM is unreachable here), deleted.
@@ -647,6 +658,60 @@ async def test_a_realistic_session_conforms_to_the_document(
 _RSA_KEY = rsa_private_pem()
 
 
+async def _agent_session(api: CheckedApi, clock: FakeClock) -> str:
+    """Every agent-alerts operation and status but 403 and 503 (the session's loops see those);
+    returns the id of a registered device."""
+    devices = "/api/v1/agents/agent-1/devices"
+    first = await api.call("POST", devices, 201, json={"platform": "customhttp", "token": "desk-1"})
+    clock.advance(ms=1)
+    await api.call(
+        "POST", devices, 201, json={"platform": "customhttp", "token": "desk-0", "topic": "t"}
+    )
+    await api.call("POST", devices, 400, json={"platform": "pager", "token": "x"})
+    await api.call("POST", devices, 404, json={"platform": "ios", "token": "x", "group": "g9"})
+    for n in range(8):
+        await api.call("POST", devices, 201, json={"platform": "customhttp", "token": f"d{n}"})
+    await api.call("POST", devices, 409, json={"platform": "customhttp", "token": "one-more"})
+    listing = await api.call("GET", devices, 200)
+    assert len(listing["devices"]) == 10
+    await api.call("GET", "/api/v1/agents/" + "u" * 65 + "/devices", 400)
+    for entry in listing["devices"][2:]:
+        await api.call("DELETE", f"{devices}/{entry['id']}", 200)
+    await api.call("DELETE", f"{devices}/{listing['devices'][2]['id']}", 404)
+    await api.call("DELETE", "/api/v1/agents/" + "u" * 65 + "/devices/x", 400)
+
+    ring = {
+        "eventType": "routing.queue.member.added",
+        "timestamp": "2023-10-27T10:00:00.000Z",
+        "data": {
+            "queueId": "q1",
+            "memberId": "agent-1",
+            "memberType": "user",
+            "conversationId": "conv-1",
+            "mediaType": "voice",
+        },
+    }
+    intake = await api.call("POST", "/api/v1/agent-events", 200, json=[ring, {"eventType": "x"}])
+    assert intake["rung"] == 2 and intake["dropped"] == 1
+    await api.call(
+        "POST",
+        "/api/v1/agent-events",
+        400,
+        json={"eventType": "routing.conversation.deleted", "data": 1},
+    )
+    await api.call("POST", "/api/v1/agent-events", 400, json=[{"eventType": ""}])
+    answered = "/api/v1/agents/agent-1/answered/conv-1"
+    done = await api.call("POST", answered, 200, json={"deviceId": first["id"]})
+    assert done == {"cancelled": 1}
+    await api.call("POST", answered, 404, json={"deviceId": "0" * 32})
+    await api.call("POST", answered, 400, json={"deviceId": 1})
+    trail = await api.call("GET", "/api/v1/agent-conversations/conv-1", 200)
+    assert [e["action"] for e in trail["trail"]] == ["rung", "rung", "answered", "cancelled"]
+    await api.call("GET", "/api/v1/agent-conversations/conv-1", 200, params={"after": "1"})
+    await api.call("GET", "/api/v1/agent-conversations/conv-1", 400, params={"after": "x"})
+    return str(first["id"])
+
+
 def _example(operation: dict[str, Any]) -> Any:
     """A valid body for the operations that take one."""
     examples: dict[str, Any] = {
@@ -661,6 +726,12 @@ def _example(operation: dict[str, Any]) -> Any:
         "ackCallbackCommands": {"ids": ["F" * 32]},
         "postCallbackEvent": {"seq": 99, "type": "exit", "reason": "AGENT_CONNECTED"},
         "postCallbackEwt": {"updates": [{"callbackId": "F" * 32, "ewt": 1}]},
+        "registerAgentDevice": {"platform": "customhttp", "token": "desk-2"},
+        "agentAnswered": {"deviceId": "0" * 32},
+        "postAgentEvents": {
+            "eventType": "routing.conversation.deleted",
+            "data": {"conversationId": "c"},
+        },
     }
     if "requestBody" in operation:
         assert operation["operationId"] in examples, (
@@ -732,6 +803,7 @@ async def test_parameter_bounds_are_what_the_document_says(
         "group": "no-such-group",
         "callbackId": "F" * 32,  # unknown: an accepted value ends at its 404
     }
+    values.update(userId="agent-1", deviceId="0" * 32, conversationId="conv-1")
     params = None
     if location == "path":
         values[name] = value

@@ -470,7 +470,7 @@ def test_the_sample_loads_and_shows_the_real_defaults() -> None:
     sample = load_settings(SAMPLE)
     defaults = load_settings()
     sections = ("server", "database", "security", "chat", "logging", "delivery", "cometd", "mobile")
-    sections += ("admin", "callback")
+    sections += ("admin", "callback", "agents")
     for section in sections:
         assert getattr(sample, section) == getattr(defaults, section), section
     assert set(Settings.model_fields) - {"services", "groups", "provider_options"} == {
@@ -485,6 +485,7 @@ def test_the_sample_loads_and_shows_the_real_defaults() -> None:
         "admin",
         "callback",
         "event_lists",
+        "agents",
     }, "a new section: compare it here too"
     assert sample.groups == {}
     assert sample.service_options("default") == defaults.service_options("default")
