@@ -1,4 +1,4 @@
-"""Callbacks (issue 17): the status reminder's durable timer (docs/callbacks.md §5.6)
+"""Callbacks (issue 17): the status reminder's durable timer (docs/callbacks.md §5.5)
 
 Revision ID: 0011
 Revises: 0010
