@@ -381,10 +381,44 @@ class ServiceOptions(_Strict):
     cb_timezone: str = Field("UTC", alias="_timezone")
     cb_open_hours: str | None = Field(None, alias="_open_hours")
     """``"mon-fri 08:00-18:00"`` (several: ``;`` between); unset: always open."""
+    # Status notifications (§5.1): None = not written here, so an event list's [properties]
+    # (then the default) applies; a create parameter of the same name comes first.
+    cb_status_mode: Literal["false", "subscribe_notify", "notify"] | None = Field(
+        None, alias="_enable_status_notification"
+    )
+    cb_status_type: Literal["httpcb", "customhttp", "comet"] | None = Field(
+        None, alias="_status_notification_type"
+    )
+    cb_status_target: Annotated[str, Field(min_length=1, max_length=2048)] | None = Field(
+        None, alias="_status_notification_target"
+    )
+    cb_status_provider: Annotated[str, Field(max_length=200)] | None = Field(
+        None, alias="_status_notification_provider"
+    )
+    cb_status_debug: bool | None = Field(None, alias="_status_notification_debug")
+    cb_status_language: Annotated[str, Field(max_length=35)] | None = Field(
+        None, alias="_status_notification_language"
+    )
+    cb_events_list: Annotated[str, Field(max_length=200)] = Field("", alias="_callback_events_list")
+    cb_reminder: bool | None = Field(None, alias="_enable_notification_reminder")
+    cb_reminder_buffer_s: Annotated[int, Field(ge=0, le=366 * 86400)] | None = Field(
+        None, alias="_notification_reminder_buffer"
+    )
+    """The name of an ``[event_lists."<name>"]``; empty: the default list."""
 
     _cb_bools = field_validator(
-        "cb_wait_for_agent", "cb_wait_for_user_confirm", "cb_provide_code", mode="before"
+        "cb_wait_for_agent",
+        "cb_wait_for_user_confirm",
+        "cb_provide_code",
+        "cb_status_debug",
+        "cb_reminder",
+        mode="before",
     )(_parse_bool)
+
+    @field_validator("cb_status_mode", mode="before")
+    @classmethod
+    def _cb_status_mode(cls, value: Any) -> Any:
+        return "false" if value is False else value
 
     @field_validator("cb_mandatory_lookup_keys", mode="before")
     @classmethod
@@ -680,6 +714,10 @@ class CallbackSettings(_Strict):
     taken from the request (``<scheme>://<Host>/genesys``)."""
     max_open_callbacks: Annotated[int, Field(ge=1, le=100_000_000)] = 1_000_000
     """Callbacks not yet completed, at most; past it a create is refused (503)."""
+    httpcb_allowed_prefixes: tuple[str, ...] = ()
+    """An ``httpcb`` URL named in a request (a push key's device id, a create's
+    ``_status_notification_target``) must start with one of these (``https://rx.example.com/``);
+    none: every such URL is refused (400). URLs in this file are trusted."""
 
     @field_validator("external_base_url")
     @classmethod
@@ -915,6 +953,30 @@ class Settings(BaseSettings):
     groups: dict[str, GroupSettings] = Field(default_factory=dict)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     callback: CallbackSettings = Field(default_factory=CallbackSettings)  # issue 17
+    event_lists: dict[str, Any] = Field(default_factory=dict)  # issue 17: status event lists
+    """``[event_lists."<name>"]``: read into ``chatpush.event_lists.EventList``s."""
+
+    @field_validator("event_lists", mode="before")
+    @classmethod
+    def _event_lists(cls, value: Any) -> dict[str, Any]:
+        from chatpush.event_lists import parse_list
+
+        if not isinstance(value, dict):
+            raise ValueError("a table of event lists")
+        base_dir = cls._toml_path.parent if cls._toml_path is not None else None
+        return {name: parse_list(name, raw, base_dir) for name, raw in value.items()}
+
+    @model_validator(mode="after")
+    def _known_event_lists(self) -> Settings:
+        for name in self.services:
+            wanted = self.service_options(name).cb_events_list
+            if wanted and wanted not in self.event_lists:
+                raise ValueError(
+                    f"services.{name}._callback_events_list: no event list {wanted!r} "
+                    f"(event_lists: {', '.join(self.event_lists) or 'none'})"
+                )
+        return self
+
     agents: AgentSettings = Field(default_factory=AgentSettings)
     texts: CallbackTexts = Field(default_factory=dict)
     """``[texts.default]``, ``[texts."<language>"]``: callback pushes' and dialogs' texts."""

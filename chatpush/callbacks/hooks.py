@@ -15,7 +15,8 @@ class CallbackHooks:
 
     def record(self, conn: Connection, outcomes: Sequence[Outcome], now_ms: int) -> None:
         for outcome in outcomes:
-            if outcome.result == "rejected":
+            # Only device pushes (kind "alert"); status notifications' keys end otherwise.
+            if outcome.result == "rejected" and outcome.kind == "alert":
                 callback_id = outcome.key.rsplit(".", 1)[-1]
                 destination = outcome.destination
                 store.end_device(conn, callback_id, destination.device_type, destination.device_id)

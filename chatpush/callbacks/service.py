@@ -15,7 +15,7 @@ from typing import Any, Literal
 from sqlalchemy.engine import Connection
 
 from chatpush.callbacks import availability as slots
-from chatpush.callbacks import dialogs, pushes
+from chatpush.callbacks import dialogs, pushes, status
 from chatpush.callbacks.errors import (
     BadParameter,
     CallbackNotFound,
@@ -25,7 +25,14 @@ from chatpush.callbacks.errors import (
     TooManyCallbacks,
     UnknownAction,
 )
-from chatpush.callbacks.events import CcEvent, Effect, effect, parse_event, seq_of
+from chatpush.callbacks.events import (
+    STATUS_EVENTS,
+    CcEvent,
+    Effect,
+    effect,
+    parse_event,
+    seq_of,
+)
 from chatpush.callbacks.model import (
     CANCELLED,
     CANCELLED_BY_ADMIN,
@@ -45,6 +52,7 @@ from chatpush.callbacks.texts import Texts
 from chatpush.clock import Clock
 from chatpush.config import ServiceOptions, Settings
 from chatpush.delivery import drop_pending, enqueue
+from chatpush.event_lists import REMINDER
 from chatpush.store import callbacks as store
 from chatpush.store import trail
 from chatpush.store.callbacks import Condition
@@ -59,6 +67,8 @@ MAX_PULL = 1000
 MAX_EWT_UPDATES = 1000
 MAX_ADMIN_IDS = 1000
 TIMER_BATCH = 100
+CB = "_cbe_on_callback_"
+"""The prefix of the status events chatpush itself causes (§5.3)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +187,39 @@ class CallbackService:
         if notification is not None:
             enqueue(conn, [notification], now_ms)
 
+    def _status(
+        self,
+        conn: Connection,
+        record: CallbackRecord,
+        events: Sequence[str],
+        now_ms: int,
+        *,
+        timestamp_ms: int | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        computed: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Queue the status notifications of ``events`` (§5) in this transaction."""
+        options = self.options(record.service_name)
+        route = status.resolve(options, record.properties, self.settings.event_lists)
+        made = status.notifications(
+            record,
+            route,
+            events,
+            (now_ms if timestamp_ms is None else timestamp_ms) // 1000,
+            group_name=options.cb_node_group or self.settings.default_group or "default",
+            retry_delays_s=options.flex_push_resend_delays_s,
+            attributes=attributes,
+            computed=computed,
+        )
+        if made:
+            enqueue(conn, made, now_ms)
+
+    def _check_status(self, service_name: str, properties: Mapping[str, str]) -> None:
+        """A create's (or update's) status parameters and httpcb URLs (§5.1, §6): 400."""
+        status.check_params(properties)
+        route = status.resolve(self.options(service_name), properties, self.settings.event_lists)
+        status.check_route(route, self.settings.callback.httpcb_allowed_prefixes)
+
     def _set_state(
         self,
         conn: Connection,
@@ -204,7 +247,12 @@ class CallbackService:
             record.reason = None
             record.due_at_ms = record.desired_time_ms if state == "SCHEDULED" else None
             record.ttl_at_ms = record.expiration_ms
+        record.reminder_at_ms = None
+        if state == "SCHEDULED":
+            route = status.resolve(options, record.properties, self.settings.event_lists)
+            record.reminder_at_ms = status.reminder_at(route, record.desired_time_ms, now_ms)
         values.update(
+            reminder_at_ms=record.reminder_at_ms,
             reason=record.reason,
             completed_at_ms=record.completed_at_ms,
             due_at_ms=record.due_at_ms,
@@ -247,6 +295,10 @@ class CallbackService:
         chat = self.settings.chat
         parsed = create_params(params, options)
         check_properties(parsed.properties, chat.max_user_data_keys, chat.max_user_data_value_chars)
+        self._check_status(service_name, parsed.properties)
+        if parsed.device is not None and parsed.device.type == "httpcb":
+            prefixes = self.settings.callback.httpcb_allowed_prefixes
+            status.check_httpcb_url(parsed.device.id, prefixes, "the push device id")
 
         def run(conn: Connection) -> CallbackRecord:
             now_ms = self.clock.now_ms()
@@ -273,8 +325,15 @@ class CallbackService:
                 ttl_at_ms=expiration,
                 upcoming=_initial_upcoming(options, parsed.properties),
             )
+            if state == "SCHEDULED":
+                route = status.resolve(options, parsed.properties, self.settings.event_lists)
+                record.reminder_at_ms = status.reminder_at(route, desired, now_ms)
             store.insert_callback(conn, record)
             self._command(conn, record, "callback.created", now_ms)
+            if state == "SCHEDULED":
+                self._status(conn, record, [f"{CB}scheduled"], now_ms)
+            else:
+                self._status(conn, record, [f"{CB}submitted", f"{CB}queued"], now_ms)
             return record
 
         record = await self.db.write(run)
@@ -348,6 +407,7 @@ class CallbackService:
         if "_customer_number" in properties and not 1 <= len(properties["_customer_number"]) <= 64:
             raise BadParameter("_customer_number is 1-64 characters")
         check_overrides(properties)
+        status.check_params(properties)
         if new_time is None and not properties:
             raise BadParameter("nothing to change: give _new_desired_time or properties")
         chat = self.settings.chat
@@ -360,6 +420,8 @@ class CallbackService:
             if properties:
                 merged = {**record.properties, **properties}
                 check_properties(merged, chat.max_user_data_keys, chat.max_user_data_value_chars)
+                if any(name in properties for name in status.CREATE_PARAMS):
+                    self._check_status(service_name, merged)
                 store.set_properties(conn, record.id, properties)
                 record.properties = merged
             if new_time is not None:
@@ -375,8 +437,13 @@ class CallbackService:
                 self._set_state(conn, record, target, now_ms, desired_time_ms=desired)
                 if target == "QUEUED" and previous == "SCHEDULED":
                     self._command(conn, record, "callback.queued", now_ms)
+                    events = [f"{CB}submitted", f"{CB}queued", f"{CB}status_updated"]
                 else:
                     self._command(conn, record, "callback.rescheduled", now_ms)
+                    events = [f"{CB}rescheduled"]
+                    if target != previous:
+                        events.append(f"{CB}status_updated")
+                self._status(conn, record, events, now_ms)
             else:
                 store.update_callback(conn, record.id, updated_at_ms=now_ms)
             if properties:
@@ -417,6 +484,7 @@ class CallbackService:
         check_transition(record.state, "COMPLETED", "cancel")
         self._set_state(conn, record, "COMPLETED", now_ms, reason=reason)
         self._command(conn, record, "callback.cancelled", now_ms, reason=reason, **extra)
+        self._status(conn, record, [f"{CB}cancelled", f"{CB}status_updated"], now_ms)
         return record
 
     async def admin_cancel(
@@ -494,6 +562,7 @@ class CallbackService:
             later = now_ms + options.cb_snooze_duration_s * 1000
             self._set_state(conn, record, "SCHEDULED", now_ms, desired_time_ms=later)
             self._command(conn, record, "callback.rescheduled", now_ms, action="snooze")
+            self._status(conn, record, [f"{CB}rescheduled", f"{CB}status_updated"], now_ms)
         else:
             self._cancel(conn, None, record.id, CANCELLED, {})
 
@@ -539,6 +608,7 @@ class CallbackService:
                     "dueAt": record.due_at_ms,
                     "ttlAt": record.ttl_at_ms,
                     "purgeAt": record.purge_at_ms,
+                    "reminderAt": record.reminder_at_ms,
                 },
                 "subscription": None
                 if record.device is None
@@ -606,7 +676,8 @@ class CallbackService:
             record.access_number, record.access_code = event.access_number, event.access_code
             values.update(access_number=event.access_number, access_code=event.access_code)
         store.update_callback(conn, record.id, **values)
-        if done.state is not None and (done.state != record.state or done.state == "SCHEDULED"):
+        changed = done.state is not None and done.state != record.state
+        if done.state is not None and (changed or done.state == "SCHEDULED"):
             self._set_state(
                 conn,
                 record,
@@ -617,6 +688,24 @@ class CallbackService:
             )
         if done.push is not None:
             self._event_push(conn, record, event, done.push, now_ms)
+        events = [STATUS_EVENTS[event.type]] if event.type in STATUS_EVENTS else []
+        if changed:
+            events.append(f"{CB}status_updated")
+        computed = {
+            "c_call_num_attempt": event.attempt,
+            "c_termination_type": None
+            if record.state != "COMPLETED"
+            else f"COMPLETED.{record.reason}",
+        }
+        self._status(
+            conn,
+            record,
+            events,
+            now_ms,
+            timestamp_ms=event.at_ms,
+            attributes=event.attributes,
+            computed=computed,
+        )
 
     def _event_push(
         self, conn: Connection, record: CallbackRecord, event: CcEvent, push: str, now_ms: int
@@ -753,12 +842,21 @@ class CallbackService:
             store.delete_callback(conn, record.id)
             log.info("callback purged", extra={"action": "callback_purged", "callback": record.id})
             return True
+        if kind == "reminder":
+            store.update_callback(conn, record.id, reminder_at_ms=None)
+            guard = f"reminder.{format_time(record.desired_time_ms)}"
+            if record.state != "SCHEDULED" or not store.take_guard(conn, record.id, guard, now_ms):
+                return False
+            self._status(conn, record, [REMINDER], now_ms)
+            return True
         if kind == "due":
             if record.state != "SCHEDULED":
                 store.update_callback(conn, record.id, due_at_ms=None)
                 return False
             self._set_state(conn, record, "QUEUED", now_ms)
             self._command(conn, record, "callback.queued", now_ms)
+            events = [f"{CB}submitted", f"{CB}queued", f"{CB}status_updated"]
+            self._status(conn, record, events, now_ms)
             return True
         # ttl
         if record.state == "COMPLETED":
@@ -766,6 +864,7 @@ class CallbackService:
             return False
         self._set_state(conn, record, "COMPLETED", now_ms, reason=FAIL_TIMEOUT_TTL)
         self._command(conn, record, "callback.cancelled", now_ms, reason=FAIL_TIMEOUT_TTL)
+        self._status(conn, record, [f"{CB}status_updated"], now_ms)
         return True
 
     async def run_timers(self) -> None:

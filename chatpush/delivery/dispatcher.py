@@ -692,7 +692,9 @@ class Dispatcher:
             # Only another instance hosts an available node: let it claim the notification.
             await self._finish(_Finished(row.key, row.id, None, handover=True, source=row.source))
             return
-        target: Target = dataclasses.replace(route.target, device_id=to.device_id)
+        target: Target = dataclasses.replace(
+            route.target, device_id=to.device_id, destination_authorization=to.authorization
+        )
         if to.authorization is not None:
             target = dataclasses.replace(target, authorization=to.authorization)
         provider = self._providers.get(to.device_type)

@@ -74,6 +74,10 @@ class Target:
     """The device (token, device id, URL) of the notification's destination: set by the
     dispatcher. A chat's providers read the device id from the chat's body as ever; other
     sources' notifications are rendered for this one."""
+    destination_authorization: str | None = None
+    """The destination's own ``Authorization`` (a subscription's), set by the dispatcher; None
+    when it has none. ``authorization`` above is this one, else the group's: ``httpcb`` sends
+    only this one (issue 17)."""
 
 
 CredentialKind = str

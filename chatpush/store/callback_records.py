@@ -56,6 +56,7 @@ class CallbackRecord:
     due_at_ms: int | None = None
     ttl_at_ms: int | None = None
     purge_at_ms: int | None = None
+    reminder_at_ms: int | None = None
 
     @property
     def url(self) -> str:

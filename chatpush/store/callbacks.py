@@ -33,7 +33,7 @@ _properties = cast(Table, CallbackProperty.__table__)
 _commands = cast(Table, CallbackCommand.__table__)
 _guards = cast(Table, CallbackGuard.__table__)
 
-TimerKind = Literal["due", "ttl", "purge"]
+TimerKind = Literal["due", "ttl", "purge", "reminder"]
 
 _COLUMNS: Mapping[str, str] = {
     "_id": "id",
@@ -79,6 +79,7 @@ def _record(row: Row[Any], properties: dict[str, str]) -> CallbackRecord:
         device=device,
         due_at_ms=row.due_at_ms,
         ttl_at_ms=row.ttl_at_ms,
+        reminder_at_ms=row.reminder_at_ms,
         purge_at_ms=row.purge_at_ms,
     )
 
@@ -122,6 +123,7 @@ def insert_callback(conn: Connection, record: CallbackRecord) -> None:
             device_language=device.language if device else None,
             due_at_ms=record.due_at_ms,
             ttl_at_ms=record.ttl_at_ms,
+            reminder_at_ms=record.reminder_at_ms,
             purge_at_ms=record.purge_at_ms,
         )
     )
@@ -359,6 +361,7 @@ _TIMER_COLUMNS: Mapping[TimerKind, str] = {
     "due": "due_at_ms",
     "ttl": "ttl_at_ms",
     "purge": "purge_at_ms",
+    "reminder": "reminder_at_ms",
 }
 
 

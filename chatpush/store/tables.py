@@ -289,12 +289,15 @@ class Callback(Base):
     """Timer: an open callback completes as FAIL_TIMEOUT_TTL then."""
     purge_at_ms: Mapped[int | None] = mapped_column(BigInteger)
     """Timer: a COMPLETED callback and all it holds are deleted then."""
+    reminder_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+    """Timer: the status reminder of a SCHEDULED callback goes then (migration 0011)."""
 
     __table_args__ = (
         Index(None, "service_name", "desired_time_ms"),
         Index(None, "due_at_ms"),
         Index(None, "ttl_at_ms"),
         Index(None, "purge_at_ms"),
+        Index(None, "reminder_at_ms"),
     )
 
 

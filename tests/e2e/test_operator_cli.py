@@ -404,3 +404,20 @@ def test_an_unknown_environment_variable_stops_the_command(tmp_path: Path) -> No
         in done.stderr
     )
     assert not (tmp_path / "chatpush.db").exists()
+
+
+def test_check_reads_the_status_event_lists(tmp_path: Path) -> None:
+    """A .cfg event list is read by `chatpush check`: a bad line is named, exit 2 (as for any
+    invalid configuration)."""
+    config = GROUPS + '[event_lists.GMS_Events]\ncfg_file = "GMS_Events.cfg"\n'
+    (tmp_path).mkdir(exist_ok=True)
+    (tmp_path / "GMS_Events.cfg").write_text("[_cbe_on_dial_done]\nnotify_params=_service_id\n")
+    migrated(tmp_path, config)
+    done = run_chatpush(tmp_path, "check", "--config", "chatpush.toml")
+    assert done.returncode == 0, done.stderr + done.stdout
+    (tmp_path / "GMS_Events.cfg").write_text("[_cbe_on_dial_done]\nnotify params _service_id\n")
+    done = run_chatpush(tmp_path, "check", "--config", "chatpush.toml")
+    assert done.returncode == 2, done.stdout
+    output = done.stdout + done.stderr
+    no_traceback(output)
+    assert "event_lists.GMS_Events (GMS_Events.cfg) line 2" in output, output

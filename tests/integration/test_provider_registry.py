@@ -189,10 +189,10 @@ def test_names_are_checked_at_registration(pager: type[Pager]) -> None:
 
 def test_the_built_in_device_types_come_from_the_registry() -> None:
     classes = registry.provider_classes()
-    assert list(classes) == ["comet", "customhttp", "fcm", "ios"]
+    assert list(classes) == ["comet", "customhttp", "fcm", "httpcb", "ios"]
     assert all(issubclass(cls, Provider) for cls in classes.values())
     assert device_types.aliases() == {"android": "fcm", "gcm": "fcm", "apple": "ios"}
-    assert device_types.describe() == "comet, customhttp, fcm (android, gcm), ios (apple)"
+    assert device_types.describe() == "comet, customhttp, fcm (android, gcm), httpcb, ios (apple)"
     assert list(registry.credentials_classes()) == ["fcm", "apns"]
 
 

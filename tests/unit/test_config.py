@@ -484,6 +484,7 @@ def test_the_sample_loads_and_shows_the_real_defaults() -> None:
         "mobile",
         "admin",
         "callback",
+        "event_lists",
         "agents",
     }, "a new section: compare it here too"
     assert sample.groups == {}
@@ -495,8 +496,11 @@ def test_the_sample_loads_and_shows_the_real_defaults() -> None:
 def test_the_sample_with_its_examples_switched_on_is_valid(tmp_path: Path) -> None:
     path = tmp_path / "examples.toml"
     path.write_text(sample_with_examples_switched_on(), encoding="utf-8")
+    # The event list imported from a .cfg beside the file (samples/GMS_Events.cfg).
+    (tmp_path / "GMS_Events.cfg").write_bytes((SAMPLE.parent / "GMS_Events.cfg").read_bytes())
     settings = load_settings(path)
     assert settings.default_group == "main"
+    assert "_cbe_on_callback_rescheduled" in settings.event_lists["Imported"].events
     assert settings.groups["main"].providers
     assert settings.texts["fr-ca"] == {"dialog.menu.cancel": "Annuler, mon problème est réglé"}
 
