@@ -157,6 +157,22 @@ class Console:
         assert joined.status_code == 201, joined.text
         return chat_id
 
+    def new_callback(self, service: str, customer_number: str) -> str:
+        """An immediate callback of ``service`` (QUEUED), as a customer's app asks for one."""
+        form = {"_customer_number": customer_number}
+        reply = httpx.post(
+            f"{self.base}/genesys/1/service/callback/{service}", data=form, timeout=10
+        )
+        assert reply.status_code == 200, reply.text
+        return str(reply.json()["_id"])
+
+    def callback(self, callback_id: str) -> dict[str, Any]:
+        found = httpx.get(
+            f"{self.base}/genesys/1/service/callback", params={"_id": callback_id}, timeout=10
+        ).json()
+        [record] = found
+        return dict(record)
+
     def node(self, name: str) -> dict[str, Any]:
         nodes = self.api.get("/api/v1/nodes").json()["nodes"]
         [found] = [node for node in nodes if node["name"] == name]
