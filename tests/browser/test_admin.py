@@ -6,6 +6,7 @@ list, open it and cancel it."""
 from __future__ import annotations
 
 import re
+import time
 
 from playwright.sync_api import expect
 
@@ -128,6 +129,7 @@ def test_save_fcm_credentials_see_them_masked_and_test_them(
 def test_find_a_callback_open_it_and_cancel_it(screen: Screen, console_service: Console) -> None:
     page, base = screen.page, console_service.base
     older = console_service.new_callback("browser_cb", "5550100")
+    time.sleep(0.01)  # created a later millisecond: the list's newest-first order is by time
     callback_id = console_service.new_callback("browser_cb", "5550101")
     log_in(screen, base)
     expect(page.locator("#callbacks-open")).not_to_have_text("0")
