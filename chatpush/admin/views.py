@@ -510,6 +510,7 @@ async def _callback_page(
     context = {
         "record": record,
         "wire": record.wire(),
+        "device_hash": queries.token_hash(record.device.id) if record.device else None,
         "options": options,
         "route": route,
         "found": found,

@@ -135,15 +135,21 @@ async def test_the_callbacks_list_is_bounded_and_pages_by_older(
 async def test_a_callbacks_page_shows_record_options_commands_and_trail(
     console: Console, app: Client, status_rx: Receiver
 ) -> None:
-    callback_id = (await create(app, _desired_time=LATER, _customer_number="5115", color="blue"))[
-        "_id"
-    ]
+    push_keys = {"_device_os": "customhttp", "_device_notification_id": "device-of-5115"}
+    made = await create(
+        app, _desired_time=LATER, _customer_number="5115", color="blue", **push_keys
+    )
+    callback_id = made["_id"]
     await app.app[DISPATCHER].settle()
     commands = await pull(app)
     assert [c["type"] for c in commands] == ["callback.created"]
 
-    page = text_of(await console.page(f"/admin/callbacks/{callback_id}"))
+    body = await console.page(f"/admin/callbacks/{callback_id}")
+    page = text_of(body)
     assert f"Callback {callback_id}" in page and "State SCHEDULED" in page
+    token_hash = hashlib.sha256(b"device-of-5115").hexdigest()[:12]
+    assert f"Device type customhttp Token hash {token_hash}" in page
+    assert "device-of-5115" not in body
     assert "_customer_number 5115" in page and "color blue" in page  # the record
     assert "_ttl 3600" in page and "_call_direction USERTERMINATED" in page  # options
     assert f"Mode subscribe_notify Type httpcb Target {status_rx.url}" in page
@@ -151,7 +157,7 @@ async def test_a_callbacks_page_shows_record_options_commands_and_trail(
     assert "callback.created" in page and "leased until 2023-11-14T22:13:50Z" in page
     # The status notification of the scheduling went to the receiver: its attempt is in the trail.
     assert len(status_rx.received) == 1
-    assert "httpcb payload" in page and "sent" in page
+    assert "n1 httpcb payload — sent 200" in page.split("Delivery trail")[1]
     assert "Cancel this callback" in page
 
     await cc(app, "POST", "/callbacks/commands/ack", json={"ids": [commands[0]["id"]]})
