@@ -173,6 +173,16 @@ class Console:
         [record] = found
         return dict(record)
 
+    def register_device(self, user: str, platform: str, token: str) -> str:
+        body = {"platform": platform, "token": token}
+        reply = self.api.post(f"/api/v1/agents/{user}/devices", json=body)
+        assert reply.status_code == 201, reply.text
+        return str(reply.json()["id"])
+
+    def devices(self, user: str) -> list[str]:
+        found = self.api.get(f"/api/v1/agents/{user}/devices").json()["devices"]
+        return [str(device["id"]) for device in found]
+
     def node(self, name: str) -> dict[str, Any]:
         nodes = self.api.get("/api/v1/nodes").json()["nodes"]
         [found] = [node for node in nodes if node["name"] == name]

@@ -1,10 +1,11 @@
 """The admin console in headless Chromium against a real ``chatpush serve``: log in (and fail),
 drain and undrain a node, follow a chat's delivery trail while its receiver fails and recovers,
 save FCM credentials, see them masked and test them against the fake FCM, find a callback in the
-list, open it and cancel it."""
+list, open it and cancel it; see an agent's devices (token hashes only) and remove one."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 
@@ -159,3 +160,24 @@ def test_find_a_callback_open_it_and_cancel_it(screen: Screen, console_service: 
     assert record["_callback_reason"] == "CANCELLED_BY_ADMIN"
     assert console_service.callback(older)["_callback_state"] == "QUEUED"
     screen.shoot("callback-cancelled")
+
+
+def test_see_an_agents_devices_and_remove_one(screen: Screen, console_service: Console) -> None:
+    page, base = screen.page, console_service.base
+    token = "browser-fcm-token-" + "z" * 40
+    phone = console_service.register_device("browser-agent", "android", token)
+    desk = console_service.register_device("browser-agent", "customhttp", "browser-desk-1")
+    log_in(screen, base)
+    page.get_by_role("link", name="Agents").click()
+    page.get_by_label("Agent id (or its beginning)").fill("browser-agent")
+    page.get_by_role("button", name="Search").click()
+    devices = page.locator("#devices")
+    expect(devices).to_contain_text(phone)
+    expect(devices).to_contain_text(hashlib.sha256(token.encode()).hexdigest()[:12])
+    assert token not in page.content() and "browser-desk-1" not in page.content()
+    screen.shoot("agents")
+    page.get_by_role("button", name=f"Remove device {desk} of browser-agent").click()
+    expect(page.get_by_role("status")).to_contain_text(f"Device {desk} of agent browser-agent")
+    expect(devices).not_to_contain_text(desk)
+    assert console_service.devices("browser-agent") == [phone]
+    screen.shoot("agents-removed")

@@ -86,6 +86,22 @@ async def console(app: Client) -> Console:
 # -- callbacks -------------------------------------------------------------------------------------
 
 
+async def test_the_new_pages_need_a_login(app: Client) -> None:
+    callback_id = (await create(app))["_id"]
+    for path in (
+        "/admin/callbacks",
+        f"/admin/callbacks/{callback_id}",
+        "/admin/agents",
+        "/admin/conversations/conv-abc-123",
+    ):
+        response = await app.get(path, allow_redirects=False)
+        assert response.status == 303 and response.headers["Location"] == "/admin/login", path
+    cancel = await app.post(f"/admin/callbacks/{callback_id}/cancel", allow_redirects=False)
+    assert cancel.status == 303
+    found = await gms(app, "GET", "/genesys/1/service/callback", params={"_id": callback_id})
+    assert found[0]["_callback_state"] == "QUEUED"
+
+
 async def test_the_callbacks_list_filters_newest_first_and_pages(
     console: Console, app: Client, clock: FakeClock
 ) -> None:
@@ -98,6 +114,9 @@ async def test_the_callbacks_list_filters_newest_first_and_pages(
     page = text_of(await console.page("/admin/callbacks"))
     assert page.index(scheduled) < page.index(made[2]) < page.index(made[1]) < page.index(made[0])
     assert "4 callbacks, newest first" in page and "SCHEDULED" in page and "QUEUED" in page
+
+    overview = text_of(await console.page("/admin/"))
+    assert "SCHEDULED 1 QUEUED 3 ROUTING 0 PROCESSING 0 Open callbacks 4" in overview
 
     of_cti = text_of(await console.page("/admin/callbacks?service=cti"))
     assert all(each in of_cti for each in made) and scheduled not in of_cti
