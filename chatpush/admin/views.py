@@ -3,7 +3,8 @@
 Every page needs a session (a login with an ``admin`` key); every POST needs the session's CSRF
 token; GET never changes anything. A form's bad input renders the form again with a message and
 changes nothing. What the console changes it changes through the same code as the API and the
-CLI: the router's drain, the credential vault, the push pipeline's redrive (``rules.decide``).
+CLI: the router's drain, the credential vault, the push pipeline's redrive (``rules.decide``),
+the callback service's admin cancel, the agent registry's delete.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from markupsafe import Markup
 
 from chatpush.addresses import TrustedProxies
 from chatpush.admin.sessions import Session, Sessions
+from chatpush.agents.service import valid_conversation_id
 from chatpush.api.access import ADMIN
+from chatpush.api.agents import AGENTS
+from chatpush.api.callbacks import CALLBACKS
 from chatpush.api.credentials import send_test
 from chatpush.api.errors import count_refusal
 from chatpush.api.keys import (
@@ -36,11 +40,15 @@ from chatpush.api.keys import (
     VAULT,
 )
 from chatpush.api.ratelimit import ClientLimit
-from chatpush.errors import ChatpushError, Code, Forbidden, NotFound, RateLimited
+from chatpush.callbacks.errors import CallbackNotFound
+from chatpush.callbacks.model import CANCELLED_BY_ADMIN, STATES, is_id
+from chatpush.callbacks.pushes import key_of
+from chatpush.errors import BadRequest, ChatpushError, Code, Forbidden, NotFound, RateLimited
 from chatpush.providers.base import CredentialKind, SendResult
 from chatpush.push.credentials import credential_fields, fields_of, kinds
 from chatpush.store import console as queries
 from chatpush.store import outbox, subscriptions
+from chatpush.store.agents import MAX_TRAIL_PAGE
 
 log = logging.getLogger("chatpush.admin")
 
@@ -54,6 +62,10 @@ SESSION: ContextVar[Session | None] = ContextVar("chatpush_admin_session", defau
 COOKIE = "chatpush_admin"
 PREFIX = "/admin"
 PUBLIC_PATHS = (f"{PREFIX}/login",)
+MAX_SEARCH_CHARS = 256
+"""A search or filter field longer than this is refused (400)."""
+MAX_NOTE_CHARS = 1000
+"""An admin cancel's note, as the API's ``reason`` takes it."""
 MAX_FIELD_CHARS = 20_000
 """A form field longer than this is refused (a private key PEM is about 1,700-2,000)."""
 
@@ -281,9 +293,24 @@ async def logout(request: web.Request) -> web.Response:
 
 async def overview(request: web.Request) -> web.Response:
     now_ms = request.config_dict[CLOCK].now_ms()
-    data = await request.config_dict[DATABASE].read(queries.overview, now_ms)
+
+    def read(conn: Any) -> tuple[queries.Overview, dict[str, int], int]:
+        return (
+            queries.overview(conn, now_ms),
+            queries.open_callbacks_by_state(conn),
+            queries.device_count(conn),
+        )
+
+    data, callbacks_open, devices = await request.config_dict[DATABASE].read(read)
     peak = max((minute.total for minute in data.minutes), default=0)
-    return _render(request, "overview.html", {"data": data, "peak": peak})
+    context = {
+        "data": data,
+        "peak": peak,
+        "callbacks_open": callbacks_open,
+        "open_states": [state for state in STATES if state != "COMPLETED"],
+        "devices": devices,
+    }
+    return _render(request, "overview.html", context)
 
 
 # -- nodes ---------------------------------------------------------------------------------------
@@ -410,6 +437,225 @@ async def redrive(request: web.Request) -> web.Response:
             f"Only a failed subscription can be redriven; this one is {was}. Nothing was changed.",
         )
     raise web.HTTPSeeOther(f"{PREFIX}/chats/{chat_id}")
+
+
+# -- callbacks -------------------------------------------------------------------------------------
+
+CALLBACK_FILTERS = ("open", *STATES)
+
+
+def _field(text: str) -> bool:
+    return len(text) <= MAX_SEARCH_CHARS and text.isprintable()
+
+
+def _cursor(raw: str) -> tuple[int, str] | None:
+    """``before=<created ms>.<id>`` of the "Older" link; None if it is not one."""
+    at, _, last_id = raw.partition(".")
+    if not (at.isascii() and at.isdigit() and len(at) <= 15 and is_id(last_id)):
+        return None
+    return int(at), last_id
+
+
+async def callbacks(request: web.Request) -> web.Response:
+    service = request.query.get("service", "").strip()
+    state = request.query.get("state", "")
+    raw_before = request.query.get("before", "")
+    before = _cursor(raw_before) if raw_before else None
+    error = None
+    if not _field(service):
+        error = f"The service name must be at most {MAX_SEARCH_CHARS} printable characters."
+    elif state and state not in CALLBACK_FILTERS:
+        error = f"State must be one of: {', '.join(CALLBACK_FILTERS)}."
+    elif raw_before and before is None:
+        error = "That is not a page of this list: start again from the first page."
+    page = queries.CallbackPage([], None)
+    if error is None:
+        page = await request.config_dict[DATABASE].read(
+            lambda conn: queries.search_callbacks(
+                conn, service_name=service or None, state=state or None, before=before
+            )
+        )
+    older = None
+    if page.older is not None:
+        query = {"service": service, "state": state, "before": "{}.{}".format(*page.older)}
+        older = (
+            request.app.router["callbacks"]
+            .url_for()
+            .with_query({name: value for name, value in query.items() if value})
+        )
+    context = {
+        "page": page,
+        "service": service,
+        "state": state,
+        "states": CALLBACK_FILTERS,
+        "paged": before is not None,
+        "older": older,
+        "error": error,
+        "limit": queries.CALLBACK_PAGE,
+    }
+    return _render(request, "callbacks.html", context, status=400 if error else 200)
+
+
+async def _callback_page(
+    request: web.Request, callback_id: str, *, status: int = 200, error: str | None = None
+) -> web.Response:
+    service = request.config_dict[CALLBACKS]
+    record = await service.get(callback_id)
+    if record is None:
+        raise NotFound(Code.INVALID_PARAMETER, f"There is no callback {callback_id[:64]!r}.")
+    options, route = service.in_effect(record)
+    found = await request.config_dict[DATABASE].read(
+        queries.callback_trail, record.id, key_of(record)
+    )
+    context = {
+        "record": record,
+        "wire": record.wire(),
+        "device_hash": queries.token_hash(record.device.id) if record.device else None,
+        "options": options,
+        "route": route,
+        "found": found,
+        "cancellable": record.state not in ("COMPLETED", "PROCESSING"),
+        "error": error,
+        "note_chars": MAX_NOTE_CHARS,
+        "trail_limit": queries.CALLBACK_TRAIL_ROWS,
+    }
+    return _render(request, "callback.html", context, status=status)
+
+
+async def callback(request: web.Request) -> web.Response:
+    return await _callback_page(request, request.match_info["callback_id"])
+
+
+async def cancel_callback(request: web.Request) -> web.Response:
+    """CALLBACKS §3 admin cancel, for one callback: ``CANCELLED_BY_ADMIN``, the same code as
+    ``POST /genesys/1/admin/callback/cancel``; a callback it cannot cancel is a 409 message."""
+    callback_id = request.match_info["callback_id"]
+    form = await request.post()
+    raw_note = form.get("note")
+    note = raw_note.strip() if isinstance(raw_note, str) else ""
+    if len(note) > MAX_NOTE_CHARS or not note.isprintable():
+        error = f"The note must be at most {MAX_NOTE_CHARS} printable characters. Nothing changed."
+        return await _callback_page(request, callback_id, status=400, error=error)
+    service = request.config_dict[CALLBACKS]
+    cancelled, _skipped = await service.admin_cancel([callback_id], note or None)
+    if not cancelled:
+        record = await service.get(callback_id)
+        if record is None:
+            raise CallbackNotFound(callback_id)
+        why = (
+            "it is being handled by an agent (PROCESSING)"
+            if record.state == "PROCESSING"
+            else f"it is completed already ({record.reason or 'no reason'})"
+        )
+        error = f"This callback cannot be cancelled: {why}. Nothing was changed."
+        return await _callback_page(request, callback_id, status=409, error=error)
+    log.info(
+        "callback %s cancelled from the admin console",
+        callback_id,
+        extra={"action": "callback_admin_cancelled", "callback_id": callback_id},
+    )
+    _flash(request, "ok", f"Callback cancelled ({CANCELLED_BY_ADMIN}).")
+    raise web.HTTPSeeOther(request.app.router["callback"].url_for(callback_id=callback_id))
+
+
+# -- agents ----------------------------------------------------------------------------------------
+
+
+async def agents(request: web.Request) -> web.Response:
+    prefix = request.query.get("q", "").strip()
+    after = request.query.get("after", "")
+    error = None
+    if not (_field(prefix) and _field(after)):
+        error = f"The agent id must be at most {MAX_SEARCH_CHARS} printable characters."
+
+    def read(conn: Any) -> tuple[queries.AgentPage, list[tuple[str, int]]]:
+        found = (
+            queries.agents_with_devices(conn, prefix=prefix, after=after)
+            if error is None
+            else queries.AgentPage([], None)
+        )
+        return found, queries.recent_conversations(conn)
+
+    page, recent = await request.config_dict[DATABASE].read(read)
+    following = None
+    if page.next_after is not None:
+        query = {"after": page.next_after, **({"q": prefix} if prefix else {})}
+        following = request.app.router["agents"].url_for().with_query(query)
+    context = {
+        "page": page,
+        "recent": recent,
+        "q": prefix,
+        "paged": bool(after),
+        "following": following,
+        "error": error,
+        "limit": queries.AGENT_PAGE,
+        "hash_chars": queries.TOKEN_HASH_CHARS,
+    }
+    return _render(request, "agents.html", context, status=400 if error else 200)
+
+
+async def delete_device(request: web.Request) -> web.Response:
+    """Remove one registered device: the API's ``DELETE /api/v1/agents/{user}/devices/{id}``."""
+    user_id, device_id = request.match_info["user_id"], request.match_info["device_id"]
+    try:
+        await request.config_dict[AGENTS].delete(user_id, device_id)
+    except BadRequest:
+        raise NotFound(
+            Code.INVALID_PARAMETER, "There is no such agent. Nothing was changed."
+        ) from None
+    log.info(
+        "device %s of agent %s removed from the admin console",
+        device_id,
+        user_id,
+        extra={"action": "agent_device_removed", "user_id": user_id},
+    )
+    _flash(request, "ok", f"Device {device_id} of agent {user_id} removed.")
+    raise web.HTTPSeeOther(request.app.router["agents"].url_for().with_query({"q": user_id}))
+
+
+async def find_conversation(request: web.Request) -> web.Response:
+    """The agents page's "Open" form: on to the conversation's page."""
+    conversation_id = request.query.get("id", "").strip()
+    if not conversation_id:
+        raise web.HTTPSeeOther(request.app.router["agents"].url_for())
+    if not _field(conversation_id):
+        raise NotFound(Code.INVALID_PARAMETER, "There is no such conversation.")
+    raise web.HTTPSeeOther(
+        request.app.router["conversation"].url_for(conversation_id=conversation_id)
+    )
+
+
+async def conversation(request: web.Request) -> web.Response:
+    conversation_id = request.match_info["conversation_id"]
+    missing = NotFound(
+        Code.INVALID_PARAMETER, f"No agent alert of conversation {conversation_id[:128]!r}."
+    )
+    try:
+        valid_conversation_id(conversation_id)
+    except BadRequest:
+        raise missing from None
+    view = await request.config_dict[AGENTS].conversation(conversation_id)
+    if not view.rings and not view.trail:
+        raise missing
+    rings = [
+        {
+            "user_id": ring.user_id,
+            "device_id": ring.device_id,
+            "platform": ring.device_type,
+            "token_hash": queries.token_hash(ring.token),
+            "message_id": ring.message_id,
+            "rung_at_ms": ring.rung_at_ms,
+            "ended_at_ms": ring.cancelled_at_ms,
+        }
+        for ring in view.rings
+    ]
+    context = {
+        "conversation_id": conversation_id,
+        "rings": rings,
+        "trail": [entry for _row_id, entry in view.trail],
+        "trail_limit": MAX_TRAIL_PAGE,
+    }
+    return _render(request, "conversation.html", context)
 
 
 # -- credentials ---------------------------------------------------------------------------------
@@ -564,6 +810,13 @@ def add_routes(admin: web.Application) -> None:
     admin.router.add_get("/chats", chats, name="chats")
     admin.router.add_get("/chats/{chat_id}", chat, name="chat")
     admin.router.add_post("/chats/{chat_id}/redrive", redrive)
+    admin.router.add_get("/callbacks", callbacks, name="callbacks")
+    admin.router.add_get("/callbacks/{callback_id}", callback, name="callback")
+    admin.router.add_post("/callbacks/{callback_id}/cancel", cancel_callback)
+    admin.router.add_get("/agents", agents, name="agents")
+    admin.router.add_post("/agents/{user_id}/devices/{device_id}/delete", delete_device)
+    admin.router.add_get("/conversations", find_conversation)
+    admin.router.add_get("/conversations/{conversation_id}", conversation, name="conversation")
     admin.router.add_get("/credentials", credentials_page, name="credentials")
     admin.router.add_post("/credentials/save", save_credentials)
     admin.router.add_post("/credentials/test", test_credentials)

@@ -354,6 +354,13 @@ class CallbackService:
             return None
         return await self.db.read(store.get_callback, callback_id)
 
+    def in_effect(self, record: CallbackRecord) -> tuple[dict[str, Any], status.StatusRoute]:
+        """The §2.4 options (overrides applied) and the §5.1 status settings of one callback, as
+        its requests, events and timers use them (the admin console shows them)."""
+        options = self.options(record.service_name)
+        route = status.resolve(options, record.properties, self.settings.event_lists)
+        return effective(options, record.properties), route
+
     async def get_in_service(self, service_name: str, callback_id: str) -> CallbackRecord:
         record = await self.get(callback_id)
         if record is None or record.service_name != service_name:

@@ -157,6 +157,32 @@ class Console:
         assert joined.status_code == 201, joined.text
         return chat_id
 
+    def new_callback(self, service: str, customer_number: str) -> str:
+        """An immediate callback of ``service`` (QUEUED), as a customer's app asks for one."""
+        form = {"_customer_number": customer_number}
+        reply = httpx.post(
+            f"{self.base}/genesys/1/service/callback/{service}", data=form, timeout=10
+        )
+        assert reply.status_code == 200, reply.text
+        return str(reply.json()["_id"])
+
+    def callback(self, callback_id: str) -> dict[str, Any]:
+        found = httpx.get(
+            f"{self.base}/genesys/1/service/callback", params={"_id": callback_id}, timeout=10
+        ).json()
+        [record] = found
+        return dict(record)
+
+    def register_device(self, user: str, platform: str, token: str) -> str:
+        body = {"platform": platform, "token": token}
+        reply = self.api.post(f"/api/v1/agents/{user}/devices", json=body)
+        assert reply.status_code == 201, reply.text
+        return str(reply.json()["id"])
+
+    def devices(self, user: str) -> list[str]:
+        found = self.api.get(f"/api/v1/agents/{user}/devices").json()["devices"]
+        return [str(device["id"]) for device in found]
+
     def node(self, name: str) -> dict[str, Any]:
         nodes = self.api.get("/api/v1/nodes").json()["nodes"]
         [found] = [node for node in nodes if node["name"] == name]

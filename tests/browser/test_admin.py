@@ -1,10 +1,13 @@
 """The admin console in headless Chromium against a real ``chatpush serve``: log in (and fail),
 drain and undrain a node, follow a chat's delivery trail while its receiver fails and recovers,
-save FCM credentials, see them masked and test them against the fake FCM."""
+save FCM credentials, see them masked and test them against the fake FCM, find a callback in the
+list, open it and cancel it; see an agent's devices (token hashes only) and remove one."""
 
 from __future__ import annotations
 
+import hashlib
 import re
+import time
 
 from playwright.sync_api import expect
 
@@ -122,3 +125,59 @@ def test_save_fcm_credentials_see_them_masked_and_test_them(
         "FCM 404 UNREGISTERED: Requested entity was not found."
     )
     screen.shoot("credentials-test-refused")
+
+
+def test_find_a_callback_open_it_and_cancel_it(screen: Screen, console_service: Console) -> None:
+    page, base = screen.page, console_service.base
+    older = console_service.new_callback("browser_cb", "5550100")
+    time.sleep(0.01)  # created a later millisecond: the list's newest-first order is by time
+    callback_id = console_service.new_callback("browser_cb", "5550101")
+    log_in(screen, base)
+    expect(page.locator("#callbacks-open")).not_to_have_text("0")
+    page.get_by_role("link", name="Callbacks", exact=True).click()
+    page.get_by_label("Service").fill("browser_cb")
+    page.get_by_label("State").select_option("QUEUED")
+    page.get_by_role("button", name="Filter").click()
+    rows = page.locator("#results tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.first).to_contain_text(callback_id)  # newest first
+    expect(rows.nth(1)).to_contain_text(older)
+    screen.shoot("callbacks-list")
+    page.get_by_role("link", name=callback_id).click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(f"Callback {callback_id}")
+    expect(page.locator("#callback-state")).to_have_text("QUEUED")
+    expect(page.locator("#record")).to_contain_text("5550101")
+    expect(page.locator("#commands")).to_contain_text("callback.created")
+    screen.shoot("callback-page")
+    page.get_by_label("Note for the contact-centre side (optional)").fill("asked by phone")
+    page.get_by_role("button", name="Cancel this callback").click()
+    expect(page.get_by_role("status")).to_contain_text("Callback cancelled (CANCELLED_BY_ADMIN).")
+    expect(page.locator("#callback-state")).to_have_text("COMPLETED")
+    expect(page.locator("#callback-reason")).to_have_text("CANCELLED_BY_ADMIN")
+    expect(page.get_by_role("button", name="Cancel this callback")).to_have_count(0)
+    record = console_service.callback(callback_id)
+    assert record["_callback_state"] == "COMPLETED"
+    assert record["_callback_reason"] == "CANCELLED_BY_ADMIN"
+    assert console_service.callback(older)["_callback_state"] == "QUEUED"
+    screen.shoot("callback-cancelled")
+
+
+def test_see_an_agents_devices_and_remove_one(screen: Screen, console_service: Console) -> None:
+    page, base = screen.page, console_service.base
+    token = "browser-fcm-token-" + "z" * 40
+    phone = console_service.register_device("browser-agent", "android", token)
+    desk = console_service.register_device("browser-agent", "customhttp", "browser-desk-1")
+    log_in(screen, base)
+    page.get_by_role("link", name="Agents").click()
+    page.get_by_label("Agent id (or its beginning)").fill("browser-agent")
+    page.get_by_role("button", name="Search").click()
+    devices = page.locator("#devices")
+    expect(devices).to_contain_text(phone)
+    expect(devices).to_contain_text(hashlib.sha256(token.encode()).hexdigest()[:12])
+    assert token not in page.content() and "browser-desk-1" not in page.content()
+    screen.shoot("agents")
+    page.get_by_role("button", name=f"Remove device {desk} of browser-agent").click()
+    expect(page.get_by_role("status")).to_contain_text(f"Device {desk} of agent browser-agent")
+    expect(devices).not_to_contain_text(desk)
+    assert console_service.devices("browser-agent") == [phone]
+    screen.shoot("agents-removed")
