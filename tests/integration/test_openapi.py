@@ -249,6 +249,13 @@ class CheckedApi:
 
 
 @pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    """The service's settings with a commands pull's wait capped at 0 s: the bounds test sends the
+    document's largest ``wait_s`` (25), which is accepted and would otherwise hold the call 25 s."""
+    return make_settings(callback={"max_wait_s": 0})
+
+
+@pytest.fixture
 def document() -> dict[str, Any]:
     return load_document()
 
