@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ssl
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import h2.config
 import h2.connection
@@ -36,6 +37,9 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
+from hpack.hpack import encode_integer
+from hpack.table import HeaderTable
 
 MAX_STREAMS = 1000
 """Requests in flight on one connection at most, whatever the server allows (APNs: 1,000)."""
@@ -67,6 +71,53 @@ class Answer:
     headers: dict[str, str]
     """Lower-case names; a repeated header keeps its last value."""
     body: bytes
+
+
+NEVER_INDEXED = frozenset({b"authorization"})
+"""Headers sent as "never indexed" literals (RFC 7541 §6.2.3), as h2 itself marks them."""
+
+
+class _LiteralEncoder(hpack.Encoder):
+    """HPACK without the dynamic table: a header is the static table's entry, or a literal not
+    indexed (RFC 7541 §6.1, §6.2.2-6.2.3), never Huffman-coded.
+
+    h2's encoder searches its dynamic table linearly and Huffman-codes in Python: most of the
+    CPU of a request. APNs requests differ in their id, path and expiry, so indexing gains few
+    bytes there; this costs a few microseconds. Table size updates (the server's
+    ``SETTINGS_HEADER_TABLE_SIZE``) are still signalled as hpack does."""
+
+    def encode(self, headers: Any, huffman: bool = True) -> bytes:
+        block = bytearray()
+        if self.header_table.resized:
+            block += self._encode_table_size_change()
+            self.header_table.resized = False
+        for name, value in headers:
+            indexed, literal = _header_name(name)
+            index = indexed.get(value)
+            if index is not None:  # the static table's 61 entries: a 7-bit index
+                block.append(0x80 | index)
+                continue
+            block += literal
+            length = len(value)
+            if length < 0x7F:
+                block.append(length)
+            else:
+                block += encode_integer(length, 7)
+            block += value
+        return bytes(block)
+
+
+@functools.lru_cache(maxsize=64)
+def _header_name(name: bytes) -> tuple[dict[bytes, int], bytes]:
+    """The static table's entries of ``name`` (value → index), and how a literal of it
+    starts: the representation's flag, then the static index of the name or the name."""
+    flag = 0x10 if name in NEVER_INDEXED else 0x00
+    static = HeaderTable.STATIC_TABLE_MAPPING.get(name)
+    if static is not None:
+        literal = encode_integer(static[0], 4)
+        literal[0] |= flag
+        return static[1], bytes(literal)
+    return {}, bytes([flag]) + bytes(encode_integer(len(name), 7)) + name
 
 
 class _Stream:
@@ -102,6 +153,7 @@ class _Connection(asyncio.Protocol):
                 normalize_outbound_headers=False,
             )
         )
+        self._h2.encoder = _LiteralEncoder()
         self._transport: asyncio.Transport | None = None
         self._streams: dict[int, _Stream] = {}
         self._waiters: list[asyncio.Future[None]] = []
