@@ -97,10 +97,18 @@ CLIENTS: dict[str, type[ApnsProvider]] = {"httpx": HttpxApns, "h2": ApnsProvider
 # -- the fake, in a process of its own ---------------------------------------------------------
 
 
+class LiveClock(FakeClock):
+    """The fake's clock, the system's: the provider tokens' ``iat`` stays current however long
+    the run."""
+
+    def now_ms(self) -> int:
+        return SystemClock().now_ms()
+
+
 async def serve_fake(folder: Path) -> None:
     """Serve the fake APNs with the key and certificate in ``folder``; print its port; stop
     on SIGTERM or when stdin closes."""
-    fake = FakeApns(FakeClock(SystemClock().now_ms()), private_key=(folder / "key.p8").read_text())
+    fake = FakeApns(LiveClock(), private_key=(folder / "key.p8").read_text())
     await fake.start(folder / "apns.crt", folder / "apns.key")
     print(fake.port, flush=True)
     loop = asyncio.get_running_loop()
