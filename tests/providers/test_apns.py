@@ -698,6 +698,14 @@ async def test_another_sources_rendering_and_push_type_are_sent_as_given(
 # --- the HTTP/2 connection (chatpush/providers/http2.py) ------------------------------------
 
 
+async def test_the_first_sends_at_once_open_one_connection(
+    apns: ApnsProvider, fake: FakeApns
+) -> None:
+    results = await asyncio.gather(*(send(apns, trigger(f"device-{n}")) for n in range(10)))
+    assert {result.outcome for result in results} == {"sent"}
+    assert (fake.connections, len(fake.delivered)) == (1, 10)
+
+
 async def test_sends_over_the_servers_stream_limit_wait_for_a_stream(
     apns: ApnsProvider, fake: FakeApns
 ) -> None:
