@@ -189,7 +189,7 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             events = self._h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
+        except (h2.exceptions.ProtocolError, ValueError) as exc:  # ValueError: not UTF-8
             self._flush()
             self._fail_all(Http2Error(f"HTTP/2 protocol error: {exc}"))
             self.close()
@@ -325,16 +325,19 @@ class _Connection(asyncio.Protocol):
             _settle(stream.done, Http2Error(f"stream reset by the server ({event.error_code!r})"))
 
     def _going_away(self, last_stream_id: int | None) -> None:
-        """GOAWAY: no new streams here; the ones above ``last_stream_id`` were not processed."""
+        """GOAWAY: h2 reads nothing more on this connection. The streams above
+        ``last_stream_id`` were not processed (sent again elsewhere); the others may have been
+        (failed, as a lost connection fails them)."""
         self.usable = False
-        for stream_id in list(self._streams):
+        streams, self._streams = self._streams, {}
+        for stream_id, stream in streams.items():
             if last_stream_id is None or stream_id > last_stream_id:
-                stream = self._streams.pop(stream_id)
                 _settle(stream.done, StreamRefused("the server went away (GOAWAY)"))
+            else:
+                _settle(stream.done, Http2Error("the server went away (GOAWAY) before answering"))
         self._wake()
-        if not self._streams:
-            self._flush()
-            self.close()
+        self._flush()
+        self.close()
 
     def _fail(self, stream_id: int, error: BaseException) -> None:
         """End one stream with ``error`` and reset it."""

@@ -771,6 +771,23 @@ async def test_a_send_the_server_did_not_process_before_goaway_is_sent_again(
     assert (fake.connections, len(fake.delivered)) == (2, 1)
 
 
+async def test_a_send_in_flight_when_the_server_goes_away_fails_at_once_as_temporary(
+    apns: ApnsProvider, fake: FakeApns
+) -> None:
+    fake.hang(TOKEN)
+    pending = asyncio.create_task(send(apns, trigger()))
+    for _ in range(500):  # until the fake holds it
+        if fake.hung:
+            break
+        await asyncio.sleep(0.01)
+    fake.go_away()  # the stream was received: maybe processed, not to be sent again here
+    result = await pending
+    assert (result.outcome, result.temporary) == ("failed", True)
+    assert result.latency_ms < 1000 < apns._settings.total_timeout_s * 1000  # not a timeout
+    assert (await send(apns, trigger("other"))).outcome == "sent"
+    assert (fake.connections, len(fake.delivered)) == (2, 1)
+
+
 async def test_a_lost_connection_is_replaced_on_the_next_send(
     apns: ApnsProvider, fake: FakeApns
 ) -> None:
