@@ -15,6 +15,7 @@ repository root:
     .venv/bin/python -m benchmarks.apns_send                       # 2,000 sends x 4 rounds
     .venv/bin/python -m benchmarks.apns_send --sends 500 --rounds 2 --concurrency 1
     .venv/bin/python -m benchmarks.apns_send --loop asyncio        # uvloop by default, as serve
+    .venv/bin/python -m benchmarks.apns_send --smoke               # a few seconds, for CI
 """
 
 from __future__ import annotations
@@ -210,8 +211,11 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument("--smoke", action="store_true", help="40 sends, one round (for CI)")
     parser.add_argument("--serve-fake", type=Path, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
+    if arguments.smoke:
+        arguments.sends, arguments.rounds = 40, 1
     if arguments.serve_fake is not None:
         asyncio.run(serve_fake(arguments.serve_fake))
     elif arguments.loop == "uvloop":
