@@ -4,9 +4,10 @@ Each starts its own processes (receiver, null relay, ``chatpush serve``) on 127.
 them before it exits; a run takes a few seconds. The throughput run also goes through
 ``--instrument`` (chatpush under benchmarks/launch.py --counters), and once more with both
 targets on asyncio's own loop (``--loop asyncio``; uvloop is the default), and the SQLite access
-micro-benchmark of the profile runs too. The instances benchmark runs 1 then 2 chatpush processes
-on a fresh database of the tests' PostgreSQL server (``CHATPUSH_TEST_POSTGRES``; skipped when
-that says ``off``) and drops it again.
+micro-benchmark of the profile runs too, and so does the APNs send's (benchmarks/apns_send.py).
+The instances benchmark runs 1 then 2 chatpush processes on a fresh database of the tests'
+PostgreSQL server (``CHATPUSH_TEST_POSTGRES``; skipped when that says ``off``) and drops it
+again.
 """
 
 from __future__ import annotations
@@ -49,6 +50,13 @@ def test_throughput_smoke_prints_both_targets_and_the_ratio() -> None:
     assert "chatpush CPU per event (all its threads), ms:" in output
     assert "SQL statements" in output and "INSERT events" in output
     assert "HTTP POST /genesys/2/chat/{service}/{chat_id}/{operation}" in output
+
+
+def test_apns_send_smoke_sends_through_both_clients() -> None:
+    output = run_benchmark("benchmarks.apns_send")
+    rows = [line for line in output.splitlines() if line.startswith("  round 1")]
+    assert len(rows) == 2 and all('{"sent": 40}' in row for row in rows), output
+    assert "h2 / httpx = " in output
 
 
 def test_throughput_smoke_runs_both_targets_on_asyncio_with_agent_messages() -> None:

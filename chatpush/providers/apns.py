@@ -4,9 +4,9 @@ The provider token is an ES256 JWT (header ``kid`` = key id, claims ``iss`` = te
 ``iat``) signed with the ``.p8`` key; APNs wants it renewed between 20 and 60 minutes, so it is
 kept 50 minutes, by the injected clock, and made again at once (one retry) if APNs answers
 ``ExpiredProviderToken`` (unless another send already did). One HTTP/2 connection per host
-(httpx), to
-``mobile.apns_host`` or, for ``GCTI_GMS_PushDebug`` subscriptions, ``mobile.apns_sandbox_host``.
-docs/mobile.md shows the payload and headers.
+(chatpush/providers/http2.py: h2, streams multiplexed), to ``mobile.apns_host`` or, for
+``GCTI_GMS_PushDebug`` subscriptions, ``mobile.apns_sandbox_host``. docs/mobile.md shows the
+payload and headers.
 
 Errors (APNs's ``reason``): 410 (``Unregistered``, ``ExpiredToken``) and 400 ``BadDeviceToken`` /
 ``DeviceTokenNotForTopic`` mean a dead token (``rejected``); 429, 5xx and network errors are
@@ -31,13 +31,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurvePrivateKey
 
 from chatpush.clock import Clock
 from chatpush.config import MobileSettings
 from chatpush.providers.base import CredentialSource, ProviderContext, SendResult
+from chatpush.providers.http2 import Answer, AnswerTooLarge, Http2Client, Http2Error
 from chatpush.providers.message import MobileMessage
 from chatpush.providers.mobile import MobileProvider, read_credentials
 from chatpush.providers.outbound import (
@@ -45,8 +45,8 @@ from chatpush.providers.outbound import (
     OutboundError,
     disallowed,
     error_field,
-    read_capped_httpx,
     retry_after_seconds,
+    too_large,
     unreachable,
 )
 from chatpush.providers.registry import register
@@ -117,6 +117,8 @@ class ApnsProvider(MobileProvider[ApnsCredentials]):
     """Device types ``ios`` / ``apple``: credentials per node group (and named provider) from
     the vault, one HTTP/2 client for all of them, provider tokens cached per key."""
 
+    fixed_headers = tuple((name.lower(), value) for name, value in NO_COMPRESSION.items())
+
     device_type = "ios"
     aliases = ("apple",)
     credentials_kind = kind = "apns"
@@ -130,29 +132,20 @@ class ApnsProvider(MobileProvider[ApnsCredentials]):
 
     def __init__(self, settings: MobileSettings, clock: Clock, credentials: CredentialSource):
         super().__init__(settings, clock, credentials)
-        self._client: httpx.AsyncClient | None = None
+        self._client: Http2Client | None = None
+        self._refused_hosts: dict[str, str | None] = {}
+        """Host → why it may not be requested (None: it may), for the two APNs hosts."""
         self._tokens: dict[tuple[str, str, str], tuple[str, int]] = {}
         """(team, key id, key digest) → (JWT, made at, in ms)."""
         self.tokens_made = 0
 
     async def start(self) -> None:
-        verify: ssl.SSLContext | bool = True
-        if self._settings.apns_ca_file:
-            verify = ssl.create_default_context(cafile=self._settings.apns_ca_file)
-        self._client = httpx.AsyncClient(
-            http1=False,
-            http2=True,
-            verify=verify,
-            follow_redirects=False,
-            headers=NO_COMPRESSION,
-            timeout=httpx.Timeout(
-                self._settings.total_timeout_s, connect=self._settings.connect_timeout_s
-            ),
-        )
+        context = ssl.create_default_context(cafile=self._settings.apns_ca_file or None)
+        self._client = Http2Client(context, connect_timeout_s=self._settings.connect_timeout_s)
 
     async def close(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
             self._client = None
 
     @classmethod
@@ -173,54 +166,65 @@ class ApnsProvider(MobileProvider[ApnsCredentials]):
                 temporary=False,
             )
         host = self._settings.apns_sandbox_host if message.sandbox else self._settings.apns_host
-        token = urllib.parse.quote(message.token, safe="")
-        url = httpx.URL(f"https://{host}:{self._settings.apns_port}/3/device/{token}")
+        path = f"/3/device/{urllib.parse.quote(message.token, safe='')}"
         started = time.monotonic()
-        refused = disallowed(url, self._settings.allowed_hosts)
+        refused = self._refused(host)
         if refused is not None:
             return SendResult("failed", 0, error=f"APNs: {refused}", temporary=False)
         expired: str | None = None
         for attempt in (1, 2):
             bearer = self._token(credentials, expired=expired)
-            headers["authorization"] = f"bearer {bearer}"
+            request_headers = [
+                *headers.items(),
+                *self.fixed_headers,
+                ("authorization", f"bearer {bearer}"),
+            ]
             try:
-                reply, body = await self._post(url, payload, headers)
+                reply = await self._post(host, path, payload, request_headers)
             except OutboundError as exc:
                 return exc.result(started)
             latency_ms = int((time.monotonic() - started) * 1000)
-            if reply.status_code == 200:
+            if reply.status == 200:
                 return SendResult("sent", latency_ms, http_status=200)
-            if 300 <= reply.status_code < 400:
+            if 300 <= reply.status < 400:
                 return SendResult(
                     "failed",
                     latency_ms,
-                    http_status=reply.status_code,
-                    error=f"APNs {reply.status_code}: a redirect, not followed",
+                    http_status=reply.status,
+                    error=f"APNs {reply.status}: a redirect, not followed",
                     temporary=False,
                 )
-            reason = _reason(body)
+            reason = _reason(reply.body)
             if reason == "ExpiredProviderToken" and attempt == 1:
                 expired = bearer  # made again (unless another send did already), once
                 continue
             return _refusal(reply, reason, latency_ms, self._clock.now_ms() / 1000)
         raise AssertionError("unreachable")
 
+    def _refused(self, host: str) -> str | None:
+        """Why ``host`` may not be requested (``mobile.allowed_hosts``), or None; worked out
+        once per host (the settings do not change under a started provider)."""
+        if host not in self._refused_hosts:
+            url = f"https://{host}:{self._settings.apns_port}/"
+            self._refused_hosts[host] = disallowed(url, self._settings.allowed_hosts)
+        return self._refused_hosts[host]
+
     async def _post(
-        self, url: httpx.URL, payload: bytes, headers: dict[str, str]
-    ) -> tuple[httpx.Response, bytes]:
-        """The answer and its body (at most ``max_answer_bytes``), within ``total_timeout_s``."""
+        self, host: str, path: str, payload: bytes, headers: list[tuple[str, str]]
+    ) -> Answer:
+        """The answer, its body at most ``max_answer_bytes``, within ``total_timeout_s``."""
         assert self._client is not None
+        port, limit = self._settings.apns_port, self._settings.max_answer_bytes
         try:
             async with asyncio.timeout(self._settings.total_timeout_s):
-                request = self._client.build_request("POST", url, content=payload, headers=headers)
-                reply = await self._client.send(request, stream=True)
-                try:
-                    body = await read_capped_httpx(reply, self._settings.max_answer_bytes, "APNs")
-                finally:
-                    await reply.aclose()
-        except (httpx.HTTPError, TimeoutError, OSError) as exc:
+                return await self._client.request(
+                    host, port, path, headers, payload, max_answer_bytes=limit
+                )
+        except AnswerTooLarge as exc:
+            raise too_large("APNs", limit, exc.status) from None
+        except (Http2Error, TimeoutError, OSError) as exc:
+            url = f"https://{host}:{port}{path}"
             raise OutboundError(unreachable("APNs", url, exc), temporary=True) from None
-        return reply, body
 
     def _token(self, credentials: ApnsCredentials, *, expired: str | None = None) -> str:
         """The cached provider token of these credentials, or a new one when it is 50 minutes
@@ -256,8 +260,8 @@ def _reason(body: bytes) -> str:
     return error_field(reason)[:100] if reason else "no reason"
 
 
-def _refusal(reply: httpx.Response, reason: str, latency_ms: int, now_s: float) -> SendResult:
-    status = reply.status_code
+def _refusal(reply: Answer, reason: str, latency_ms: int, now_s: float) -> SendResult:
+    status = reply.status
     error = f"APNs {status} {reason}"[:MAX_ERROR_CHARS]
     if status == 410 or (status == 400 and reason in DEAD_REASONS):
         return SendResult("rejected", latency_ms, http_status=status, error=error)

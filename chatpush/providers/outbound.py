@@ -17,7 +17,6 @@ import time
 from collections.abc import Sequence
 
 import aiohttp
-import httpx
 import yarl
 
 from chatpush.providers.result import SendResult
@@ -70,7 +69,7 @@ def retry_after_seconds(value: str | None, now_s: float) -> float | None:
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
-def disallowed(url: str | yarl.URL | httpx.URL, allowed: Sequence[str]) -> str | None:
+def disallowed(url: str | yarl.URL, allowed: Sequence[str]) -> str | None:
     """Why ``url`` may not be requested (``scheme://host:port is not allowed ...``), or None.
 
     ``allowed`` holds ``scheme://host:port`` entries (``mobile.allowed_hosts``, normalised): the
@@ -103,29 +102,17 @@ def error_field(value: object) -> str:
 async def read_capped(reply: aiohttp.ClientResponse, limit: int, where: str) -> bytes:
     """The answer's body, or OutboundError (permanent) once it is over ``limit`` bytes."""
     if reply.content_length is not None and reply.content_length > limit:
-        raise _too_large(where, limit, reply.status)
+        raise too_large(where, limit, reply.status)
     body = bytearray()
     async for chunk in reply.content.iter_chunked(16384):
         body += chunk
         if len(body) > limit:
-            raise _too_large(where, limit, reply.status)
+            raise too_large(where, limit, reply.status)
     return bytes(body)
 
 
-async def read_capped_httpx(reply: httpx.Response, limit: int, where: str) -> bytes:
-    """As :func:`read_capped`, for a streamed httpx answer (read raw: never decompressed)."""
-    length = reply.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise _too_large(where, limit, reply.status_code)
-    body = bytearray()
-    async for chunk in reply.aiter_raw():
-        body += chunk
-        if len(body) > limit:
-            raise _too_large(where, limit, reply.status_code)
-    return bytes(body)
-
-
-def _too_large(where: str, limit: int, status: int) -> OutboundError:
+def too_large(where: str, limit: int, status: int) -> OutboundError:
+    """The failure of an answer over ``limit`` bytes (permanent: a resend gets the same)."""
     return OutboundError(
         f"{where}: answer ({status}) over {limit} bytes, not read",
         temporary=False,
@@ -133,7 +120,7 @@ def _too_large(where: str, limit: int, status: int) -> OutboundError:
     )
 
 
-def unreachable(where: str, url: str | yarl.URL | httpx.URL, exc: BaseException) -> str:
+def unreachable(where: str, url: str | yarl.URL, exc: BaseException) -> str:
     """The error shown for a failed connection or a timeout (the same for both, so that it
     tells nothing of a port); the detail goes to the log."""
     target = yarl.URL(str(url))

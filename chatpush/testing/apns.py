@@ -22,12 +22,13 @@ import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.settings
 import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -102,9 +103,18 @@ class FakeApns:
     """Provider tokens issued before this second are answered 403 ExpiredProviderToken."""
     connections: int = 0
     alpn: list[str | None] = field(default_factory=list)
+    max_concurrent_streams: int = 100
+    """The ``SETTINGS_MAX_CONCURRENT_STREAMS`` it announces (APNs: 1,000)."""
+    initial_window_bytes: int = 65535
+    """The ``SETTINGS_INITIAL_WINDOW_SIZE`` it announces: what a client may send on a stream
+    before the fake's WINDOW_UPDATE (sent as it reads)."""
+    resets: dict[str, int] = field(default_factory=dict)
+    hung: int = 0
+    """Requests received and left unanswered (``hang``)."""
     port: int = 0
     _server: asyncio.Server | None = None
     _transports: set[asyncio.Transport] = field(default_factory=set)
+    _protocols: set[_H2Server] = field(default_factory=set)
 
     def credentials(self, **overrides: str) -> dict[str, str]:
         return {
@@ -130,6 +140,21 @@ class FakeApns:
     def hang(self, token: str) -> None:
         """Never answer requests for ``token``."""
         self.hanging.add(token)
+
+    def reset(self, token: str, error_code: int) -> None:
+        """Answer requests for ``token`` with RST_STREAM and this HTTP/2 error code."""
+        self.resets[token] = error_code
+
+    def go_away(self, last_stream_id: int | None = None) -> None:
+        """Send GOAWAY on every open connection (as APNs does before it closes one): streams
+        above ``last_stream_id`` (None: every stream received so far) are not processed."""
+        for protocol in list(self._protocols):
+            protocol.go_away(last_stream_id)
+
+    def drop_connections(self) -> None:
+        """Close every open connection at once, without GOAWAY."""
+        for transport in list(self._transports):
+            transport.close()
 
     @property
     def delivered(self) -> list[dict[str, Any]]:
@@ -271,7 +296,7 @@ class _H2Server(asyncio.Protocol):
         self.streams: dict[int, tuple[dict[str, str], bytearray]] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.transport = transport
         self.fake._transports.add(transport)
         ssl_object = transport.get_extra_info("ssl_object")
@@ -281,8 +306,20 @@ class _H2Server(asyncio.Protocol):
         if alpn != "h2":  # APNs speaks HTTP/2 only
             transport.close()
             return
+        self.fake._protocols.add(self)
         self.connection.initiate_connection()
+        self.connection.update_settings(  # in force once the client acknowledges them
+            {
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.fake.max_concurrent_streams,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: self.fake.initial_window_bytes,
+            }
+        )
         transport.write(self.connection.data_to_send())
+
+    def go_away(self, last_stream_id: int | None) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.connection.close_connection(last_stream_id=last_stream_id)
+            self.transport.write(self.connection.data_to_send())
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None
@@ -314,6 +351,10 @@ class _H2Server(asyncio.Protocol):
         headers, body = self.streams.pop(stream_id)
         token = urllib.parse.unquote(headers.get(":path", "").removeprefix("/3/device/"))
         if token in self.fake.hanging:
+            self.fake.hung += 1
+            return
+        if token in self.fake.resets:
+            self.connection.reset_stream(stream_id, self.fake.resets[token])
             return
         status, answer = self.fake.answer(headers, bytes(body))
         reply = json.dumps(answer).encode() if answer is not None else b""
@@ -335,5 +376,6 @@ class _H2Server(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.streams.clear()
+        self.fake._protocols.discard(self)
         if self.transport is not None:
             self.fake._transports.discard(self.transport)

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import hpack
 import httpx
 import jwt
 import pytest
@@ -24,6 +25,7 @@ from chatpush.chat.model import ChatRecord
 from chatpush.config import MobileSettings
 from chatpush.providers.apns import ApnsCredentials, ApnsProvider, apns_request
 from chatpush.providers.base import Alert, Notification, SendResult
+from chatpush.providers.http2 import _LiteralEncoder
 from chatpush.providers.message import MobileMessage
 from chatpush.push.bodies import bare_body, trigger_body
 from chatpush.testing import FakeClock
@@ -691,3 +693,162 @@ async def test_another_sources_rendering_and_push_type_are_sent_as_given(
         "background",
         "5",
     )
+
+
+# --- the HTTP/2 connection (chatpush/providers/http2.py) ------------------------------------
+
+
+async def test_the_first_sends_at_once_open_one_connection(
+    apns: ApnsProvider, fake: FakeApns
+) -> None:
+    results = await asyncio.gather(*(send(apns, trigger(f"device-{n}")) for n in range(10)))
+    assert {result.outcome for result in results} == {"sent"}
+    assert (fake.connections, len(fake.delivered)) == (1, 10)
+
+
+async def test_sends_over_the_servers_stream_limit_wait_for_a_stream(
+    apns: ApnsProvider, fake: FakeApns
+) -> None:
+    fake.max_concurrent_streams = 3
+    assert (await send(apns, trigger())).outcome == "sent"  # the fake's settings now known
+    results = await asyncio.gather(*(send(apns, trigger(f"device-{n}")) for n in range(20)))
+    assert {result.outcome for result in results} == {"sent"}
+    assert (fake.connections, len(fake.delivered)) == (1, 21)
+
+
+async def test_a_payload_larger_than_the_servers_window_waits_for_window_updates(
+    apns: ApnsProvider, fake: FakeApns
+) -> None:
+    fake.initial_window_bytes = 100
+    assert (await send(apns, trigger())).outcome == "sent"  # the fake's settings now known
+    credentials = apns.parse(fake.credentials())
+    message = MobileMessage(TOKEN, "bare", "title", "body", {"pad": "x" * 3000})
+    results = await asyncio.gather(*(apns.send_message(credentials, message) for _ in range(3)))
+    assert {result.outcome for result in results} == {"sent"}
+    assert [request["payload"].get("pad") for request in fake.delivered[1:]] == ["x" * 3000] * 3
+
+
+async def test_a_timed_out_send_leaves_the_connection_usable(
+    fake: FakeApns, clock: FakeClock, certificate: tuple[Path, Path]
+) -> None:
+    fake.hang("slow-device")
+    present = Credentials({("apns", "mobile", None): fake.credentials()})
+    apns = ApnsProvider(settings(fake, certificate, total_timeout_s=0.3), clock, present)
+    await apns.start()
+    try:
+        slow = await send(apns, trigger("slow-device"))
+        after = await send(apns, trigger())
+    finally:
+        await apns.close()
+    assert (slow.outcome, slow.temporary) == ("failed", True)
+    assert after.outcome == "sent"
+    assert (fake.connections, fake.hung) == (1, 1)
+
+
+async def test_after_goaway_the_next_send_opens_a_new_connection(
+    apns: ApnsProvider, fake: FakeApns
+) -> None:
+    assert (await send(apns, trigger())).outcome == "sent"
+    fake.go_away()
+    await asyncio.sleep(0.05)
+    assert (await send(apns, trigger())).outcome == "sent"
+    assert (fake.connections, len(fake.delivered)) == (2, 2)
+
+
+async def test_a_send_the_server_did_not_process_before_goaway_is_sent_again(
+    apns: ApnsProvider, fake: FakeApns
+) -> None:
+    fake.hang(TOKEN)
+    pending = asyncio.create_task(send(apns, trigger()))
+    for _ in range(500):  # until the fake holds it
+        if fake.hung:
+            break
+        await asyncio.sleep(0.01)
+    fake.hanging.clear()
+    fake.go_away(last_stream_id=0)  # "none of your streams was processed"
+    result = await pending
+    assert result.outcome == "sent"
+    assert (fake.connections, len(fake.delivered)) == (2, 1)
+
+
+async def test_a_send_in_flight_when_the_server_goes_away_fails_at_once_as_temporary(
+    apns: ApnsProvider, fake: FakeApns
+) -> None:
+    fake.hang(TOKEN)
+    pending = asyncio.create_task(send(apns, trigger()))
+    for _ in range(500):  # until the fake holds it
+        if fake.hung:
+            break
+        await asyncio.sleep(0.01)
+    fake.go_away()  # the stream was received: maybe processed, not to be sent again here
+    result = await pending
+    assert (result.outcome, result.temporary) == ("failed", True)
+    assert result.latency_ms < 1000 < apns._settings.total_timeout_s * 1000  # not a timeout
+    assert (await send(apns, trigger("other"))).outcome == "sent"
+    assert (fake.connections, len(fake.delivered)) == (2, 1)
+
+
+async def test_a_lost_connection_is_replaced_on_the_next_send(
+    apns: ApnsProvider, fake: FakeApns
+) -> None:
+    assert (await send(apns, trigger())).outcome == "sent"
+    fake.drop_connections()
+    await asyncio.sleep(0.05)
+    assert (await send(apns, trigger())).outcome == "sent"
+    assert (fake.connections, len(fake.delivered)) == (2, 2)
+
+
+@pytest.mark.parametrize("error_code", [2, 7])  # INTERNAL_ERROR; REFUSED_STREAM (sent twice)
+async def test_a_reset_stream_is_a_temporary_failure(
+    apns: ApnsProvider, fake: FakeApns, error_code: int
+) -> None:
+    fake.reset(TOKEN, error_code)
+    result = await send(apns, trigger())
+    assert (result.outcome, result.temporary, result.http_status) == ("failed", True, None)
+    assert result.error == "APNs: unreachable (no connection, or no answer in time)"
+    fake.resets.clear()
+    assert (await send(apns, trigger())).outcome == "sent"
+    assert fake.connections == 1
+
+
+def test_sends_run_on_uvloop_the_loop_serve_runs_on(certificate: tuple[Path, Path]) -> None:
+    import uvloop
+
+    async def scenario() -> tuple[list[SendResult], int]:
+        clock = FakeClock()
+        fake = await FakeApns(clock).start(*certificate)
+        present = Credentials({("apns", "mobile", None): fake.credentials()})
+        apns = ApnsProvider(settings(fake, certificate), clock, present)
+        await apns.start()
+        try:
+            results = await asyncio.gather(*(send(apns, trigger(f"d-{n}")) for n in range(5)))
+        finally:
+            await apns.close()
+            await fake.close()
+        return results, len(fake.delivered)
+
+    results, delivered = uvloop.run(scenario())
+    assert ({result.outcome for result in results}, delivered) == ({"sent"}, 5)
+
+
+def test_header_blocks_use_no_dynamic_table_and_never_index_the_provider_token() -> None:
+    encoder = _LiteralEncoder()
+    decoder = hpack.Decoder()
+    encoder.header_table_size = 1024  # the server's SETTINGS_HEADER_TABLE_SIZE changed
+    headers = [
+        (b":method", b"POST"),
+        (b":path", b"/3/device/" + b"a" * 200),
+        (b"apns-topic", b"com.acme.chat"),
+        (b"authorization", b"bearer " + b"j" * 300),
+    ]
+    for _ in range(2):
+        decoded = decoder.decode(encoder.encode(headers), raw=True)
+        assert decoded == headers
+    assert decoder.header_table.maxsize == 1024  # the size update was signalled
+    assert len(decoder.header_table.dynamic_entries) == 0
+    assert [isinstance(h, hpack.NeverIndexedHeaderTuple) for h in decoded] == [
+        False,
+        False,
+        False,
+        True,
+    ]
