@@ -12,13 +12,10 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from aiohttp import web
-from sqlalchemy.exc import SQLAlchemyError
 
 from chatpush import __version__
 from chatpush.config import ConfigError, Settings, load_settings
@@ -26,6 +23,8 @@ from chatpush.errors import StorageUnavailable
 from chatpush.logs import configure_logging
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from chatpush.push.credentials import CredentialVault, StoredCredentials
 
 log = logging.getLogger("chatpush")
@@ -45,21 +44,35 @@ EXIT_NOPERM = 77
 """sysexits EX_NOPERM: the port may not be bound by this user (below 1024 without the right)."""
 
 
-STORAGE_ERRORS: tuple[type[BaseException], ...] = (
-    StorageUnavailable,
-    sqlite3.Error,  # the SQLite writer's own connection: "database is locked"
-    SQLAlchemyError,
-    OSError,  # asyncpg's refused or timed-out connections
-)
-"""What a command reports in one line (``_storage_failure``); anything else is a bug and keeps
-its traceback."""
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """What a command reports in one line (``_storage_failure``); anything else is a bug and keeps
+    its traceback. A function, so that commands which never open a database (``--version``,
+    ``credentials new-key``) do not pay for importing SQLAlchemy."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return (
+        StorageUnavailable,
+        sqlite3.Error,  # the SQLite writer's own connection: "database is locked"
+        SQLAlchemyError,
+        OSError,  # asyncpg's refused or timed-out connections
+    )
 
 
-def _credentials_kinds() -> list[str]:
-    """The credentials kinds of the registered providers (``fcm``, ``apns``)."""
-    from chatpush.providers import registry
+class _CredentialsKinds:
+    """The credentials kinds of the registered providers (``fcm``, ``apns``), as argparse
+    ``choices`` read only when a ``credentials`` command is parsed or its help printed: finding
+    them imports every provider, which ``--version`` or ``check`` should not pay for."""
 
-    return list(registry.credentials_classes())
+    def _kinds(self) -> list[str]:
+        from chatpush.providers import registry
+
+        return list(registry.credentials_classes())
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._kinds()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._kinds())
 
 
 def _config_option(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
@@ -143,7 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     ):
         action = command(actions, name, text)
         action.add_argument("group", help="the node group")
-        action.add_argument("kind", choices=_credentials_kinds(), help="fcm or apns")
+        action.add_argument("kind", choices=_CredentialsKinds(), metavar="kind", help="fcm or apns")
         action.add_argument("--provider", help="a named provider of the group")
         if name == "set":
             action.add_argument(
@@ -203,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "nodes":
             return asyncio.run(nodes(settings, args.action, args.node))
         return asyncio.run(credentials(settings, args))
-    except STORAGE_ERRORS as exc:
+    except storage_errors() as exc:
         message, code = _storage_failure(exc, settings)
         print(f"chatpush: {message}", file=sys.stderr)
         return code
@@ -316,6 +329,8 @@ def serve(settings: Settings) -> int:
 async def _serve(settings: Settings, loop_name: str) -> int:
     """Start-up (node checks), bind, serve until SIGTERM or SIGINT, shut down: "serving on" is
     logged only once requests can be answered, and every failure is one line and an exit code."""
+    from aiohttp import web
+
     from chatpush.app import create_app
 
     loop = asyncio.get_running_loop()
@@ -340,7 +355,7 @@ async def _serve(settings: Settings, loop_name: str) -> int:
         except ConfigError as exc:  # e.g. a node another live instance hosts
             print(f"chatpush: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        except STORAGE_ERRORS as exc:
+        except storage_errors() as exc:
             message, code = _storage_failure(exc, settings)
             print(f"chatpush: {message}", file=sys.stderr)
             return code

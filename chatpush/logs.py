@@ -9,8 +9,6 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from aiohttp.http_exceptions import HttpProcessingError
-
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
@@ -96,6 +94,11 @@ class MalformedRequestFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
+        if exc is None:
+            return True
+        # Imported here: the CLI's commands that serve nothing need not import aiohttp.
+        from aiohttp.http_exceptions import HttpProcessingError
+
         if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500:
             record.levelno, record.levelname = logging.INFO, "INFO"
             record.msg = "malformed HTTP request from %s: %s"
