@@ -8,8 +8,6 @@ the copies commit with it (§9.1)."""
 
 from __future__ import annotations
 
-import functools
-import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,18 +39,27 @@ MEDIA_TYPES: Final = ("string", "localizestring")
 # -- filters ---------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4096)
-def compile_glob(pattern: str) -> re.Pattern[str]:
-    """A filter as a regular expression over the whole tag: ``*`` is any run of characters
-    (dots too, none too); everything else is itself, case-sensitive. Linear: no nesting."""
-    parts = (re.escape(part) for part in pattern.split("*"))
-    return re.compile(".*".join(parts), re.DOTALL)
+def glob_matches(pattern: str, tag: str) -> bool:
+    """Whether ``pattern`` matches the whole ``tag``: ``*`` is any run of characters (dots too,
+    none too); everything else is itself, case-sensitive. No regular expression: the parts
+    between stars are found in order, leftmost first, so a long pattern cannot backtrack."""
+    parts = pattern.split("*")
+    if len(parts) == 1:
+        return pattern == tag
+    first, *middle, last = parts
+    if len(first) + len(last) > len(tag) or not tag.startswith(first) or not tag.endswith(last):
+        return False
+    at, end = len(first), len(tag) - len(last)
+    for part in middle:
+        found = tag.find(part, at, end)
+        if found < 0:
+            return False
+        at = found + len(part)
+    return True
 
 
 def matches(filter_: str, is_pattern: bool, tag: str) -> bool:
-    if not is_pattern:
-        return filter_ == tag
-    return compile_glob(filter_).fullmatch(tag) is not None
+    return glob_matches(filter_, tag) if is_pattern else filter_ == tag
 
 
 def tag_of(service_name: str, callback_id: str) -> str:
@@ -157,7 +164,8 @@ def _target(details: Any, allowed_prefixes: Sequence[str]) -> Target:
         raise BadParameter(f"notificationDetails.type: one of {device_types.describe()}")
     if device_type == "httpcb":
         check_httpcb_url(device_id, allowed_prefixes, "notificationDetails.deviceId")
-    properties = details.get("properties") or {}
+    properties = details.get("properties")
+    properties = {} if properties is None else properties
     if not isinstance(properties, dict):
         raise BadParameter("notificationDetails.properties must be an object")
     debug = properties.get("debug", False)
