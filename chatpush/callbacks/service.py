@@ -625,6 +625,7 @@ class CallbackService:
             record = store.get_callback(conn, callback_id) if is_id(callback_id) else None
             if record is None:
                 raise CallbackNotFound(callback_id)
+            tag, now_ms = notes.tag_of(record.service_name, record.id), self.clock.now_ms()
             return {
                 "callback": record.wire(),
                 "lastSeq": record.last_seq,
@@ -649,6 +650,17 @@ class CallbackService:
                     "debug": record.device.debug,
                     "language": record.device.language,
                 },
+                "statusSubscriptions": [
+                    {
+                        "id": found.id,
+                        "subscriberId": found.subscriber_id,
+                        "filter": found.filter,
+                        "deviceType": found.device_type,
+                        "own": found.callback_id == record.id,
+                        "expireAt": found.expire_at_ms,
+                    }
+                    for found in notes.matching(subscriptions.candidates(conn, tag, now_ms), tag)
+                ],
                 "commands": store.pending_commands(conn, record.id),
             }
 
