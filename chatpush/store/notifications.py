@@ -154,6 +154,17 @@ def candidates(conn: Connection, tag: str, now_ms: int) -> list[SubscriptionRow]
     return [_row(row) for row in rows]
 
 
+def delete_by_device(conn: Connection, device_type: str, device_id: str) -> int:
+    """A dead device token ends every Notification API subscription to it."""
+    c = _subscriptions.c
+    result = conn.execute(
+        delete(_subscriptions).where(
+            c.device_type == device_type, c.device_id == device_id, c.callback_id.is_(None)
+        )
+    )
+    return int(result.rowcount)
+
+
 def delete_of_callback(conn: Connection, callback_id: str) -> int:
     """The subscription ``subscribe_notify`` made for a callback ends with it."""
     result = conn.execute(delete(_subscriptions).where(_subscriptions.c.callback_id == callback_id))

@@ -380,3 +380,42 @@ async def test_publish_expire_drops_copies_still_undelivered(
     await delivered(client, rx)
     assert [item.body for item in rx.received[4:]] == [{"n": 2}]
     assert await outbox_rows(client) == 0
+
+
+async def test_fcm_subscribers_get_data_without_an_alert_and_a_dead_token_ends_them(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings], clock: FakeClock
+) -> None:
+    from cryptography.fernet import Fernet
+
+    from chatpush.testing.fcm import FakeFcm
+    from tests.integration._push_support import api
+
+    fcm = await FakeFcm(clock).start()
+    try:
+        settings = make_settings(
+            security={"api_keys": [API_KEY], "credentials_key": Fernet.generate_key().decode()},
+            mobile={"fcm_api_url": fcm.base_url, "allowed_hosts": [fcm.base_url]},
+            groups={"g1": {"default": True, "nodes": ["n1"], "pushEnabled": "fcm"}},
+        )
+        client = await make_client(settings)
+        await api(client, "PUT", "/groups/g1/credentials/fcm", json=fcm.credentials())
+        for token in ("tok-1", "tok-2"):
+            await subscribe(
+                client, key=API_KEY, subscriberId=token, filter="news.*",
+                notificationDetails=details(token, "android"),
+            )  # fmt: skip
+        fcm.fail("tok-2", 404, "UNREGISTERED", "Requested entity was not found.")
+        answer = await gms(
+            client, "POST", PUBLISH, json={"tag": "news.1", "body": {"a": 1}}, key=API_KEY
+        )
+        assert answer["matched"] == 2
+        await client.app[DISPATCHER].settle()
+        [message] = fcm.sent
+        assert message["token"] == "tok-1" and "notification" not in message
+        assert message["data"] == {"message": '{"a":1}'}
+        assert await subscription_rows(client) == 1  # tok-2's ended
+        assert (await gms(client, "POST", PUBLISH, json={"tag": "news.2"}, key=API_KEY))[
+            "matched"
+        ] == 1
+    finally:
+        await fcm.close()
