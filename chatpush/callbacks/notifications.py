@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from sqlalchemy.engine import Connection
+
 from chatpush import device_types
 from chatpush.callbacks.errors import BadParameter
 from chatpush.callbacks.pushes import SOURCE
@@ -24,6 +26,7 @@ from chatpush.config import (
 )
 from chatpush.delivery import Destination, NewNotification
 from chatpush.providers.envelope import TEXT_PLAIN
+from chatpush.store import notifications as subscriptions
 from chatpush.store.notifications import SubscriptionRow
 
 MAX_SUBSCRIBER_CHARS: Final = 200
@@ -292,6 +295,6 @@ def target_of(subscription: SubscriptionRow) -> Target:
     )
 
 
-def matching(subscriptions: Sequence[SubscriptionRow], tag: str) -> list[SubscriptionRow]:
-    """The subscriptions whose filter matches ``tag``, in the order given."""
-    return [s for s in subscriptions if matches(s.filter, s.is_pattern, tag)]
+def matching(conn: Connection, tag: str, now_ms: int) -> list[SubscriptionRow]:
+    """The live subscriptions whose filter matches ``tag``, oldest first."""
+    return subscriptions.matching(conn, tag, now_ms, glob_matches)

@@ -212,7 +212,7 @@ class CallbackService:
         if route.mode == "false" or not any(event in route.events for event in events):
             return
         tag = notes.tag_of(record.service_name, record.id)
-        matched = notes.matching(subscriptions.candidates(conn, tag, now_ms), tag)
+        matched = notes.matching(conn, tag, now_ms)
         if not any(found.callback_id == record.id for found in matched):
             # A subscribe_notify callback created before its subscription was stored (0012).
             own = status.own_subscription(record, route, now_ms)
@@ -659,7 +659,7 @@ class CallbackService:
                         "own": found.callback_id == record.id,
                         "expireAt": found.expire_at_ms,
                     }
-                    for found in notes.matching(subscriptions.candidates(conn, tag, now_ms), tag)
+                    for found in notes.matching(conn, tag, now_ms)
                 ],
                 "commands": store.pending_commands(conn, record.id),
             }
@@ -983,9 +983,7 @@ class CallbackService:
 
         def run(conn: Connection) -> int:
             now_ms = self.clock.now_ms()
-            matched = notes.matching(
-                subscriptions.candidates(conn, request.tag, now_ms), request.tag
-            )
+            matched = notes.matching(conn, request.tag, now_ms)
             destinations = [
                 (notes.target_of(found), found.provider, found.authorization) for found in matched
             ]

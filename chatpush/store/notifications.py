@@ -3,16 +3,19 @@ Functions take a connection; the callback domain runs them in its own transactio
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Table, and_, delete, func, insert, literal, or_, select, update
 from sqlalchemy.engine import Connection, Row
 
 from chatpush.store.tables import NotificationPublish, NotificationSubscription
 
 _subscriptions = cast(Table, NotificationSubscription.__table__)
 _publishes = cast(Table, NotificationPublish.__table__)
+_IDS_PER_QUERY = 500
+"""Ids in one ``IN (...)`` (SQLite's bound-parameter limit was 999)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,7 @@ def insert_subscription(conn: Connection, row: SubscriptionRow) -> None:
             subscriber_id=row.subscriber_id,
             filter=row.filter,
             is_pattern=row.is_pattern,
+            prefix=row.filter.split("*", 1)[0],
             device_type=row.device_type,
             device_id=row.device_id,
             provider=row.provider,
@@ -139,19 +143,25 @@ def delete_subscription(conn: Connection, subscription_id: str) -> bool:
     return bool(result.rowcount)
 
 
-def candidates(conn: Connection, tag: str, now_ms: int) -> list[SubscriptionRow]:
-    """The live subscriptions whose filter is ``tag`` exactly, and every live pattern one (the
-    caller matches those), oldest first."""
+def matching(
+    conn: Connection, tag: str, now_ms: int, pattern_matches: Callable[[str, str], bool]
+) -> list[SubscriptionRow]:
+    """The live subscriptions whose filter is ``tag`` exactly, and the live pattern ones
+    ``pattern_matches(filter, tag)`` admits, oldest first. Every event reads the pattern ones:
+    only (id, filter) of those whose literal start (``prefix``) the tag has."""
     c = _subscriptions.c
-    rows = conn.execute(
-        select(_subscriptions)
-        .where(
-            or_(and_(c.filter == tag, c.is_pattern.is_(False)), c.is_pattern.is_(True)),
-            _live(now_ms),
-        )
-        .order_by(c.created_at_ms, c.id)
-    )
-    return [_row(row) for row in rows]
+    live = _live(now_ms)
+    starts = func.substr(literal(tag), 1, func.length(c.prefix)) == c.prefix
+    patterns = conn.execute(select(c.id, c.filter).where(c.is_pattern.is_(True), live, starts))
+    ids = [found for found, filter_ in patterns if pattern_matches(filter_, tag)]
+    chosen = [and_(c.filter == tag, c.is_pattern.is_(False))]
+    chosen += [c.id.in_(ids[at : at + _IDS_PER_QUERY]) for at in range(0, len(ids), _IDS_PER_QUERY)]
+    found = {
+        row.id: _row(row)
+        for condition in chosen
+        for row in conn.execute(select(_subscriptions).where(condition, live))
+    }
+    return sorted(found.values(), key=lambda row: (row.created_at_ms, row.id))
 
 
 def delete_by_device(conn: Connection, device_type: str, device_id: str) -> int:

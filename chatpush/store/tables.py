@@ -360,6 +360,8 @@ class NotificationSubscription(Base):
     filter: Mapped[str] = mapped_column(String(1000))
     is_pattern: Mapped[bool] = mapped_column(Boolean)
     """The filter holds a ``*`` and was given with an API key: matched as a glob."""
+    prefix: Mapped[str] = mapped_column(String(1000))
+    """The filter up to its first ``*``: a tag must start with it (checked in SQL first)."""
     device_type: Mapped[str] = mapped_column(String(16))
     device_id: Mapped[str] = mapped_column(Text)
     provider: Mapped[str | None] = mapped_column(String(200))

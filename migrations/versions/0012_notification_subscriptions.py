@@ -23,6 +23,7 @@ def upgrade() -> None:
         sa.Column("subscriber_id", sa.String(200), nullable=False),
         sa.Column("filter", sa.String(1000), nullable=False),
         sa.Column("is_pattern", sa.Boolean(), nullable=False),
+        sa.Column("prefix", sa.String(1000), nullable=False),
         sa.Column("device_type", sa.String(16), nullable=False),
         sa.Column("device_id", sa.Text(), nullable=False),
         sa.Column("provider", sa.String(200), nullable=True),
