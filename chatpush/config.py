@@ -727,6 +727,33 @@ class CallbackSettings(_Strict):
         return None if url is None else url.rstrip("/")
 
 
+MAX_NOTIFICATION_EXPIRE_S = 2_592_000
+"""The longest a Notification API subscription lives (30 days, docs/callbacks.md §6)."""
+MIN_NOTIFICATION_EXPIRE_S = 30
+"""A shorter ``expire`` (1-29 s) is taken as this."""
+
+
+class NotificationSettings(_Strict):
+    """``[notification]``: the Notification API subset (docs/callbacks.md §6)."""
+
+    default_expire_s: Annotated[
+        int, Field(ge=MIN_NOTIFICATION_EXPIRE_S, le=MAX_NOTIFICATION_EXPIRE_S)
+    ] = 30
+    """A subscription's life when its ``expire`` is absent or 0."""
+    max_delivery_attempts: Annotated[int, Field(ge=1, le=100)] = 3
+    """Tries of each published copy (status events: the service's
+    ``_max_notify_delivery_attempts``)."""
+    max_subscriptions_per_subscriber: Annotated[int, Field(ge=1, le=1_000_000)] = 100
+    """Live subscriptions of one ``subscriberId``, at most (429 beyond)."""
+    max_subscriptions: Annotated[int, Field(ge=1, le=100_000_000)] = 100_000
+    """Live subscriptions in all, at most (429 beyond)."""
+    max_pattern_subscriptions: Annotated[int, Field(ge=0, le=100_000)] = 1_000
+    """Subscriptions whose filter holds a ``*`` (API-key callers only), at most: every event is
+    matched against each of them (429 beyond)."""
+    max_filter_chars: Annotated[int, Field(ge=64, le=1000)] = 400
+    """The longest filter (and publish tag)."""
+
+
 # -- end of callbacks -----------------------------------------------------------------------------
 # -- agent alerts (issue 18; docs/agents.md) -----------------------------------------------------
 
@@ -953,6 +980,7 @@ class Settings(BaseSettings):
     groups: dict[str, GroupSettings] = Field(default_factory=dict)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     callback: CallbackSettings = Field(default_factory=CallbackSettings)  # issue 17
+    notification: NotificationSettings = Field(default_factory=NotificationSettings)
     event_lists: dict[str, Any] = Field(default_factory=dict)  # issue 17: status event lists
     """``[event_lists."<name>"]``: read into ``chatpush.event_lists.EventList``s."""
 

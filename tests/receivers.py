@@ -44,7 +44,10 @@ class Receiver:
 
     async def handle(self, request: web.Request) -> web.Response:
         raw = await request.read()
-        self.received.append(Received(json.loads(raw), dict(request.headers), raw))
+        # JSON, or a text (a published string goes to httpcb as text/plain): {"text": ...}.
+        text = request.content_type == "text/plain"
+        body = {"text": raw.decode()} if text else json.loads(raw)
+        self.received.append(Received(body, dict(request.headers), raw))
         self.arrived.set()
         if self.delay_s:
             await asyncio.sleep(self.delay_s)

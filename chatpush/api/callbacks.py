@@ -272,3 +272,39 @@ async def dialog(request: web.Request) -> web.Response:
         gms_user if gms_user.isprintable() else "",
     )
     return web.json_response(answer)
+
+
+# -- §6: the Notification API subset ---------------------------------------------------------------
+
+
+async def _json_only(request: web.Request) -> Any:
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType("the Notification API takes JSON only (application/json)")
+    return await json_body(request)
+
+
+@gms_errors
+async def subscribe(request: web.Request) -> web.Response:
+    """``POST /genesys/1/notification/subscription``: ``{"id"}`` (a renewal: the same one)."""
+    body = await _json_only(request)
+    with_key = request.app[KEYS].caller(access.given_key(request)) is not None
+    subscription_id = await request.app[CALLBACKS].subscribe(body, with_key=with_key)
+    return web.json_response({"id": subscription_id})
+
+
+@gms_errors
+async def unsubscribe(request: web.Request) -> web.Response:
+    """``DELETE /genesys/1/notification/subscription/{id}``: the id is the capability."""
+    subscription_id = request.match_info["subscription_id"]
+    await request.app[CALLBACKS].unsubscribe(subscription_id)
+    return web.json_response({"id": subscription_id})
+
+
+@gms_errors
+async def publish(request: web.Request) -> web.Response:
+    """``POST /genesys/1/notification/publish`` (an API key, never a device's call)."""
+    if request.app[KEYS].caller(access.given_key(request)) is None:
+        raise ApiKeyRequired("publish needs an X-API-Key")
+    body = await _json_only(request)
+    event_id, matched = await request.app[CALLBACKS].publish(body)
+    return web.json_response({"id": event_id, "matched": matched})

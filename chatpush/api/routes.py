@@ -122,6 +122,16 @@ ROUTES: list[Route] = [
     Route("POST", "/genesys/1/admin/callback/cancel", callbacks.admin_cancel, None, False),
     Route("GET", _GMS_DIALOG, callbacks.dialog, None, False),
     Route("POST", _GMS_DIALOG, callbacks.dialog, None, False),
+    # The Notification API subset (publish checks its key itself: any scope, GMS's shape).
+    Route("POST", "/genesys/1/notification/subscription", callbacks.subscribe, None, False),
+    Route(
+        "DELETE",
+        "/genesys/1/notification/subscription/{subscription_id:[^/]+}",
+        callbacks.unsubscribe,
+        None,
+        False,
+    ),
+    Route("POST", "/genesys/1/notification/publish", callbacks.publish, None, False),
     # The contact-centre side (chat-server scope: the other side of a callback, as of a chat).
     Route("GET", "/api/v1/callbacks/commands", callbacks_cc.pull_commands, _CC, True),
     Route("POST", "/api/v1/callbacks/commands/ack", callbacks_cc.ack_commands, _CC, True),

@@ -102,6 +102,24 @@ class TooManyCallbacks(CallbackError):
         )
 
 
+class SubscriptionNotFound(CallbackError):
+    gms_error = "SUBSCRIPTION_NOT_FOUND"
+    http_status = 404
+
+    def __init__(self, subscription_id: str) -> None:
+        super().__init__(f"no subscription {subscription_id[:64]!r}", UNKNOWN_CALLBACK)
+
+
+class TooManySubscriptions(CallbackError):
+    """A ``[notification]`` limit on subscriptions is reached (docs/callbacks.md §6)."""
+
+    gms_error = "TOO_MANY_SUBSCRIPTIONS"
+    http_status = 429
+
+    def __init__(self, advice: str) -> None:
+        super().__init__(advice, Code.RATE_LIMITED)
+
+
 GMS_NAMES_BY_STATUS = {
     400: "BAD_PARAMETER",
     403: "API_KEY_REQUIRED",

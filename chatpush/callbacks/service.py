@@ -16,13 +16,17 @@ from sqlalchemy.engine import Connection
 
 from chatpush.callbacks import availability as slots
 from chatpush.callbacks import dialogs, pushes, status
+from chatpush.callbacks import notifications as notes
 from chatpush.callbacks.errors import (
+    ApiKeyRequired,
     BadParameter,
     CallbackNotFound,
     IllegalState,
     ServiceNotFound,
     SlotNotAvailable,
+    SubscriptionNotFound,
     TooManyCallbacks,
+    TooManySubscriptions,
     UnknownAction,
 )
 from chatpush.callbacks.events import (
@@ -50,10 +54,11 @@ from chatpush.callbacks.model import (
 from chatpush.callbacks.params import check_overrides, check_properties, create_params, effective
 from chatpush.callbacks.texts import Texts
 from chatpush.clock import Clock
-from chatpush.config import ServiceOptions, Settings
+from chatpush.config import CALLBACK_TEXTS, ServiceOptions, Settings
 from chatpush.delivery import drop_pending, enqueue
 from chatpush.event_lists import REMINDER
 from chatpush.store import callbacks as store
+from chatpush.store import notifications as subscriptions
 from chatpush.store import trail
 from chatpush.store.callbacks import Condition
 from chatpush.store.database import Database
@@ -67,6 +72,8 @@ MAX_PULL = 1000
 MAX_EWT_UPDATES = 1000
 MAX_ADMIN_IDS = 1000
 TIMER_BATCH = 100
+MAX_PUBLISH_EXPIRIES = 1000
+"""Expired publishes handled per round of the timers (the rest in the next)."""
 CB = "_cbe_on_callback_"
 """The prefix of the status events chatpush itself causes (§5.3)."""
 
@@ -198,14 +205,25 @@ class CallbackService:
         attributes: Mapping[str, Any] | None = None,
         computed: Mapping[str, Any] | None = None,
     ) -> None:
-        """Queue the status notifications of ``events`` (§5) in this transaction."""
+        """Queue the status notifications of ``events`` (§5) in this transaction: one per event
+        and subscription whose filter matches the callback's tag (§5.1, §6)."""
         options = self.options(record.service_name)
         route = status.resolve(options, record.properties, self.settings.event_lists)
+        if route.mode == "false" or not any(event in route.events for event in events):
+            return
+        tag = notes.tag_of(record.service_name, record.id)
+        matched = notes.matching(conn, tag, now_ms)
+        if not any(found.callback_id == record.id for found in matched):
+            # A subscribe_notify callback created before its subscription was stored (0012).
+            own = status.own_subscription(record, route, now_ms)
+            if own is not None:
+                matched.append(own)
         made = status.notifications(
             record,
             route,
             events,
             (now_ms if timestamp_ms is None else timestamp_ms) // 1000,
+            matched,
             group_name=options.cb_node_group or self.settings.default_group or "default",
             retry_delays_s=options.flex_push_resend_delays_s,
             attributes=attributes,
@@ -213,6 +231,17 @@ class CallbackService:
         )
         if made:
             enqueue(conn, made, now_ms)
+
+    def _subscribe_own(self, conn: Connection, record: CallbackRecord, now_ms: int) -> None:
+        """Store (or replace) the subscription ``subscribe_notify`` makes for the callback
+        (§5.1): the target in effect is this stored one until the callback is purged."""
+        subscriptions.delete_of_callback(conn, record.id)
+        route = status.resolve(
+            self.options(record.service_name), record.properties, self.settings.event_lists
+        )
+        own = status.own_subscription(record, route, now_ms)
+        if own is not None:
+            subscriptions.insert_subscription(conn, own)
 
     def _check_status(self, service_name: str, properties: Mapping[str, str]) -> None:
         """A create's (or update's) status parameters and httpcb URLs (§5.1, §6): 400."""
@@ -298,7 +327,7 @@ class CallbackService:
         self._check_status(service_name, parsed.properties)
         if parsed.device is not None and parsed.device.type == "httpcb":
             prefixes = self.settings.callback.httpcb_allowed_prefixes
-            status.check_httpcb_url(parsed.device.id, prefixes, "the push device id")
+            notes.check_httpcb_url(parsed.device.id, prefixes, "the push device id")
 
         def run(conn: Connection) -> CallbackRecord:
             now_ms = self.clock.now_ms()
@@ -329,6 +358,7 @@ class CallbackService:
                 route = status.resolve(options, parsed.properties, self.settings.event_lists)
                 record.reminder_at_ms = status.reminder_at(route, desired, now_ms)
             store.insert_callback(conn, record)
+            self._subscribe_own(conn, record, now_ms)
             self._command(conn, record, "callback.created", now_ms)
             if state == "SCHEDULED":
                 self._status(conn, record, [f"{CB}scheduled"], now_ms)
@@ -427,10 +457,11 @@ class CallbackService:
             if properties:
                 merged = {**record.properties, **properties}
                 check_properties(merged, chat.max_user_data_keys, chat.max_user_data_value_chars)
-                if any(name in properties for name in status.CREATE_PARAMS):
-                    self._check_status(service_name, merged)
                 store.set_properties(conn, record.id, properties)
                 record.properties = merged
+                if any(name in properties for name in status.CREATE_PARAMS):
+                    self._check_status(service_name, merged)
+                    self._subscribe_own(conn, record, now_ms)
             if new_time is not None:
                 if record.state not in ("SCHEDULED", "QUEUED"):
                     raise IllegalState(
@@ -601,6 +632,7 @@ class CallbackService:
             record = store.get_callback(conn, callback_id) if is_id(callback_id) else None
             if record is None:
                 raise CallbackNotFound(callback_id)
+            tag, now_ms = notes.tag_of(record.service_name, record.id), self.clock.now_ms()
             return {
                 "callback": record.wire(),
                 "lastSeq": record.last_seq,
@@ -625,6 +657,17 @@ class CallbackService:
                     "debug": record.device.debug,
                     "language": record.device.language,
                 },
+                "statusSubscriptions": [
+                    {
+                        "id": found.id,
+                        "subscriberId": found.subscriber_id,
+                        "filter": found.filter,
+                        "deviceType": found.device_type,
+                        "own": found.callback_id == record.id,
+                        "expireAt": found.expire_at_ms,
+                    }
+                    for found in notes.matching(conn, tag, now_ms)
+                ],
                 "commands": store.pending_commands(conn, record.id),
             }
 
@@ -822,6 +865,162 @@ class CallbackService:
     async def ack(self, command_ids: Sequence[str]) -> list[str]:
         return await self.db.write(store.ack_commands, command_ids)
 
+    # -- §6: the Notification API ---------------------------------------------------------------
+
+    async def subscribe(self, body: Any, *, with_key: bool) -> str:
+        """Subscribe, or renew the same subscription (same ``subscriberId``, filter, type and
+        ``deviceId``: same id, new expiry); its id. Without an API key the filter must be an
+        existing callback's tag exactly (ApiKeyRequired: 403)."""
+        limits = self.settings.notification
+        request = notes.parse_subscribe(
+            body,
+            default_expire_s=limits.default_expire_s,
+            max_filter_chars=limits.max_filter_chars,
+            allowed_prefixes=self.settings.callback.httpcb_allowed_prefixes,
+        )
+        is_pattern = with_key and "*" in request.filter
+        target = request.target
+
+        def run(conn: Connection) -> str:
+            now_ms = self.clock.now_ms()
+            if not with_key:
+                self._check_own_tag(conn, request.filter)
+            expire_at_ms = now_ms + request.expire_s * 1000
+            same = subscriptions.find_same(
+                conn,
+                request.subscriber_id,
+                request.filter,
+                target.device_type,
+                target.device_id,
+                now_ms,
+            )
+            if same is not None:
+                subscriptions.renew(
+                    conn,
+                    same.id,
+                    expire_at_ms,
+                    request.authorization,
+                    provider=request.provider,
+                    debug=target.debug,
+                    language=target.language,
+                )
+                return same.id
+            mine, total, patterns = subscriptions.counts(conn, request.subscriber_id, now_ms)
+            if mine >= limits.max_subscriptions_per_subscriber:
+                raise TooManySubscriptions(
+                    f"this subscriberId holds its most subscriptions "
+                    f"({limits.max_subscriptions_per_subscriber})"
+                )
+            if total >= limits.max_subscriptions:
+                raise TooManySubscriptions(
+                    f"chatpush holds its most subscriptions ({limits.max_subscriptions})"
+                )
+            if is_pattern and patterns >= limits.max_pattern_subscriptions:
+                raise TooManySubscriptions(
+                    f"chatpush holds its most filters with a * ({limits.max_pattern_subscriptions})"
+                )
+            subscription_id = secrets.token_hex(16).upper()
+            subscriptions.insert_subscription(
+                conn,
+                subscriptions.SubscriptionRow(
+                    id=subscription_id,
+                    subscriber_id=request.subscriber_id,
+                    filter=request.filter,
+                    is_pattern=is_pattern,
+                    device_type=target.device_type,
+                    device_id=target.device_id,
+                    provider=request.provider,
+                    debug=target.debug,
+                    language=target.language,
+                    authorization=request.authorization,
+                    callback_id=None,
+                    created_at_ms=now_ms,
+                    expire_at_ms=expire_at_ms,
+                ),
+            )
+            return subscription_id
+
+        subscription_id = await self.db.write(run)
+        self._timers_changed.set()  # its expiry may be the next timer
+        return subscription_id
+
+    def _check_own_tag(self, conn: Connection, filter_: str) -> None:
+        found = notes.callback_of_tag(filter_)
+        record = None
+        if found is not None and is_id(found[1]):
+            record = store.get_callback(conn, found[1])
+        if record is None or found is None or record.service_name != found[0]:
+            raise ApiKeyRequired(
+                "without an X-API-Key the filter must be an existing callback's tag, "
+                "callback.<service>.<_id>"
+            )
+
+    async def unsubscribe(self, subscription_id: str) -> None:
+        def run(conn: Connection) -> None:
+            now_ms = self.clock.now_ms()
+            found = (
+                subscriptions.get_subscription(conn, subscription_id, now_ms)
+                if is_id(subscription_id)
+                else None
+            )
+            if found is None or found.callback_id is not None:
+                raise SubscriptionNotFound(subscription_id)
+            subscriptions.delete_subscription(conn, found.id)
+
+        await self.db.write(run)
+
+    async def publish(self, body: Any) -> tuple[str, int]:
+        """Publish an event under a tag to the subscriptions its tag matches (and a direct
+        target): (event id, copies queued)."""
+        request = notes.parse_publish(
+            body,
+            max_tag_chars=self.settings.notification.max_filter_chars,
+            allowed_prefixes=self.settings.callback.httpcb_allowed_prefixes,
+        )
+        event_id = secrets.token_hex(16).upper()
+        group_name = self.settings.default_group or "default"
+        limits = self.settings.notification
+
+        def content(language: str | None) -> str | dict[str, Any]:
+            if request.localize:
+                assert isinstance(request.message, str)
+                texts = Texts(self.settings.texts, language)
+                return texts.configured(request.message) or CALLBACK_TEXTS[request.message]
+            return request.message
+
+        def run(conn: Connection) -> int:
+            now_ms = self.clock.now_ms()
+            matched = notes.matching(conn, request.tag, now_ms)
+            destinations = [
+                (notes.target_of(found), found.provider, found.authorization) for found in matched
+            ]
+            if request.target is not None:
+                destinations.append((request.target, request.provider, None))
+            made = [
+                notes.copy(
+                    content(target.language),
+                    request.tag,
+                    f"{notes.PUBLISH_KEY_PREFIX}{event_id}.{number}",
+                    target,
+                    provider=provider,
+                    authorization=authorization,
+                    group_name=group_name,
+                    max_attempts=limits.max_delivery_attempts,
+                    retry_delays_s=self.options("default").flex_push_resend_delays_s,
+                )
+                for number, (target, provider, authorization) in enumerate(destinations)
+            ]
+            if made:
+                enqueue(conn, made, now_ms)
+                if request.expire_s is not None:
+                    expire_at_ms = now_ms + request.expire_s * 1000
+                    subscriptions.insert_publish(conn, event_id, expire_at_ms)
+            return len(made)
+
+        count = await self.db.write(run)
+        self._committed(made_commands=False)
+        return event_id, count
+
     # -- §9.5: durable timers ------------------------------------------------------------------
 
     async def fire_timers(self) -> int:
@@ -836,9 +1035,25 @@ class CallbackService:
                     fired += 1
             if len(due) < TIMER_BATCH:
                 break
+        fired += await self.db.write(self._expire, self.clock.now_ms())
         if fired:
             self._committed()
         return fired
+
+    def _expire(self, conn: Connection, now_ms: int) -> int:
+        """§6, §9.5: delete the subscriptions expired by now (never matched since), and drop
+        the copies of expired publishes still undelivered; how many of both."""
+        count = 0
+        while True:
+            deleted = subscriptions.delete_expired(conn, now_ms, TIMER_BATCH)
+            count += deleted
+            if deleted < TIMER_BATCH:
+                break
+        for event_id in subscriptions.expired_publishes(conn, now_ms, MAX_PUBLISH_EXPIRIES):
+            drop_pending(conn, pushes.SOURCE, f"{notes.PUBLISH_KEY_PREFIX}{event_id}.")
+            subscriptions.delete_publish(conn, event_id)
+            count += 1
+        return count
 
     def _fire(self, conn: Connection, kind: store.TimerKind, callback_id: str, now_ms: int) -> bool:
         record = store.claim_timer(conn, callback_id, kind, now_ms)
@@ -846,6 +1061,7 @@ class CallbackService:
             return False
         if kind == "purge":
             drop_pending(conn, pushes.SOURCE, pushes.key_of(record))
+            subscriptions.delete_of_callback(conn, record.id)
             store.delete_callback(conn, record.id)
             log.info("callback purged", extra={"action": "callback_purged", "callback": record.id})
             return True
@@ -881,7 +1097,12 @@ class CallbackService:
         while True:
             changed = self._timers_changed
             await self.fire_timers()
-            next_ms = await self.db.read(store.next_timer)
+            found = [
+                await self.db.read(store.next_timer),
+                await self.db.read(subscriptions.next_expiry),
+            ]
+            times = [at for at in found if at is not None]
+            next_ms = min(times) if times else None
             now_ms = self.clock.now_ms()
             wake_ms = now_ms + poll_ms if next_ms is None else min(next_ms, now_ms + poll_ms)
             await self.clock.sleep_until(wake_ms, changed)

@@ -14,9 +14,10 @@ from typing import Any, Final
 
 from chatpush.callbacks.errors import BadParameter
 from chatpush.callbacks.model import CallbackRecord
-from chatpush.callbacks.pushes import SOURCE, key_of
+from chatpush.callbacks.notifications import check_httpcb_url, copy, tag_of, target_of
+from chatpush.callbacks.pushes import key_of
 from chatpush.config import ServiceOptions
-from chatpush.delivery import Destination, NewNotification
+from chatpush.delivery import NewNotification
 from chatpush.event_lists import (
     MODES,
     REMINDER,
@@ -26,6 +27,7 @@ from chatpush.event_lists import (
     EventSpec,
     default_list,
 )
+from chatpush.store.notifications import SubscriptionRow
 
 CREATE_PARAMS: Final = (
     "_enable_status_notification",
@@ -37,6 +39,8 @@ CREATE_PARAMS: Final = (
 )
 """§5.1: the options a create parameter of the same name overrides for its callback."""
 MAX_TARGET_CHARS: Final = 2048
+OWN_SUBSCRIBER: Final = "chatpush"
+"""The ``subscriberId`` of the subscriptions ``subscribe_notify`` makes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,20 +144,36 @@ def check_route(route: StatusRoute, allowed_prefixes: Sequence[str]) -> None:
         check_httpcb_url(route.target, allowed_prefixes, "_status_notification_target")
 
 
-def check_httpcb_url(url: str, allowed_prefixes: Sequence[str], name: str) -> None:
-    if not url.startswith(("http://", "https://")):
-        raise BadParameter(f"{name}: an httpcb target is an http(s) URL")
-    if not any(url.startswith(prefix) for prefix in allowed_prefixes):
-        raise BadParameter(
-            f"{name}: this httpcb URL is not allowed here ([callback] httpcb_allowed_prefixes)"
-        )
-
-
-def status_key(record: CallbackRecord, route: StatusRoute) -> str:
+def status_key(record: CallbackRecord, device_type: str, device_id: str) -> str:
     """One ordering key per callback and destination (§9.2): the callback's own key (a purge
     drops both by that prefix), then a digest of the destination."""
-    digest = hashlib.sha256(f"{route.type}\n{route.target}".encode()).hexdigest()[:8]
+    digest = hashlib.sha256(f"{device_type}\n{device_id}".encode()).hexdigest()[:8]
     return f"{key_of(record)}.s{digest}"
+
+
+def own_subscription(
+    record: CallbackRecord, route: StatusRoute, now_ms: int
+) -> SubscriptionRow | None:
+    """The subscription ``subscribe_notify`` makes for a callback (§5.1): the type, target,
+    provider, debug and language in effect, the callback's tag as filter; it ends with the
+    callback (no expiry). None in another mode."""
+    if route.mode != "subscribe_notify" or route.target is None:
+        return None
+    return SubscriptionRow(
+        id=secrets.token_hex(16).upper(),
+        subscriber_id=OWN_SUBSCRIBER,
+        filter=tag_of(record.service_name, record.id),
+        is_pattern=False,
+        device_type=route.type,
+        device_id=route.target,
+        provider=route.provider,
+        debug=route.debug,
+        language=route.language,
+        authorization=None,
+        callback_id=record.id,
+        created_at_ms=now_ms,
+        expire_at_ms=None,
+    )
 
 
 def body(
@@ -199,44 +219,37 @@ def notifications(
     route: StatusRoute,
     events: Sequence[str],
     timestamp_s: int,
+    subscriptions: Sequence[SubscriptionRow],
     *,
     group_name: str,
     retry_delays_s: Sequence[float],
     attributes: Mapping[str, Any] | None = None,
     computed: Mapping[str, Any] | None = None,
 ) -> list[NewNotification]:
-    """The status notifications of ``events`` (in order) for the callback's own subscription
-    (``subscribe_notify``). ``notify`` mode publishes to Notification API subscriptions, which
-    are not built yet (docs/callbacks.md, "What is not built yet"): none."""
-    if route.mode != "subscribe_notify" or route.target is None:
+    """The status notifications of ``events`` (in order): one per event and subscription whose
+    filter matches the callback's tag (§5.4), the callback's own among them
+    (``subscribe_notify``). None when notifications are off."""
+    if route.mode == "false" or not subscriptions:
         return []
     made = []
-    key = status_key(record, route)
+    tag = tag_of(record.service_name, record.id)
     for event_id in events:
         spec = route.events.get(event_id)
         if spec is None:
             continue
         content = body(event_id, spec, record, timestamp_s, attributes or {}, computed or {})
-        renderings: dict[str, Mapping[str, Any]] = {}
-        if route.type == "comet":
-            tag = f"callback.{record.service_name}.{record.id}"
-            renderings["comet"] = {"message": content, "id": secrets.token_hex(16), "tag": tag}
-        made.append(
-            NewNotification(
-                source=SOURCE,
-                key=key,
-                kind="payload",
-                body=content,
-                destination=Destination(
-                    device_type=route.type,
-                    device_id=route.target,
+        for subscription in subscriptions:
+            made.append(
+                copy(
+                    content,
+                    tag,
+                    status_key(record, subscription.device_type, subscription.device_id),
+                    target_of(subscription),
+                    provider=subscription.provider,
+                    authorization=subscription.authorization,
                     group_name=group_name,
-                    provider=route.provider,
-                    debug=route.debug,
-                ),
-                renderings=renderings,
-                max_attempts=route.max_attempts,
-                retry_delays_s=tuple(retry_delays_s),
+                    max_attempts=route.max_attempts,
+                    retry_delays_s=retry_delays_s,
+                )
             )
-        )
     return made

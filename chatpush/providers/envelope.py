@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Alert", "Kind", "Notification", "Priority", "Source"]
+__all__ = ["TEXT_PLAIN", "Alert", "Kind", "Notification", "Priority", "Source"]
 
 Source = Literal["chat", "callback", "agent_alert", "test"]
 """What made the notification."""
@@ -24,6 +24,10 @@ Kind = Literal["trigger", "payload", "bare", "alert", "cancel"]
 ``alert`` and ``cancel`` are for the other sources (callbacks, agent alerts)."""
 
 Priority = Literal["high", "normal"]
+
+TEXT_PLAIN = "text/plain"
+"""A rendering ``{TEXT_PLAIN: "<text>"}`` for an HTTP provider that honours it (``httpcb``):
+the text is POSTed as ``text/plain`` instead of JSON (a published string, docs/callbacks.md §6)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
 """``httpcb`` (docs/callbacks.md §5, §7.4): the device id is a URL; the notification's body is
-POSTed to it bare, as JSON, with Standard Webhooks headers.
+POSTed to it bare, as JSON (a rendering ``{"text/plain": "<text>"}``: that text, as
+``text/plain``), with Standard Webhooks headers.
 
 - ``webhook-id`` is the notification's message id, the same on every try (the platform keeps
   it); ``webhook-timestamp`` the time of this try; ``webhook-signature`` when the group's (or
@@ -37,9 +38,12 @@ from chatpush.clock import Clock
 from chatpush.config import DeliverySettings
 from chatpush.providers.base import Notification, ProviderContext, SendResult, Target
 from chatpush.providers.customhttp import MAX_ERROR_CHARS, CustomHttpProvider, sign
+from chatpush.providers.envelope import TEXT_PLAIN
 from chatpush.providers.http import HttpClient
 from chatpush.providers.outbound import OutboundError, read_capped
 from chatpush.providers.registry import register
+
+JSON = "application/json"
 
 
 class HttpcbOptions(BaseModel):
@@ -137,10 +141,14 @@ class HttpcbProvider(CustomHttpProvider):
         if waiting is not None:
             return waiting
         body = notification.renderings.get(self.device_type, notification.body)
-        payload = json.dumps(body, separators=(",", ":")).encode()
+        text = body.get(TEXT_PLAIN) if len(body) == 1 else None
+        if isinstance(text, str):
+            payload, content_type = text.encode(), "text/plain; charset=utf-8"
+        else:
+            payload, content_type = json.dumps(body, separators=(",", ":")).encode(), JSON
         message_id = notification.message_id
         headers = {
-            "Content-Type": "application/json",
+            "Content-Type": content_type,
             "webhook-id": message_id,
             "webhook-timestamp": str(now_s),
         }

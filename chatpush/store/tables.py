@@ -347,6 +347,52 @@ class CallbackGuard(Base):
     at_ms: Mapped[int] = mapped_column(BigInteger)
 
 
+class NotificationSubscription(Base):
+    """A Notification API subscription (docs/callbacks.md §6): events whose tag its filter
+    matches go to its device. ``callback_id`` set: the one ``subscribe_notify`` made for that
+    callback (it ends with the callback, ``expire_at_ms`` NULL); else it ends at
+    ``expire_at_ms`` (migration 0012)."""
+
+    __tablename__ = "notification_subscriptions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    subscriber_id: Mapped[str] = mapped_column(String(200))
+    filter: Mapped[str] = mapped_column(String(1000))
+    is_pattern: Mapped[bool] = mapped_column(Boolean)
+    """The filter holds a ``*`` and was given with an API key: matched as a glob."""
+    prefix: Mapped[str] = mapped_column(String(1000))
+    """The filter up to its first ``*``: a tag must start with it (checked in SQL first)."""
+    device_type: Mapped[str] = mapped_column(String(16))
+    device_id: Mapped[str] = mapped_column(Text)
+    provider: Mapped[str | None] = mapped_column(String(200))
+    debug: Mapped[bool] = mapped_column(Boolean)
+    language: Mapped[str | None] = mapped_column(String(35))
+    authorization: Mapped[str | None] = mapped_column(Text)
+    """The ``Authorization`` header value of its httpcb/customhttp deliveries."""
+    callback_id: Mapped[str | None] = mapped_column(String(32))
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    expire_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index(None, "filter"),
+        Index(None, "subscriber_id"),
+        Index(None, "callback_id"),
+        Index(None, "expire_at_ms"),
+        Index(None, "is_pattern"),
+    )
+
+
+class NotificationPublish(Base):
+    """A published event with an ``expire``: its copies still undelivered then are dropped."""
+
+    __tablename__ = "notification_publishes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    expire_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index(None, "expire_at_ms"),)
+
+
 # -- end of callbacks ---------------------------------------------------------------------------
 
 

@@ -470,7 +470,7 @@ def test_the_sample_loads_and_shows_the_real_defaults() -> None:
     sample = load_settings(SAMPLE)
     defaults = load_settings()
     sections = ("server", "database", "security", "chat", "logging", "delivery", "cometd", "mobile")
-    sections += ("admin", "callback", "agents")
+    sections += ("admin", "callback", "notification", "agents")
     for section in sections:
         assert getattr(sample, section) == getattr(defaults, section), section
     assert set(Settings.model_fields) - {"services", "groups", "provider_options", "texts"} == {
@@ -484,6 +484,7 @@ def test_the_sample_loads_and_shows_the_real_defaults() -> None:
         "mobile",
         "admin",
         "callback",
+        "notification",
         "event_lists",
         "agents",
     }, "a new section: compare it here too"
@@ -603,3 +604,16 @@ def test_the_event_loop_setting_picks_the_loop_serve_runs_on() -> None:
             loop.close()
     with pytest.raises((ValidationError, ConfigError)):
         Settings(server={"event_loop": "trio"})
+
+
+def test_notification_limits_are_checked(write_config: Any) -> None:
+    """``[notification]`` (docs/callbacks.md §6), as ``chatpush check`` reads it."""
+    assert "notification.default_expire_s" in config_error(
+        write_config, "[notification]\ndefault_expire_s = 29\n"
+    )
+    assert "notification.max_subscriptions" in config_error(
+        write_config, "[notification]\nmax_subscriptions = 0\n"
+    )
+    assert "notification.expire" in config_error(write_config, "[notification]\nexpire = 30\n")
+    settings = load_settings(write_config("[notification]\nmax_pattern_subscriptions = 0\n"))
+    assert settings.notification.max_pattern_subscriptions == 0
