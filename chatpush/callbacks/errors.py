@@ -12,6 +12,10 @@ UNKNOWN_CALLBACK = 113
 ``MISSING_SCOPE`` code of the key check: the status tells them apart)."""
 
 
+COMMANDS_BY_WEBHOOK = 117
+"""``[callback] cc_webhook_url`` is set: commands are POSTed there, not pulled (409)."""
+
+
 class CallbackError(ChatpushError):
     gms_error = "BAD_PARAMETER"
     http_status = 400
@@ -89,6 +93,18 @@ class NotImplementedHere(CallbackError):
 
     def __init__(self, advice: str) -> None:
         super().__init__(advice, Code.NOT_CONFIGURED)
+
+
+class CommandsByWebhook(CallbackError):
+    gms_error = "ILLEGAL_STATE"
+    http_status = 409
+
+    def __init__(self) -> None:
+        super().__init__(
+            "commands go to the contact-centre side's webhook ([callback] cc_webhook_url): "
+            "they are not pulled or acknowledged here",
+            COMMANDS_BY_WEBHOOK,
+        )
 
 
 class TooManyCallbacks(CallbackError):

@@ -346,6 +346,15 @@ def ack_commands(conn: Connection, command_ids: Iterable[str]) -> list[str]:
     return found
 
 
+def take_commands(conn: Connection) -> list[dict[str, Any]]:
+    """Every unacknowledged command, oldest first, removed from the pull queue (they go to the
+    webhook instead)."""
+    rows = conn.execute(select(_commands.c.id, _commands.c.body).order_by(_commands.c.id)).all()
+    if rows:
+        conn.execute(delete(_commands).where(_commands.c.id.in_([row.id for row in rows])))
+    return [dict(row.body) for row in rows]
+
+
 def pending_commands(conn: Connection, callback_id: str) -> list[dict[str, Any]]:
     rows = conn.execute(
         select(_commands.c.body, _commands.c.lease_until_ms)
