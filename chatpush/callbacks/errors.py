@@ -12,10 +12,6 @@ UNKNOWN_CALLBACK = 113
 ``MISSING_SCOPE`` code of the key check: the status tells them apart)."""
 
 
-COMMANDS_BY_WEBHOOK = 117
-"""``[callback] cc_webhook_url`` is set: commands are POSTed there, not pulled (409)."""
-
-
 class CallbackError(ChatpushError):
     gms_error = "BAD_PARAMETER"
     http_status = 400
@@ -103,7 +99,7 @@ class CommandsByWebhook(CallbackError):
         super().__init__(
             "commands go to the contact-centre side's webhook ([callback] cc_webhook_url): "
             "they are not pulled or acknowledged here",
-            COMMANDS_BY_WEBHOOK,
+            Code.COMMANDS_BY_WEBHOOK,
         )
 
 
