@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Row
 
-from chatpush.store.callback_records import CallbackRecord, Device, State, format_time
+from chatpush.store.callback_records import STATES, CallbackRecord, Device, State, format_time
 from chatpush.store.tables import Callback, CallbackCommand, CallbackGuard, CallbackProperty
 
 _callbacks = cast(Table, Callback.__table__)
@@ -181,10 +181,16 @@ def update_callback(conn: Connection, callback_id: str, **values: Any) -> None:
     conn.execute(update(_callbacks).where(_callbacks.c.id == callback_id).values(**values))
 
 
+OPEN_STATES: tuple[State, ...] = tuple(state for state in STATES if state != "COMPLETED")
+
+
 def count_open(conn: Connection) -> int:
+    """Callbacks not completed: read from the ``state`` index (migration 0013), by the open
+    states (an ``IN``, which both databases look up in the index; ``!= 'COMPLETED'`` would walk
+    every completed callback kept for ``completed_retention_s`` too)."""
     return int(
         conn.execute(
-            select(func.count()).select_from(_callbacks).where(_callbacks.c.state != "COMPLETED")
+            select(func.count()).select_from(_callbacks).where(_callbacks.c.state.in_(OPEN_STATES))
         ).scalar_one()
     )
 
