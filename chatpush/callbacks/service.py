@@ -52,8 +52,13 @@ from chatpush.callbacks.params import check_overrides, check_properties, create_
 from chatpush.callbacks.texts import Texts
 from chatpush.clock import Clock
 from chatpush.config import ServiceOptions, Settings
-from chatpush.delivery import Destination, NewNotification, drop_pending, enqueue
-from chatpush.delivery.api import MAX_ATTEMPTS_UNTIL_EXPIRY
+from chatpush.delivery import (
+    MAX_ATTEMPTS_UNTIL_EXPIRY,
+    Destination,
+    NewNotification,
+    drop_pending,
+    enqueue,
+)
 from chatpush.event_lists import REMINDER
 from chatpush.providers import ccwebhook
 from chatpush.store import callbacks as store
