@@ -4,9 +4,11 @@ POSTed to ``[callback] cc_webhook_url``.
 It is custom HTTP's send (``providers/customhttp.py``) with the ``[callback]`` settings as its
 target: the command's JSON as it is, Standard Webhooks headers (``webhook-id`` = the command's
 notification id, the same on every try; ``webhook-signature`` with
-``cc_webhook_signing_secret``), ``Authorization`` = ``cc_webhook_authorization``; the same
-outcomes (any 2xx is sent; 408, 425, 429, 5xx, a timeout or no connection are temporary; a
-redirect or another 4xx permanent), bounded answer and ``Retry-After``.
+``cc_webhook_signing_secret``), ``Authorization`` = ``cc_webhook_authorization``; custom HTTP's
+bounded answer, ``Retry-After`` and backoff. One outcome differs: any 2xx acknowledges, and
+anything else is temporary (a 401 of a contact-centre side whose key is being changed, a
+redirect, a 404 while it is redeployed): the command is tried again until
+``command_retention_s``, never dropped at the first refusal.
 
 It sends nothing else: a notification that is not a command of source ``cc_command`` (a chat or
 a callback naming this device type) fails permanently, untried. The URL is the operator's, read
@@ -16,6 +18,7 @@ from the configuration at each send, never from the row.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Final
 
 from chatpush.clock import Clock
@@ -78,4 +81,7 @@ class CcWebhookProvider(CustomHttpProvider):
             # (CallbackService.hand_over_commands), so only a race can get here: try later.
             error = "ccwebhook: [callback] cc_webhook_url is not set"
             return SendResult("failed", 0, error=error)
-        return await super().send(self._target, notification, now_s=now_s, node_slot=node_slot)
+        result = await super().send(self._target, notification, now_s=now_s, node_slot=node_slot)
+        if result.outcome == "failed" and not result.temporary:
+            return dataclasses.replace(result, temporary=True)  # retried until the retention
+        return result

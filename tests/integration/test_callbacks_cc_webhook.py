@@ -33,13 +33,14 @@ class CcSide(Receiver):
     def __init__(self) -> None:
         super().__init__()
         self.failing: set[str] = set()
+        self.refusal = 500
 
     async def handle(self, request: web.Request) -> web.Response:
         raw = await request.read()
         body = json.loads(raw)
         self.received.append(Received(body, dict(request.headers), raw))
         if body["callbackId"] in self.failing:
-            return web.Response(status=500, text="not now")
+            return web.Response(status=self.refusal, text="not now")
         return web.Response(status=204)
 
     def seen(self) -> list[tuple[str, str, int]]:
@@ -265,3 +266,20 @@ async def test_no_request_can_name_the_webhooks_device_type(
     assert response.status == 400, await response.text()
     await settle(client)
     assert cc_side.received == []
+
+
+@pytest.mark.parametrize("refusal", [401, 404, 302])
+async def test_any_refusal_is_retried_not_dropped(
+    client: Client, cc_side: CcSide, clock: FakeClock, refusal: int
+) -> None:
+    cc_side.refusal = refusal  # permanent for custom HTTP; a CC side's may be passing
+    callback_id = (await create(client))["_id"]
+    cc_side.failing.add(callback_id)
+    await settle(client)
+    clock.advance(5)
+    await settle(client)
+    cc_side.failing.clear()
+    clock.advance(15)
+    await settle(client)
+    assert cc_side.seen() == [("callback.created", callback_id, 1)] * 3
+    assert len({item.headers["webhook-id"] for item in cc_side.received}) == 1
