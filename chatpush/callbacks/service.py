@@ -75,6 +75,8 @@ MAX_PULL = 1000
 MAX_EWT_UPDATES = 1000
 MAX_ADMIN_IDS = 1000
 TIMER_BATCH = 100
+TRAIL_PAGE = 500
+"""Rows of a callback's delivery trail per page (``after`` for the next)."""
 CB = "_cbe_on_callback_"
 """The prefix of the status events chatpush itself causes (§5.3)."""
 
@@ -672,13 +674,18 @@ class CallbackService:
     async def deliveries(
         self, callback_id: str, after_id: int
     ) -> list[tuple[int, trail.DeliveryRecord]]:
-        """The trail of the callback's pushes (the delivery platform's, by source and key)."""
+        """The trail of the callback's pushes and of its commands' webhook tries (the delivery
+        platform's, by source and key), merged by row id: a page of at most ``TRAIL_PAGE``."""
 
         def run(conn: Connection) -> list[tuple[int, trail.DeliveryRecord]]:
             record = store.get_callback(conn, callback_id) if is_id(callback_id) else None
             if record is None:
                 raise CallbackNotFound(callback_id)
-            return trail.deliveries_of(conn, pushes.SOURCE, pushes.key_of(record), after_id)
+            made = trail.deliveries_of(
+                conn, pushes.SOURCE, pushes.key_of(record), after_id, TRAIL_PAGE
+            )
+            sent = trail.deliveries_of(conn, ccwebhook.SOURCE, record.id, after_id, TRAIL_PAGE)
+            return sorted(made + sent, key=lambda row: row[0])[:TRAIL_PAGE]
 
         return await self.db.read(run)
 

@@ -168,9 +168,19 @@ async def test_refused_commands_are_retried_with_the_same_id_after_the_delays_an
     for item in tries:
         check_signed(item)
     assert cc_side.received[-1].headers["webhook-id"] != tries[0].headers["webhook-id"]
-    clock.advance(3600)
+    clock.advance(600)  # (before the second callback's TTL of an hour)
     await settle(client)
     assert len(cc_side.received) == 5  # acknowledged: never again
+    # The callback's trail shows each try.
+    trail = (await cc(client, "GET", f"/callbacks/{first}/deliveries"))["deliveries"]
+    assert [
+        (row["kind"], row["deviceType"], row["outcome"], row["httpStatus"]) for row in trail
+    ] == [
+        ("command", "ccwebhook", "failed", 500),
+        ("command", "ccwebhook", "failed", 500),
+        ("command", "ccwebhook", "sent", 204),
+        ("command", "ccwebhook", "sent", 204),
+    ]
 
 
 async def test_a_command_refused_past_the_retention_is_dropped_and_the_next_goes(
