@@ -187,6 +187,7 @@ def create_app(
     async def delivery_ctx(app: web.Application) -> AsyncIterator[None]:
         # One SQLite file has one instance; on PostgreSQL only our own leases are void.
         await db.write(outbox.release_leases, None if db.is_sqlite else instance_id)
+        await app[CALLBACKS].hand_over_commands()  # pull <-> [callback] cc_webhook_url
         await pipeline.start()
         await router.start()
         heartbeat_s = settings.delivery.heartbeat_interval_s

@@ -516,7 +516,29 @@ def summary(settings: Settings) -> list[str]:
         + f"; {len(security.api_keys)} with every scope (security.api_keys)"
         + f"; credentials_key {'set' if security.credentials_key is not None else 'not set'}"
     )
+    lines.append(_cc_commands(settings))
     return lines
+
+
+def _cc_commands(settings: Settings) -> str:
+    """How the contact-centre side gets its callback commands (docs/callbacks.md §4.2)."""
+    import urllib.parse
+
+    callback = settings.callback
+    if callback.cc_webhook_url is None:
+        return "callback commands: pulled (GET /api/v1/callbacks/commands)"
+    where = urllib.parse.urlsplit(callback.cc_webhook_url)
+    host = where.hostname or ""
+    shown = f"{where.scheme}://{host}{'' if where.port is None else f':{where.port}'}{where.path}"
+    delays = ",".join(str(delay) for delay in callback.cc_webhook_retry_delays_s)
+    return (
+        f"callback commands: POSTed to {shown} ("
+        + ("signed" if callback.cc_webhook_signing_secret is not None else "NOT signed")
+        + ("; Authorization set" if callback.cc_webhook_authorization is not None else "")
+        + f"; retried after {delays} s for {callback.command_retention_s} s"
+        + ("" if settings.groups else "; no node group to send them through: none can go")
+        + ")"
+    )
 
 
 async def nodes(settings: Settings, action: str, node: str | None) -> int:

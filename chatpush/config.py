@@ -6,6 +6,8 @@ Service options keep the Chat Server names (``flex-push-resend-delay``) that ope
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 import string
@@ -304,6 +306,48 @@ class LoggingSettings(_Strict):
     format: Literal["auto", "json", "text"] = "auto"
 
 
+def parse_delays_s(value: Any) -> tuple[int, ...]:
+    """A retry timetable: an integer or a comma list of integers (``"5,15,60,300"``), each 1 to
+    86400 seconds, at least one (``flex-push-resend-delay``, ``cc_webhook_retry_delay``)."""
+    if isinstance(value, bool):
+        raise ValueError("must be an integer or a comma list of integers")
+    if isinstance(value, int):
+        items: list[Any] = [value]
+    elif isinstance(value, str):
+        items = [part.strip() for part in value.split(",")]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise ValueError("must be an integer or a comma list of integers")
+    delays: list[int] = []
+    for item in items:
+        if isinstance(item, bool) or (isinstance(item, float) and not item.is_integer()):
+            raise ValueError(f"{item!r} is not an integer number of seconds")
+        try:
+            delay = int(item)
+        except (TypeError, ValueError):
+            raise ValueError(f"{item!r} is not an integer number of seconds") from None
+        if not 1 <= delay <= 86400:
+            raise ValueError(f"{delay} is outside 1-86400 seconds")
+        delays.append(delay)
+    if not delays:
+        raise ValueError("needs at least one delay")
+    return tuple(delays)
+
+
+def check_webhook_secret(secret: SecretStr | None) -> SecretStr | None:
+    """A Standard Webhooks signing secret: ``whsec_`` + non-empty base64 (the message never
+    quotes the value: it is a secret)."""
+    if secret is not None:
+        raw = secret.get_secret_value().removeprefix("whsec_")
+        try:
+            if not base64.b64decode(raw, validate=True):
+                raise ValueError("must not be empty")
+        except binascii.Error:
+            raise ValueError("must be whsec_ followed by base64") from None
+    return secret
+
+
 def _parse_bool(value: Any) -> Any:
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
@@ -470,30 +514,7 @@ class ServiceOptions(_Strict):
     @field_validator("flex_push_resend_delays_s", mode="before")
     @classmethod
     def _delays(cls, value: Any) -> tuple[int, ...]:
-        if isinstance(value, bool):
-            raise ValueError("must be an integer or a comma list of integers")
-        if isinstance(value, int):
-            items: list[Any] = [value]
-        elif isinstance(value, str):
-            items = [part.strip() for part in value.split(",")]
-        elif isinstance(value, list | tuple):
-            items = list(value)
-        else:
-            raise ValueError("must be an integer or a comma list of integers")
-        delays: list[int] = []
-        for item in items:
-            if isinstance(item, bool) or (isinstance(item, float) and not item.is_integer()):
-                raise ValueError(f"{item!r} is not an integer number of seconds")
-            try:
-                delay = int(item)
-            except (TypeError, ValueError):
-                raise ValueError(f"{item!r} is not an integer number of seconds") from None
-            if not 1 <= delay <= 86400:
-                raise ValueError(f"{delay} is outside 1-86400 seconds")
-            delays.append(delay)
-        if not delays:
-            raise ValueError("needs at least one delay")
-        return tuple(delays)
+        return parse_delays_s(value)
 
     @field_validator("flex_push_content", mode="before")
     @classmethod
@@ -584,17 +605,7 @@ class ProviderSettings(_Strict):
     @field_validator("customhttp_signing_secret", "debug_customhttp_signing_secret")
     @classmethod
     def _webhook_secret(cls, secret: SecretStr | None) -> SecretStr | None:
-        if secret is not None:
-            import base64
-            import binascii
-
-            raw = secret.get_secret_value().removeprefix("whsec_")
-            try:
-                if not base64.b64decode(raw, validate=True):
-                    raise ValueError("must not be empty")
-            except binascii.Error:
-                raise ValueError("must be whsec_ followed by base64") from None
-        return secret
+        return check_webhook_secret(secret)
 
 
 class GroupSettings(ProviderSettings):
@@ -718,6 +729,21 @@ class CallbackSettings(_Strict):
     """An ``httpcb`` URL named in a request (a push key's device id, a create's
     ``_status_notification_target``) must start with one of these (``https://rx.example.com/``);
     none: every such URL is refused (400). URLs in this file are trusted."""
+    cc_webhook_url: Annotated[str, Field(max_length=2048)] | None = None
+    """Commands to the contact-centre side are POSTed here (signed, retried) instead of pulled;
+    then ``GET /api/v1/callbacks/commands`` answers 409 (docs/callbacks.md §4.2)."""
+    cc_webhook_signing_secret: SecretStr | None = None
+    """Standard Webhooks secret (``whsec_`` + base64) signing every command POST."""
+    cc_webhook_authorization: Annotated[SecretStr, Field(max_length=4096)] | None = None
+    """The ``Authorization`` header value of every command POST (``Bearer ...``)."""
+    cc_webhook_retry_delays_s: tuple[int, ...] = Field(
+        (5, 15, 60, 300), alias="cc_webhook_retry_delay"
+    )
+    """Seconds before the 2nd, 3rd... try of a command the webhook did not take; the last
+    repeats."""
+    command_retention_s: Annotated[int, Field(ge=60, le=366 * 86400)] = 7 * 86400
+    """How long a command the webhook does not take is tried, from when it was made; then it
+    is dropped (logged and counted) and the callback's next command goes."""
 
     @field_validator("external_base_url")
     @classmethod
@@ -725,6 +751,23 @@ class CallbackSettings(_Strict):
         if url is not None and not url.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return None if url is None else url.rstrip("/")
+
+    @field_validator("cc_webhook_url")
+    @classmethod
+    def _cc_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return url
+
+    @field_validator("cc_webhook_signing_secret")
+    @classmethod
+    def _cc_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        return check_webhook_secret(secret)
+
+    @field_validator("cc_webhook_retry_delays_s", mode="before")
+    @classmethod
+    def _cc_delays(cls, value: Any) -> tuple[int, ...]:
+        return parse_delays_s(value)
 
 
 MAX_NOTIFICATION_EXPIRE_S = 2_592_000

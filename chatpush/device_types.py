@@ -24,12 +24,16 @@ _device_types: list[str] = []
 _names: dict[str, str] = {}
 """Every name and alias (lower case) -> its device type."""
 _aliases: dict[str, tuple[str, ...]] = {}
+_internal: set[str] = set()
+"""Device types only the platform names (``ccwebhook``): no chat, callback, agent or
+configuration may name them; :func:`canonical` knows them only when asked with ``internal``."""
 _loading = threading.Lock()
 _loaded = False
 
 
-def declare(device_type: str, aliases: Sequence[str] = ()) -> None:
-    """Make ``device_type`` (and ``aliases`` for it) known; ValueError if a name is taken."""
+def declare(device_type: str, aliases: Sequence[str] = (), *, internal: bool = False) -> None:
+    """Make ``device_type`` (and ``aliases`` for it) known; ValueError if a name is taken.
+    ``internal``: a device type of the platform's own (see ``_internal``)."""
     names = [device_type, *aliases]
     for name in names:
         if not (0 < len(name) <= MAX_NAME_CHARS and name.isascii() and name.isidentifier()):
@@ -46,6 +50,8 @@ def declare(device_type: str, aliases: Sequence[str] = ()) -> None:
     for name in names:
         _names[name] = device_type
     _aliases[device_type] = tuple(dict.fromkeys([*_aliases.get(device_type, ()), *aliases]))
+    if internal:
+        _internal.add(device_type)
 
 
 def withdraw(device_type: str) -> None:
@@ -55,6 +61,7 @@ def withdraw(device_type: str) -> None:
     for name in [name for name, owner in _names.items() if owner == device_type]:
         del _names[name]
     _aliases.pop(device_type, None)
+    _internal.discard(device_type)
 
 
 def _load_builtins() -> None:
@@ -67,22 +74,25 @@ def _load_builtins() -> None:
             _loaded = True
 
 
-def canonical(name: str) -> str | None:
-    """The device type ``name`` (any case, or an alias) stands for; None when unknown."""
+def canonical(name: str, *, internal: bool = False) -> str | None:
+    """The device type ``name`` (any case, or an alias) stands for; None when unknown (or
+    internal, unless ``internal``: the delivery platform's own check)."""
     _load_builtins()
-    return _names.get(name.strip().lower())
+    found = _names.get(name.strip().lower())
+    return None if found in _internal and not internal else found
 
 
-def known() -> tuple[str, ...]:
-    """Every device type, in alphabetical order (whatever order the modules were imported in)."""
+def known(*, internal: bool = False) -> tuple[str, ...]:
+    """Every device type, in alphabetical order (whatever order the modules were imported in);
+    the internal ones only with ``internal``."""
     _load_builtins()
-    return tuple(sorted(_device_types))
+    return tuple(sorted(name for name in _device_types if internal or name not in _internal))
 
 
 def aliases() -> dict[str, str]:
     """Alias -> device type."""
     _load_builtins()
-    return {alias: device_type for device_type in _device_types for alias in _aliases[device_type]}
+    return {alias: device_type for device_type in known() for alias in _aliases[device_type]}
 
 
 def describe() -> str:

@@ -1,6 +1,11 @@
 #!/usr/bin/env python3
 """A status receiver for chatpush's callbacks (an ``httpcb`` target): prints each status event.
 
+It prints a callback's device pushes too, when a create names it as the phone (push keys
+``_device_os=httpcb``, ``_device_notification_id=<its URL>``): one line ``push <event>
+<state> <callbackId> {the other keys}`` per ``CALLBACK_*`` push (docs/callbacks.md §7.3), whose
+``_id`` and ``_action`` name the dialog an app fetches next.
+
 Point a service's ``_status_notification_target`` (or a create's) at it, with
 ``_enable_status_notification = "subscribe_notify"`` (docs/callbacks.md §5):
 
@@ -74,6 +79,21 @@ def say(*parts: Any) -> None:
     print(*parts, flush=True)
 
 
+def describe_push(push: dict[str, Any]) -> str:
+    rest = {
+        key: value for key, value in push.items() if key not in ("event", "state", "callbackId")
+    }
+    return " ".join(
+        [
+            "push",
+            str(push.get("event")),
+            str(push.get("state")),
+            str(push.get("callbackId")),
+            json.dumps(rest, separators=(",", ":")),
+        ]
+    )
+
+
 def describe(event: dict[str, Any]) -> str:
     rest = {
         key: value
@@ -104,8 +124,9 @@ async def status_event(request: web.Request) -> web.Response:
         event = json.loads(payload)
     except ValueError:
         return web.Response(status=400, text="not JSON")
-    if not isinstance(event, dict) or "event_id" not in event:
-        return web.Response(status=400, text="not a status event")
+    is_push = isinstance(event, dict) and str(event.get("event", "")).startswith("CALLBACK_")
+    if not isinstance(event, dict) or ("event_id" not in event and not is_push):
+        return web.Response(status=400, text="not a status event or a callback's push")
     seen = request.app[SEEN]
     message_id = request.headers.get("webhook-id")
     if message_id is not None:
@@ -115,7 +136,7 @@ async def status_event(request: web.Request) -> web.Response:
         seen[message_id] = True
         while len(seen) > MAX_SEEN:
             seen.popitem(last=False)
-    say(describe(event))
+    say(describe_push(event) if is_push else describe(event))
     return web.Response(status=204)
 
 

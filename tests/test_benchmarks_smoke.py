@@ -123,3 +123,9 @@ def test_cometd_chat_smoke_delivers_every_agent_event_to_its_client() -> None:
     rows = [line.split("|") for line in output.splitlines() if line.startswith("| ")]
     [row] = rows[1:]
     assert row[4].strip() == "100.00" and row[5].strip() == "0", output  # received %, dup
+
+
+def test_open_callbacks_smoke_prices_every_way_of_counting() -> None:
+    output = run_benchmark("benchmarks.open_callbacks")
+    for name in ("IN, index", "!=, index", "IN, no index", "!=, no index"):
+        assert name in output, output

@@ -91,6 +91,18 @@ class NotImplementedHere(CallbackError):
         super().__init__(advice, Code.NOT_CONFIGURED)
 
 
+class CommandsByWebhook(CallbackError):
+    gms_error = "ILLEGAL_STATE"
+    http_status = 409
+
+    def __init__(self) -> None:
+        super().__init__(
+            "commands go to the contact-centre side's webhook ([callback] cc_webhook_url): "
+            "they are not pulled or acknowledged here",
+            Code.COMMANDS_BY_WEBHOOK,
+        )
+
+
 class TooManyCallbacks(CallbackError):
     gms_error = "STORAGE_UNAVAILABLE"
     http_status = 503

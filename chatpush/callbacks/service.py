@@ -21,6 +21,7 @@ from chatpush.callbacks.errors import (
     ApiKeyRequired,
     BadParameter,
     CallbackNotFound,
+    CommandsByWebhook,
     IllegalState,
     ServiceNotFound,
     SlotNotAvailable,
@@ -55,11 +56,18 @@ from chatpush.callbacks.params import check_overrides, check_properties, create_
 from chatpush.callbacks.texts import Texts
 from chatpush.clock import Clock
 from chatpush.config import CALLBACK_TEXTS, ServiceOptions, Settings
-from chatpush.delivery import drop_pending, enqueue
+from chatpush.delivery import (
+    MAX_ATTEMPTS_UNTIL_EXPIRY,
+    Destination,
+    NewNotification,
+    drop_pending,
+    enqueue,
+)
 from chatpush.event_lists import REMINDER
+from chatpush.providers import ccwebhook
 from chatpush.store import callbacks as store
 from chatpush.store import notifications as subscriptions
-from chatpush.store import trail
+from chatpush.store import outbox, trail
 from chatpush.store.callbacks import Condition
 from chatpush.store.database import Database
 
@@ -74,6 +82,8 @@ MAX_ADMIN_IDS = 1000
 TIMER_BATCH = 100
 MAX_PUBLISH_EXPIRIES = 1000
 """Expired publishes handled per round of the timers (the rest in the next)."""
+TRAIL_PAGE = 500
+"""Rows of a callback's delivery trail per page (``after`` for the next)."""
 CB = "_cbe_on_callback_"
 """The prefix of the status events chatpush itself causes (§5.3)."""
 
@@ -143,6 +153,9 @@ class CallbackService:
             **extra,
             "callback": snapshot,
         }
+        if self.settings.callback.cc_webhook_url is not None:
+            enqueue(conn, [self._webhook_command(body, now_ms)], now_ms)
+            return
         store.insert_command(
             conn,
             command_id=command_id,
@@ -151,6 +164,27 @@ class CallbackService:
             seq=record.command_seq,
             body=body,
             now_ms=now_ms,
+        )
+
+    def _webhook_command(self, body: dict[str, Any], now_ms: int) -> NewNotification:
+        """A command as the delivery platform sends it to ``[callback] cc_webhook_url`` (§4.2):
+        keyed by its callback (one at a time, in order), the same ``webhook-id`` on every try,
+        tried on ``cc_webhook_retry_delay`` until ``command_retention_s`` after ``now_ms``."""
+        settings = self.settings.callback
+        options = self.options(body["serviceName"])
+        return NewNotification(
+            source=ccwebhook.SOURCE,
+            key=body["callbackId"],
+            kind=ccwebhook.KIND,
+            body=body,
+            destination=Destination(
+                ccwebhook.CcWebhookProvider.device_type,
+                "cc_webhook_url",
+                options.cb_node_group or self.settings.default_group or "default",
+            ),
+            max_attempts=MAX_ATTEMPTS_UNTIL_EXPIRY,
+            retry_delays_s=settings.cc_webhook_retry_delays_s,
+            expires_at_ms=now_ms + settings.command_retention_s * 1000,
         )
 
     def _route(self, record: CallbackRecord) -> pushes.Route:
@@ -668,21 +702,40 @@ class CallbackService:
                     }
                     for found in notes.matching(conn, tag, now_ms)
                 ],
-                "commands": store.pending_commands(conn, record.id),
+                "commands": self._pending_commands(conn, record.id),
             }
 
         return await self.db.read(run)
 
+    def _pending_commands(self, conn: Connection, callback_id: str) -> list[dict[str, Any]]:
+        """A callback's unacknowledged commands, oldest first, with how far they got."""
+        if self.settings.callback.cc_webhook_url is None:
+            return store.pending_commands(conn, callback_id)
+        return [
+            {
+                **row.body,
+                "tries": row.tries,
+                "dueAt": row.due_at_ms,
+                "expiresAt": row.expires_at_ms,
+            }
+            for row in outbox.pending(conn, ccwebhook.SOURCE, callback_id)
+        ]
+
     async def deliveries(
         self, callback_id: str, after_id: int
     ) -> list[tuple[int, trail.DeliveryRecord]]:
-        """The trail of the callback's pushes (the delivery platform's, by source and key)."""
+        """The trail of the callback's pushes and of its commands' webhook tries (the delivery
+        platform's, by source and key), merged by row id: a page of at most ``TRAIL_PAGE``."""
 
         def run(conn: Connection) -> list[tuple[int, trail.DeliveryRecord]]:
             record = store.get_callback(conn, callback_id) if is_id(callback_id) else None
             if record is None:
                 raise CallbackNotFound(callback_id)
-            return trail.deliveries_of(conn, pushes.SOURCE, pushes.key_of(record), after_id)
+            made = trail.deliveries_of(
+                conn, pushes.SOURCE, pushes.key_of(record), after_id, TRAIL_PAGE
+            )
+            sent = trail.deliveries_of(conn, ccwebhook.SOURCE, record.id, after_id, TRAIL_PAGE)
+            return sorted(made + sent, key=lambda row: row[0])[:TRAIL_PAGE]
 
         return await self.db.read(run)
 
@@ -847,6 +900,7 @@ class CallbackService:
         """Lease commands; with none, wait up to ``wait_s`` for one (a long poll). The wait is
         the HTTP request's, in real seconds (as a client's read timeout counts them), not the
         clock's: the leases and the commands' times are the clock's."""
+        self._check_pull()
         lease_ms = self.settings.callback.command_lease_s * 1000
         wait_s = min(wait_s, self.settings.callback.max_wait_s)
         loop = asyncio.get_running_loop()
@@ -863,6 +917,7 @@ class CallbackService:
                 await asyncio.wait_for(made.wait(), min(left_s, 1.0))
 
     async def ack(self, command_ids: Sequence[str]) -> list[str]:
+        self._check_pull()
         return await self.db.write(store.ack_commands, command_ids)
 
     # -- §6: the Notification API ---------------------------------------------------------------
@@ -1021,6 +1076,51 @@ class CallbackService:
         self._committed(made_commands=False)
         return event_id, count
 
+    def _check_pull(self) -> None:
+        """§4.2: with a webhook, commands are POSTed, not pulled (409, code 117)."""
+        if self.settings.callback.cc_webhook_url is not None:
+            raise CommandsByWebhook()
+
+    async def hand_over_commands(self) -> int:
+        """At start: commands queued for the other way go this way (pull <-> webhook), so that
+        switching ``[callback] cc_webhook_url`` on or off between runs loses none; how many.
+        One transaction; each callback's commands keep their order, ids and bodies."""
+        to_webhook = self.settings.callback.cc_webhook_url is not None
+
+        def run(conn: Connection) -> int:
+            now_ms = self.clock.now_ms()
+            if to_webhook:
+                bodies = store.take_commands(conn)
+                made = [self._webhook_command(body, now_ms) for body in bodies]
+                if made:
+                    enqueue(conn, made, now_ms)
+                return len(made)
+            queued = outbox.take_all(conn, ccwebhook.SOURCE)
+            for row in queued:
+                body = row.body
+                if store.get_callback(conn, row.key) is None:
+                    continue  # purged meanwhile
+                store.insert_command(
+                    conn,
+                    command_id=body["id"],
+                    callback_id=row.key,
+                    service_name=body["serviceName"],
+                    seq=body["seq"],
+                    body=body,
+                    now_ms=row.created_at_ms,
+                )
+            return len(queued)
+
+        moved = await self.db.write(run)
+        if moved:
+            self._committed()
+            log.info(
+                "callback commands handed over to the %s",
+                "webhook" if to_webhook else "pull queue",
+                extra={"action": "commands_handed_over", "count": moved},
+            )
+        return moved
+
     # -- §9.5: durable timers ------------------------------------------------------------------
 
     async def fire_timers(self) -> int:
@@ -1062,6 +1162,7 @@ class CallbackService:
         if kind == "purge":
             drop_pending(conn, pushes.SOURCE, pushes.key_of(record))
             subscriptions.delete_of_callback(conn, record.id)
+            drop_pending(conn, ccwebhook.SOURCE, record.id)
             store.delete_callback(conn, record.id)
             log.info("callback purged", extra={"action": "callback_purged", "callback": record.id})
             return True

@@ -9,6 +9,7 @@ What a source uses::
 """
 
 from chatpush.delivery.api import (
+    MAX_ATTEMPTS_UNTIL_EXPIRY,
     MAX_KEY_CHARS,
     Alert,
     Destination,
@@ -25,6 +26,7 @@ from chatpush.delivery.dispatcher import ChatSource, Dispatcher, Sends
 from chatpush.delivery.retry import Next, after_send
 
 __all__ = [
+    "MAX_ATTEMPTS_UNTIL_EXPIRY",
     "MAX_KEY_CHARS",
     "Alert",
     "ChatSource",

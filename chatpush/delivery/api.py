@@ -38,7 +38,9 @@ __all__ = [
 MAX_KEY_CHARS = 200
 """The longest ordering key (the outbox's ``key`` column)."""
 MAX_ATTEMPTS = 100
-"""The most tries a notification may ask for."""
+"""The most tries a notification may ask for (without ``expires_at_ms``)."""
+MAX_ATTEMPTS_UNTIL_EXPIRY = 2**31 - 1
+"""With ``expires_at_ms``, the time is the limit: as many tries as fit before it."""
 MAX_DEVICE_ID_CHARS = 4096
 """The longest device id (a token, or an httpcb URL)."""
 
@@ -88,6 +90,10 @@ class NewNotification:
     """Sources but chat: tries before it is dropped; every try has the SAME message id."""
     retry_delays_s: Sequence[float] = ()
     """Wait before try 2, 3, ...; the last one repeats."""
+    expires_at_ms: int | None = None
+    """Sources but chat: no try after this (a try that would come later is not made: the
+    notification is dropped). With it, ``max_attempts`` may be up to
+    ``MAX_ATTEMPTS_UNTIL_EXPIRY``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +128,7 @@ def _row(notification: NewNotification, message_id: str) -> outbox.NewRow:
     destination = n.destination
     if destination is None:
         raise ValueError(f"a notification of source {n.source!r} needs a destination")
-    device_type = device_types.canonical(destination.device_type)
+    device_type = device_types.canonical(destination.device_type, internal=True)
     if device_type is None:
         raise ValueError(
             f"unknown device type {destination.device_type!r}: {device_types.describe()}"
@@ -131,8 +137,9 @@ def _row(notification: NewNotification, message_id: str) -> outbox.NewRow:
         raise ValueError(f"a device id must have 1 to {MAX_DEVICE_ID_CHARS} characters")
     if not n.key or len(n.key) > MAX_KEY_CHARS:
         raise ValueError(f"a notification's key must have 1 to {MAX_KEY_CHARS} characters")
-    if not 1 <= n.max_attempts <= MAX_ATTEMPTS:
-        raise ValueError(f"max_attempts must be 1 to {MAX_ATTEMPTS}")
+    most = MAX_ATTEMPTS if n.expires_at_ms is None else MAX_ATTEMPTS_UNTIL_EXPIRY
+    if not 1 <= n.max_attempts <= most:
+        raise ValueError(f"max_attempts must be 1 to {most}")
     if any(not 0 <= delay <= 86_400 for delay in n.retry_delays_s):
         raise ValueError("retry_delays_s must be 0 to 86400 seconds each")
     rendering: dict[str, Any] = {"priority": n.priority}
@@ -164,6 +171,7 @@ def _row(notification: NewNotification, message_id: str) -> outbox.NewRow:
         rendering=rendering,
         max_attempts=n.max_attempts,
         retry_delays_s=tuple(float(delay) for delay in n.retry_delays_s),
+        expires_at_ms=n.expires_at_ms,
     )
 
 
@@ -172,7 +180,8 @@ def enqueue(conn: Connection, notifications: Sequence[NewNotification], now_ms: 
     change that caused them. Returns the message ids (``webhook-id``), one per notification.
     ValueError (nothing queued) for a notification the platform cannot send: a source but chat
     without a destination or with an unknown device type (an alias is taken: ``android`` is
-    ``fcm``), a key of no or over 200 characters, max_attempts outside 1..100."""
+    ``fcm``), a key of no or over 200 characters, max_attempts outside 1..100 (without
+    ``expires_at_ms``)."""
     ids = [outbox.new_message_id() for _ in notifications]
     rows = [_row(n, message_id) for n, message_id in zip(notifications, ids, strict=True)]
     outbox.enqueue_rows(conn, rows, now_ms)

@@ -771,6 +771,7 @@ class Dispatcher:
             retry_delays_s=row.retry_delays_s,
             retry_after_s=result.retry_after_s,
             now_ms=now_ms,
+            expires_at_ms=row.expires_at_ms,
         )
         told = Outcome(
             **_labels(row.source),

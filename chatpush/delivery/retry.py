@@ -10,7 +10,7 @@ each try with the same message id:
 - a permanent failure → done, final;
 - a temporary failure → due again after the next ``retry_delays_s`` entry (the last one
   repeats), never before the service's ``Retry-After``, until ``max_attempts`` tries have been
-  made; then dropped (final);
+  made or the next try would come after ``expires_at_ms``; then dropped (final);
 - held by a provider's backoff (FCM 429, a receiver's 429/503 with ``Retry-After``) → due again
   at the backoff's end; the try is not counted.
 """
@@ -92,10 +92,15 @@ def after_send(
     retry_delays_s: Sequence[float],
     retry_after_s: float | None,
     now_ms: int,
+    expires_at_ms: int | None = None,
 ) -> Next:
-    """The plain-retry rule for one finished try of a notification (not a chat's)."""
+    """The plain-retry rule for one finished try of a notification (not a chat's).
+    ``expires_at_ms``: no try after then (None: ``max_attempts`` alone limits)."""
     if result == "held":
-        return Next(now_ms + deferral_ms(retry_after_s), tries_before, final=False)
+        until_ms = now_ms + deferral_ms(retry_after_s)
+        if expires_at_ms is not None and until_ms > expires_at_ms:
+            return Next(None, tries_before, final=True, dropped=True)
+        return Next(until_ms, tries_before, final=False)
     tries = tries_before + 1
     if result != "failed" or permanent:
         return Next(None, tries, final=True)
@@ -105,4 +110,6 @@ def after_send(
     if retry_delays_s:
         delay_ms = int(retry_delays_s[min(tries - 1, len(retry_delays_s) - 1)] * 1000)
     wait_ms = max(delay_ms, retry_after_ms(retry_after_s) or 0)
+    if expires_at_ms is not None and now_ms + wait_ms > expires_at_ms:
+        return Next(None, tries, final=True, dropped=True)
     return Next(now_ms + wait_ms, tries, final=False)

@@ -131,6 +131,9 @@ class Provider(ABC):
     """What is kept of the credentials given to the admin API or the CLI."""
     settings_model: ClassVar[type[BaseModel] | None] = None
     """Its own settings: ``[provider_options.<device type>]`` of the configuration file."""
+    internal: ClassVar[bool] = False
+    """Only the platform's own sources name its device type (``ccwebhook``): no chat, callback
+    push key, agent device or ``pushEnabled`` can, and it is in no list of device types."""
 
     @classmethod
     @abstractmethod

@@ -15,13 +15,15 @@ from typing import Any, Literal
 
 __all__ = ["TEXT_PLAIN", "Alert", "Kind", "Notification", "Priority", "Source"]
 
-Source = Literal["chat", "callback", "agent_alert", "test"]
-"""What made the notification."""
+Source = Literal["chat", "callback", "cc_command", "agent_alert", "test"]
+"""What made the notification (``cc_command``: a callback's command to the contact-centre side,
+POSTed to ``[callback] cc_webhook_url``)."""
 
-Kind = Literal["trigger", "payload", "bare", "alert", "cancel"]
+Kind = Literal["trigger", "payload", "bare", "alert", "cancel", "command"]
 """What the notification is. A chat makes ``trigger`` (a reliable ``PushUrl``: the device calls
 ``refresh``), ``payload`` (one event, carried whole) and ``bare`` (only the device id);
-``alert`` and ``cancel`` are for the other sources (callbacks, agent alerts)."""
+``alert`` and ``cancel`` are for the other sources (callbacks, agent alerts); ``command`` is a
+callback's command to the contact-centre side."""
 
 Priority = Literal["high", "normal"]
 

@@ -50,7 +50,7 @@ def register(cls: P) -> P:
         if missing or not cls.credential_fields:
             what = ", ".join([*missing, *([] if cls.credential_fields else ["credential_fields"])])
             raise ValueError(f"{cls.__name__} keeps {kind!r} credentials but lacks {what}")
-    device_types.declare(name, cls.aliases)
+    device_types.declare(name, cls.aliases, internal=cls.internal)
     _classes[name] = cls
     return cls
 
@@ -62,9 +62,11 @@ def unregister(cls: type[Provider]) -> None:
         device_types.withdraw(cls.device_type)
 
 
-def provider_classes() -> dict[str, type[Provider]]:
-    """Device type -> provider class, in alphabetical order."""
-    return {name: _classes[name] for name in device_types.known() if name in _classes}
+def provider_classes(*, internal: bool = False) -> dict[str, type[Provider]]:
+    """Device type -> provider class, in alphabetical order; the internal ones (``ccwebhook``)
+    only with ``internal``."""
+    names = device_types.known(internal=internal)
+    return {name: _classes[name] for name in names if name in _classes}
 
 
 def credentials_classes() -> dict[CredentialKind, type[Provider]]:
@@ -85,7 +87,7 @@ def create_all(
     unknown = sorted(set(given) - set(provider_classes()))
     if unknown:
         raise ValueError(f"providers for unregistered device types: {', '.join(unknown)}")
-    classes = provider_classes()
+    classes = provider_classes(internal=True)
     for cls in classes.values():
         cls.options(context.settings)  # a wrong [provider_options.<type>] stops start-up first
     return {

@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Row
 
-from chatpush.store.callback_records import CallbackRecord, Device, State, format_time
+from chatpush.store.callback_records import STATES, CallbackRecord, Device, State, format_time
 from chatpush.store.tables import Callback, CallbackCommand, CallbackGuard, CallbackProperty
 
 _callbacks = cast(Table, Callback.__table__)
@@ -181,10 +181,16 @@ def update_callback(conn: Connection, callback_id: str, **values: Any) -> None:
     conn.execute(update(_callbacks).where(_callbacks.c.id == callback_id).values(**values))
 
 
+OPEN_STATES: tuple[State, ...] = tuple(state for state in STATES if state != "COMPLETED")
+
+
 def count_open(conn: Connection) -> int:
+    """Callbacks not completed: read from the ``state`` index (migration 0013), by the open
+    states (an ``IN``, which both databases look up in the index; ``!= 'COMPLETED'`` would walk
+    every completed callback kept for ``completed_retention_s`` too)."""
     return int(
         conn.execute(
-            select(func.count()).select_from(_callbacks).where(_callbacks.c.state != "COMPLETED")
+            select(func.count()).select_from(_callbacks).where(_callbacks.c.state.in_(OPEN_STATES))
         ).scalar_one()
     )
 
@@ -344,6 +350,15 @@ def ack_commands(conn: Connection, command_ids: Iterable[str]) -> list[str]:
     ]
     conn.execute(delete(_commands).where(_commands.c.command_id.in_(found)))
     return found
+
+
+def take_commands(conn: Connection) -> list[dict[str, Any]]:
+    """Every unacknowledged command, oldest first, removed from the pull queue (they go to the
+    webhook instead)."""
+    rows = conn.execute(select(_commands.c.id, _commands.c.body).order_by(_commands.c.id)).all()
+    if rows:
+        conn.execute(delete(_commands).where(_commands.c.id.in_([row.id for row in rows])))
+    return [dict(row.body) for row in rows]
 
 
 def pending_commands(conn: Connection, callback_id: str) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from chatpush.config import DatabaseSettings
 if TYPE_CHECKING:
     from alembic.config import Config
 
-HEAD_REVISION = "0012"
+HEAD_REVISION = "0013"
 """The newest revision in migrations/versions; tests/integration/test_migrations.py checks that
 Alembic finds the same head, so a new revision cannot be forgotten here."""
 

@@ -46,6 +46,8 @@ class OutboxRecord:
     tries: int = 0
     max_attempts: int = 1
     retry_delays_s: tuple[float, ...] = ()
+    expires_at_ms: int | None = None
+    """No try after this (None: ``max_attempts`` alone limits)."""
 
     @property
     def chat_id(self) -> str | None:
@@ -84,6 +86,7 @@ class NewRow:
     rendering: dict[str, Any] | None = None
     max_attempts: int = 1
     retry_delays_s: tuple[float, ...] = ()
+    expires_at_ms: int | None = None
 
 
 _ENQUEUE = Statement(
@@ -96,10 +99,10 @@ _ENQUEUE = Statement(
 _ENQUEUE_ROUTED = Statement(
     "INSERT INTO outbox (source, key, kind, body, notify_position, attempt, message_id, due_at_ms,"
     " lease_until_ms, claimed_by, created_at_ms, device_type, device_id, group_name, provider,"
-    " debug, authorization_header, rendering, tries, max_attempts, retry_delays) VALUES"
-    " (:source, :key, :kind, :body, :notify_position, :attempt, :message_id, :now_ms, NULL,"
-    " NULL, :now_ms, :device_type, :device_id, :group_name, :provider, :debug, :authorization,"
-    " :rendering, 0, :max_attempts, :retry_delays)"
+    " debug, authorization_header, rendering, tries, max_attempts, retry_delays, expires_at_ms)"
+    " VALUES (:source, :key, :kind, :body, :notify_position, :attempt, :message_id, :now_ms,"
+    " NULL, NULL, :now_ms, :device_type, :device_id, :group_name, :provider, :debug,"
+    " :authorization, :rendering, 0, :max_attempts, :retry_delays, :expires_at_ms)"
 )
 
 
@@ -150,6 +153,7 @@ def enqueue_rows(conn: Connection, rows: Sequence[NewRow], now_ms: int) -> None:
                 "rendering": sql.to_json(n.rendering),
                 "max_attempts": n.max_attempts,
                 "retry_delays": sql.to_json(list(n.retry_delays_s)),
+                "expires_at_ms": n.expires_at_ms,
             }
             for n in routed
         ),
@@ -208,7 +212,7 @@ def unpark(conn: Connection, chat_id: str, now_ms: int) -> int:
 _OUTBOX_COLUMNS = (
     "id, source, key, kind, body, notify_position, attempt, message_id, due_at_ms, created_at_ms,"
     " device_type, device_id, group_name, provider, debug, authorization_header, rendering, tries,"
-    " max_attempts, retry_delays"
+    " max_attempts, retry_delays, expires_at_ms"
 )
 """The columns of an outbox row, in the order of OutboxRecord's fields."""
 
@@ -231,7 +235,7 @@ def _outbox_record(values: Sequence[Any]) -> OutboxRecord:
             tries=values[17],
         )
     device_type, device_id, group, provider, debug, authorization, rendering = values[10:17]
-    tries, max_attempts, delays = values[17:20]
+    tries, max_attempts, delays, expires_at_ms = values[17:21]
     return OutboxRecord(
         id=id_,
         source=source,
@@ -253,6 +257,7 @@ def _outbox_record(values: Sequence[Any]) -> OutboxRecord:
         tries=tries,
         max_attempts=max_attempts,
         retry_delays_s=tuple(float(d) for d in sql.from_json(delays) or ()),
+        expires_at_ms=expires_at_ms,
     )
 
 
@@ -397,6 +402,17 @@ def pending(conn: Connection, source: str, key: str) -> list[OutboxRecord]:
         f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE source = :source AND key = :key ORDER BY id",
         {"source": source, "key": key},
     )
+    return [_outbox_record(values) for values in found]
+
+
+def take_all(conn: Connection, source: str) -> list[OutboxRecord]:
+    """Every notification of ``source``, oldest first, removed from the outbox."""
+    found = sql.rows(
+        conn,
+        f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE source = :source ORDER BY id",
+        {"source": source},
+    )
+    sql.run(conn, "DELETE FROM outbox WHERE source = :source", {"source": source})
     return [_outbox_record(values) for values in found]
 
 

@@ -164,6 +164,8 @@ class Outbox(Base):
     max_attempts: Mapped[int] = mapped_column(Integer, server_default="1")
     retry_delays: Mapped[list[float] | None] = mapped_column(JSON)
     """Seconds to wait before try 2, 3, ...; the last one repeats."""
+    expires_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+    """Sources but chat: no try is made after this (NULL: ``max_attempts`` alone limits)."""
 
     __table_args__ = (
         Index(None, "source", "key", "id"),
@@ -294,6 +296,7 @@ class Callback(Base):
 
     __table_args__ = (
         Index(None, "service_name", "desired_time_ms"),
+        Index(None, "state"),
         Index(None, "due_at_ms"),
         Index(None, "ttl_at_ms"),
         Index(None, "purge_at_ms"),

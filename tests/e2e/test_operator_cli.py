@@ -164,9 +164,27 @@ def test_check_names_what_it_checked_and_summarizes(tmp_path: Path) -> None:
         "services: 1 configured: customer-support (any name served; [services.default] set)",
         "keys: 1 scoped: agents (chat-server); 0 with every scope (security.api_keys); "
         "credentials_key not set",
+        "callback commands: pulled (GET /api/v1/callbacks/commands)",
         f"database: sqlite+aiosqlite:///chatpush.db (file {tmp_path / 'chatpush.db'})",
         "database: reachable, schema at head",
     ]
+    webhook = (
+        '[callback]\ncc_webhook_url = "https://user:pw@cc.example.com:8443/commands?token=x"\n'
+        'cc_webhook_signing_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"\n'
+        'cc_webhook_retry_delay = "5,60"\n'
+    )
+    (tmp_path / "chatpush.toml").write_text(config + webhook)
+    done = run_chatpush(tmp_path, "check", "--config", "chatpush.toml")
+    assert done.returncode == 0, done.stderr
+    assert (
+        "callback commands: POSTed to https://cc.example.com:8443/commands (signed; retried "
+        "after 5,60 s for 604800 s)"
+    ) in done.stdout.splitlines()
+    assert "pw" not in done.stdout and "token" not in done.stdout
+    (tmp_path / "chatpush.toml").write_text(webhook.replace("5,60", "5,0"))
+    done = run_chatpush(tmp_path, "check", "--config", "chatpush.toml")
+    assert done.returncode != 0
+    assert "callback.cc_webhook_retry_delay: 0 is outside 1-86400 seconds" in done.stderr
 
 
 def test_migrate_says_what_it_did(tmp_path: Path) -> None:

@@ -276,6 +276,7 @@ def test_check_before_and_after_migrate(tmp_path: Path) -> None:
         "nodes hosted by this instance: none",
         "services: 0 configured (any name served; [services.default] not set)",
         "keys: 0 scoped; 0 with every scope (security.api_keys); credentials_key not set",
+        "callback commands: pulled (GET /api/v1/callbacks/commands)",
         f"database: sqlite+aiosqlite:///chatpush.db (file {tmp_path / 'chatpush.db'})",
         "database: reachable, schema at head",
     ]

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from chatpush.api.callbacks import CALLBACKS
+from chatpush.api.keys import DISPATCHER
 from chatpush.callbacks.model import format_time
 from chatpush.config import Settings
 from chatpush.testing import FakeClock
-from tests.integration.callback_support import Client, ack, cc, create, pull, record
+from tests.integration.callback_support import GMS, Client, ack, cc, create, gms, pull, record
 
 START_MS = FakeClock().now_ms()
 
@@ -73,3 +74,29 @@ async def test_one_callbacks_events_serialise_and_pullers_share(
     pulled = await asyncio.gather(pull(a, limit=4), pull(b, limit=4), pull(a, limit=4))
     ids = [c["id"] for batch in pulled for c in batch]
     assert len(ids) == len(set(ids)) == 11
+
+
+async def test_webhook_commands_go_once_each_and_in_order_from_two_instances(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings], receiver: Any
+) -> None:
+    def settings(name: str) -> Settings:
+        return make_settings(
+            server={"instance_id": f"instance-{name}", "alias": name, "nodes": [f"n-{name}"]},
+            groups={"g": {"default": True, "nodes": ["n-a", "n-b"], "pushEnabled": "customhttp"}},
+            callback={"cc_webhook_url": receiver.url},
+        )
+
+    a, b = await make_client(settings("a")), await make_client(settings("b"))
+    ids = [(await create(a if n % 2 else b))["_id"] for n in range(12)]
+    for n, callback_id in enumerate(ids):
+        client = b if n % 2 else a
+        await gms(client, "DELETE", f"{GMS}/samples_dev/{callback_id}")
+    for _ in range(50):
+        await asyncio.gather(a.app[DISPATCHER].settle(), b.app[DISPATCHER].settle())
+        if len(receiver.received) >= 2 * len(ids):
+            break
+        await asyncio.sleep(0.1)
+    got = [(item.body["callbackId"], item.body["seq"]) for item in receiver.received]
+    assert sorted(got) == sorted((each, seq) for each in ids for seq in (1, 2))  # once each
+    for each in ids:
+        assert [seq for callback_id, seq in got if callback_id == each] == [1, 2]

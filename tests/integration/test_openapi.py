@@ -644,6 +644,12 @@ async def test_a_realistic_session_conforms_to_the_document(
     settled = await api.call("GET", f"/api/v1/chats/{cid}/subscription", 200)
     assert settled["status"] == "done" and settled["outstandingTrigger"] is None
 
+    # Commands by webhook: pull and acknowledge are 409 (another app, on its own database).
+    webhook = await make_client(make_settings(callback={"cc_webhook_url": receiver.url}))
+    webhook_api = CheckedApi(webhook, conformance)
+    await webhook_api.call("GET", "/api/v1/callbacks/commands", 409)
+    await webhook_api.call("POST", "/api/v1/callbacks/commands/ack", 409, json={"ids": ["x"]})
+
     # Storage goes away: every operation answers what the document says (503 where it needs it).
     await client.app[DATABASE].drop_connections()
     shutil.rmtree(data_dir)

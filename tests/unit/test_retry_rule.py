@@ -50,3 +50,19 @@ def test_a_backoff_holds_without_counting_the_try() -> None:
 
 def test_one_try_only_is_dropped_after_it() -> None:
     assert decide("failed", max_attempts=1) == Next(None, 1, final=True, dropped=True)
+
+
+def test_with_an_expiry_no_try_comes_after_it() -> None:
+    expires_ms = NOW_MS + 60_000
+    many = {"max_attempts": 10**6, "expires_at_ms": expires_ms}
+    assert decide("failed", 0, **many) == Next(NOW_MS + 5_000, 1, final=False)
+    assert decide("failed", 1, **many) == Next(NOW_MS + 60_000, 2, final=False)  # at it: goes
+    later = decide("failed", 1, **{**many, "expires_at_ms": expires_ms - 1})
+    assert later == Next(None, 2, final=True, dropped=True)
+    # Retry-After past the expiry, and a backoff past it, drop it too; sent is sent.
+    assert decide("failed", 0, retry_after_s=61, **many).dropped
+    assert decide("held", 0, retry_after_s=61, **many) == Next(None, 0, final=True, dropped=True)
+    assert decide("held", 0, retry_after_s=60, **many).due_at_ms == expires_ms
+    assert decide("sent", 5, **many) == Next(None, 6, final=True)
+    # max_attempts still counts.
+    assert decide("failed", 3, max_attempts=4, expires_at_ms=expires_ms).dropped
