@@ -10,7 +10,15 @@ transaction costs one hand-over between the event loop and the database, not one
   function, so one that raises is rolled back alone; every caller is answered only after the
   COMMIT, so nothing answered is lost to a crash, and a COMMIT that fails fails the whole batch.
   Two more threads run reads, which WAL lets proceed beside the writer. ``busy_timeout`` covers
-  other processes (``chatpush migrate``, an operator's sqlite3 shell).
+  other processes (``chatpush migrate``, an operator's sqlite3 shell). The WAL is copied into the
+  database file by a thread of its own, handed it every ``SQLITE_CHECKPOINT_EVERY_COMMITS``
+  COMMITs (a PASSIVE checkpoint: it waits for no one, and no one waits for it). SQLite's own
+  automatic checkpoint would run inside the COMMIT that crosses 1,000 pages, holding the writer
+  and every caller of its batch for the copy and its fsyncs (tens of milliseconds,
+  docs/PERFORMANCE.md §10); it stays, at ``SQLITE_WAL_BACKSTOP_PAGES``, as the WAL's bound: it
+  then finds nearly everything copied, and the WAL starts over (under a steady flow of writes a
+  write always lands while the checkpoint thread works, so the WAL is seldom empty at the start
+  of a write, which is when SQLite starts it over).
 - PostgreSQL: asyncpg through SQLAlchemy's async engine; ``run_sync`` runs the same function in a
   greenlet, each statement awaiting asyncpg without a thread. Row locks order concurrent writers
   (several instances share one database); a transaction that PostgreSQL chose as a deadlock
@@ -47,6 +55,12 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 SQLITE_READ_THREADS = 2
 SQLITE_MAX_BATCH = 64
 """The most write transactions one SQLite COMMIT carries (group commit)."""
+SQLITE_CHECKPOINT_EVERY_COMMITS = 100
+"""The writer hands the WAL to the checkpoint thread after this many COMMITs, unless it is still
+at the last one (about SQLite's own 1,000-page threshold at the usual 5 to 15 pages a commit)."""
+SQLITE_WAL_BACKSTOP_PAGES = 10_000
+"""SQLite's automatic checkpoint (in the COMMIT, on the writer) past this many WAL pages (40 MB
+of 4 KiB pages): the WAL's bound; it copies only what the checkpoint thread has not."""
 PG_RETRIES = 3
 PG_RETRYABLE = {"40P01", "40001"}  # deadlock_detected, serialization_failure
 LISTEN_RETRY_S = 1.0
@@ -115,10 +129,11 @@ def _sqlite_engine(settings: DatabaseSettings) -> Engine:
     engine = create_engine(
         url,
         connect_args={"timeout": settings.connect_timeout_s, "check_same_thread": False},
-        pool_size=SQLITE_READ_THREADS + 1,
+        pool_size=SQLITE_READ_THREADS + 2,  # the writer, the readers, the checkpoint thread
     )
     event.listen(engine, "connect", _sqlite_autocommit_driver)
     event.listen(engine, "connect", _sqlite_on_connect)
+    event.listen(engine, "connect", _sqlite_checkpoint_backstop)
     return engine
 
 
@@ -127,6 +142,11 @@ def _sqlite_autocommit_driver(dbapi_connection: Any, _record: Any) -> None:
     # SELECT); Database issues BEGIN itself, so a transaction sees one snapshot from its first
     # statement, whether it goes through SQLAlchemy or to the sqlite3 connection (store/sql.py).
     dbapi_connection.isolation_level = None
+
+
+def _sqlite_checkpoint_backstop(dbapi_connection: Any, _record: Any) -> None:
+    # Database's connections leave the WAL to its checkpoint thread (the module's docstring).
+    dbapi_connection.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_BACKSTOP_PAGES}")
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -175,6 +195,11 @@ class Database:
             self._readers = ThreadPoolExecutor(
                 SQLITE_READ_THREADS, thread_name_prefix="chatpush-db-read"
             )
+            self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="chatpush-db-checkpoint")
+            self._commits = 0
+            """COMMITs since the WAL was last handed to the checkpoint thread (writer thread)."""
+            self._checkpointing = threading.Event()
+            """Set by the writer as it hands the WAL over, cleared when the checkpoint is done."""
         else:
             self._async = make_engine(settings)
         self._connect_timeout_s = settings.connect_timeout_s
@@ -232,12 +257,40 @@ class Database:
                 outcomes = self._commit(batch)
             except BaseException as exc:  # BEGIN or COMMIT failed: nothing of the batch stands
                 outcomes = [(write, False, exc) for write in batch]
+            else:
+                self._commits += 1
+                if (
+                    self._commits >= SQLITE_CHECKPOINT_EVERY_COMMITS
+                    and not self._checkpointing.is_set()
+                ):
+                    self._commits = 0
+                    self._checkpointing.set()
+                    with contextlib.suppress(
+                        RuntimeError
+                    ):  # closing: the last connection checkpoints
+                        self._checkpointer.submit(self._checkpoint)
             by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Write, bool, Any]]] = {}
             for outcome in outcomes:
                 by_loop.setdefault(outcome[0].loop, []).append(outcome)
             for loop, settled in by_loop.items():
                 with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                     loop.call_soon_threadsafe(_settle, settled)
+
+    def _checkpoint(self) -> None:
+        """The checkpoint thread: copy what it can of the WAL into the database file, waiting
+        for no reader or writer (a frame a reader still needs is copied next time)."""
+        assert self._sync is not None
+        try:
+            with self._sync.connect() as conn:
+                raw = conn.connection.driver_connection
+                assert raw is not None
+                raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except Exception as exc:  # the next one tries again; the backstop bounds the WAL
+            log.warning(
+                "WAL checkpoint failed: %s", exc, extra={"action": "sqlite_checkpoint_failed"}
+            )
+        finally:
+            self._checkpointing.clear()
 
     def _commit(self, batch: list[_Write]) -> list[tuple[_Write, bool, Any]]:
         """One transaction for the whole batch; each function under a SAVEPOINT of its own (a
@@ -353,7 +406,7 @@ class Database:
     async def close(self) -> None:
         if self._sync is not None:
             loop = asyncio.get_running_loop()
-            for pool in (self._writer, self._readers):
+            for pool in (self._writer, self._readers, self._checkpointer):
                 await loop.run_in_executor(None, pool.shutdown)
             self._sync.dispose()
         if self._async is not None:
