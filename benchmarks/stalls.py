@@ -91,6 +91,8 @@ class WriterWatch:
     commits: list[Span] = field(default_factory=list)
     batches: list[tuple[float, float, int]] = field(default_factory=list)
     """(start, duration, transactions)."""
+    checkpoints: list[Span] = field(default_factory=list)
+    """The checkpoint thread's runs (``Database._checkpoint``, where there is one)."""
 
 
 def _summary(spans: list[Span]) -> dict[str, Any]:
@@ -153,6 +155,17 @@ def install(path: str) -> None:
             writer.batches.append((start, time.perf_counter() - start, len(batch)))
 
     database.Database._commit = timed_commit  # type: ignore[method-assign]
+    checkpoint = getattr(database.Database, "_checkpoint", None)
+    if checkpoint is not None:
+
+        def timed_checkpoint(self: database.Database) -> None:
+            start = time.perf_counter()
+            try:
+                checkpoint(self)
+            finally:
+                writer.checkpoints.append((start, time.perf_counter() - start))
+
+        database.Database._checkpoint = timed_checkpoint  # type: ignore[method-assign]
     create_app = chatpush.app.create_app
 
     def probed_create_app(*args: Any, **kwargs: Any) -> Any:
@@ -175,6 +188,7 @@ def install(path: str) -> None:
             "switch_interval_ms": sys.getswitchinterval() * 1000,
             "commits": writer.commits,
             "batches": writer.batches,
+            "checkpoints": writer.checkpoints,
         }
         Path(path).write_text(json.dumps(data))
 
@@ -217,6 +231,16 @@ def report(data: dict[str, Any], since: float, until: float, floor_ms: float = 2
     for g, spans in gcs.items():
         print(f"    gc generation {g} (> 1 ms):  {_summary(spans)}")
     print(f"    SQLite COMMIT:  {_summary(commits)}")
+    checkpoints = within(data.get("checkpoints", []))
+    if checkpoints:
+        slow = [(s, d) for s, d in commits if d > 0.005]
+        during = [
+            (s, d) for s, d in slow if any(c <= s + d and s <= c + cd for c, cd in checkpoints)
+        ]
+        print(
+            f"    checkpoint thread: {_summary(checkpoints)}; COMMITs over 5 ms: {len(slow)}, "
+            f"{len(during)} of them during a checkpoint"
+        )
     print(f"    writer batches: {_summary([(s, d) for s, d, _ in batches])}")
     if batches:
         sizes = sorted(n for _, _, n in batches)
