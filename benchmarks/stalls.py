@@ -115,7 +115,8 @@ def install(path: str) -> None:
     from chatpush.store import database
 
     # Experiments (environment, this tool only): STALLS_SWITCH_INTERVAL_MS, STALLS_GC_THRESHOLD
-    # (after `serve` set its own), STALLS_GC_FREEZE=1 (gc.freeze() once the app is made).
+    # (after `serve` set its own), STALLS_GC_FREEZE=1 (gc.freeze() once the app is made),
+    # STALLS_MAX_BATCH (the writer's group-commit cap, database.SQLITE_MAX_BATCH).
     switch_ms = os.environ.get("STALLS_SWITCH_INTERVAL_MS")
     if switch_ms:
         sys.setswitchinterval(float(switch_ms) / 1000)
@@ -123,6 +124,9 @@ def install(path: str) -> None:
     if gc_threshold:
         set_threshold = gc.set_threshold
         gc.set_threshold = lambda *_: set_threshold(int(gc_threshold), 10, 10)  # type: ignore[assignment]
+    max_batch = os.environ.get("STALLS_MAX_BATCH")
+    if max_batch:
+        database.SQLITE_MAX_BATCH = int(max_batch)
     gc_watch = GcWatch()
     lag = LoopLag()
     writer = WriterWatch()
