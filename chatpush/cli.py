@@ -244,9 +244,9 @@ def freeze_startup_objects() -> None:
     """Once started: the objects of the start-up (modules, classes, the app, SQLAlchemy's
     metadata, compiled templates: about 144,000) leave the collector's sight for good
     (``gc.freeze``), after one last collection of the start-up's garbage. Every full collection
-    walked them all, the event loop standing still meanwhile: 90-300 ms each, a stall of every
-    request and send in flight (docs/PERFORMANCE.md §10); after the freeze, it walks only what
-    was made since."""
+    walked them all, the event loop standing still meanwhile: about 300 ms each on the shared
+    2-core machine, a stall of every request and send in flight (docs/PERFORMANCE.md §10); after
+    the freeze, it walks only what was made since."""
     gc.collect()
     gc.freeze()
 
