@@ -15,10 +15,12 @@ transaction costs one hand-over between the event loop and the database, not one
   COMMITs (a PASSIVE checkpoint: it waits for no one, and no one waits for it). SQLite's own
   automatic checkpoint would run inside the COMMIT that crosses 1,000 pages, holding the writer
   and every caller of its batch for the copy and its fsyncs (tens of milliseconds,
-  docs/PERFORMANCE.md §10); it stays, at ``SQLITE_WAL_BACKSTOP_PAGES``, as the WAL's bound: it
-  then finds nearly everything copied, and the WAL starts over (under a steady flow of writes a
-  write always lands while the checkpoint thread works, so the WAL is seldom empty at the start
-  of a write, which is when SQLite starts it over).
+  docs/PERFORMANCE.md §10); it stays, at ``SQLITE_WAL_BACKSTOP_PAGES``, as the WAL's bound.
+  SQLite starts the WAL over only at a write that finds all of it copied, and under a steady
+  flow of writes one always lands while the checkpoint thread works: the WAL then grows to the
+  bound, where SQLite's checkpoint in a COMMIT copies what the thread has not yet (at most what
+  ``SQLITE_CHECKPOINT_EVERY_COMMITS`` commits wrote) and starts it over: a stall like the old
+  one, about ten times rarer.
 - PostgreSQL: asyncpg through SQLAlchemy's async engine; ``run_sync`` runs the same function in a
   greenlet, each statement awaiting asyncpg without a thread. Row locks order concurrent writers
   (several instances share one database); a transaction that PostgreSQL chose as a deadlock
