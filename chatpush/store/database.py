@@ -17,10 +17,9 @@ transaction costs one hand-over between the event loop and the database, not one
   and every caller of its batch for the copy and its fsyncs (tens of milliseconds,
   docs/PERFORMANCE.md §10); it stays, at ``SQLITE_WAL_BACKSTOP_PAGES``, as the WAL's bound.
   SQLite starts the WAL over only at a write that finds all of it copied, and under a steady
-  flow of writes one always lands while the checkpoint thread works: the WAL then grows to the
-  bound, where SQLite's checkpoint in a COMMIT copies what the thread has not yet (at most what
-  ``SQLITE_CHECKPOINT_EVERY_COMMITS`` commits wrote) and starts it over: a stall like the old
-  one, about ten times rarer.
+  flow of writes one always lands while the checkpoint thread works; so every
+  ``SQLITE_RESTART_EVERY_HANDOVERS`` hand-overs the writer, when nothing is queued, copies the
+  rest itself (what was written while the thread worked), and the next write starts the WAL over.
 - PostgreSQL: asyncpg through SQLAlchemy's async engine; ``run_sync`` runs the same function in a
   greenlet, each statement awaiting asyncpg without a thread. Row locks order concurrent writers
   (several instances share one database); a transaction that PostgreSQL chose as a deadlock
@@ -60,6 +59,9 @@ SQLITE_MAX_BATCH = 64
 SQLITE_CHECKPOINT_EVERY_COMMITS = 100
 """The writer hands the WAL to the checkpoint thread after this many COMMITs, unless it is still
 at the last one (about SQLite's own 1,000-page threshold at the usual 5 to 15 pages a commit)."""
+SQLITE_RESTART_EVERY_HANDOVERS = 5
+"""After this many hand-overs, the writer, once nothing is queued, checkpoints what the thread
+left (``Database._restart_wal``), so that SQLite starts the WAL over."""
 SQLITE_WAL_BACKSTOP_PAGES = 10_000
 """SQLite's automatic checkpoint (in the COMMIT, on the writer) past this many WAL pages (40 MB
 of 4 KiB pages): the WAL's bound; it copies only what the checkpoint thread has not."""
@@ -200,6 +202,8 @@ class Database:
             self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="chatpush-db-checkpoint")
             self._commits = 0
             """COMMITs since the WAL was last handed to the checkpoint thread (writer thread)."""
+            self._handovers = 0
+            """Hand-overs to the checkpoint thread since the writer's own last checkpoint."""
             self._checkpointing = threading.Event()
             """Set by the writer as it hands the WAL over, cleared when the checkpoint is done."""
         else:
@@ -252,9 +256,12 @@ class Database:
                 batch = [
                     self._queued.popleft() for _ in range(min(len(self._queued), SQLITE_MAX_BATCH))
                 ]
-                if not batch:
+                if not batch and not self._restart_due():
                     self._draining = False
                     return
+            if not batch:
+                self._restart_wal()  # nothing queued: nobody waits for it
+                continue
             try:
                 outcomes = self._commit(batch)
             except BaseException as exc:  # BEGIN or COMMIT failed: nothing of the batch stands
@@ -266,10 +273,9 @@ class Database:
                     and not self._checkpointing.is_set()
                 ):
                     self._commits = 0
+                    self._handovers += 1
                     self._checkpointing.set()
-                    with contextlib.suppress(
-                        RuntimeError
-                    ):  # closing: the last connection checkpoints
+                    with contextlib.suppress(RuntimeError):  # closing: the last one checkpoints
                         self._checkpointer.submit(self._checkpoint)
             by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Write, bool, Any]]] = {}
             for outcome in outcomes:
@@ -277,6 +283,31 @@ class Database:
             for loop, settled in by_loop.items():
                 with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                     loop.call_soon_threadsafe(_settle, settled)
+
+    def _restart_due(self) -> bool:
+        """The WAL has been handed over ``SQLITE_RESTART_EVERY_HANDOVERS`` times since the writer
+        last finished a checkpoint, and the checkpoint thread is done with it."""
+        return (
+            self._handovers >= SQLITE_RESTART_EVERY_HANDOVERS and not self._checkpointing.is_set()
+        )
+
+    def _restart_wal(self) -> None:
+        """The writer thread, with nothing queued: a PASSIVE checkpoint of its own, which copies
+        only what was written while the checkpoint thread worked. No write can land meanwhile
+        (this is the only writer), so the next write finds the WAL all copied and SQLite starts
+        it over, instead of it growing to the backstop and SQLite's checkpoint copying the rest
+        inside a COMMIT."""
+        assert self._sync is not None
+        self._handovers = 0
+        try:
+            with self._sync.connect() as conn:
+                raw = conn.connection.driver_connection
+                assert raw is not None
+                raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except Exception as exc:  # the backstop bounds the WAL
+            log.warning(
+                "WAL checkpoint failed: %s", exc, extra={"action": "sqlite_checkpoint_failed"}
+            )
 
     def _checkpoint(self) -> None:
         """The checkpoint thread: copy what it can of the WAL into the database file, waiting

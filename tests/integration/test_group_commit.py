@@ -18,6 +18,7 @@ from chatpush.store import sql
 from chatpush.store.database import (
     SQLITE_CHECKPOINT_EVERY_COMMITS,
     SQLITE_MAX_BATCH,
+    SQLITE_RESTART_EVERY_HANDOVERS,
     SQLITE_WAL_BACKSTOP_PAGES,
     Database,
 )
@@ -157,6 +158,24 @@ async def test_the_wal_is_copied_into_the_database_file_beside_the_writer(
     finally:
         in_file.close()
     assert (rounds - 1) * SQLITE_CHECKPOINT_EVERY_COMMITS <= copied
+    assert len(await rows(db)) == rounds * SQLITE_CHECKPOINT_EVERY_COMMITS
+
+
+async def test_the_wal_starts_over_long_before_its_backstop(db: Database, tmp_path: Path) -> None:
+    """SQLite starts the WAL over only at a write that finds all of it copied; the writer copies
+    what the checkpoint thread left, every few hand-overs, so the WAL file (never shrunk: it is
+    written over from its start) stays at about that many commits' frames (800 without)."""
+    rounds = 2 * SQLITE_RESTART_EVERY_HANDOVERS
+    for round_ in range(rounds):
+        for n in range(SQLITE_CHECKPOINT_EVERY_COMMITS):
+            await db.write(insert_one, round_ * SQLITE_CHECKPOINT_EVERY_COMMITS + n + 1)
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: db._checkpointer.submit(lambda: None).result()
+        )
+    frames = ((tmp_path / "g.db-wal").stat().st_size - 32) // (24 + 4096)  # one page a commit
+    restart_frames = SQLITE_RESTART_EVERY_HANDOVERS * SQLITE_CHECKPOINT_EVERY_COMMITS
+    assert rounds * SQLITE_CHECKPOINT_EVERY_COMMITS < SQLITE_WAL_BACKSTOP_PAGES
+    assert frames <= restart_frames + SQLITE_CHECKPOINT_EVERY_COMMITS, frames
     assert len(await rows(db)) == rounds * SQLITE_CHECKPOINT_EVERY_COMMITS
 
 
