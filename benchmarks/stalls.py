@@ -93,6 +93,8 @@ class WriterWatch:
     """(start, duration, transactions)."""
     checkpoints: list[Span] = field(default_factory=list)
     """The checkpoint thread's runs (``Database._checkpoint``, where there is one)."""
+    restarts: list[Span] = field(default_factory=list)
+    """The writer's own checkpoints, nothing queued (``Database._restart_wal``)."""
 
 
 def _summary(spans: list[Span]) -> dict[str, Any]:
@@ -159,17 +161,10 @@ def install(path: str) -> None:
             writer.batches.append((start, time.perf_counter() - start, len(batch)))
 
     database.Database._commit = timed_commit  # type: ignore[method-assign]
-    checkpoint = getattr(database.Database, "_checkpoint", None)
-    if checkpoint is not None:
-
-        def timed_checkpoint(self: database.Database) -> None:
-            start = time.perf_counter()
-            try:
-                checkpoint(self)
-            finally:
-                writer.checkpoints.append((start, time.perf_counter() - start))
-
-        database.Database._checkpoint = timed_checkpoint  # type: ignore[method-assign]
+    for name, spans in (("_checkpoint", writer.checkpoints), ("_restart_wal", writer.restarts)):
+        method = getattr(database.Database, name, None)
+        if method is not None:
+            setattr(database.Database, name, _timed(method, spans))
     create_app = chatpush.app.create_app
 
     def probed_create_app(*args: Any, **kwargs: Any) -> Any:
@@ -193,10 +188,22 @@ def install(path: str) -> None:
             "commits": writer.commits,
             "batches": writer.batches,
             "checkpoints": writer.checkpoints,
+            "restarts": writer.restarts,
         }
         Path(path).write_text(json.dumps(data))
 
     atexit.register(dump)
+
+
+def _timed(method: Any, spans: list[Span]) -> Any:
+    def timed(self: Any) -> None:
+        start = time.perf_counter()
+        try:
+            method(self)
+        finally:
+            spans.append((start, time.perf_counter() - start))
+
+    return timed
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -245,6 +252,9 @@ def report(data: dict[str, Any], since: float, until: float, floor_ms: float = 2
             f"    checkpoint thread: {_summary(checkpoints)}; COMMITs over 5 ms: {len(slow)}, "
             f"{len(during)} of them during a checkpoint"
         )
+    restarts = within(data.get("restarts", []))
+    if restarts:
+        print(f"    the writer's own checkpoints, nothing queued: {_summary(restarts)}")
     print(f"    writer batches: {_summary([(s, d) for s, d, _ in batches])}")
     if batches:
         sizes = sorted(n for _, _, n in batches)
