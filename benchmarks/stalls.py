@@ -93,6 +93,8 @@ class WriterWatch:
     """(start, duration, transactions)."""
     checkpoints: list[Span] = field(default_factory=list)
     """The checkpoint thread's runs (``Database._checkpoint``, where there is one)."""
+    long_batches: list[tuple[float, float, list[str]]] = field(default_factory=list)
+    """Batches over 50 ms: (start, duration, the name of each transaction's function)."""
     restarts: list[Span] = field(default_factory=list)
     """The writer's own checkpoints, nothing queued (``Database._restart_wal``)."""
 
@@ -158,7 +160,10 @@ def install(path: str) -> None:
         try:
             return commit(self, batch)
         finally:
-            writer.batches.append((start, time.perf_counter() - start, len(batch)))
+            spent = time.perf_counter() - start
+            writer.batches.append((start, spent, len(batch)))
+            if spent > 0.05:
+                writer.long_batches.append((start, spent, [_transaction(w.run) for w in batch]))
 
     database.Database._commit = timed_commit  # type: ignore[method-assign]
     for name, spans in (("_checkpoint", writer.checkpoints), ("_restart_wal", writer.restarts)):
@@ -189,10 +194,20 @@ def install(path: str) -> None:
             "batches": writer.batches,
             "checkpoints": writer.checkpoints,
             "restarts": writer.restarts,
+            "long_batches": writer.long_batches,
         }
         Path(path).write_text(json.dumps(data))
 
     atexit.register(dump)
+
+
+def _transaction(run: Any) -> str:
+    """The function a queued write runs (``Database.write`` wraps it in a lambda)."""
+    for cell in getattr(run, "__closure__", None) or ():
+        name = getattr(cell.cell_contents, "__qualname__", None)
+        if name is not None and callable(cell.cell_contents):
+            return str(name)
+    return "?"
 
 
 def _timed(method: Any, spans: list[Span]) -> Any:
@@ -256,6 +271,13 @@ def report(data: dict[str, Any], since: float, until: float, floor_ms: float = 2
     if restarts:
         print(f"    the writer's own checkpoints, nothing queued: {_summary(restarts)}")
     print(f"    writer batches: {_summary([(s, d) for s, d, _ in batches])}")
+    long = [(d, names) for s, d, names in data.get("long_batches", []) if since <= s <= until]
+    if long:
+        from collections import Counter
+
+        made = Counter(name for _, names in long for name in names)
+        top = ", ".join(f"{name} {count}" for name, count in made.most_common(6))
+        print(f"    batches over 50 ms: {len(long)}, their transactions: {top}")
     if batches:
         sizes = sorted(n for _, _, n in batches)
         print(f"      transactions per batch: p50 {sizes[len(sizes) // 2]}, max {sizes[-1]}")
