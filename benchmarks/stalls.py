@@ -97,6 +97,11 @@ class WriterWatch:
     """Batches over 50 ms: (start, duration, the name of each transaction's function)."""
     restarts: list[Span] = field(default_factory=list)
     """The writer's own checkpoints, nothing queued (``Database._restart_wal``)."""
+    queued: list[tuple[float, float]] = field(default_factory=list)
+    """Each notification of a source but chat as the dispatcher takes it up: (when, how long
+    since it was enqueued, s: the intake's commit and the claim)."""
+    sends: dict[str, list[Span]] = field(default_factory=dict)
+    """Each mobile provider's sends, by provider class (the HTTP/2 or HTTP request and answer)."""
 
 
 def _summary(spans: list[Span]) -> dict[str, Any]:
@@ -170,6 +175,27 @@ def install(path: str) -> None:
         method = getattr(database.Database, name, None)
         if method is not None:
             setattr(database.Database, name, _timed(method, spans))
+    from chatpush.delivery import dispatcher
+    from chatpush.providers import mobile
+
+    deliver_other = dispatcher.Dispatcher._deliver_other
+
+    async def timed_deliver_other(self: Any, row: Any, lease: Any) -> None:
+        writer.queued.append((time.perf_counter(), time.time() - row.created_at_ms / 1000))
+        await deliver_other(self, row, lease)
+
+    dispatcher.Dispatcher._deliver_other = timed_deliver_other  # type: ignore[method-assign]
+    send = mobile.MobileProvider.send
+
+    async def timed_send(self: Any, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return await send(self, *args, **kwargs)
+        finally:
+            spans = writer.sends.setdefault(type(self).__name__, [])
+            spans.append((start, time.perf_counter() - start))
+
+    mobile.MobileProvider.send = timed_send  # type: ignore[method-assign]
     create_app = chatpush.app.create_app
 
     def probed_create_app(*args: Any, **kwargs: Any) -> Any:
@@ -195,6 +221,8 @@ def install(path: str) -> None:
             "checkpoints": writer.checkpoints,
             "restarts": writer.restarts,
             "long_batches": writer.long_batches,
+            "queued": writer.queued,
+            "sends": writer.sends,
         }
         Path(path).write_text(json.dumps(data))
 
@@ -281,6 +309,12 @@ def report(data: dict[str, Any], since: float, until: float, floor_ms: float = 2
     if batches:
         sizes = sorted(n for _, _, n in batches)
         print(f"      transactions per batch: p50 {sizes[len(sizes) // 2]}, max {sizes[-1]}")
+
+    queued = within(data.get("queued", []))
+    if queued:
+        print(f"    enqueued -> taken up by the dispatcher: {_summary(queued)}")
+    for name, spans in sorted(data.get("sends", {}).items()):
+        print(f"    {name}.send: {_summary(within(spans))}")
 
     def overlapping(start: float, length: float, spans: list[Span]) -> list[str]:
         # a stall of the loop from (start - ... ) : the wake-up was due at start, came length later
