@@ -101,7 +101,7 @@ class WriterWatch:
     """Each notification of a source but chat as the dispatcher takes it up: (when, how long
     since it was enqueued, s: the intake's commit and the claim)."""
     sends: dict[str, list[Span]] = field(default_factory=dict)
-    """Each mobile provider's sends, by provider class (the HTTP/2 or HTTP request and answer)."""
+    """Each mobile provider's sends, by provider class and method."""
 
 
 def _summary(spans: list[Span]) -> dict[str, Any]:
@@ -185,17 +185,26 @@ def install(path: str) -> None:
         await deliver_other(self, row, lease)
 
     dispatcher.Dispatcher._deliver_other = timed_deliver_other  # type: ignore[method-assign]
-    send = mobile.MobileProvider.send
 
-    async def timed_send(self: Any, *args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return await send(self, *args, **kwargs)
-        finally:
-            spans = writer.sends.setdefault(type(self).__name__, [])
-            spans.append((start, time.perf_counter() - start))
+    def timed(method: Any, label: str) -> Any:
+        async def timed_method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return await method(self, *args, **kwargs)
+            finally:
+                spans = writer.sends.setdefault(f"{type(self).__name__}.{label}", [])
+                spans.append((start, time.perf_counter() - start))
 
-    mobile.MobileProvider.send = timed_send  # type: ignore[method-assign]
+        return timed_method
+
+    # send: from the dispatcher's call, the wait for one of the node's send slots included;
+    # send_message: the request and its answer alone.
+    from chatpush.providers.apns import ApnsProvider
+    from chatpush.providers.fcm import FcmProvider
+
+    mobile.MobileProvider.send = timed(mobile.MobileProvider.send, "send")  # type: ignore[method-assign]
+    for provider in (ApnsProvider, FcmProvider):
+        provider.send_message = timed(provider.send_message, "send_message")  # type: ignore[method-assign]
     create_app = chatpush.app.create_app
 
     def probed_create_app(*args: Any, **kwargs: Any) -> Any:
@@ -314,7 +323,7 @@ def report(data: dict[str, Any], since: float, until: float, floor_ms: float = 2
     if queued:
         print(f"    enqueued -> taken up by the dispatcher: {_summary(queued)}")
     for name, spans in sorted(data.get("sends", {}).items()):
-        print(f"    {name}.send: {_summary(within(spans))}")
+        print(f"    {name}: {_summary(within(spans))}")
 
     def overlapping(start: float, length: float, spans: list[Span]) -> list[str]:
         # a stall of the loop from (start - ... ) : the wake-up was due at start, came length later
