@@ -22,6 +22,7 @@ The times start when the POST is sent, so they include the HTTP round trip: an u
     .venv/bin/python -m benchmarks.agent_alerts --smoke           # a few seconds, for CI
     .venv/bin/python -m benchmarks.agent_alerts --rate 400 --duration 30 --agents 200
     .venv/bin/python -m benchmarks.agent_alerts --rate 50 --profile /tmp/prof   # py-spy, collapsed
+    .venv/bin/python -m benchmarks.agent_alerts --rate 100 --stalls  # what the stalls overlap
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from typing import Any
 from aiohttp import ClientSession, ClientTimeout, web
 from cryptography.fernet import Fernet
 
-from benchmarks.rig import Process, cpu_s, free_port, machine_line
+from benchmarks import stalls
+from benchmarks.rig import Process, cpu_s, free_port, machine_line, python_command
 from chatpush.clock import SystemClock
 from chatpush.store import migrate
 from chatpush.testing import FakeClock
@@ -133,6 +135,7 @@ def write_config(path: Path, port: int, url: str, apns: FakeApns, fcm: FakeFcm, 
 
 
 async def run(args: argparse.Namespace) -> int:
+    own_lag, own_gc = stalls.LoopLag(), stalls.GcWatch()
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         url = args.database or f"sqlite+aiosqlite:///{folder / 'agents.db'}"
@@ -145,12 +148,16 @@ async def run(args: argparse.Namespace) -> int:
         port = free_port()
         write_config(folder / "chatpush.toml", port, url, apns, fcm, certificate[0])
         base = f"http://127.0.0.1:{port}"
-        chatpush = Process(
-            "chatpush",
-            [sys.executable, "-m", "chatpush.cli", "--config", "chatpush.toml", "serve"],
-            folder,
-            base=base,
-        )
+        command = ["--config", "chatpush.toml", "serve"]
+        if args.stalls:
+            command = [
+                *python_command("benchmarks.launch", ["--stalls", str(folder / "stalls.json")]),
+                "chatpush.cli",
+                *command,
+            ]
+        else:
+            command = python_command("chatpush.cli", command)
+        chatpush = Process("chatpush", command, folder, base=base)
         chatpush.start()
         headers = {"X-API-Key": API_KEY}
         sent_at: dict[str, float] = {}
@@ -187,6 +194,8 @@ async def run(args: argparse.Namespace) -> int:
                     answered_ms.append((time.perf_counter() - sent_at[conversation]) * 1000)
 
                 chatpush.profile(args.profile, "agent-alerts")
+                if args.stalls:
+                    own_lag.start()
                 chatpush_cpu_s, own_cpu_s = cpu_s(chatpush.pid), time.process_time()
                 start = time.perf_counter()
                 tasks = []
@@ -202,10 +211,12 @@ async def run(args: argparse.Namespace) -> int:
                     await asyncio.sleep(0.05)
                 chatpush_cpu_s = cpu_s(chatpush.pid) - chatpush_cpu_s
                 own_cpu_s = time.process_time() - own_cpu_s
+                measured = (start, time.perf_counter())
         finally:
             chatpush.stop()
             await apns.close()
             await fcm.close()
+        probed = stalls.load(folder / "stalls.json") if args.stalls else None
 
     def after(arrived: dict[str, float]) -> list[float]:
         return [(arrived[c] - sent) * 1000 for c, sent in sent_at.items() if c in arrived]
@@ -244,6 +255,9 @@ async def run(args: argparse.Namespace) -> int:
         f"fake FCM: {fcm.token_requests} token requests; APNs answers "
         f"{sorted(Counter((r['status'], r['reason']) for r in apns.requests).items())})"
     )
+    if probed is not None:
+        stalls.report(probed, *measured)
+        print(f"  this process's stalls: {stalls.own(own_lag, own_gc, *measured)}")
     return 0 if refused == 0 and len(both) == total else 1
 
 
@@ -255,6 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", help="a migrated database URL (default: a new SQLite file)")
     parser.add_argument(
         "--profile", type=Path, help="record chatpush with py-spy into this folder (collapsed)"
+    )
+    parser.add_argument(
+        "--stalls",
+        action="store_true",
+        help="where the processes stall: loop lateness, collections, SQLite COMMITs "
+        "(benchmarks/stalls.py)",
     )
     parser.add_argument("--smoke", action="store_true", help="a few seconds, for CI")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """Run a module as ``__main__`` on the event loop asked for, optionally counting chatpush's work.
 
-    python -m benchmarks.launch [--loop uvloop] [--counters FILE] MODULE [ARGS...]
+    python -m benchmarks.launch [--loop uvloop] [--counters FILE] [--stalls FILE] MODULE [ARGS...]
 
 ``--loop uvloop`` installs uvloop's event loop policy first, so that every loop the module makes
 (``asyncio.run``, aiohttp's ``web.run_app``) is a uvloop loop: this is how the benchmarks run
@@ -13,6 +13,9 @@ attaches SQLAlchemy engine events and adds one aiohttp middleware to the app
 ``chatpush.app.create_app`` builds). On SIGUSR1 it
 writes the counts so far to FILE as JSON; the benchmarks take a snapshot before and after the
 measured phase (``--instrument``) and divide the difference by the events.
+
+``--stalls FILE``: benchmarks/stalls.py's probes (the event loop's lateness, garbage collections,
+SQLite COMMITs and the writer's batches), written to FILE as JSON when the process exits.
 """
 
 from __future__ import annotations
@@ -122,6 +125,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     parser.add_argument("--counters", metavar="FILE", help="JSON file written on SIGUSR1")
+    parser.add_argument(
+        "--stalls", metavar="FILE", help="benchmarks/stalls.py's probes, JSON written at exit"
+    )
     parser.add_argument("module")
     parser.add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
@@ -131,6 +137,10 @@ def main() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     if args.counters:
         _count(args.counters)
+    if args.stalls:
+        from benchmarks import stalls
+
+        stalls.install(args.stalls)
     sys.argv = [args.module, *args.args]
     runpy.run_module(args.module, run_name="__main__", alter_sys=True)
 

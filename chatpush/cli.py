@@ -253,6 +253,17 @@ def tune_collector() -> None:
     gc.set_threshold(GC_FIRST_THRESHOLD, *gc.get_threshold()[1:])
 
 
+def freeze_startup_objects() -> None:
+    """Once started: the objects of the start-up (modules, classes, the app, SQLAlchemy's
+    metadata, compiled templates: about 144,000) leave the collector's sight for good
+    (``gc.freeze``), after one last collection of the start-up's garbage. Every full collection
+    walked them all, the event loop standing still meanwhile: about 300 ms each on the shared
+    2-core machine, a stall of every request and send in flight (docs/PERFORMANCE.md §10); after
+    the freeze, it walks only what was made since."""
+    gc.collect()
+    gc.freeze()
+
+
 def serve(settings: Settings) -> int:
     from chatpush.store import migrate as migrations
 
@@ -359,6 +370,7 @@ async def _serve(settings: Settings, loop_name: str) -> int:
             message, code = _storage_failure(exc, settings)
             print(f"chatpush: {message}", file=sys.stderr)
             return code
+        freeze_startup_objects()
         site = web.TCPSite(runner, settings.server.host, settings.server.port)
         try:
             await site.start()

@@ -31,6 +31,9 @@ PLATFORMS = {"ios": "ios", "android": "fcm"}
 alias) is accepted as well."""
 MAX_NAME_CHARS = 200
 MAX_DEAD_REMEMBERED = 10_000
+PURGE_BATCH_ROWS = 500
+"""The most rows of each table one purge transaction deletes (about: one millisecond's go
+together)."""
 
 
 class OutcomeDestination(Protocol):
@@ -578,6 +581,13 @@ class AgentAlerts:
     # -- housekeeping ----------------------------------------------------------------------------
 
     async def purge(self) -> None:
-        """Forget rings, dedup marks and trail entries older than ``agents.trail_retention_s``."""
+        """Forget rings, dedup marks and trail entries older than ``agents.trail_retention_s``,
+        ``PURGE_BATCH_ROWS`` of each table a transaction: a minute's worth at 200 events/s is
+        tens of thousands of rows, and one transaction deleting them all held the database's
+        writer, and every ring queued behind it, for its whole length (docs/PERFORMANCE.md
+        §10)."""
         before_ms = self._clock.now_ms() - self._config.trail_retention_s * 1000
-        await self._db.write(store.purge, before_ms)
+        while True:
+            _removed, more = await self._db.write(store.purge, before_ms, PURGE_BATCH_ROWS)
+            if not more:
+                return

@@ -151,7 +151,14 @@ def _row(notification: NewNotification, message_id: str) -> outbox.NewRow:
             "sound": n.alert.sound,
         }
     if n.renderings:
-        rendering["renderings"] = {name: dict(value) for name, value in n.renderings.items()}
+        # Only the destination's device type is ever sent this row (its provider reads its own
+        # rendering): the others are not stored, nor encoded, nor read back at every claim.
+        own = n.renderings.get(device_type)
+        rendering["renderings"] = (
+            {device_type: dict(own)}
+            if own is not None
+            else {name: dict(value) for name, value in n.renderings.items()}
+        )
     if n.apns_push_type is not None:
         rendering["apns_push_type"] = n.apns_push_type
     return outbox.NewRow(

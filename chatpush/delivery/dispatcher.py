@@ -109,7 +109,7 @@ def _claim_with_subscriptions(
     lease_ms: int,
     claimer: str,
     limit: int,
-    exclude: list[KeyOf],
+    exclude: frozenset[KeyOf],
     others_nodes: list[str],
 ) -> tuple[list[outbox.OutboxRecord], dict[str, subscription_store.SubscriptionRecord]]:
     rows = outbox.claim_heads(conn, now_ms, lease_ms, claimer, limit, exclude, others_nodes)
@@ -340,7 +340,7 @@ class Dispatcher:
             self._lease_ms,
             self._router.instance_id,
             room,
-            list(self._inflight),
+            frozenset(self._inflight),
             self._router.remote_available(),
         )
         if self._stopping:

@@ -369,12 +369,28 @@ def trail_of(
     return [(row[0], TrailEntry(*row[1:])) for row in rows]
 
 
-def purge(conn: Connection, before_ms: int) -> int:
-    """Forget rings, dedup marks and trail entries older than ``before_ms``."""
-    removed = conn.execute(delete(_trail).where(_trail.c.at_ms < before_ms)).rowcount
-    removed += conn.execute(delete(_rings).where(_rings.c.rung_at_ms < before_ms)).rowcount
-    removed += conn.execute(delete(_dedup).where(_dedup.c.rung_at_ms < before_ms)).rowcount
-    return int(removed)
+def purge(conn: Connection, before_ms: int, limit: int) -> tuple[int, bool]:
+    """Forget rings, dedup marks and trail entries older than ``before_ms``, the oldest
+    ``limit`` or so of each table (all of one millisecond go together): how many went, and
+    whether older ones are left for another transaction."""
+    removed, more = 0, False
+    for table, at in (
+        (_trail, _trail.c.at_ms),
+        (_rings, _rings.c.rung_at_ms),
+        (_dedup, _dedup.c.rung_at_ms),
+    ):
+        cut = conn.execute(
+            select(at).where(at < before_ms).order_by(at).offset(limit).limit(1)
+        ).scalar()
+        if cut is None:
+            removed += conn.execute(delete(table).where(at < before_ms)).rowcount
+            continue
+        more = True
+        gone = conn.execute(delete(table).where(at < cut)).rowcount
+        if not gone:  # more than ``limit`` in the oldest millisecond
+            gone = conn.execute(delete(table).where(at <= cut)).rowcount
+        removed += gone
+    return int(removed), more
 
 
 # -- the event stream's lease --------------------------------------------------------------------

@@ -10,7 +10,16 @@ transaction costs one hand-over between the event loop and the database, not one
   function, so one that raises is rolled back alone; every caller is answered only after the
   COMMIT, so nothing answered is lost to a crash, and a COMMIT that fails fails the whole batch.
   Two more threads run reads, which WAL lets proceed beside the writer. ``busy_timeout`` covers
-  other processes (``chatpush migrate``, an operator's sqlite3 shell).
+  other processes (``chatpush migrate``, an operator's sqlite3 shell). The WAL is copied into the
+  database file by a thread of its own, handed it every ``SQLITE_CHECKPOINT_EVERY_COMMITS``
+  COMMITs (a PASSIVE checkpoint: it waits for no one, and no one waits for it). SQLite's own
+  automatic checkpoint would run inside the COMMIT that crosses 1,000 pages, holding the writer
+  and every caller of its batch for the copy and its fsyncs (tens of milliseconds,
+  docs/PERFORMANCE.md §10); it stays, at ``SQLITE_WAL_BACKSTOP_PAGES``, as the WAL's bound.
+  SQLite starts the WAL over only at a write that finds all of it copied, and under a steady
+  flow of writes one always lands while the checkpoint thread works; so every
+  ``SQLITE_RESTART_EVERY_HANDOVERS`` hand-overs the writer, when nothing is queued, copies the
+  rest itself (what was written while the thread worked), and the next write starts the WAL over.
 - PostgreSQL: asyncpg through SQLAlchemy's async engine; ``run_sync`` runs the same function in a
   greenlet, each statement awaiting asyncpg without a thread. Row locks order concurrent writers
   (several instances share one database); a transaction that PostgreSQL chose as a deadlock
@@ -47,6 +56,15 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 SQLITE_READ_THREADS = 2
 SQLITE_MAX_BATCH = 64
 """The most write transactions one SQLite COMMIT carries (group commit)."""
+SQLITE_CHECKPOINT_EVERY_COMMITS = 100
+"""The writer hands the WAL to the checkpoint thread after this many COMMITs, unless it is still
+at the last one (about SQLite's own 1,000-page threshold at the usual 5 to 15 pages a commit)."""
+SQLITE_RESTART_EVERY_HANDOVERS = 5
+"""After this many hand-overs, the writer, once nothing is queued, checkpoints what the thread
+left (``Database._restart_wal``), so that SQLite starts the WAL over."""
+SQLITE_WAL_BACKSTOP_PAGES = 10_000
+"""SQLite's automatic checkpoint (in the COMMIT, on the writer) past this many WAL pages (40 MB
+of 4 KiB pages): the WAL's bound; it copies only what the checkpoint thread has not."""
 PG_RETRIES = 3
 PG_RETRYABLE = {"40P01", "40001"}  # deadlock_detected, serialization_failure
 LISTEN_RETRY_S = 1.0
@@ -115,10 +133,11 @@ def _sqlite_engine(settings: DatabaseSettings) -> Engine:
     engine = create_engine(
         url,
         connect_args={"timeout": settings.connect_timeout_s, "check_same_thread": False},
-        pool_size=SQLITE_READ_THREADS + 1,
+        pool_size=SQLITE_READ_THREADS + 2,  # the writer, the readers, the checkpoint thread
     )
     event.listen(engine, "connect", _sqlite_autocommit_driver)
     event.listen(engine, "connect", _sqlite_on_connect)
+    event.listen(engine, "connect", _sqlite_checkpoint_backstop)
     return engine
 
 
@@ -127,6 +146,11 @@ def _sqlite_autocommit_driver(dbapi_connection: Any, _record: Any) -> None:
     # SELECT); Database issues BEGIN itself, so a transaction sees one snapshot from its first
     # statement, whether it goes through SQLAlchemy or to the sqlite3 connection (store/sql.py).
     dbapi_connection.isolation_level = None
+
+
+def _sqlite_checkpoint_backstop(dbapi_connection: Any, _record: Any) -> None:
+    # Database's connections leave the WAL to its checkpoint thread (the module's docstring).
+    dbapi_connection.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_BACKSTOP_PAGES}")
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -175,6 +199,13 @@ class Database:
             self._readers = ThreadPoolExecutor(
                 SQLITE_READ_THREADS, thread_name_prefix="chatpush-db-read"
             )
+            self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="chatpush-db-checkpoint")
+            self._commits = 0
+            """COMMITs since the WAL was last handed to the checkpoint thread (writer thread)."""
+            self._handovers = 0
+            """Hand-overs to the checkpoint thread since the writer's own last checkpoint."""
+            self._checkpointing = threading.Event()
+            """Set by the writer as it hands the WAL over, cleared when the checkpoint is done."""
         else:
             self._async = make_engine(settings)
         self._connect_timeout_s = settings.connect_timeout_s
@@ -225,19 +256,74 @@ class Database:
                 batch = [
                     self._queued.popleft() for _ in range(min(len(self._queued), SQLITE_MAX_BATCH))
                 ]
-                if not batch:
+                if not batch and not self._restart_due():
                     self._draining = False
                     return
+            if not batch:
+                self._restart_wal()  # nothing queued: nobody waits for it
+                continue
             try:
                 outcomes = self._commit(batch)
             except BaseException as exc:  # BEGIN or COMMIT failed: nothing of the batch stands
                 outcomes = [(write, False, exc) for write in batch]
+            else:
+                self._commits += 1
+                if (
+                    self._commits >= SQLITE_CHECKPOINT_EVERY_COMMITS
+                    and not self._checkpointing.is_set()
+                ):
+                    self._commits = 0
+                    self._handovers += 1
+                    self._checkpointing.set()
+                    with contextlib.suppress(RuntimeError):  # closing: the last one checkpoints
+                        self._checkpointer.submit(self._checkpoint)
             by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Write, bool, Any]]] = {}
             for outcome in outcomes:
                 by_loop.setdefault(outcome[0].loop, []).append(outcome)
             for loop, settled in by_loop.items():
                 with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                     loop.call_soon_threadsafe(_settle, settled)
+
+    def _restart_due(self) -> bool:
+        """The WAL has been handed over ``SQLITE_RESTART_EVERY_HANDOVERS`` times since the writer
+        last finished a checkpoint, and the checkpoint thread is done with it."""
+        return (
+            self._handovers >= SQLITE_RESTART_EVERY_HANDOVERS and not self._checkpointing.is_set()
+        )
+
+    def _restart_wal(self) -> None:
+        """The writer thread, with nothing queued: a PASSIVE checkpoint of its own, which copies
+        only what was written while the checkpoint thread worked. No write can land meanwhile
+        (this is the only writer), so the next write finds the WAL all copied and SQLite starts
+        it over, instead of it growing to the backstop and SQLite's checkpoint copying the rest
+        inside a COMMIT."""
+        assert self._sync is not None
+        self._handovers = 0
+        try:
+            with self._sync.connect() as conn:
+                raw = conn.connection.driver_connection
+                assert raw is not None
+                raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except Exception as exc:  # the backstop bounds the WAL
+            log.warning(
+                "WAL checkpoint failed: %s", exc, extra={"action": "sqlite_checkpoint_failed"}
+            )
+
+    def _checkpoint(self) -> None:
+        """The checkpoint thread: copy what it can of the WAL into the database file, waiting
+        for no reader or writer (a frame a reader still needs is copied next time)."""
+        assert self._sync is not None
+        try:
+            with self._sync.connect() as conn:
+                raw = conn.connection.driver_connection
+                assert raw is not None
+                raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except Exception as exc:  # the next one tries again; the backstop bounds the WAL
+            log.warning(
+                "WAL checkpoint failed: %s", exc, extra={"action": "sqlite_checkpoint_failed"}
+            )
+        finally:
+            self._checkpointing.clear()
 
     def _commit(self, batch: list[_Write]) -> list[tuple[_Write, bool, Any]]:
         """One transaction for the whole batch; each function under a SAVEPOINT of its own (a
@@ -353,7 +439,7 @@ class Database:
     async def close(self) -> None:
         if self._sync is not None:
             loop = asyncio.get_running_loop()
-            for pool in (self._writer, self._readers):
+            for pool in (self._writer, self._readers, self._checkpointer):
                 await loop.run_in_executor(None, pool.shutdown)
             self._sync.dispose()
         if self._async is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -261,59 +261,67 @@ def _outbox_record(values: Sequence[Any]) -> OutboxRecord:
     )
 
 
+_HEADS = (
+    "SELECT candidate.id, candidate.source, candidate.key FROM outbox AS candidate"
+    " WHERE candidate.due_at_ms <= :now_ms"
+    " AND (candidate.lease_until_ms IS NULL OR candidate.lease_until_ms < :now_ms)"
+    " AND NOT EXISTS (SELECT 1 FROM outbox AS earlier WHERE earlier.source = candidate.source"
+    " AND earlier.key = candidate.key AND earlier.id < candidate.id)"
+)
+"""The claimable heads: due, not leased (or the lease ran out), nothing earlier of their key."""
+_HEADS_ORDER = " ORDER BY candidate.id LIMIT :limit"
+_POSTGRES_SKIP = " FOR UPDATE OF candidate SKIP LOCKED"
+_CLAIM_HEADS = Statement(_HEADS + _HEADS_ORDER, postgres_lock=_POSTGRES_SKIP.strip())
+
+
 def claim_heads(
     conn: Connection,
     now_ms: int,
     lease_ms: int,
     claimer: str,
     limit: int,
-    exclude: Sequence[tuple[str, str]] = (),
+    exclude: Collection[tuple[str, str]] = (),
     others_nodes: Sequence[str] = (),
 ) -> list[OutboxRecord]:
     """Lease the oldest due notification of each (source, key) whose earlier ones are all
-    delivered, in one statement.
+    delivered.
 
     Only a key's head is ever claimed, so one key's notifications go out one at a time, in order.
     ``exclude``: (source, key) pairs in flight here. Chats pinned to ``others_nodes`` (available
     nodes of other instances) are left to them. On PostgreSQL the candidates are locked with SKIP
     LOCKED, so concurrent claimers take disjoint rows; the lease, committed at once, keeps them
     taken while they are sent (no lock is held across the network).
+
+    Two statements in the caller's transaction: the heads, then the lease of those not excluded.
+    Each key has one head at most, so ``limit + len(exclude)`` heads hold ``limit`` claimable
+    ones if there are. The exclusion is left to Python: as a list of parameters in the SQL (one
+    per notification in flight, hundreds under load) it cost more than the rest of the claim.
     """
-    params: dict[str, Any] = {}
-    conditions = [
-        "candidate.due_at_ms <= :now_ms",
-        "(candidate.lease_until_ms IS NULL OR candidate.lease_until_ms < :now_ms)",
-        "NOT EXISTS (SELECT 1 FROM outbox AS earlier WHERE earlier.source = candidate.source"
-        " AND earlier.key = candidate.key AND earlier.id < candidate.id)",
-    ]
-    by_source: dict[str, list[str]] = {}
-    for source, key in exclude:
-        by_source.setdefault(source, []).append(key)
-    for number, (source, keys) in enumerate(sorted(by_source.items())):
-        excluded, excluded_params = sql.in_list(f"exclude{number}", keys)
-        params.update(excluded_params)
-        params[f"source{number}"] = source
-        conditions.append(
-            f"NOT (candidate.source = :source{number} AND candidate.key IN {excluded})"
-        )
+    params: dict[str, Any] = {"now_ms": now_ms, "limit": limit + len(exclude)}
+    statement: Statement | str = _CLAIM_HEADS
     if others_nodes:
         others, others_params = sql.in_list("node", others_nodes)
         params.update(others_params)
-        conditions.append(
-            "NOT EXISTS (SELECT 1 FROM subscriptions WHERE candidate.source = 'chat'"
+        pinned = (
+            " AND NOT EXISTS (SELECT 1 FROM subscriptions WHERE candidate.source = 'chat'"
             " AND subscriptions.chat_id = candidate.key"
             f" AND subscriptions.pinned_node IN {others})"
         )
-    lock = "" if conn.dialect.name == "sqlite" else " FOR UPDATE OF candidate SKIP LOCKED"
-    statement = (
-        "UPDATE outbox SET lease_until_ms = :until_ms, claimed_by = :claimer WHERE id IN"
-        " (SELECT candidate.id FROM outbox AS candidate WHERE "
-        + " AND ".join(conditions)
-        + f" ORDER BY candidate.id LIMIT :limit{lock})"
-        f" RETURNING {_OUTBOX_COLUMNS}"
+        lock = "" if conn.dialect.name == "sqlite" else _POSTGRES_SKIP
+        statement = _HEADS + pinned + _HEADS_ORDER + lock
+    heads = sql.rows(conn, statement, params)
+    if exclude:
+        excluded = exclude if isinstance(exclude, (set, frozenset, dict)) else set(exclude)
+        heads = [head for head in heads if (head[1], head[2]) not in excluded]
+    if not heads:
+        return []
+    ids, id_params = sql.in_list("id", [head[0] for head in heads[:limit]])
+    found = sql.rows(
+        conn,
+        f"UPDATE outbox SET lease_until_ms = :until_ms, claimed_by = :claimer WHERE id IN {ids}"
+        f" RETURNING {_OUTBOX_COLUMNS}",
+        {**id_params, "until_ms": now_ms + lease_ms, "claimer": claimer},
     )
-    params.update(now_ms=now_ms, until_ms=now_ms + lease_ms, claimer=claimer, limit=limit)
-    found = sql.rows(conn, statement, params)
     return sorted((_outbox_record(values) for values in found), key=lambda record: record.id)
 
 

@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from chatpush.agents import service as service_module
 from chatpush.agents.outbound import AgentPush
 from chatpush.api.agents import AGENTS
 from chatpush.api.keys import DATABASE, METRICS
@@ -534,6 +535,31 @@ async def test_old_rings_and_trail_are_purged(agents: Agents) -> None:
     assert await agents.trail() == {"conversationId": "conv-abc-123", "rings": [], "trail": []}
     # The dedup mark went too; the device stays.
     assert (await agents.events(added()))["rung"] == 1
+
+
+async def test_a_purge_of_many_goes_in_short_transactions_and_keeps_the_recent(
+    agents: Agents, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service_module, "PURGE_BATCH_ROWS", 2)
+    await agents.register("agent-1", "ios", IOS_TOKEN)
+    for n in range(5):
+        await agents.events(added(f"old-{n}"))
+        agents.clock.advance(1)
+    agents.clock.advance(7 * 86400 - 2)  # old-0 .. old-2 are past the retention, 3 and 4 not
+    transactions = 0
+    write = agents.client.app[DATABASE].write
+
+    async def counted(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal transactions
+        transactions += fn is store.purge
+        return await write(fn, *args, **kwargs)
+
+    monkeypatch.setattr(agents.client.app[DATABASE], "write", counted)
+    await agents.client.app[AGENTS].purge()
+    assert transactions == 2  # two, then the last one: never more than two rows a table each
+    for n in range(5):
+        trail = await agents.trail(f"old-{n}")
+        assert (trail["rings"] == []) == (n < 3), n
 
 
 # -- dead tokens (the platform's SourceHooks) ----------------------------------------------------

@@ -19,6 +19,7 @@ import json
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +30,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from chatpush.api.keys import DATABASE, DISPATCHER
-from chatpush.config import Settings
+from chatpush.config import DatabaseSettings, Settings
 from chatpush.delivery import (
     Alert,
     Destination,
@@ -38,8 +39,9 @@ from chatpush.delivery import (
     drop_pending,
     enqueue,
 )
-from chatpush.store import outbox, tokens
+from chatpush.store import migrate, outbox, tokens
 from chatpush.store import trail as trail_store
+from chatpush.store.database import Database
 from chatpush.testing import FakeClock
 from chatpush.testing.fcm import FakeFcm
 from tests.conftest import API_KEY
@@ -187,6 +189,33 @@ async def test_a_rendering_given_by_the_source_replaces_the_default(
     given = {"event": "custom", "whole": True}
     await source.send(webhook(renderings={"customhttp": given, "fcm": {"data": {"x": "y"}}}))
     assert [item.body for item in receiver.received] == [given]
+
+
+async def test_a_row_keeps_only_its_destinations_rendering(tmp_path: Path) -> None:
+    """The row is only ever sent to its destination's device type: the renderings of the others
+    are not stored (nor read back at each claim); without one of its own, all are kept."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'r.db'}"
+    await asyncio.to_thread(migrate.upgrade, url)
+    db = Database(DatabaseSettings(url=url))
+    given = {"customhttp": {"event": "custom"}, "fcm": {"data": {"x": "y"}}}
+    try:
+        await db.write(
+            enqueue,
+            [
+                webhook("own", renderings=given),
+                webhook("others", renderings={"fcm": {"data": {"x": "y"}}}),
+            ],
+            1_000,
+        )
+        [own] = await db.read(outbox.pending, "test", "own")
+        [others] = await db.read(outbox.pending, "test", "others")
+    finally:
+        await db.close()
+    assert own.rendering is not None and own.rendering["renderings"] == {
+        "customhttp": {"event": "custom"}
+    }
+    assert others.rendering is not None
+    assert others.rendering["renderings"] == {"fcm": {"data": {"x": "y"}}}
 
 
 async def test_fcm_default_rendering_and_a_given_one(source: Source, fcm: FakeFcm) -> None:

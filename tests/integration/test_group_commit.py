@@ -15,7 +15,13 @@ from sqlalchemy.engine import Connection
 
 from chatpush.config import DatabaseSettings
 from chatpush.store import sql
-from chatpush.store.database import SQLITE_MAX_BATCH, Database
+from chatpush.store.database import (
+    SQLITE_CHECKPOINT_EVERY_COMMITS,
+    SQLITE_MAX_BATCH,
+    SQLITE_RESTART_EVERY_HANDOVERS,
+    SQLITE_WAL_BACKSTOP_PAGES,
+    Database,
+)
 from chatpush.store.sql import Statement
 
 
@@ -128,3 +134,50 @@ async def test_a_read_sees_one_snapshot_through_sqlite3_and_sqlalchemy(
 
     assert await db.read(read) == (0, 0, 0)
     assert await rows(db) == [99]  # committed all the same, seen by the next read
+
+
+async def test_the_wal_is_copied_into_the_database_file_beside_the_writer(
+    db: Database, tmp_path: Path
+) -> None:
+    """SQLite's own checkpoint would wait for 1,000 pages (and then run inside a COMMIT, the
+    writer and its batch's callers waiting for the copy and its fsyncs); the checkpoint thread
+    copies the WAL into the database file every SQLITE_CHECKPOINT_EVERY_COMMITS commits."""
+    rounds = 5
+    for round_ in range(rounds):
+        for n in range(SQLITE_CHECKPOINT_EVERY_COMMITS):
+            await db.write(insert_one, round_ * SQLITE_CHECKPOINT_EVERY_COMMITS + n + 1)
+        # the checkpoint handed over on this round's commits has run
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: db._checkpointer.submit(lambda: None).result()
+        )
+    # one page a commit: all of it would still be in the WAL below the backstop
+    assert rounds * SQLITE_CHECKPOINT_EVERY_COMMITS < SQLITE_WAL_BACKSTOP_PAGES
+    in_file = sqlite3.connect(f"file:{tmp_path / 'g.db'}?immutable=1", uri=True)  # WAL unread
+    try:
+        [(copied,)] = in_file.execute("SELECT count(*) FROM t").fetchall()
+    finally:
+        in_file.close()
+    assert (rounds - 1) * SQLITE_CHECKPOINT_EVERY_COMMITS <= copied
+    assert len(await rows(db)) == rounds * SQLITE_CHECKPOINT_EVERY_COMMITS
+
+
+async def test_the_wal_starts_over_long_before_its_backstop(db: Database, tmp_path: Path) -> None:
+    """SQLite starts the WAL over only at a write that finds all of it copied; the writer copies
+    what the checkpoint thread left, every few hand-overs, so the WAL file (never shrunk: it is
+    written over from its start) stays at about that many commits' frames (800 without)."""
+    rounds = 2 * SQLITE_RESTART_EVERY_HANDOVERS
+    for round_ in range(rounds):
+        for n in range(SQLITE_CHECKPOINT_EVERY_COMMITS):
+            await db.write(insert_one, round_ * SQLITE_CHECKPOINT_EVERY_COMMITS + n + 1)
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: db._checkpointer.submit(lambda: None).result()
+        )
+    frames = ((tmp_path / "g.db-wal").stat().st_size - 32) // (24 + 4096)  # one page a commit
+    restart_frames = SQLITE_RESTART_EVERY_HANDOVERS * SQLITE_CHECKPOINT_EVERY_COMMITS
+    assert rounds * SQLITE_CHECKPOINT_EVERY_COMMITS < SQLITE_WAL_BACKSTOP_PAGES
+    assert frames <= restart_frames + SQLITE_CHECKPOINT_EVERY_COMMITS, frames
+    assert len(await rows(db)) == rounds * SQLITE_CHECKPOINT_EVERY_COMMITS
+
+
+def insert_one(conn: Connection, n: int) -> None:
+    conn.exec_driver_sql(f"INSERT INTO t VALUES ({n})")
