@@ -125,6 +125,10 @@ def start_server(kind: str, port: int, loop: str, workdir: Path) -> Process:
         args = ["--port", str(port)]
         if kind == "chatpush-pygc":  # the profile's experiment: the collector at Python's default
             args += ["--gc-threshold", str(GC_EXPERIMENT_THRESHOLD)]
+        if kind == "chatpush-aiohttp":  # every request through aiohttp, as before the front
+            args += ["--front", "aiohttp"]
+        if kind == "chatpush-freeze":  # the experiment: gc.freeze() once clients are set up
+            args += ["--gc-freeze"]
         command = python_command("benchmarks.cometd_server", args, loop=loop)
     server = Process(kind, command, workdir)
     server.start()

@@ -317,6 +317,7 @@ async def _serve(settings: Settings, loop_name: str) -> int:
     """Start-up (node checks), bind, serve until SIGTERM or SIGINT, shut down: "serving on" is
     logged only once requests can be answered, and every failure is one line and an exit code."""
     from chatpush.app import create_app
+    from chatpush.cometd import FrontRunner
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -328,7 +329,7 @@ async def _serve(settings: Settings, loop_name: str) -> int:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signal.Signals(signum).name)
-    runner = web.AppRunner(
+    runner = FrontRunner(  # an AppRunner, with the lean CometD front if the app has one
         create_app(settings),
         handle_signals=False,
         access_log=None,

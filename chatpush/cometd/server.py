@@ -150,12 +150,14 @@ class BayeuxServer:
         clock: Clock,
         limits: CometdLimits | None = None,
         *,
-        client_address: ClientAddress | None = None,
+        proxies: TrustedProxies | None = None,
     ) -> None:
         self.clock = clock
         self.limits = limits or CometdLimits()
-        self.client_address = client_address or TrustedProxies().client_address
-        """Maps a request to its client's address (the application's proxy rules)."""
+        self.proxies = proxies or TrustedProxies()
+        """The application's proxy rules: who a request's client is."""
+        self.client_address: ClientAddress = self.proxies.client_address
+        """Maps a request to its client's address."""
         self.stats = CometdStats()
         self._sessions: dict[str, Session] = {}
         self._per_address: Counter[str] = Counter()
@@ -321,6 +323,24 @@ class BayeuxServer:
         finally:
             self.abandon(exchange)
 
+    def hold(self, exchange: Exchange, answer: Callable[[], None]) -> None:
+        """:meth:`wait` without a coroutine: ``answer`` runs once the connect is released (soon
+        after, from the event loop; at once when it was released already). It is then no longer
+        held (:meth:`abandon` has run) and the transport renders the exchange. A transport whose
+        connection closes first calls :meth:`abandon` itself, and ``answer`` never runs."""
+        held = exchange.connect
+        assert held is not None and exchange.hold
+
+        def released() -> None:
+            if held.callback is not None:  # else abandoned meanwhile
+                held.callback = None
+                self.abandon(exchange)
+                answer()
+
+        held.callback = released
+        if held.released:
+            asyncio.get_running_loop().call_soon(released)
+
     def abandon(self, exchange: Exchange) -> None:
         """Stop holding the exchange's connect without answering it (its connection is gone).
 
@@ -330,6 +350,7 @@ class BayeuxServer:
         held = exchange.connect
         if held is None:
             return
+        held.callback = None
         self._holding.pop(held, None)
         if held.session.held is held:
             held.session.held = None

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from chatpush.addresses import TrustedProxies
 from chatpush.cometd import protocol
 from chatpush.cometd.session import Exchange
 
@@ -44,6 +45,9 @@ class Endpoint(Protocol):
     to mount them: the transports know the server only by this shape)."""
 
     client_address: Callable[[web.BaseRequest], str]
+    proxies: TrustedProxies
+
+    def hold(self, exchange: Exchange, answer: Callable[[], None]) -> None: ...
 
     async def process(
         self, messages: list[Any], transport: str, address: str | Callable[[], str]
