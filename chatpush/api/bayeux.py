@@ -52,7 +52,7 @@ def setup_front(app: web.Application, settings: Settings, metrics: Metrics) -> N
         server.limits.max_message_bytes,
         observe=observe,
         request_scope=CLIENT_ADDRESS.set,
-        hand_off_origin=CorsPolicies(settings).cometd is not None,
+        cors=CorsPolicies(settings).cometd is not None,
     )
 
 

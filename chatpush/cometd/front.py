@@ -12,8 +12,8 @@ written as bytes, and a held connect is answered from a callback when it is rele
 asynchronous authorizer) is finished by one task.
 
 Anything else (another path or method, a websocket upgrade, a chunked or compressed body, a
-body not all there yet, HTTP/1.0, a malformed head, a browser's cross-origin request when CORS
-is on) makes the connection aiohttp's for the rest of its life: an aiohttp ``RequestHandler``
+body not all there yet, HTTP/1.0, a malformed head, a request with ``Origin`` when CORS is
+open) makes the connection aiohttp's for the rest of its life: an aiohttp ``RequestHandler``
 takes the socket with every byte not yet answered, and serves exactly as without the front
 (routing, middlewares, limits, CORS, body timeouts, errors). A request is handed over only when
 nothing is in flight, so pipelined requests are answered in order.
@@ -64,15 +64,16 @@ _HANDED_OFF_HEADERS = frozenset(
 class Front:
     """What the front serves: ``server`` at ``path``. ``observe`` gets each lean request's
     duration in seconds; ``request_scope`` is called with a function giving the client's address
-    in the context the request is processed in (set a context variable there); with
-    ``hand_off_origin``, requests carrying ``Origin`` go to aiohttp (its CORS answers)."""
+    in the context the request is processed in (set a context variable there). ``cors``: CORS is
+    open on ``path``, so requests carrying ``Origin`` go to aiohttp (its CORS answers) and the
+    lean answers carry ``Vary: Origin``, as aiohttp's do there."""
 
     server: Endpoint
     path: str
     max_message_bytes: int
     observe: Callable[[float], None] | None = None
     request_scope: Callable[[Callable[[], str]], object] | None = None
-    hand_off_origin: bool = False
+    cors: bool = False
 
 
 FRONT = web.AppKey("cometd_front", Front)
@@ -120,7 +121,8 @@ class FrontServer(web.Server):
         """The request targets the lean path answers (the exact strings: no query, no escape)."""
         self.date = ""
         self.date_s = 0
-        self.server_header = f"\r\nServer: {SERVER_SOFTWARE}\r\n".encode()
+        vary = "Vary: Origin\r\n" if front.cors else ""
+        self.server_header = f"\r\nServer: {SERVER_SOFTWARE}\r\n{vary}".encode()
 
     def __call__(self) -> _LongPolling:  # type: ignore[override]
         return _LongPolling(self)
@@ -209,7 +211,7 @@ def _parse_head(server: FrontServer, head: bytes) -> _Head | None:
     length = -1
     keep_alive = True
     forwarded_for: list[str] = []
-    hand_off_origin = server.front.hand_off_origin
+    cors = server.front.cors
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
         if not colon or not name or name[-1] in b" \t" or name[0] in b" \t":
@@ -230,7 +232,7 @@ def _parse_head(server: FrontServer, head: bytes) -> _Head | None:
             return None
         elif name == b"x-forwarded-for":
             forwarded_for.append(value.decode("latin-1"))
-        elif name == b"origin" and hand_off_origin:
+        elif name == b"origin" and cors:
             return None
     if length < 0 or length > server.front.max_message_bytes:
         return None

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.cometd.conftest import PATH, Bayeux, FrontTestServer
+from chatpush.cometd import FRONT, Front
+from tests.cometd.conftest import LIMITS, PATH, Bayeux, FrontTestServer
 
 Reply = list[dict[str, Any]]
 
@@ -232,3 +233,24 @@ async def test_shutdown_answers_held_connects_then_closes(bayeux: Bayeux) -> Non
     assert connected["id"] == "held" and connected["successful"] is True
     assert await raw.closed()
     await closing
+
+
+async def test_with_cors_open_requests_with_origin_go_to_aiohttp(bayeux: Bayeux) -> None:
+    bayeux.app[FRONT] = Front(bayeux.server, PATH, LIMITS.max_message_bytes, cors=True)
+    server = FrontTestServer(bayeux.app)
+    await server.start_server()
+    try:
+        lean = await Raw.open(server)
+        lean.send(post(HANDSHAKE))
+        _status, headers, _body = await lean.answer()
+        assert headers["vary"] == "Origin"  # as aiohttp's CORS marks every answer on the path
+        browser = await Raw.open(server)
+        browser.send(post(HANDSHAKE, extra="Origin: https://shop.example.com\r\n"))
+        [shake] = await browser.reply()
+        assert shake["successful"] is True
+        assert server.runner is not None and server.runner.server is not None
+        assert server.runner.server.requests_count == 1  # the browser's, through aiohttp
+        lean.close()
+        browser.close()
+    finally:
+        await server.close()
