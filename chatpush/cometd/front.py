@@ -8,8 +8,9 @@ answers the simple ones itself, in order, one at a time: ``POST`` of HTTP/1.1 to
 ``Transfer-Encoding``, ``Content-Encoding``, ``Expect`` or ``Upgrade``. Such a request costs no
 task, no timer, no request or response object: its body goes to the Bayeux server, the reply is
 written as bytes, and a held connect is answered from a callback when it is released
-(``BayeuxServer.hold``). A batch whose processing must wait (a service handler, an
-asynchronous authorizer) is finished by one task.
+(``BayeuxServer.hold``). Only a batch of connects and handshakes is processed so, outside any
+task (``BayeuxServer.answers_at_once``: they await nothing); any other batch (a publish, a
+subscribe, a service request) gets one task, as under aiohttp, since hooks may need one.
 
 Anything else (another path or method, a websocket upgrade, a chunked or compressed body, a
 body not all there yet, HTTP/1.0, a malformed head, a request with ``Origin`` when CORS is
@@ -350,24 +351,22 @@ class _LongPolling(asyncio.Protocol):
             remote = peer[0] if isinstance(peer, tuple | list) and peer else None
             return endpoint.proxies.address_of(remote, lambda: forwarded_for)
 
+        coro = endpoint.process(messages, protocol.LONG_POLLING, address)
+        if endpoint.answers_at_once(messages):
+            self._process(coro)
+            return
+        # Hooks may run (service handlers, authorizers): in a task of their own, as under
+        # aiohttp (asyncio.timeout and current_task need one), with the request's scope.
+        context = contextvars.copy_context()
         scope = self._server.front.request_scope
-        if scope is None:
-            self._process(endpoint.process(messages, protocol.LONG_POLLING, address))
-        else:
-            context = contextvars.copy_context()
+        if scope is not None:
             context.run(scope, address)
-            context.run(
-                self._process,
-                endpoint.process(messages, protocol.LONG_POLLING, address),
-                context,
-            )
+        task = asyncio.get_running_loop().create_task(coro, context=context)
+        task.add_done_callback(self._finished)
 
-    def _process(
-        self,
-        coro: Coroutine[Any, Any, Exchange],
-        context: contextvars.Context | None = None,
-    ) -> None:
-        """Run the batch's processing now; if it has to wait, one task finishes it."""
+    def _process(self, coro: Coroutine[Any, Any, Exchange]) -> None:
+        """Run a batch that awaits nothing now, outside any task; should it wait after all,
+        one task finishes it."""
         try:
             waiting = coro.send(None)
         except StopIteration as done:
@@ -376,9 +375,7 @@ class _LongPolling(asyncio.Protocol):
         except Exception:
             self._failed()
             return
-        task = asyncio.get_running_loop().create_task(
-            _finish(_Resumed(coro, waiting)), context=context
-        )
+        task = asyncio.get_running_loop().create_task(_finish(_Resumed(coro, waiting)))
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[Exchange]) -> None:

@@ -312,6 +312,13 @@ class BayeuxServer:
             exchange.replies.append(reply)
         return exchange
 
+    def answers_at_once(self, messages: list[Any]) -> bool:
+        """Whether :meth:`process` handles ``messages`` without awaiting anything: connects and
+        handshakes only, for which no asynchronous hook runs (the drain and removal listeners
+        are synchronous). A transport may then run it outside a task (the lean front does); an
+        asynchronous hook may need one (``asyncio.timeout``, ``current_task``)."""
+        return all(type(m) is dict and m.get("channel") in _AT_ONCE for m in messages)
+
     async def wait(self, exchange: Exchange) -> None:
         """Hold the exchange's connect until a message is queued, T passes or it is released."""
         held = exchange.connect
@@ -828,6 +835,11 @@ class BayeuxServer:
         while True:
             self._sweep_wake.clear()
             await self.clock.sleep_until(self.sweep(), self._sweep_wake)
+
+
+_AT_ONCE = frozenset((protocol.CONNECT, protocol.HANDSHAKE))
+"""The meta channels whose handling awaits nothing (``_connect``, ``_handshake``):
+``answers_at_once``."""
 
 
 def _error(message: Mapping[str, Any], channel: str, error: str) -> dict[str, Any]:

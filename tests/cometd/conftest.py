@@ -26,11 +26,11 @@ from chatpush.cometd import (
     BayeuxServer,
     CometdLimits,
     Front,
-    FrontRunner,
     RemovalReason,
     Session,
 )
 from chatpush.testing import FakeClock
+from tests.conftest import FrontTestServer
 
 PATH = "/genesys/cometd"
 LIMITS = CometdLimits(
@@ -90,14 +90,6 @@ def make_bayeux(
 @pytest.fixture
 def bayeux(clock: FakeClock) -> Bayeux:
     return make_bayeux(clock)
-
-
-class FrontTestServer(TestServer):
-    """aiohttp's test server through ``FrontRunner``, as ``chatpush serve`` runs: plain
-    long-polling requests are answered by the lean front (chatpush/cometd/front.py)."""
-
-    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
-        return FrontRunner(self.app, **kwargs)
 
 
 @pytest.fixture(params=["lean", "aiohttp"])

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from chatpush.cometd import FRONT, Front
+from chatpush.cometd import FRONT, Front, Session
 from tests.cometd.conftest import LIMITS, PATH, Bayeux, FrontTestServer
 
 Reply = list[dict[str, Any]]
@@ -252,5 +252,29 @@ async def test_with_cors_open_requests_with_origin_go_to_aiohttp(bayeux: Bayeux)
         assert server.runner.server.requests_count == 1  # the browser's, through aiohttp
         lean.close()
         browser.close()
+    finally:
+        await server.close()
+
+
+async def test_service_handlers_run_in_a_task_and_see_the_answer(bayeux: Bayeux) -> None:
+    async def timed(session: Session, message: dict[str, Any]) -> None:
+        async with asyncio.timeout(1):  # needs a task (as a database driver's connect does)
+            await asyncio.sleep(0)
+        await session.deliver(message["channel"], {"timed": message["data"]})
+
+    bayeux.server.on_service("/service/timed", timed)
+    server = FrontTestServer(bayeux.app)
+    await server.start_server()
+    try:
+        raw = await Raw.open(server)
+        client_id = await session(raw)
+        raw.send(post([{"channel": "/service/timed", "clientId": client_id, "data": 7}]))
+        [published] = await raw.reply()
+        assert published["successful"] is True
+        raw.send(post(connect(client_id, "c1")))
+        message, connected = await raw.reply()
+        assert message == {"channel": "/service/timed", "data": {"timed": 7}}
+        assert connected["successful"] is True
+        raw.close()
     finally:
         await server.close()
