@@ -379,7 +379,9 @@ class _LongPolling(asyncio.Protocol):
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[Exchange]) -> None:
-        if task.cancelled() or task.exception() is not None:
+        if task.cancelled():  # the server is stopping
+            self.close()
+        elif task.exception() is not None:
             self._failed(task.exception())
         else:
             self._processed(task.result())
