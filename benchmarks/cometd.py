@@ -17,7 +17,11 @@ docs/PERFORMANCE.md §6.1). For each (N, R) point and each server:
 
 (a) ``node``: cometd-nodejs-server 1.2.1 from the npm registry (benchmarks/cometd_node_server.mjs),
     installed at run time into ``$CHATPUSH_NPM_CACHE/bench`` (default ~/.cache/chatpush-npm).
-(b) ``chatpush``: chatpush.cometd.BayeuxServer alone on aiohttp (benchmarks/cometd_server.py).
+(b) ``chatpush``: chatpush.cometd.BayeuxServer alone (benchmarks/cometd_server.py), its plain
+    long-polling requests answered by the lean front (chatpush/cometd/front.py) as ``chatpush
+    serve`` does; ``chatpush-aiohttp``: every request through aiohttp (the earlier path);
+    ``chatpush-freeze``: with ``gc.freeze()`` every 5 s (an experiment); ``chatpush-pygc``: the
+    collector at Python's default threshold.
 Both hold connects up to 30 s, keep sessions 120 s, allow client publishes. Each server process
 is started fresh for each point. Run from the repository root:
 
@@ -60,7 +64,9 @@ NODE_SCRIPT = Path(__file__).with_name("cometd_node_server.mjs")
 SERVERS = ("node", "chatpush")
 """The default; ``--servers node,chatpush,chatpush-pygc`` adds chatpush with the garbage
 collector's first threshold at Python's default (GC_EXPERIMENT_THRESHOLD) instead of the one
-``chatpush serve`` sets (chatpush/cli.py: GC_FIRST_THRESHOLD; docs/PERFORMANCE.md §6.2)."""
+``chatpush serve`` sets (chatpush/cli.py: GC_FIRST_THRESHOLD; docs/PERFORMANCE.md §6.2);
+``chatpush-aiohttp`` (every request through aiohttp) and ``chatpush-freeze`` (``gc.freeze()``)
+likewise (§6.3)."""
 GC_EXPERIMENT_THRESHOLD = 700
 DEFAULT_POINTS = "1000x1000,5000x1000,10000x1000,10000x2000"
 DRAIN_S = 2.0
@@ -125,6 +131,10 @@ def start_server(kind: str, port: int, loop: str, workdir: Path) -> Process:
         args = ["--port", str(port)]
         if kind == "chatpush-pygc":  # the profile's experiment: the collector at Python's default
             args += ["--gc-threshold", str(GC_EXPERIMENT_THRESHOLD)]
+        if kind == "chatpush-aiohttp":  # every request through aiohttp, as before the front
+            args += ["--front", "aiohttp"]
+        if kind == "chatpush-freeze":  # the experiment: gc.freeze() once clients are set up
+            args += ["--gc-freeze"]
         command = python_command("benchmarks.cometd_server", args, loop=loop)
     server = Process(kind, command, workdir)
     server.start()

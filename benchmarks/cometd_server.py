@@ -7,10 +7,13 @@ The same settings as benchmarks/cometd_node_server.mjs gives the Node server: co
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import dataclasses
 import gc
 import json
 import resource
+import signal
 import sys
 import time
 from typing import Any
@@ -19,7 +22,7 @@ from aiohttp import web
 
 from chatpush.cli import tune_collector
 from chatpush.clock import SystemClock
-from chatpush.cometd import BayeuxServer, CometdLimits, Session
+from chatpush.cometd import FRONT, BayeuxServer, CometdLimits, Front, FrontRunner, Session
 
 LIMITS = CometdLimits(
     max_sessions=50_000,
@@ -27,6 +30,8 @@ LIMITS = CometdLimits(
     connect_timeout_ms=30_000,
     max_interval_ms=120_000,
 )
+
+FREEZE_EVERY_S = 5.0
 
 
 def allow(session: Session, channel: str) -> bool:
@@ -65,6 +70,19 @@ def main() -> None:
         help="the collector's first threshold (gc.set_threshold), for the profile's experiment; "
         "0: as `chatpush serve` runs (chatpush.cli.tune_collector)",
     )
+    parser.add_argument(
+        "--front",
+        choices=("lean", "aiohttp"),
+        default="lean",
+        help="lean: plain long-polling POSTs answered by chatpush.cometd.front (as `chatpush "
+        "serve` runs with cometd.lean_long_polling); aiohttp: every request through aiohttp",
+    )
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="the experiment: gc.freeze() every 5 s, so the long-lived sessions and "
+        "connections leave the collector's generations",
+    )
     args = parser.parse_args()
     if args.gc_threshold:
         gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
@@ -84,7 +102,29 @@ def main() -> None:
         print(json.dumps({"stats": stats, **collector}, default=str), file=sys.stderr, flush=True)
 
     app.on_cleanup.append(report)
-    web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None)
+    if args.front == "lean":
+        app[FRONT] = Front(server, "/cometd", LIMITS.max_message_bytes)
+    asyncio.run(serve(app, args.port, freeze=args.gc_freeze))
+
+
+async def serve(app: web.Application, port: int, *, freeze: bool) -> None:
+    """As ``web.run_app`` serves (no access log), through ``FrontRunner`` as `chatpush serve`,
+    until SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    runner = FrontRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), FREEZE_EVERY_S)
+            if freeze:
+                gc.freeze()
+    finally:
+        await runner.cleanup()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ same key, so they agree.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from aiohttp import web
 
@@ -44,15 +44,21 @@ class TrustedProxies:
         forwarded for; an IPv6 one as its network (``2001:db8:1:1::/64``)."""
         return self._key(self._address(request))
 
+    def address_of(self, peer: str | None, forwarded_for: Callable[[], Iterable[str]]) -> str:
+        """:meth:`client_address` of a request from ``peer`` whose ``X-Forwarded-For`` headers
+        ``forwarded_for`` gives (read only behind a trusted proxy): for a transport that parses
+        requests itself (the CometD long-polling front)."""
+        return self._key(self._forwarded(peer or UNKNOWN, forwarded_for))
+
     def _address(self, request: web.BaseRequest) -> str:
-        peer = request.remote or UNKNOWN
+        return self._forwarded(
+            request.remote or UNKNOWN, lambda: request.headers.getall("X-Forwarded-For", ())
+        )
+
+    def _forwarded(self, peer: str, forwarded_for: Callable[[], Iterable[str]]) -> str:
         if not self._networks or not self.trusts(peer):
             return peer
-        hops = [
-            hop.strip()
-            for header in request.headers.getall("X-Forwarded-For", ())
-            for hop in header.split(",")
-        ]
+        hops = [hop.strip() for header in forwarded_for() for hop in header.split(",")]
         for hop in reversed(hops):
             if hop and not self.trusts(hop):
                 return _normalized(hop)

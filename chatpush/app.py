@@ -26,7 +26,7 @@ from chatpush.api import chat_cometd, chat_server, ratelimit, routes
 from chatpush.api.access import KeyRing
 from chatpush.api.agents import AGENT_STREAM, AGENTS
 from chatpush.api.bayeux import PATH as COMETD_PATH
-from chatpush.api.bayeux import bayeux_server
+from chatpush.api.bayeux import bayeux_server, setup_front
 from chatpush.api.body_timeout import body_timeout_middleware
 from chatpush.api.callbacks import CALLBACKS
 from chatpush.api.comet_push import install_push_authorizer
@@ -160,6 +160,7 @@ def create_app(
     # Every HTTP route is in chatpush/api/routes.py, with the scopes that may call it.
     routes.mount(app, routes.ROUTES)
     app[COMETD].add_routes(app, COMETD_PATH)
+    setup_front(app, settings, metrics)  # chatpush serve's FrontRunner puts it before aiohttp
     install_push_authorizer(app)
     chat_cometd.install(app)
     # Other parts of the service plug in below, one setup_<thing>(app, settings, ...) call each,

@@ -343,6 +343,7 @@ async def _serve(settings: Settings, loop_name: str) -> int:
     from aiohttp import web
 
     from chatpush.app import create_app
+    from chatpush.cometd import FrontRunner
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -354,7 +355,7 @@ async def _serve(settings: Settings, loop_name: str) -> int:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signal.Signals(signum).name)
-    runner = web.AppRunner(
+    runner = FrontRunner(  # an AppRunner, with the lean CometD front if the app has one
         create_app(settings),
         handle_signals=False,
         access_log=None,

@@ -658,6 +658,10 @@ class CometdSettings(_Strict):
     foreground_lease_s: Annotated[float, Field(ge=3, le=3600)] = 30.0
     """While a session follows a chat, its push waits; the instance renews this lease every third
     of it, so a chat whose instance died is pushed again at most this long after."""
+    lean_long_polling: bool = True
+    """Plain long-polling POSTs answered by the lean front (chatpush/cometd/front.py) instead of
+    aiohttp's per-request machinery; anything else on the connection goes to aiohttp as before.
+    False: every request through aiohttp (docs/cometd.md, "The lean long-polling front")."""
 
 
 class DeliverySettings(_Strict):

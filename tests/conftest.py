@@ -24,6 +24,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.engine import make_url
 
 from chatpush.app import create_app
+from chatpush.cometd import FrontRunner
 from chatpush.config import DatabaseSettings, Settings, load_settings
 from chatpush.store import migrate
 from chatpush.testing import FakeClock
@@ -133,18 +134,28 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
     return make_settings()
 
 
+class FrontTestServer(TestServer):
+    """aiohttp's test server through ``FrontRunner``, as ``chatpush serve`` runs: plain CometD
+    long-polling requests are answered by the lean front (chatpush/cometd/front.py) when the app
+    has one, and every other connection is handed to aiohttp."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        return FrontRunner(self.app, **kwargs)
+
+
 @pytest.fixture
 async def make_client(
     aiohttp_client: Callable[..., Any], clock: FakeClock, sqlite_template: Path
 ) -> Callable[..., Any]:
-    """Start the real app on a migrated database and return an aiohttp test client."""
+    """Start the real app on a migrated database, served as ``chatpush serve`` serves it
+    (``FrontRunner``), and return an aiohttp test client."""
 
     async def make(settings: Settings, **app_args: Any) -> TestClient[web.Request, web.Application]:
         """``app_args``: more arguments of ``create_app`` (e.g. ``agent_outbox``)."""
         if settings.database.is_sqlite:  # the PostgreSQL test databases are migrated already
             await asyncio.to_thread(provide_sqlite, settings.database.url, sqlite_template)
         app = create_app(settings, clock=clock, housekeeping=False, **app_args)
-        server = TestServer(app)
+        server = FrontTestServer(app)
         try:
             await server.start_server()
         except BaseException:

@@ -6,10 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from aiohttp import web
+
 from chatpush.addresses import TrustedProxies
 from chatpush.api import chat_cometd
+from chatpush.api.cors import CorsPolicies
+from chatpush.api.keys import COMETD
+from chatpush.api.observability import ROUTE_GROUPS
+from chatpush.api.ratelimit import CLIENT_ADDRESS
 from chatpush.clock import Clock
-from chatpush.cometd import BayeuxServer, CometdLimits, CometdStats
+from chatpush.cometd import FRONT, BayeuxServer, CometdLimits, CometdStats, Front
 from chatpush.config import ConfigError, Settings
 from chatpush.metrics import Metrics
 
@@ -21,9 +27,33 @@ def bayeux_server(
 ) -> BayeuxServer:
     """A Bayeux server with the settings' limits, counted on ``metrics`` (mount it with
     ``add_routes(app, PATH)``)."""
-    server = BayeuxServer(clock, cometd_limits(settings), client_address=proxies.client_address)
+    server = BayeuxServer(clock, cometd_limits(settings), proxies=proxies)
     metrics.add_collector(lambda: cometd_samples(server.stats))
     return server
+
+
+def setup_front(app: web.Application, settings: Settings, metrics: Metrics) -> None:
+    """The lean long-polling front (``cometd.lean_long_polling``, chatpush/cometd/front.py) for
+    ``chatpush serve``'s ``FrontRunner``, keeping what the middlewares give a CometD request:
+    its duration in ``chatpush_request_duration_seconds`` and its client address for the rate
+    limits of ``/service/chatV2`` (``requestChat``); with CORS open to CometD, a request that
+    carries ``Origin`` goes through aiohttp and its CORS answers."""
+    if not settings.cometd.lean_long_polling:
+        return
+    server = app[COMETD]
+    group = next(group for prefix, group in ROUTE_GROUPS if PATH.startswith(prefix))
+
+    def observe(duration_s: float) -> None:
+        metrics.observe("chatpush_request_duration_seconds", duration_s, route=group)
+
+    app[FRONT] = Front(
+        server,
+        PATH,
+        server.limits.max_message_bytes,
+        observe=observe,
+        request_scope=CLIENT_ADDRESS.set,
+        cors=CorsPolicies(settings).cometd is not None,
+    )
 
 
 def cometd_limits(settings: Settings) -> CometdLimits:

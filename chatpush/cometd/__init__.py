@@ -1,5 +1,7 @@
 """The Bayeux 1.0 (CometD) server: long-polling and websocket on aiohttp, sessions in memory.
 
+    front.py        the lean long-polling front: plain POSTs without aiohttp's per-request
+                    objects, every other connection handed to aiohttp (FrontRunner)
     transports.py   aiohttp handlers: POST (long-polling) and GET + upgrade (websocket)
         │ list of messages                        ▲ JSON text
         ▼                                         │
@@ -20,9 +22,13 @@ Wiring, for the application::
     server.add_routes(app)               # also runs the expiry sweep for the app's life
     await server.publish("/_genesys/push/" + device_id, body)
 
+    app[FRONT] = Front(server, "/genesys/cometd", limits.max_message_bytes)  # optional
+    runner = FrontRunner(app)            # in place of web.AppRunner
+
 docs/cometd.md records the decisions.
 """
 
+from chatpush.cometd.front import FRONT, Front, FrontRunner
 from chatpush.cometd.server import (
     Authorizer,
     BayeuxServer,
@@ -37,6 +43,7 @@ from chatpush.cometd.server import (
 from chatpush.cometd.session import RemovalReason, Session
 
 __all__ = [
+    "FRONT",
     "Authorizer",
     "BayeuxServer",
     "ClientAddress",
@@ -44,6 +51,8 @@ __all__ = [
     "CometdStats",
     "DisconnectHandler",
     "DrainListener",
+    "Front",
+    "FrontRunner",
     "RemovalListener",
     "RemovalReason",
     "ServiceHandler",

@@ -150,12 +150,14 @@ class BayeuxServer:
         clock: Clock,
         limits: CometdLimits | None = None,
         *,
-        client_address: ClientAddress | None = None,
+        proxies: TrustedProxies | None = None,
     ) -> None:
         self.clock = clock
         self.limits = limits or CometdLimits()
-        self.client_address = client_address or TrustedProxies().client_address
-        """Maps a request to its client's address (the application's proxy rules)."""
+        self.proxies = proxies or TrustedProxies()
+        """The application's proxy rules: who a request's client is."""
+        self.client_address: ClientAddress = self.proxies.client_address
+        """Maps a request to its client's address."""
         self.stats = CometdStats()
         self._sessions: dict[str, Session] = {}
         self._per_address: Counter[str] = Counter()
@@ -310,6 +312,13 @@ class BayeuxServer:
             exchange.replies.append(reply)
         return exchange
 
+    def answers_at_once(self, messages: list[Any]) -> bool:
+        """Whether :meth:`process` handles ``messages`` without awaiting anything: connects and
+        handshakes only, for which no asynchronous hook runs (the drain and removal listeners
+        are synchronous). A transport may then run it outside a task (the lean front does); an
+        asynchronous hook may need one (``asyncio.timeout``, ``current_task``)."""
+        return all(type(m) is dict and m.get("channel") in _AT_ONCE for m in messages)
+
     async def wait(self, exchange: Exchange) -> None:
         """Hold the exchange's connect until a message is queued, T passes or it is released."""
         held = exchange.connect
@@ -321,6 +330,24 @@ class BayeuxServer:
         finally:
             self.abandon(exchange)
 
+    def hold(self, exchange: Exchange, answer: Callable[[], None]) -> None:
+        """:meth:`wait` without a coroutine: ``answer`` runs once the connect is released (soon
+        after, from the event loop; at once when it was released already). It is then no longer
+        held (:meth:`abandon` has run) and the transport renders the exchange. A transport whose
+        connection closes first calls :meth:`abandon` itself, and ``answer`` never runs."""
+        held = exchange.connect
+        assert held is not None and exchange.hold
+
+        def released() -> None:
+            if held.callback is not None:  # else abandoned meanwhile
+                held.callback = None
+                self.abandon(exchange)
+                answer()
+
+        held.callback = released
+        if held.released:
+            asyncio.get_running_loop().call_soon(released)
+
     def abandon(self, exchange: Exchange) -> None:
         """Stop holding the exchange's connect without answering it (its connection is gone).
 
@@ -330,6 +357,7 @@ class BayeuxServer:
         held = exchange.connect
         if held is None:
             return
+        held.callback = None
         self._holding.pop(held, None)
         if held.session.held is held:
             held.session.held = None
@@ -807,6 +835,11 @@ class BayeuxServer:
         while True:
             self._sweep_wake.clear()
             await self.clock.sleep_until(self.sweep(), self._sweep_wake)
+
+
+_AT_ONCE = frozenset((protocol.CONNECT, protocol.HANDSHAKE))
+"""The meta channels whose handling awaits nothing (``_connect``, ``_handshake``):
+``answers_at_once``."""
 
 
 def _error(message: Mapping[str, Any], channel: str, error: str) -> dict[str, Any]:

@@ -77,6 +77,9 @@ class HeldConnect:
     """Answer it now: a message was queued, its deadline passed, or the server is stopping."""
     waiter: asyncio.Future[None] | None = None
     """What ``BayeuxServer.wait`` awaits (made only if it was not released already)."""
+    callback: Callable[[], None] | None = None
+    """What ``BayeuxServer.hold`` runs (soon after the release, never within it): the lean
+    long-polling front answers a held connect without a task or a future."""
     text: str | None = None
     """The reply as JSON, when the server wrote it directly (the usual successful one)."""
 
@@ -87,6 +90,9 @@ class HeldConnect:
             waiter = self.waiter
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
+            elif self.callback is not None:
+                # Soon, not now: every message of the batch being fanned out is queued first.
+                asyncio.get_running_loop().call_soon(self.callback)
 
 
 @dataclass(slots=True)

@@ -7,8 +7,9 @@ Long-polling: ``POST <path>`` and ``POST <path>/*`` (the JavaScript client appen
 client mistakes it for an answer. No cookie is ever set or required.
 
 Websocket: ``GET <path>`` with ``Upgrade: websocket``; every frame is a batch and gets one reply
-frame. Frames are read and answered in order, except that a connect which must wait is handed to
-a task of its own, so a held connect never delays other replies. (Keeping the other messages in
+frame. Frames are read and answered in order, except that a connect which must wait is answered
+when released (``BayeuxServer.hold``: a callback, no task while it waits), so a held connect
+never delays other replies. (Keeping the other messages in
 order keeps a client's chat operations in the order it sent them.) aiohttp pings every
 ``WEBSOCKET_HEARTBEAT_S`` so that sockets of vanished clients are closed.
 """
@@ -17,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from chatpush.addresses import TrustedProxies
 from chatpush.cometd import protocol
 from chatpush.cometd.session import Exchange
 
@@ -44,6 +47,11 @@ class Endpoint(Protocol):
     to mount them: the transports know the server only by this shape)."""
 
     client_address: Callable[[web.BaseRequest], str]
+    proxies: TrustedProxies
+
+    def hold(self, exchange: Exchange, answer: Callable[[], None]) -> None: ...
+
+    def answers_at_once(self, messages: list[Any]) -> bool: ...
 
     async def process(
         self, messages: list[Any], transport: str, address: str | Callable[[], str]
@@ -83,7 +91,8 @@ def _json(text: str, status: int = 200) -> web.Response:
 
 
 class _Socket:
-    """One websocket: serialized sends, and the tasks of its held connects."""
+    """One websocket: serialized sends, and its held connects (no task of their own: each is
+    answered from a callback when released, by a task that lives only for the send)."""
 
     def __init__(self, server: Endpoint, ws: web.WebSocketResponse, address: str) -> None:
         self._server = server
@@ -91,7 +100,9 @@ class _Socket:
         self.address = address
         """The client's address, taken once at the upgrade."""
         self._send_lock = asyncio.Lock()
-        self._held: dict[asyncio.Task[None], Exchange] = {}
+        self._held: dict[int, Exchange] = {}
+        """Held connects by ``id`` (an exchange is not hashable)."""
+        self._sending: set[asyncio.Task[None]] = set()
 
     async def send(self, text: str) -> None:
         if self.ws.closed:
@@ -101,31 +112,35 @@ class _Socket:
                 await self.ws.send_str(text)
 
     def hold(self, exchange: Exchange) -> None:
-        task = asyncio.create_task(self._answer_when_released(exchange), name="cometd-ws-connect")
-        self._held[task] = exchange
-        task.add_done_callback(self._forget)
+        self._held[id(exchange)] = exchange
+        self._server.hold(exchange, functools.partial(self._released, exchange))
 
-    def _forget(self, task: asyncio.Task[None]) -> None:
-        self._held.pop(task, None)
-
-    async def _answer_when_released(self, exchange: Exchange) -> None:
-        await self._server.wait(exchange)
-        if not self.ws.closed:  # else the queue stays for the client's next connect
-            await self.send(self._server.render(exchange))
+    def _released(self, exchange: Exchange) -> None:
+        self._held.pop(id(exchange), None)
+        if self.ws.closed:  # the queue stays for the client's next connect
+            return
+        task = asyncio.create_task(
+            self.send(self._server.render(exchange)), name="cometd-ws-connect"
+        )
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
 
     async def finish_held(self, timeout_s: float) -> None:
-        if self._held:
-            await asyncio.wait(list(self._held), timeout=timeout_s)
+        """After the server released every held connect: let their answers be sent."""
+        await asyncio.sleep(0)  # the release callbacks run first
+        if self._sending:
+            await asyncio.wait(list(self._sending), timeout=timeout_s)
 
     async def abandon(self) -> None:
-        """The socket closed: stop holding its connects (a task cancelled before it started
-        never reached the server's ``wait``, hence the explicit ``abandon``)."""
-        held = dict(self._held)
-        for task in held:
-            task.cancel()
-        await asyncio.gather(*held, return_exceptions=True)
-        for exchange in held.values():
+        """The socket closed: stop holding its connects (their queues stay for the client's
+        next connect) and stop the answers being sent."""
+        for exchange in self._held.values():
             self._server.abandon(exchange)
+        self._held.clear()
+        sending = list(self._sending)
+        for task in sending:
+            task.cancel()
+        await asyncio.gather(*sending, return_exceptions=True)
 
 
 class _Transports:

@@ -21,8 +21,16 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from chatpush.addresses import TrustedProxies
-from chatpush.cometd import BayeuxServer, CometdLimits, RemovalReason, Session
+from chatpush.cometd import (
+    FRONT,
+    BayeuxServer,
+    CometdLimits,
+    Front,
+    RemovalReason,
+    Session,
+)
 from chatpush.testing import FakeClock
+from tests.conftest import FrontTestServer
 
 PATH = "/genesys/cometd"
 LIMITS = CometdLimits(
@@ -60,8 +68,7 @@ def make_bayeux(
 ) -> Bayeux:
     """The test app; with ``trusted_proxies``, their ``X-Forwarded-For`` names the client."""
     app = web.Application()
-    client_address = TrustedProxies(trusted_proxies).client_address
-    server = BayeuxServer(clock, limits, client_address=client_address)
+    server = BayeuxServer(clock, limits, proxies=TrustedProxies(trusted_proxies))
     bayeux = Bayeux(server, app)
 
     async def echo(session: Session, message: dict[str, Any]) -> None:
@@ -76,6 +83,7 @@ def make_bayeux(
     server.on_disconnect(on_disconnect)
     server.on_session_removed(lambda session, reason: bayeux.removed.append((session, reason)))
     server.add_routes(app, PATH)
+    app[FRONT] = Front(server, PATH, limits.max_message_bytes)  # used by FrontRunner only
     return bayeux
 
 
@@ -84,17 +92,28 @@ def bayeux(clock: FakeClock) -> Bayeux:
     return make_bayeux(clock)
 
 
-@pytest.fixture
-async def http(bayeux: Bayeux, aiohttp_client: Callable[..., Awaitable[Client]]) -> Client:
-    """A raw HTTP client on the test app."""
+@pytest.fixture(params=["lean", "aiohttp"])
+async def http(
+    request: pytest.FixtureRequest,
+    bayeux: Bayeux,
+    aiohttp_client: Callable[..., Awaitable[Client]],
+) -> Client:
+    """A raw HTTP client on the test app, through the lean front and through aiohttp alone."""
+    if request.param == "lean":
+        return await aiohttp_client(FrontTestServer(bayeux.app))
     return await aiohttp_client(bayeux.app)
 
 
 @pytest.fixture
-async def url(bayeux: Bayeux, aiohttp_server: Callable[..., Awaitable[TestServer]]) -> str:
-    """The endpoint of the test app on a real port, for the real CometD client."""
-    server = await aiohttp_server(bayeux.app)
-    return str(server.make_url(PATH))
+async def url(bayeux: Bayeux) -> AsyncIterator[str]:
+    """The endpoint of the test app on a real port, for the real CometD client, through the
+    lean front (the websocket and anything it does not answer: aiohttp)."""
+    server = FrontTestServer(bayeux.app)
+    await server.start_server()
+    try:
+        yield str(server.make_url(PATH))
+    finally:
+        await server.close()
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,7 @@ from chatpush.api.bayeux import cometd_samples
 from chatpush.cometd import RemovalReason
 from chatpush.config import Settings
 from chatpush.testing import FakeClock
-from tests.cometd.conftest import LIMITS, PATH, Bayeux, Client, make_bayeux
+from tests.cometd.conftest import LIMITS, PATH, Bayeux, Client, FrontTestServer, make_bayeux
 from tests.cometd.support import (
     connect,
     connect_message,
@@ -185,11 +185,17 @@ async def test_unacknowledged_messages_count_until_acknowledged(
 ADDRESS_LIMITS = dataclasses.replace(LIMITS, max_sessions_per_address=3)
 
 
-@pytest.fixture
+@pytest.fixture(params=["lean", "aiohttp"])
 async def behind_proxy(
-    clock: FakeClock, aiohttp_client: Callable[..., Awaitable[Client]]
+    request: pytest.FixtureRequest,
+    clock: FakeClock,
+    aiohttp_client: Callable[..., Awaitable[Client]],
 ) -> tuple[Bayeux, Client]:
+    """Behind a trusted proxy, through the lean front (its own reading of X-Forwarded-For) and
+    through aiohttp alone."""
     bayeux = make_bayeux(clock, ADDRESS_LIMITS, trusted_proxies=(PROXY,))
+    if request.param == "lean":
+        return bayeux, await aiohttp_client(FrontTestServer(bayeux.app))
     return bayeux, await aiohttp_client(bayeux.app)
 
 
