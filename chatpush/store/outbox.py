@@ -270,8 +270,8 @@ _HEADS = (
 )
 """The claimable heads: due, not leased (or the lease ran out), nothing earlier of their key."""
 _HEADS_ORDER = " ORDER BY candidate.id LIMIT :limit"
-_POSTGRES_SKIP = " FOR UPDATE OF candidate SKIP LOCKED"
-_CLAIM_HEADS = Statement(_HEADS + _HEADS_ORDER, postgres_lock=_POSTGRES_SKIP.strip())
+_CLAIM_HEADS = Statement(_HEADS + _HEADS_ORDER)
+_LEASE_FREE = "(lease_until_ms IS NULL OR lease_until_ms < :now_ms)"
 
 
 def claim_heads(
@@ -296,6 +296,9 @@ def claim_heads(
     Each key has one head at most, so ``limit + len(exclude)`` heads hold ``limit`` claimable
     ones if there are. The exclusion is left to Python: as a list of parameters in the SQL (one
     per notification in flight, hundreds under load) it cost more than the rest of the claim.
+    So only the lease locks (PostgreSQL: SKIP LOCKED, the lease re-checked on the row as it is
+    then): a head this claimer excludes or leaves over its ``limit`` is never locked, and a
+    concurrent claimer takes it.
     """
     params: dict[str, Any] = {"now_ms": now_ms, "limit": limit + len(exclude)}
     statement: Statement | str = _CLAIM_HEADS
@@ -307,8 +310,7 @@ def claim_heads(
             " AND subscriptions.chat_id = candidate.key"
             f" AND subscriptions.pinned_node IN {others})"
         )
-        lock = "" if conn.dialect.name == "sqlite" else _POSTGRES_SKIP
-        statement = _HEADS + pinned + _HEADS_ORDER + lock
+        statement = _HEADS + pinned + _HEADS_ORDER
     heads = sql.rows(conn, statement, params)
     if exclude:
         excluded = exclude if isinstance(exclude, (set, frozenset, dict)) else set(exclude)
@@ -316,11 +318,18 @@ def claim_heads(
     if not heads:
         return []
     ids, id_params = sql.in_list("id", [head[0] for head in heads[:limit]])
+    if conn.dialect.name == "sqlite":  # one writer: the heads read are still free
+        leased = f"id IN {ids}"
+    else:
+        leased = (
+            f"id IN (SELECT id FROM outbox WHERE id IN {ids} AND {_LEASE_FREE}"
+            " FOR UPDATE SKIP LOCKED)"
+        )
     found = sql.rows(
         conn,
-        f"UPDATE outbox SET lease_until_ms = :until_ms, claimed_by = :claimer WHERE id IN {ids}"
+        f"UPDATE outbox SET lease_until_ms = :until_ms, claimed_by = :claimer WHERE {leased}"
         f" RETURNING {_OUTBOX_COLUMNS}",
-        {**id_params, "until_ms": now_ms + lease_ms, "claimer": claimer},
+        {**id_params, "now_ms": now_ms, "until_ms": now_ms + lease_ms, "claimer": claimer},
     )
     return sorted((_outbox_record(values) for values in found), key=lambda record: record.id)
 
