@@ -276,9 +276,15 @@ class Dispatcher:
         while not self._stopping:
             self._wake.clear()
             now_ms = self._clock.now_ms()
-            claimed = await self._claim(now_ms)
+            claimed, more = await self._claim(now_ms)
             if claimed and checked_ms is not None and now_ms - checked_ms < DEADLINES_EVERY_MS:
-                continue  # work flows: claim on, and look at the timers a little later
+                if more:
+                    continue  # work flows: claim on, and look at the timers a little later
+                # Fewer than asked for: nothing else is claimable now. Another claim at once
+                # would find nothing (a transaction of the writer per ring at 200 rings/s);
+                # new work, a finished delivery and the timers' next look wake us.
+                await self._clock.sleep_until(checked_ms + DEADLINES_EVERY_MS, self._wake)
+                continue
             # Timers are checked at least every DEADLINES_EVERY_MS while work flows, so a steady
             # flow of new work cannot starve them.
             wake_ms, due_ms = await self._db.read(outbox.deadlines)
@@ -288,7 +294,7 @@ class Dispatcher:
                     checked_ms = None  # more may be due: look again on the next turn
                     continue
                 wake_ms = None  # due, but another instance is firing those timers right now
-            if claimed:
+            if more:
                 continue
             deadlines = [value for value in (wake_ms, due_ms) if value is not None]
             deadline = min(deadlines) if deadlines else None
@@ -330,10 +336,12 @@ class Dispatcher:
                 extra={"action": "deliveries_cut_short", "count": len(cut)},
             )
 
-    async def _claim(self, now_ms: int) -> int:
+    async def _claim(self, now_ms: int) -> tuple[int, bool]:
+        """Claim and start what is due: how many, and whether more may be claimable now (as
+        many were claimed as there was room for)."""
         room = min(CLAIM_BATCH, MAX_IN_FLIGHT - len(self._inflight))
         if room <= 0 or self._stopping:
-            return 0
+            return 0, False
         rows, subscriptions = await self._db.write(
             _claim_with_subscriptions,
             now_ms,
@@ -344,7 +352,7 @@ class Dispatcher:
             self._router.remote_available(),
         )
         if self._stopping:
-            return 0  # claimed during the stop: the leases are released at the next start
+            return 0, False  # claimed during the stop: the leases are released at the next start
         for row in rows:
             lease = self._leases[row.id] = _Lease(now_ms + self._lease_ms)
             subscription = subscriptions.get(row.key) if row.source == CHAT else None
@@ -352,7 +360,7 @@ class Dispatcher:
                 self._deliver(row, subscription, lease), name=f"deliver-{row.source}-{row.key}"
             )
             self._inflight[(row.source, row.key)] = task
-        return len(rows)
+        return len(rows), len(rows) == room
 
     async def _renew_leases(self) -> None:
         interval_ms = max(self._lease_ms // 3, 1)

@@ -28,7 +28,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
@@ -66,6 +66,8 @@ class ApnsCredentials:
     team_id: str
     private_key: str
     topic: str
+    key: EllipticCurvePrivateKey | None = field(default=None, compare=False, repr=False)
+    """``private_key`` read, so that a new provider token does not read the PEM text again."""
 
     @classmethod
     def from_mapping(cls, fields: Mapping[str, str]) -> ApnsCredentials:
@@ -74,7 +76,9 @@ class ApnsCredentials:
         key = read_credentials(fields, ("key_id", "team_id", "private_key", "topic"))
         if not (isinstance(key, EllipticCurvePrivateKey) and isinstance(key.curve, SECP256R1)):
             raise ValueError("private_key must be an EC P-256 key (an APNs .p8 key)")
-        return cls(fields["key_id"], fields["team_id"], fields["private_key"], fields["topic"])
+        return cls(
+            fields["key_id"], fields["team_id"], fields["private_key"], fields["topic"], key=key
+        )
 
 
 def apns_request(message: MobileMessage, topic: str, now_s: int) -> tuple[dict[str, str], bytes]:
@@ -241,7 +245,7 @@ class ApnsProvider(MobileProvider[ApnsCredentials]):
             return cached[0]
         token = jwt.encode(
             {"iss": credentials.team_id, "iat": now_ms // 1000},
-            credentials.private_key,
+            credentials.key if credentials.key is not None else credentials.private_key,
             algorithm="ES256",
             headers={"kid": credentials.key_id},
         )

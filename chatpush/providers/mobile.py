@@ -29,14 +29,24 @@ MAX_PARSED_CREDENTIALS = 64
 """Credentials kept read per provider (one per node group and named provider in use)."""
 
 
-def read_credentials(fields: Mapping[str, str], required: Sequence[str]) -> PrivateKeyTypes:
+def read_credentials(
+    fields: Mapping[str, str], required: Sequence[str], *, stored: bool = False
+) -> PrivateKeyTypes:
     """Check that ``required`` fields are there and read ``private_key`` (PEM): the key, or a
-    ValueError that says what is missing or unreadable."""
+    ValueError that says what is missing or unreadable.
+
+    ``stored``: the fields were read from the credentials store, which takes only credentials
+    read here in full (``chatpush/push/credentials.py``), so an RSA key's consistency checks
+    are skipped: they cost 40 ms of CPU, holding the GIL, on the event loop, at the first send
+    of every process (the first second of benchmarks/agent_alerts.py, docs/PERFORMANCE.md §10.3).
+    """
     missing = [name for name in required if not fields.get(name)]
     if missing:
         raise ValueError(f"missing {', '.join(missing)}")
     try:
-        return load_pem_private_key(fields["private_key"].encode(), password=None)
+        return load_pem_private_key(
+            fields["private_key"].encode(), password=None, unsafe_skip_rsa_key_validation=stored
+        )
     except (ValueError, TypeError) as exc:
         raise ValueError(f"private_key is not a readable PEM private key ({exc})") from None
 
@@ -71,13 +81,22 @@ class MobileProvider(Provider, Generic[C]):
     def read_credentials(cls, fields: Mapping[str, str]) -> C:
         """The credentials from their stored fields (ValueError says what is wrong)."""
 
-    def parse(self, fields: Mapping[str, str]) -> C:
+    @classmethod
+    def read_stored_credentials(cls, fields: Mapping[str, str]) -> C:
+        """The credentials from fields read from the store, which were read in full with
+        ``read_credentials`` when they were stored: a provider may skip costly checks here."""
+        return cls.read_credentials(fields)
+
+    def parse(self, fields: Mapping[str, str], *, stored: bool = False) -> C:
         """The credentials read from ``fields``, remembered by their content: reading a PEM key
-        costs milliseconds (an RSA key, 5-25 ms), once per credentials rather than per send."""
+        costs milliseconds (an RSA key, 5-40 ms), once per credentials rather than per send.
+        ``stored``: ``fields`` come from the credentials store (``read_stored_credentials``)."""
         key = tuple(sorted(fields.items()))
         found = self._parsed.get(key)
         if found is None:
-            found = self.read_credentials(fields)
+            found = (
+                self.read_stored_credentials(fields) if stored else self.read_credentials(fields)
+            )
             if len(self._parsed) >= MAX_PARSED_CREDENTIALS:
                 self._parsed.pop(next(iter(self._parsed)))
             self._parsed[key] = found
@@ -122,7 +141,7 @@ class MobileProvider(Provider, Generic[C]):
                 temporary=False,
             )
         try:
-            credentials = self.parse(fields)
+            credentials = self.parse(fields, stored=True)
         except ValueError as exc:
             return SendResult(
                 "failed", 0, error=f"{self.label} credentials: {exc}", temporary=False

@@ -53,6 +53,8 @@ class FakeFcm:
     failures: dict[str, Failure] = field(default_factory=dict)
     base_url: str = ""
     _tokens: dict[str, int] = field(default_factory=dict)
+    _public: tuple[str, Any] | None = None
+    """(``private_key``, its public key): reading the PEM costs 40 ms of the loop, so once."""
     _runner: web.AppRunner | None = None
 
     @property
@@ -77,6 +79,7 @@ class FakeFcm:
         self.failures[token] = Failure(status, code, message or code, retry_after)
 
     async def start(self) -> FakeFcm:
+        self._public_key()  # read before the first token request, not during it
         app = web.Application()
         app.router.add_post("/token", self._token)
         app.router.add_post("/v1/projects/{project}/messages:send", self._send)
@@ -92,18 +95,22 @@ class FakeFcm:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    def _public_key(self) -> Any:
+        if self._public is None or self._public[0] != self.private_key:
+            key = serialization.load_pem_private_key(self.private_key.encode(), password=None)
+            self._public = (self.private_key, key.public_key())
+        return self._public[1]
+
     async def _token(self, request: web.Request) -> web.Response:
         self.token_requests += 1
         form = await request.post()
         if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
             return _oauth_error("unsupported_grant_type", "bad grant_type")
-        public = serialization.load_pem_private_key(
-            self.private_key.encode(), password=None
-        ).public_key()
+        public = self._public_key()
         try:
             claims = jwt.decode(
                 str(form.get("assertion", "")),
-                public,  # type: ignore[arg-type]
+                public,
                 algorithms=["RS256"],
                 audience=self.token_uri,
                 issuer=self.client_email,
