@@ -22,6 +22,11 @@ docs/PERFORMANCE.md §6.1). For each (N, R) point and each server:
     serve`` does; ``chatpush-aiohttp``: every request through aiohttp (the earlier path);
     ``chatpush-freeze``: with ``gc.freeze()`` every 5 s (an experiment); ``chatpush-pygc``: the
     collector at Python's default threshold.
+(c) ``chatpush-ws``: the same chatpush server, its subscribers over WebSocket (one socket each,
+    one /meta/connect outstanding; ``cometd_load subscribe --transport websocket``), the
+    publishers unchanged (HTTP, 10 messages per request). cometd-nodejs-server 1.2.1 has no
+    WebSocket, so this row is set against Node's long-polling at the same point and against
+    chatpush's own long-polling in the same run.
 Both hold connects up to 30 s, keep sessions 120 s, allow client publishes. Each server process
 is started fresh for each point. Run from the repository root:
 
@@ -66,7 +71,9 @@ SERVERS = ("node", "chatpush")
 collector's first threshold at Python's default (GC_EXPERIMENT_THRESHOLD) instead of the one
 ``chatpush serve`` sets (chatpush/cli.py: GC_FIRST_THRESHOLD; docs/PERFORMANCE.md §6.2);
 ``chatpush-aiohttp`` (every request through aiohttp) and ``chatpush-freeze`` (``gc.freeze()``)
-likewise (§6.3)."""
+likewise (§6.3); ``chatpush-ws``: chatpush with its subscribers over WebSocket (§6.4)."""
+WEBSOCKET_KINDS = {"chatpush-ws": "chatpush"}
+"""A server kind whose subscribers use WebSocket -> the server it runs."""
 GC_EXPERIMENT_THRESHOLD = 700
 DEFAULT_POINTS = "1000x1000,5000x1000,10000x1000,10000x2000"
 DRAIN_S = 2.0
@@ -125,6 +132,7 @@ def node_folder() -> Path:
 
 def start_server(kind: str, port: int, loop: str, workdir: Path) -> Process:
     """``loop`` is the event loop of chatpush's server (the Node server has its own)."""
+    kind = WEBSOCKET_KINDS.get(kind, kind)
     if kind == "node":
         command = ["node", str(node_folder() / NODE_SCRIPT.name), str(port)]
     else:
@@ -176,8 +184,9 @@ def run_point(
     """``loop``: the generator's event loop; ``server_loop``: chatpush's server's."""
     port = free_port()
     server = start_server(kind, port, server_loop, workdir)
+    transport = "websocket" if kind in WEBSOCKET_KINDS else "long-polling"
     subscribers = subprocess.Popen(
-        _generator("subscribe", port, point.clients, loop),
+        _generator("subscribe", port, point.clients, loop, "--transport", transport),
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -351,7 +360,8 @@ def main() -> int:
             "load",
         ],
         rows,
-        f"CometD long-polling, {args.duration_s:g} s per point (latency in ms, CPU in % of a core)",
+        f"CometD (chatpush-ws: subscribers over WebSocket, else long-polling), "
+        f"{args.duration_s:g} s per point (latency in ms, CPU in % of a core)",
     )
     for point in points:
         theirs = [r for r in results if r.point == point and r.server == "node"]
@@ -364,6 +374,18 @@ def main() -> int:
                     f"CPU per message {kind} / node = "
                     f"{a.cpu_us_per_message / max(b.cpu_us_per_message, 1e-9):.2f}, "
                     f"peak RSS {kind} / node = {a.rss_mb / max(b.rss_mb, 1):.2f}"
+                )
+    for point in points:
+        plain = [r for r in results if r.point == point and r.server == "chatpush"]
+        for kind in [s for s in servers if s in WEBSOCKET_KINDS]:
+            ours = [r for r in results if r.point == point and r.server == kind]
+            for a, b in zip(ours, plain, strict=False):
+                print(
+                    f"{point.clients} x {point.rate}/s: p99 {kind} / chatpush = "
+                    f"{a.report['p99_ms'] / b.report['p99_ms']:.2f}, CPU per message "
+                    f"{kind} / chatpush = "
+                    f"{a.cpu_us_per_message / max(b.cpu_us_per_message, 1e-9):.2f}, "
+                    f"peak RSS {kind} / chatpush = {a.rss_mb / max(b.rss_mb, 1):.2f}"
                 )
     incomplete = [r for r in results if r.report["missing"] or r.report["duplicates"]]
     for r in incomplete:

@@ -12,6 +12,12 @@ their bodies parsed as JSON.
         {"s": seq, "t": ns} received is counted (by seq, to find losses and duplicates) with its
         latency now - t. A line "count" on stdin prints how many arrived so far; "stop SENT"
         prints the figures as one JSON line and ends it.
+    python -m benchmarks.cometd_load subscribe --port P --clients N --transport websocket
+        The same over WebSocket (aiohttp's client): each client opens one WebSocket to the Bayeux
+        path, handshakes there with supportedConnectionTypes ["websocket", "long-polling"],
+        subscribes to /bench/i and keeps exactly one /meta/connect outstanding, sending the next
+        the moment its reply frame arrives (as CometD's websocket clients do); deliveries arrive
+        on the socket and are counted as above.
     python -m benchmarks.cometd_load publish --port P --clients N --rate R --duration-s D
         Publishes R messages a second for D seconds, message k to /bench/(k mod N), from four
         sessions (one keep-alive connection each), 10 messages per publish request with 64 bytes
@@ -27,12 +33,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import resource
 import sys
 import time
 from typing import Any
+
+import aiohttp
 
 PATH = "/cometd"
 SETUP_CONCURRENCY = 200
@@ -173,9 +182,13 @@ async def _handshake(connection: HttpConnection, port: int) -> tuple[str, str]:
 
 
 class Subscribers:
-    def __init__(self, port: int, clients: int) -> None:
+    def __init__(self, port: int, clients: int, transport: str = "long-polling") -> None:
         self.port = port
         self.clients = clients
+        self.transport = transport
+        self.session: aiohttp.ClientSession | None = None
+        self.sockets: list[aiohttp.ClientWebSocketResponse] = []
+        self.readers: set[asyncio.Task[None]] = set()
         self.latencies_us: list[int] = []
         self.seen = bytearray()
         self.duplicates = 0
@@ -186,10 +199,17 @@ class Subscribers:
 
     async def start(self) -> None:
         gate = asyncio.Semaphore(SETUP_CONCURRENCY)
+        if self.transport == "websocket":
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, force_close=False)
+            )
 
         async def one(index: int) -> None:
             async with gate:
-                await self._start_client(index)
+                if self.transport == "websocket":
+                    await self._start_websocket_client(index)
+                else:
+                    await self._start_client(index)
 
         await asyncio.gather(*(one(i) for i in range(self.clients)))
 
@@ -239,24 +259,96 @@ class Subscribers:
             self.connects += 1
             connection.send(connect)
             for message in json.loads(body):
-                data = message.get("data")
-                if data is None:
-                    if message.get("successful") is False:
-                        self.failures += 1
-                    continue
-                if message.get("channel") != channel_bytes:
-                    self.wrong_channel += 1
-                seq = data["s"]
-                if seq >= len(self.seen):
-                    self.seen.extend(bytes(seq + 1 - len(self.seen) + 65536))
-                if self.seen[seq]:
-                    self.duplicates += 1
-                    continue
-                self.seen[seq] = 1
-                self.latencies_us.append((now_ns - data["t"]) // 1000)
+                self._count(message, channel_bytes, now_ns)
 
         connection.on_body = on_body
         connection.send(connect)
+
+    def _count(self, message: dict[str, Any], channel: str, now_ns: int) -> None:
+        """One message of a reply: a delivery is counted by its seq, a refusal as a failure."""
+        data = message.get("data")
+        if data is None:
+            if message.get("successful") is False:
+                self.failures += 1
+            return
+        if message.get("channel") != channel:
+            self.wrong_channel += 1
+        seq = data["s"]
+        if seq >= len(self.seen):
+            self.seen.extend(bytes(seq + 1 - len(self.seen) + 65536))
+        if self.seen[seq]:
+            self.duplicates += 1
+            return
+        self.seen[seq] = 1
+        self.latencies_us.append((now_ns - data["t"]) // 1000)
+
+    async def _start_websocket_client(self, index: int) -> None:
+        assert self.session is not None
+        socket = await self.session.ws_connect(
+            f"http://127.0.0.1:{self.port}{PATH}", autoping=True, max_msg_size=0
+        )
+        self.sockets.append(socket)
+
+        async def call(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            await socket.send_str(json.dumps(messages))
+            frame = await socket.receive()
+            if frame.type != aiohttp.WSMsgType.TEXT:
+                raise RuntimeError(f"websocket setup: {frame.type} {frame.data!r}")
+            reply: list[dict[str, Any]] = json.loads(frame.data)
+            return reply
+
+        reply = await call(
+            [
+                {
+                    "channel": "/meta/handshake",
+                    "version": "1.0",
+                    "supportedConnectionTypes": ["websocket", "long-polling"],
+                    "id": "1",
+                }
+            ]
+        )
+        if not reply[0].get("successful") or "websocket" not in reply[0].get(
+            "supportedConnectionTypes", []
+        ):
+            raise RuntimeError(f"websocket handshake refused: {reply}")
+        client_id = str(reply[0]["clientId"])
+        channel = f"/bench/{index}"
+        reply = await call(
+            [{"channel": "/meta/subscribe", "clientId": client_id, "subscription": channel}]
+        )
+        if not any(m.get("channel") == "/meta/subscribe" and m["successful"] for m in reply):
+            raise RuntimeError(f"subscribe refused: {reply}")
+        connect_message = {
+            "channel": "/meta/connect",
+            "clientId": client_id,
+            "connectionType": "websocket",
+        }
+        # The first connect (advice.timeout 0) is answered at once, as over long-polling.
+        await call([{**connect_message, "advice": {"timeout": 0}}])
+        self.connects += 1
+        connect = json.dumps([connect_message])
+
+        async def read() -> None:
+            await socket.send_str(connect)
+            async for frame in socket:
+                if frame.type != aiohttp.WSMsgType.TEXT:
+                    break
+                now_ns = time.time_ns()
+                answered = False
+                for message in json.loads(frame.data):
+                    if message.get("channel") == "/meta/connect":
+                        answered = True
+                        if message.get("successful") is False:
+                            self.failures += 1
+                    else:
+                        self._count(message, channel, now_ns)
+                if answered:  # exactly one connect outstanding: the next one now
+                    self.connects += 1
+                    await socket.send_str(connect)
+
+        task = asyncio.create_task(read())
+        self.readers.add(task)
+        task.add_done_callback(self.readers.discard)
 
     def report(self, sent: int) -> dict[str, Any]:
         received = sum(self.seen[:sent])
@@ -274,17 +366,22 @@ class Subscribers:
             "wrong_channel": self.wrong_channel,
             "failures": self.failures,
             "connects": self.connects,
-            "connections_lost": sum(1 for c in self.connections if c.closed.done()),
+            "connections_lost": sum(1 for c in self.connections if c.closed.done())
+            + sum(1 for s in self.sockets if s.closed),
             "p50_ms": pct(0.50),
             "p99_ms": pct(0.99),
             "max_ms": latencies[-1] / 1000 if latencies else float("nan"),
         }
 
 
-async def subscribe_main(port: int, clients: int) -> None:
-    subscribers = Subscribers(port, clients)
+async def subscribe_main(port: int, clients: int, transport: str = "long-polling") -> None:
+    subscribers = Subscribers(port, clients, transport)
     started = time.monotonic()
     await subscribers.start()
+    # The clients are long-lived: out of the collector's sight, so that a full collection of the
+    # generator's own objects (about 0.5 s with 10,000 aiohttp websockets) does not show up as
+    # the server's latency (docs/PERFORMANCE.md §6.4).
+    gc.freeze()
     print(json.dumps({"ready": clients, "setup_s": time.monotonic() - started}), flush=True)
     loop = asyncio.get_running_loop()
     while True:
@@ -298,6 +395,8 @@ async def subscribe_main(port: int, clients: int) -> None:
     for connection in subscribers.connections:
         if connection.transport is not None:
             connection.transport.abort()
+    if subscribers.session is not None:
+        subscribers.session.detach()  # the process ends at once (os._exit): no closing one by one
 
 
 # -- publisher ------------------------------------------------------------------------------------
@@ -394,13 +493,16 @@ def main() -> None:
     for command in (subscribe, publish):
         command.add_argument("--port", type=int, required=True)
         command.add_argument("--clients", type=int, required=True)
+    subscribe.add_argument(
+        "--transport", choices=("long-polling", "websocket"), default="long-polling"
+    )
     publish.add_argument("--rate", type=int, required=True)
     publish.add_argument("--duration-s", type=float, required=True)
     publish.add_argument("--style", choices=("sessions", "due"), default="sessions")
     args = parser.parse_args()
     _raise_file_limit()
     if args.command == "subscribe":
-        asyncio.run(subscribe_main(args.port, args.clients))
+        asyncio.run(subscribe_main(args.port, args.clients, args.transport))
     else:
         asyncio.run(publish_main(args.port, args.clients, args.rate, args.duration_s, args.style))
     os._exit(0)  # skip closing thousands of transports one by one

@@ -118,6 +118,18 @@ def test_cometd_smoke_measures_both_servers_with_everything_delivered() -> None:
     assert "p99 chatpush / node =" in output
 
 
+def test_cometd_smoke_over_websocket_delivers_everything_and_compares_with_long_polling() -> None:
+    # The generator refuses a handshake that does not offer websocket, so this row is websocket.
+    output = run_benchmark("benchmarks.cometd", "--servers", "chatpush,chatpush-ws")
+    rows = [line.split("|") for line in output.splitlines() if line.startswith("| ")]
+    by_server = {row[1].strip(): row for row in rows[1:]}
+    assert set(by_server) == {"chatpush", "chatpush-ws"}, output
+    for row in by_server.values():
+        assert row[7].strip() == "100.00" and row[8].strip() == "0", output  # delivered %, dup
+    assert float(by_server["chatpush-ws"][14]) > 0, output  # connects per message
+    assert "p99 chatpush-ws / chatpush =" in output
+
+
 def test_cometd_chat_smoke_delivers_every_agent_event_to_its_client() -> None:
     output = run_benchmark("benchmarks.cometd_chat")
     rows = [line.split("|") for line in output.splitlines() if line.startswith("| ")]
