@@ -175,7 +175,10 @@ async def test_the_wal_starts_over_long_before_its_backstop(db: Database, tmp_pa
     frames = ((tmp_path / "g.db-wal").stat().st_size - 32) // (24 + 4096)  # one page a commit
     restart_frames = SQLITE_RESTART_EVERY_HANDOVERS * SQLITE_CHECKPOINT_EVERY_COMMITS
     assert rounds * SQLITE_CHECKPOINT_EVERY_COMMITS < SQLITE_WAL_BACKSTOP_PAGES
-    assert frames <= restart_frames + SQLITE_CHECKPOINT_EVERY_COMMITS, frames
+    # A restart waits while the thread is checkpointing (one more round at most), and a commit
+    # now and then writes a second page (a b-tree page split): 700 at most, where the WAL
+    # without the writer's restarts holds 800 or more.
+    assert frames <= restart_frames + 2 * SQLITE_CHECKPOINT_EVERY_COMMITS, frames
     assert len(await rows(db)) == rounds * SQLITE_CHECKPOINT_EVERY_COMMITS
 
 
