@@ -179,8 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     app[TASKS] = set()
     app.cleanup_ctx.append(client_ctx)
     app.router.add_post("/push", notification)
-    say(f"receiver listening on http://{args.host}:{args.port}/push")
-    web.run_app(app, host=args.host, port=args.port, print=None)
+    listening = f"receiver listening on http://{args.host}:{args.port}/push"
+    # run_app "prints" once its port is bound: saying so before would race a client started
+    # on that line.
+    web.run_app(app, host=args.host, port=args.port, print=lambda _running: say(listening))
     return 0
 
 

@@ -160,8 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"httpcb_receiver: {exc}", file=sys.stderr)
         return 2
-    say(f"receiver listening on http://{args.host}:{args.port}/")
-    web.run_app(app, host=args.host, port=args.port, print=None)
+    listening = f"receiver listening on http://{args.host}:{args.port}/"
+    # run_app "prints" once its port is bound: saying so before would race a client started
+    # on that line.
+    web.run_app(app, host=args.host, port=args.port, print=lambda _running: say(listening))
     return 0
 
 
