@@ -88,13 +88,17 @@ KNOWN_EVENTS: frozenset[str] = frozenset({*DEFAULT_EVENTS, *CALLBACK_EVENTS, REM
 
 MODES: Final = ("false", "subscribe_notify", "notify")
 TYPES: Final = ("httpcb", "customhttp", "comet")
-PROPERTIES: Final = (
+STATUS_OPTIONS: Final = (
     "_enable_status_notification",
     "_status_notification_type",
     "_status_notification_target",
     "_status_notification_provider",
     "_status_notification_debug",
     "_status_notification_language",
+)
+"""§5.1's options that a create parameter of the same name overrides for its callback."""
+PROPERTIES: Final = (
+    *STATUS_OPTIONS,
     "_status_notification_attempts",
     "_enable_notification_reminder",
     "_notification_reminder_buffer",

@@ -22,6 +22,7 @@ from chatpush.event_lists import (
     MODES,
     REMINDER,
     REMINDER_PARAMS,
+    STATUS_OPTIONS,
     TYPES,
     EventList,
     EventSpec,
@@ -29,14 +30,7 @@ from chatpush.event_lists import (
 )
 from chatpush.store.notifications import SubscriptionRow
 
-CREATE_PARAMS: Final = (
-    "_enable_status_notification",
-    "_status_notification_type",
-    "_status_notification_target",
-    "_status_notification_provider",
-    "_status_notification_debug",
-    "_status_notification_language",
-)
+CREATE_PARAMS: Final = STATUS_OPTIONS
 """§5.1: the options a create parameter of the same name overrides for its callback."""
 MAX_TARGET_CHARS: Final = 2048
 OWN_SUBSCRIBER: Final = "chatpush"

@@ -111,39 +111,30 @@ def new_message_id() -> str:
     return "msg_" + secrets.token_hex(12)
 
 
+def _row_values(n: NewRow, now_ms: int) -> dict[str, Any]:
+    """The values every outbox row has (``_ENQUEUE``'s)."""
+    return {
+        "source": n.source,
+        "key": n.key,
+        "kind": n.kind,
+        "body": sql.to_json(n.body),
+        "notify_position": n.notify_position,
+        "attempt": n.attempt,
+        "message_id": n.message_id,
+        "now_ms": now_ms,
+    }
+
+
 def enqueue_rows(conn: Connection, rows: Sequence[NewRow], now_ms: int) -> None:
     plain = [row for row in rows if row.device_type is None]
     routed = [row for row in rows if row.device_type is not None]
-    sql.run_many(
-        conn,
-        _ENQUEUE,
-        (
-            {
-                "source": n.source,
-                "key": n.key,
-                "kind": n.kind,
-                "body": sql.to_json(n.body),
-                "notify_position": n.notify_position,
-                "attempt": n.attempt,
-                "message_id": n.message_id,
-                "now_ms": now_ms,
-            }
-            for n in plain
-        ),
-    )
+    sql.run_many(conn, _ENQUEUE, (_row_values(n, now_ms) for n in plain))
     sql.run_many(
         conn,
         _ENQUEUE_ROUTED,
         (
             {
-                "source": n.source,
-                "key": n.key,
-                "kind": n.kind,
-                "body": sql.to_json(n.body),
-                "notify_position": n.notify_position,
-                "attempt": n.attempt,
-                "message_id": n.message_id,
-                "now_ms": now_ms,
+                **_row_values(n, now_ms),
                 "device_type": n.device_type,
                 "device_id": n.device_id,
                 "group_name": n.group_name,
