@@ -4,17 +4,13 @@ POST whose Standard Webhooks signature is bad (401), and prints a retried webhoo
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.e2e.test_sample_receiver import SECRET, signed
-from tests.e2e.test_serve import free_port
+from tests.e2e.test_sample_receiver import sample_receiver, signed
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = aiohttp.ClientTimeout(total=10)
@@ -22,30 +18,8 @@ TIMEOUT = aiohttp.ClientTimeout(total=10)
 
 @pytest.fixture
 def receiver(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    port = free_port()
-    log = tmp_path / "receiver.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "samples" / "httpcb_receiver.py"),
-                "--port",
-                str(port),
-                "--signing-secret",
-                SECRET,
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while "receiver listening" not in log.read_text():
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}/callbacks", log
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with sample_receiver("httpcb_receiver.py", "/callbacks", tmp_path) as started:
+        yield started
 
 
 async def test_prints_signed_events_once_and_refuses_bad_signatures(

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
@@ -21,19 +22,18 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 TIMEOUT = aiohttp.ClientTimeout(total=10)
 
 
-@pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+@contextmanager
+def sample_receiver(sample: str, path: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """``samples/<sample>`` run as an operator runs it, with the signing secret: (its URL for
+    ``path``, its log) once it says it listens."""
     port = free_port()
     log = tmp_path / "receiver.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [
                 sys.executable,
-                str(ROOT / "samples" / "customhttp_receiver.py"),
-                "--port",
-                str(port),
-                "--signing-secret",
-                SECRET,
+                str(ROOT / "samples" / sample),
+                *("--port", str(port), "--signing-secret", SECRET),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -43,10 +43,16 @@ def receiver(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         while "receiver listening" not in log.read_text():
             assert process.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}/push", log
+        yield f"http://127.0.0.1:{port}{path}", log
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    with sample_receiver("customhttp_receiver.py", "/push", tmp_path) as started:
+        yield started
 
 
 def signed(payload: bytes, message_id: str, secret: str = SECRET) -> dict[str, str]:
